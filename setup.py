@@ -1,0 +1,35 @@
+#!/usr/bin/env python
+"""focus_detr: Focus-DETR, DINO and Sparse DETR for detectron2.
+
+detectron2 itself is not a requirement here: it publishes no installable distribution. Run
+`python tools/install_detectron2.py` (the Makefile does) or build detectron2 yourself.
+"""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="focus_detr",
+    version="0.1.0",
+    description="Focus-DETR (ICCV 2023), DINO and Sparse DETR as a detectron2 plugin",
+    long_description=Path(__file__).with_name("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=("focus_detr", "focus_detr.*")),
+    install_requires=[
+        "torch>=2.0",  # tested with 2.14.1; no exact pin so that users keep their build
+        "torchvision>=0.15",
+        "numpy>=1.26",
+        "Pillow>=10.3",
+        "scipy>=1.10",
+        "fvcore>=0.1.5",
+        "pycocotools>=2.0.6",
+        "matplotlib>=3.7",
+        "tensorboard>=2.12",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+    },
+)
