@@ -1,0 +1,57 @@
+"""The contract between the DINO-style transformer and its (swappable) encoder.
+
+The transformer flattens the neck's multi-scale features and hands them to its encoder as one
+`EncoderInputs`; the encoder returns an `EncoderOutput`. The dense (DINO) encoder, the Sparse DETR
+encoder and the Focus encoder all implement this, so `model.transformer.encoder` can be swapped
+by a config override while every other module keeps its name and weights.
+
+An encoder that needs supervision of its own (Focus: foreground loss; Sparse DETR: DAM loss)
+implements `losses(...)`; the meta-architecture adds what it returns to the loss dict, so the
+losses come with the encoder automatically.
+"""
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+
+
+@dataclass
+class EncoderInputs:
+    """Batch-first multi-scale tokens, levels concatenated finest first.
+
+    Attributes:
+        tokens: (N, S, C) flattened neck features (S = sum over levels of H_l * W_l).
+        pos: (N, S, C) sine position embedding plus the level embedding.
+        padding_mask: (N, S) bool, True at padded tokens.
+        spatial_shapes: (L, 2) int64, (H_l, W_l) per level.
+        level_start_index: (L,) int64, offset of each level in S.
+        valid_ratios: (N, L, 2), (valid width, valid height) fraction of each level.
+        reference_points: (N, S, L, 2), each token's centre as deformable-attention reference.
+        proposal_projection: callable (N, S, C) -> (N, S, C): the two-stage output projection of
+            the transformer (zero padded and border tokens, `enc_output`, `enc_output_norm`);
+            token selectors score its output, as the published Focus-DETR does.
+        class_head: the two-stage encoder class head (the decoder's class head `num_layers`),
+            shared with encoders that score tokens by class (Focus's multi-category scores).
+        strides: feature stride of each level in input pixels (for label assignment).
+    """
+
+    tokens: torch.Tensor
+    pos: torch.Tensor
+    padding_mask: torch.Tensor
+    spatial_shapes: torch.Tensor
+    level_start_index: torch.Tensor
+    valid_ratios: torch.Tensor
+    reference_points: torch.Tensor
+    proposal_projection: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    class_head: Optional[nn.Module] = None
+    strides: Optional[List[int]] = None
+
+
+@dataclass
+class EncoderOutput:
+    """memory: (N, S, C) full token map; extras: encoder-specific tensors (selected token indices,
+    foreground logits, ...) that its `losses` and the analysis tools read."""
+
+    memory: torch.Tensor
+    extras: Dict[str, Any] = field(default_factory=dict)
