@@ -4,6 +4,8 @@ Four stride-2 convolutions, then per location of the stride-16 map: class logits
 loss; a location is positive for the smallest ground-truth box containing its centre) and
 log-space distances to the box sides (L1). At inference the top-k (location, class) scores give
 boxes. Returns detectron2 `Instances`, so `COCOEvaluator` can evaluate it.
+
+`crash_after_steps=n` raises in the (n+1)-th training forward: a simulated crash for resume tests.
 """
 import torch
 from detectron2.modeling.postprocessing import detector_postprocess
@@ -13,9 +15,10 @@ from torchvision.ops import sigmoid_focal_loss
 
 
 class ToyDetector(nn.Module):
-    def __init__(self, num_classes=6, channels=16, topk=100,
+    def __init__(self, num_classes=6, channels=16, topk=100, crash_after_steps=-1,
                  pixel_mean=(123.675, 116.28, 103.53), pixel_std=(58.395, 57.12, 57.375)):
         super().__init__()
+        self.crash_after_steps, self._steps = crash_after_steps, 0
         self.num_classes, self.topk, self.stride = num_classes, topk, 16
         c = channels
         layers, cin = [], 3
@@ -47,6 +50,9 @@ class ToyDetector(nn.Module):
         logits = logits.flatten(2).transpose(1, 2)  # (N, HW, K)
         reg = reg.flatten(2).transpose(1, 2)  # (N, HW, 4) log(ltrb / stride)
         if self.training:
+            if self._steps == self.crash_after_steps:
+                raise RuntimeError(f"ToyDetector: simulated crash after {self._steps} steps")
+            self._steps += 1
             return self.losses(logits, reg, centres, [x["instances"].to(self.device)
                                                       for x in batched_inputs])
         ltrb = reg.clamp(max=8).exp() * self.stride
