@@ -177,9 +177,15 @@ def report_outputs(cfg, checkpointer):
     print("\n".join(lines), flush=True)
 
 
-def main(args):
-    """Entry point of every process; returns (model, results)."""
-    cfg = load_config(args)
+def main(args, cfg=None):
+    """Entry point of every process; returns (model, results).
+
+    Args:
+        args: parsed command line.
+        cfg: the loaded config (None: load it here, e.g. in a process started by `launch`).
+    """
+    if cfg is None:
+        cfg = load_config(args)
     if launched_by_torchrun():
         init_torchrun_process_group(cfg.train.device)
     default_setup(cfg, args)  # logging, config.yaml, seeding, environment info
@@ -194,14 +200,17 @@ def main(args):
 
 def cli(argv=None):
     args = default_argument_parser().parse_args(argv)
-    load_config(args)  # fail on a bad file or override before any worker starts
+    cfg = load_config(args)  # fail on a bad file or override before any worker starts
     if launched_by_torchrun():
-        return main(args)
+        return main(args, cfg)
     if args.num_gpus * args.num_machines > 1:
+        if not str(cfg.train.device).startswith("cuda"):
+            raise ValueError("--num-gpus/--num-machines start one process per GPU; for several "
+                             "CPU processes use torchrun --nproc-per-node N tools/train_net.py")
         launch(main, args.num_gpus, num_machines=args.num_machines,
                machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
         return None
-    return main(args)
+    return main(args, cfg)
 
 
 if __name__ == "__main__":
