@@ -15,6 +15,7 @@ a stride 8/16/32/64 detector gets foreground under FCOS-style max-side-distance 
 import io
 import json
 import math
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Tuple
@@ -61,7 +62,7 @@ class SyntheticShapesRecipe:
         splits: (name, number of images) of each split.
     """
 
-    version: str = "v1"
+    version: str = "v2"
     image_size: Tuple[int, int] = (256, 320)
     objects_per_image: Tuple[int, int] = (1, 8)
     size_buckets: Tuple[Tuple[float, float], ...] = (
@@ -81,9 +82,6 @@ class SyntheticShapesRecipe:
             if name == split:
                 return n
         raise KeyError(f"unknown split {split!r}; the recipe has {[s for s, _ in self.splits]}")
-
-    def split_index(self, split):
-        return [s for s, _ in self.splits].index(split)
 
 
 def _sample_objects(rng, recipe):
@@ -114,7 +112,7 @@ def render_scene(rng, recipe):
 
     Returns:
         (image, annotations): uint8 (H, W, 3) RGB; list of dicts with "bbox" (XYWH, visible
-        region, ints), "area" (visible pixels) and "category_id" (1-based).
+        region, whole pixels), "area" (visible pixels) and "category_id" (1-based).
     """
     width = int(rng.integers(recipe.image_size[0], recipe.image_size[1] + 1))
     height = int(rng.integers(recipe.image_size[0], recipe.image_size[1] + 1))
@@ -171,14 +169,16 @@ def render_scene(rng, recipe):
         ys, xs = np.nonzero(owner[y0:y1, x0:x1] == k)
         bx0, by0 = x0 + int(xs.min()), y0 + int(ys.min())
         bw, bh = int(xs.max() - xs.min()) + 1, int(ys.max() - ys.min()) + 1
-        annotations.append({"bbox": [bx0, by0, bw, bh], "area": int(len(xs)),
+        # floats, as in COCO: detectron2's box transforms write back into the input's dtype
+        annotations.append({"bbox": [float(bx0), float(by0), float(bw), float(bh)],
+                            "area": int(len(xs)),
                             "category_id": category + 1})
     return image, annotations
 
 
 def scene_rng(recipe, split, index):
-    """The generator of image `index` of `split`: independent of every other image."""
-    return np.random.default_rng([recipe.seed, recipe.split_index(split), index])
+    """The generator of image `index` of `split`: independent of every other image and split."""
+    return np.random.default_rng([recipe.seed, zlib.crc32(split.encode()), index])
 
 
 def encode_jpeg(image, quality):
