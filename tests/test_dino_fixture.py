@@ -10,6 +10,7 @@ reference's own rounding noise: neck/memory 1e-4 (noise 7.2e-6), proposal scores
 score within 5e-4, box within 0.1 px (noise 1.1e-6 / 8.5e-4 px). Decoder rows are compared keyed
 by proposal token (`enc_topk_indices`), never by position: near-tied proposals may swap places.
 """
+import importlib
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,6 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 
 from focus_detr.layers import MultiScaleDeformableAttention
-from focus_detr.layers.ms_deform_attn import functional as msda
 from focus_detr.modeling.checkpoint import DetrCheckpointer
 from synth_weights import state_dict as synth_state_dict
 
@@ -27,10 +27,13 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def available_backends():
-    """Backends of the deformable attention that run on CPU here."""
-    listing = getattr(msda, "available_backends", None)
-    names = listing(torch.device("cpu")) if listing is not None else msda.BACKENDS
-    return list(names)
+    """Backends of the deformable attention that run on CPU here (the MSDA package's own
+    listing; before it had one, every name in `functional.BACKENDS` ran everywhere)."""
+    package = importlib.import_module("focus_detr.layers.ms_deform_attn")
+    listing = getattr(package, "available_backends", None)
+    if listing is not None:
+        return list(listing(torch.device("cpu")))
+    return list(importlib.import_module("focus_detr.layers.ms_deform_attn.functional").BACKENDS)
 
 
 @pytest.fixture(scope="module")
