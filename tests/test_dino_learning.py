@@ -5,10 +5,11 @@ Runs the config's own model, optimizer, lr schedule (scaled to ITERS), gradient 
 pipeline (short side 112-160 in training, 128 in evaluation) and evaluator on the whole val
 split, for ITERS iterations so that it takes a few minutes on 2 CPU cores.
 
-Thresholds (measured with this file's settings, see `python tests/test_dino_learning.py`):
-untrained AP <= {UNTRAINED}; after ITERS iterations AP {MEASURED}. MIN_AP is below every trained
-run and far above the untrained value; MAX_LOSS_RATIO (mean loss of the last 50 iterations over
-the first 50) likewise sits between the measured ratios and 1.
+Thresholds, from measurements with these settings (`python tests/test_dino_learning.py SEED`,
+seeds 0 / 1): box AP (COCO, percent) 0.001 / 0.000 untrained, 2.89 / 1.19 after ITERS
+iterations; loss ratio (mean of the last 50 iterations over the first 50) 0.715 / 0.757.
+MIN_AP = 0.5 lies 2.4x below the weakest trained run and 500x above the untrained ones;
+MAX_LOSS_RATIO = 0.9 lies between the measured ratios and 1 (no learning).
 """
 import contextlib
 import io
