@@ -1,4 +1,5 @@
 """configs/common/data: the synthetic and COCO data configs build what they describe."""
+
 import pytest
 from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog

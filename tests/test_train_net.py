@@ -146,3 +146,24 @@ def test_torchrun_two_processes_keep_identical_replicas(tmp_path):
     assert all(torch.equal(final[k], w0[k]) for k in w0)
     earlier = safe_load_checkpoint(str(tmp_path / "run" / "model_0000002.pth"))["model"]
     assert any(not torch.equal(earlier[k], w0[k]) for k in w0)
+
+
+def test_init_checkpoint_is_loaded_and_starts_the_ema(toy_run, tmp_path):
+    out, _ = toy_run
+    init = safe_load_checkpoint(str(out / "model_final.pth"))["model"]
+    run_train_net(
+        "--config-file",
+        TOY_CONFIG,
+        f"train.output_dir={tmp_path}",
+        f"train.init_checkpoint={out / 'model_final.pth'}",
+        "train.max_iter=1",
+        "optimizer.lr=0.0",
+        "optimizer.weight_decay=0.0",
+        "train.model_ema.enabled=True",
+        "train.eval_period=0",
+    )
+    final = safe_load_checkpoint(str(tmp_path / "model_final.pth"))
+    assert final["trainer"]["iteration"] == 0  # a new run, not a resumed one
+    for k, v in init.items():  # lr 0: the weights are the loaded ones, and so is their EMA
+        assert torch.equal(final["model"][k], v), k
+        assert torch.allclose(final["ema"]["state"][k].float(), v.float()), k

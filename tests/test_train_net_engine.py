@@ -112,6 +112,16 @@ def test_ema_apply_to_restores_weights_even_on_error():
     torch.testing.assert_close(model.weight, trained)
 
 
+def test_ema_reset_restarts_from_the_current_weights():
+    model = nn.Linear(2, 2)
+    ema = ModelEMA(model, decay=0.9)
+    ema.update(model)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    ema.reset(model)
+    assert ema.num_updates == 0 and torch.equal(ema.state["weight"], model.weight)
+
+
 def test_ema_state_round_trip():
     model = nn.Linear(2, 2)
     a = ModelEMA(model, decay=0.99)

@@ -115,11 +115,14 @@ def do_train(args, cfg):
     model = create_ddp_model(model, device, **cfg.train.ddp)
 
     clip = cfg.train.clip_grad
+    amp = bool(cfg.train.amp.enabled) and device.startswith("cuda")
+    if cfg.train.amp.enabled and not amp:
+        logger.warning("train.amp.enabled is ignored on %s: mixed precision is CUDA only", device)
     trainer = DetrTrainer(
         model,
         train_loader,
         optimizer,
-        amp=cfg.train.amp.enabled,
+        amp=amp,
         clip_grad_params=clip.params if clip.enabled else None,
     )
     extra = {"ema": ema} if ema is not None else {}
@@ -159,6 +162,8 @@ def do_train(args, cfg):
         start_iter = trainer.iter + 1  # the checkpoint was saved after iteration `trainer.iter`
     else:
         start_iter = 0
+    if ema is not None and ema.num_updates == 0:
+        ema.reset(model)  # start the average from the loaded weights, not the random init
     if start_iter >= cfg.train.max_iter:
         logger.info(
             f"Already trained for {start_iter} >= train.max_iter={cfg.train.max_iter} "

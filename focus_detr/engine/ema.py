@@ -49,6 +49,13 @@ class ModelEMA:
             k: self._to(v.detach().clone()) for k, v in unwrap_model(model).state_dict().items()
         }
 
+    @torch.no_grad()
+    def reset(self, model):
+        """Restart the average at the model's current weights."""
+        for k, v in unwrap_model(model).state_dict().items():
+            self.state[k].copy_(v.detach())
+        self.num_updates = 0
+
     def _to(self, t):
         return t.to(self.device) if self.device is not None else t
 
