@@ -28,14 +28,23 @@ def ms_deform_attn_flops(batch: int, num_queries: int, num_heads: int, num_level
 
 
 def _shape(val) -> List[int]:
+    if not val.isCompleteTensor():
+        return []
     return val.type().sizes()
 
 
 def ms_deform_attn_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
-    """fvcore handle: inputs are (value, spatial_shapes, level_start_index, sampling_locations,
-    attention_weights, ...) as jit values."""
-    n, _, heads, head_dim = _shape(inputs[0])
-    _, q, _, levels, points, _ = _shape(inputs[3])
+    """fvcore handle. The inputs (jit values) hold value (N, S, heads, head_dim) and
+    sampling_locations (N, Q, heads, levels, points, 2) as the first 4-d and the first 6-d tensor
+    (true of all three op signatures in `MSDA_FLOP_HANDLES`)."""
+    shapes = [_shape(v) for v in inputs]
+    value = next((s for s in shapes if len(s) == 4), None)
+    locations = next((s for s in shapes if len(s) == 6), None)
+    if value is None or locations is None:
+        raise ValueError("deformable-attention FLOP handle: no (N, S, heads, head_dim) value and "
+                         f"(N, Q, heads, levels, points, 2) locations among input shapes {shapes}")
+    n, _, heads, head_dim = value
+    _, q, _, levels, points, _ = locations
     return ms_deform_attn_flops(n, q, heads, levels, points, head_dim)
 
 
