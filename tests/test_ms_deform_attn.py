@@ -118,29 +118,45 @@ def test_backends_agree_with_level_start_index_none_and_list_shapes():
     assert (out - reference_ms_deform_attn(value, SHAPES, loc, weights)).abs().max() < 1e-10
 
 
-def test_pytorch_backend_intermediates_bounded(monkeypatch):
-    """No tensor created during forward/backward is larger than output x levels x points."""
-    shapes = [(8, 6), (4, 3), (2, 2)]
-    n, q, heads, head_dim, points = 2, 40, 2, 8, 4
+def test_pytorch_backend_intermediates_bounded():
+    """Forward: no tensor larger than output x points / heads (the issue's bound is output x
+    levels x points), even with few queries and large levels, where a per-level copy of value
+    would exceed it. Backward: additionally one (level, head) slice of grad_value, and grad_value
+    itself."""
+    from focus_detr.layers.ms_deform_attn import pytorch_backend
+
+    shapes = [(16, 12), (8, 6)]  # S = 240 tokens, 3 queries
+    n, q, heads, head_dim, points = 2, 3, 2, 8, 2
     value, loc, weights = random_inputs(n, q, heads, head_dim, shapes, points, torch.float32)
-    inputs = [t.requires_grad_() for t in (value, loc, weights)]
-    bound = n * q * heads * head_dim * len(shapes) * points
+    shapes_t, starts = torch.tensor(shapes), level_start_index(shapes)
+    output = n * q * heads * head_dim
+    assert value.numel() > output * len(shapes) * points  # the regime where the bound bites
     sizes = []
 
     class Recorder(torch.utils._python_dispatch.TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
+            inputs = {a.untyped_storage().data_ptr() for a in
+                      torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)}
             for t in (out if isinstance(out, (tuple, list)) else (out,)):
-                if isinstance(t, torch.Tensor):
-                    sizes.append(t.numel())
+                # new allocations only (views share their input's memory)
+                if (isinstance(t, torch.Tensor) and t.shape != value.shape
+                        and t.untyped_storage().data_ptr() not in inputs):
+                    sizes.append((t.numel(), str(func)))
             return out
 
     with Recorder():
-        out = _call("pytorch", *inputs, shapes=shapes)
-        out.backward(torch.ones_like(out))
-    assert sizes and max(sizes) <= bound
-    # in fact nothing exceeds one level's samples (output x points) or an input/gradient
-    assert max(sizes) <= max(bound // len(shapes), value.numel(), loc.numel())
+        out = pytorch_backend.forward(value, shapes_t, starts, loc, weights)
+    assert sizes and max(sizes)[0] <= output * points // heads, max(sizes)
+    sizes.clear()
+    with Recorder():
+        grads = pytorch_backend.backward(value, shapes_t, starts, loc, weights,
+                                         torch.ones_like(out))
+    largest_slice = n * max(h * w for h, w in shapes) * head_dim  # one (level, head) of value
+    assert max(sizes)[0] <= max(output * len(shapes) * points, largest_slice), max(sizes)
+    expected = reference_ms_deform_attn(value, shapes, loc, weights)
+    assert (out - expected).abs().max() < 1e-5
+    assert grads[0].shape == value.shape
 
 
 # ---------------------------------------------------------------- input checks

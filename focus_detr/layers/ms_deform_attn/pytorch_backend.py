@@ -1,12 +1,14 @@
 """Pure-PyTorch multi-scale deformable attention (bilinear, zero padding, align_corners=False).
 
-Runs on any device and floating dtype (float64, float32, float16, bfloat16). One level at a time,
-`F.grid_sample` samples the level's values at every (query, point) of every head; the samples are
-weighted and summed into the output at once. Largest intermediates: the samples of one level,
-(N*heads, head_dim, Q, points) = output x points, and one level's values in grid_sample's
-(N*heads, head_dim, H, W) layout. The backward recomputes each level's samples instead of saving
-them (`aten.grid_sampler_2d_backward` gives the value and grid gradients), so nothing of size
-output x levels x points is ever alive.
+Runs on any device and floating dtype (float64, float32, float16, bfloat16). For each level and
+head, `F.grid_sample` reads the level's values through a strided (N, head_dim, H, W) view of
+`value` (no copy), samples every (query, point) and the samples are weighted and summed into the
+output at once. Largest intermediates: the samples of one (level, head), i.e. output x points /
+heads, and, in backward, the gradient of one (level, head) slice of value. The backward
+recomputes the samples instead of saving them (`aten.grid_sampler_2d_backward` gives the value
+and grid gradients), so nothing of size output x levels x points is ever alive.
+(One `grid_sample` over all heads would need a (N*heads, head_dim, H, W) copy of each level,
+larger than the output x levels x points bound for decoder-sized queries, and was not faster.)
 """
 from typing import List, Sequence, Tuple
 
@@ -31,57 +33,55 @@ def _levels(spatial_shapes, level_start_index) -> List[Tuple[int, int, int]]:
     return [(int(h), int(w), int(s)) for (h, w), s in zip(shapes, starts)]
 
 
-def _level_value(value: torch.Tensor, h: int, w: int, start: int) -> torch.Tensor:
-    """value[:, start:start+h*w] (N, h*w, heads, D) as grid_sample input (N*heads, D, h, w)."""
-    n, _, heads, d = value.shape
-    return value[:, start:start + h * w].permute(0, 2, 3, 1).reshape(n * heads, d, h, w)
+def _level(value: torch.Tensor, h: int, w: int, start: int) -> torch.Tensor:
+    """Level of `value` (N, S, heads, D) as a (N, H, W, heads, D) view."""
+    return value[:, start:start + h * w].unflatten(1, (h, w))
 
 
-def _grids(sampling_locations: torch.Tensor) -> torch.Tensor:
-    """(N, Q, heads, L, P, 2) in [0, 1] -> (N*heads, Q, L, P, 2) in grid_sample's [-1, 1]."""
-    return (2 * sampling_locations - 1).transpose(1, 2).flatten(0, 1)
+def _sample(level_head: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """(N, D, H, W) values at grid (N, Q, P, 2) in [-1, 1] -> (N, D, Q, P)."""
+    return F.grid_sample(level_head, grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False)
 
 
 def forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
     """Output (N, Q, heads*D); arguments as :func:`focus_detr.layers.ms_deform_attn`."""
     n, _, heads, d = value.shape
     q = sampling_locations.shape[1]
-    grids = _grids(sampling_locations)
-    weights = attention_weights.transpose(1, 2).flatten(0, 1)  # (N*heads, Q, L, P)
-    out = value.new_zeros(n * heads, d, q)
+    grids = 2 * sampling_locations - 1  # grid_sample's [-1, 1] coordinates
+    out = value.new_zeros(n, q, heads, d)
     for lvl, (h, w, start) in enumerate(_levels(spatial_shapes, level_start_index)):
-        samples = F.grid_sample(_level_value(value, h, w, start), grids[:, :, lvl],
-                                mode="bilinear", padding_mode="zeros", align_corners=False)
-        out += (samples * weights[:, None, :, lvl]).sum(-1)  # (N*heads, D, Q, P) -> (.., Q)
-    return out.view(n, heads * d, q).transpose(1, 2).contiguous()
+        level = _level(value, h, w, start)
+        for head in range(heads):
+            samples = _sample(level[:, :, :, head].permute(0, 3, 1, 2), grids[:, :, head, lvl])
+            weights = attention_weights[:, None, :, head, lvl]  # (N, 1, Q, P)
+            out[:, :, head] += (samples * weights).sum(-1).transpose(1, 2)
+    return out.view(n, q, heads * d)
 
 
 def backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
              grad_output):
     """(grad_value, grad_sampling_locations, grad_attention_weights) for `grad_output`."""
     n, _, heads, d = value.shape
-    q, levels = sampling_locations.shape[1], sampling_locations.shape[3]
-    grids = _grids(sampling_locations)
-    weights = attention_weights.transpose(1, 2).flatten(0, 1)  # (N*heads, Q, L, P)
-    # (N, Q, heads*D) -> (N*heads, D, Q, 1), broadcast over points
-    grad_out = grad_output.reshape(n, q, heads, d).permute(0, 2, 3, 1).reshape(n * heads, d, q, 1)
+    q = sampling_locations.shape[1]
+    grids = 2 * sampling_locations - 1
+    grad_out = grad_output.view(n, q, heads, d)
     grad_value = torch.zeros_like(value)
-    grad_grids, grad_weights = [], []
+    grad_loc = torch.empty_like(sampling_locations)
+    grad_w = torch.empty_like(attention_weights)
     for lvl, (h, w, start) in enumerate(_levels(spatial_shapes, level_start_index)):
-        v = _level_value(value, h, w, start)
-        grid = grids[:, :, lvl]
-        samples = F.grid_sample(v, grid, mode="bilinear", padding_mode="zeros",
-                                align_corners=False)
-        grad_weights.append((samples * grad_out).sum(1))  # (N*heads, Q, P)
-        del samples
-        grad_v, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
-            grad_out * weights[:, None, :, lvl], v, grid, _BILINEAR, _ZEROS, False, [True, True])
-        grad_value[:, start:start + h * w] = grad_v.view(n, heads, d, h * w).permute(0, 3, 1, 2)
-        grad_grids.append(grad_grid)
-    # d(grid)/d(location) = 2; back to (N, Q, heads, L, P, ...)
-    grad_loc = (2 * torch.stack(grad_grids, 2)).view(n, heads, q, levels, -1, 2).transpose(1, 2)
-    grad_w = torch.stack(grad_weights, 2).view(n, heads, q, levels, -1).transpose(1, 2)
-    return grad_value, grad_loc.contiguous(), grad_w.contiguous()
+        level, grad_level = _level(value, h, w, start), _level(grad_value, h, w, start)
+        for head in range(heads):
+            level_head = level[:, :, :, head].permute(0, 3, 1, 2)  # (N, D, H, W) view
+            grid = grids[:, :, head, lvl]
+            g = grad_out[:, :, head].transpose(1, 2).unsqueeze(-1)  # (N, D, Q, 1)
+            grad_w[:, :, head, lvl] = (_sample(level_head, grid) * g).sum(1)
+            grad_v, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
+                g * attention_weights[:, None, :, head, lvl], level_head, grid, _BILINEAR,
+                _ZEROS, False, [True, True])
+            grad_level[:, :, :, head] = grad_v.permute(0, 2, 3, 1)
+            grad_loc[:, :, head, lvl] = 2 * grad_grid  # d(grid)/d(location) = 2
+    return grad_value, grad_loc, grad_w
 
 
 def ms_deform_attn_pytorch(
