@@ -130,9 +130,11 @@ class DualAttentionEncoderLayer(nn.Module):
             kept list, `object_valid` (N, k) and `object_scores` (N, K).
         """
         info = {}
-        if self.num_object_tokens > 0 and query.shape[1] > 0:
+        if self.num_object_tokens > 0:
             index, valid, scores = self.select_object_tokens(query, foreground_logits, query_valid,
                                                              class_head)
+            info.update(object_index=index, object_valid=valid, object_scores=scores)
+        if self.num_object_tokens > 0 and index.shape[1] > 0:
             objects = gather_tokens(query, index)
             objects_pos = gather_tokens(query_pos, index)
             # an image without object tokens attends to its (ignored) first slot, not to nothing,
@@ -142,7 +144,6 @@ class DualAttentionEncoderLayer(nn.Module):
                                           key_pos=objects_pos, key_padding_mask=ignore)
             objects = self.norm2(objects)
             query = scatter_tokens(query, index, objects, valid)
-            info.update(object_index=index, object_valid=valid, object_scores=scores)
         query = self.cross_attention(query, value=value, query_pos=query_pos,
                                      key_padding_mask=value_padding_mask,
                                      reference_points=reference_points,
