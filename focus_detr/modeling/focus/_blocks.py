@@ -1,7 +1,7 @@
-"""Minimal attention / feed-forward blocks with detrex's submodule names.
+"""Minimal self-attention / feed-forward blocks with detrex's submodule names.
 
-Temporary: they stand in for the generic layers of `focus_detr.layers` until those exist, and
-will be replaced by them (same names, same state-dict keys).
+Temporary stand-ins with the API of `focus_detr.layers.MultiheadAttention` / `FFN` (being written
+on the DINO branch); they will be replaced by those (same state-dict keys).
 """
 from typing import Optional
 
@@ -10,10 +10,9 @@ from torch import nn
 
 
 class _MultiheadAttention(nn.Module):
-    """`nn.MultiheadAttention` (as `attn`) with position embeddings and a residual:
-    returns identity + dropout(attn(query + query_pos, key + key_pos, value))."""
+    """`nn.MultiheadAttention` (as `attn`): q = k = x + pos, v = x; returns x + dropout(attention)."""
 
-    def __init__(self, embed_dim: int, num_heads: int, attn_drop: float = 0.0,
+    def __init__(self, embed_dim: int = 256, num_heads: int = 8, attn_drop: float = 0.0,
                  proj_drop: float = 0.0, batch_first: bool = True):
         super().__init__()
         self.embed_dim = embed_dim
@@ -21,33 +20,24 @@ class _MultiheadAttention(nn.Module):
                                           batch_first=batch_first)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, query: torch.Tensor, key: Optional[torch.Tensor] = None,
-                value: Optional[torch.Tensor] = None, identity: Optional[torch.Tensor] = None,
-                query_pos: Optional[torch.Tensor] = None, key_pos: Optional[torch.Tensor] = None,
+    def forward(self, query: torch.Tensor, query_pos: Optional[torch.Tensor] = None,
                 attn_mask: Optional[torch.Tensor] = None,
-                key_padding_mask: Optional[torch.Tensor] = None, **kwargs) -> torch.Tensor:
-        key = query if key is None else key
-        value = key if value is None else value
-        identity = query if identity is None else identity
-        if query_pos is not None:
-            query = query + query_pos
-        if key_pos is not None:
-            key = key + key_pos
-        out = self.attn(query, key, value, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                key_padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        qk = query if query_pos is None else query + query_pos
+        out = self.attn(qk, qk, query, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
                         need_weights=False)[0]
-        return identity + self.proj_drop(out)
+        return query + self.proj_drop(out)
 
 
 class _FFN(nn.Module):
-    """x + Linear(Dropout(act(Linear(x)))) with detrex's `layers` structure."""
+    """x + Dropout(Linear(Dropout(ReLU(Linear(x))))) with detrex's `layers` structure."""
 
-    def __init__(self, embed_dim: int = 256, feedforward_dim: int = 1024, ffn_drop: float = 0.0):
+    def __init__(self, embed_dim: int = 256, feedforward_dim: int = 2048, dropout: float = 0.0):
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Sequential(nn.Linear(embed_dim, feedforward_dim), nn.ReLU(inplace=True),
-                          nn.Dropout(ffn_drop)),
+            nn.Sequential(nn.Linear(embed_dim, feedforward_dim), nn.ReLU(), nn.Dropout(dropout)),
             nn.Linear(feedforward_dim, embed_dim),
-            nn.Dropout(ffn_drop),
+            nn.Dropout(dropout),
         )
 
     def forward(self, x: torch.Tensor, identity: Optional[torch.Tensor] = None) -> torch.Tensor:

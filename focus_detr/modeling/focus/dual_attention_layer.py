@@ -140,8 +140,7 @@ class DualAttentionEncoderLayer(nn.Module):
             # an image without object tokens attends to its (ignored) first slot, not to nothing,
             # which would give NaN rows (and NaN gradients through the discarded rows)
             ignore = ~valid & valid.any(1, keepdim=True)
-            objects = self.self_attention(objects, objects, objects, query_pos=objects_pos,
-                                          key_pos=objects_pos, key_padding_mask=ignore)
+            objects = self.self_attention(objects, query_pos=objects_pos, key_padding_mask=ignore)
             objects = self.norm2(objects)
             query = scatter_tokens(query, index, objects, valid)
         query = self.cross_attention(query, value=value, query_pos=query_pos,
