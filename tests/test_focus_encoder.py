@@ -256,6 +256,8 @@ def test_losses_and_gradients():
                {"boxes": torch.tensor([[0.5, 0.5, 0.5, 0.5]]), "image_size": (40, 40)}]
     losses = encoder.losses(out, targets)
     assert list(losses) == ["select_loss"] and losses["select_loss"] > 0
+    assert torch.equal(encoder.losses({"encoder_output": out}, targets)["select_loss"],
+                       losses["select_loss"])
     (losses["select_loss"] + out.memory.pow(2).mean()).backward()
     grads = {n: p.grad for n, p in encoder.named_parameters()}
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values())

@@ -103,15 +103,17 @@ class FocusEncoder(nn.Module):
                 extras["object_scores"].append(info["object_scores"])
         return EncoderOutput(memory=memory, extras=extras)
 
-    def losses(self, output: EncoderOutput, targets: List[dict],
-               image_sizes: Optional[List[Sequence[int]]] = None, **kwargs) -> Dict[str, torch.Tensor]:
+    def losses(self, outputs, targets: List[dict],
+               image_sizes: Optional[List[Sequence[int]]] = None) -> Dict[str, torch.Tensor]:
         """Foreground loss of the selector, already weighted: {"select_loss": ...}.
 
         Args:
-            output: this encoder's output for the batch.
-            targets: one dict per image: `boxes_xyxy` (absolute pixels), or `boxes` (normalised
-                cxcywh) with `image_size` (h, w) (or pass `image_sizes`).
+            outputs: this encoder's `EncoderOutput` for the batch, or the model's output dict
+                holding it under "encoder_output" (the meta-architecture's call).
+            targets: one dict per image: `boxes_xyxy` (absolute input pixels), or `boxes`
+                (normalised cxcywh) with `image_size` (h, w) (or pass `image_sizes`).
         """
+        output = outputs["encoder_output"] if isinstance(outputs, dict) else outputs
         extras = output.extras
         strides = extras.get("strides")
         assigner = self.foreground_loss.assigner
