@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from ...layers import MultiScaleDeformableAttention
 from ..transformer.encoder_api import EncoderInputs, EncoderOutput
 from .dual_attention_layer import DualAttentionEncoderLayer
 from .foreground_loss import ForegroundLoss
@@ -58,6 +59,18 @@ class FocusEncoder(nn.Module):
         self.foreground_loss = foreground_loss if foreground_loss is not None else ForegroundLoss()
         self.embed_dim = layer.embed_dim
         self.num_layers = len(self.layers)
+        self.init_weights()
+
+    def init_weights(self):
+        """The published initialisation: Xavier-uniform matrices (attention, FFN, score network),
+        then Deformable-DETR's init of the deformable attention; modulation coefficients keep
+        their uniform init."""
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        for m in self.modules():
+            if isinstance(m, MultiScaleDeformableAttention):
+                m.init_weights()
 
     def forward(self, inputs: EncoderInputs) -> EncoderOutput:
         """Returns the full token map and, in `extras`:
