@@ -1,0 +1,26 @@
+"""Models of the DINO family: backbone helpers, neck, transformer, matcher, criterion, denoising,
+meta-architectures and checkpoint loading."""
+from .criterion import DINOCriterion
+from .denoising import ContrastiveDenoising, DenoisingMeta
+from .matcher import HungarianMatcher
+from .meta_arch import DINO, add_dino_config
+from .neck import ChannelMapper
+from .transformer import (DeformableDecoderLayer, DeformableEncoder, DeformableEncoderLayer,
+                          DINODecoder, DINOTransformer, EncoderInputs, EncoderOutput)
+
+__all__ = [
+    "ChannelMapper",
+    "ContrastiveDenoising",
+    "DINO",
+    "DINOCriterion",
+    "DINODecoder",
+    "DINOTransformer",
+    "DeformableDecoderLayer",
+    "DeformableEncoder",
+    "DeformableEncoderLayer",
+    "DenoisingMeta",
+    "EncoderInputs",
+    "EncoderOutput",
+    "HungarianMatcher",
+    "add_dino_config",
+]

@@ -1,0 +1,95 @@
+"""Loading dataset dicts with errors that name the dataset and its files."""
+import itertools
+import logging
+import warnings
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.build import (
+    check_metadata_consistency,
+    filter_images_with_only_crowd_annotations,
+    print_instances_class_histogram,
+)
+
+from .detr_dataset_mapper import is_degenerate_box
+
+__all__ = ["get_detection_dataset_dicts", "load_dataset_dicts"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_dataset_dicts(name):
+    """`DatasetCatalog.get(name)`, with load failures re-raised naming the dataset and its file.
+
+    Raises:
+        KeyError: `name` is not registered (the message lists the registered names).
+        FileNotFoundError: the annotation file or image directory does not exist.
+        RuntimeError: the annotation file cannot be parsed.
+    """
+    if name not in DatasetCatalog.list():
+        raise KeyError(f"dataset {name!r} is not registered; registered datasets: "
+                       f"{', '.join(sorted(DatasetCatalog.list()))}")
+    json_file = MetadataCatalog.get(name).get("json_file", None)
+    source = f" (annotation file {json_file})" if json_file else ""
+    try:
+        dicts = DatasetCatalog.get(name)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"dataset {name!r}{source}: file not found: {e}") from e
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AssertionError) as e:
+        # json.JSONDecodeError is a ValueError; pycocotools asserts on a wrong structure
+        raise RuntimeError(f"cannot load dataset {name!r}{source}: {type(e).__name__}: {e}") from e
+    if not len(dicts):
+        raise RuntimeError(f"dataset {name!r}{source} has no images")
+    return dicts
+
+
+def _drop_degenerate_boxes(name, dicts):
+    dropped, examples = 0, []
+    for d in dicts:
+        annos = d.get("annotations")
+        if not annos:
+            continue
+        keep = [a for a in annos if not is_degenerate_box(a["bbox"], a["bbox_mode"])]
+        if len(keep) != len(annos):
+            dropped += len(annos) - len(keep)
+            if len(examples) < 3:
+                examples.append(d["file_name"])
+            d["annotations"] = keep
+    if dropped:
+        warnings.warn(f"dataset {name!r}: dropped {dropped} annotation(s) with a zero, negative or "
+                      f"non-finite box size (in e.g. {', '.join(examples)})", stacklevel=3)
+
+
+def get_detection_dataset_dicts(names, filter_empty=True, check_consistency=True):
+    """Dataset dicts of one or more registered datasets, ready for a detection loader.
+
+    Like detectron2's function of the same name (use it in configs the same way), plus: clear
+    errors naming the dataset and file; annotations with degenerate boxes dropped with a warning;
+    images without annotations removed (with a log line) when `filter_empty`.
+
+    Args:
+        names (str or list[str]): registered dataset names.
+        filter_empty (bool): remove images without (non-crowd) annotations (for training).
+        check_consistency (bool): require the same class names in every dataset.
+
+    Returns:
+        list[dict] in detectron2's dataset format.
+    """
+    if isinstance(names, str):
+        names = [names]
+    if not len(names):
+        raise ValueError("no dataset names given")
+    per_dataset = [load_dataset_dicts(n) for n in names]
+    for name, dicts in zip(names, per_dataset):
+        _drop_degenerate_boxes(name, dicts)
+    dicts = list(itertools.chain.from_iterable(per_dataset))
+    has_instances = "annotations" in dicts[0]
+    if filter_empty and has_instances:
+        dicts = filter_images_with_only_crowd_annotations(dicts)
+    if check_consistency and has_instances:
+        classes = MetadataCatalog.get(names[0]).get("thing_classes", None)
+        if classes is not None:
+            check_metadata_consistency("thing_classes", names)
+            print_instances_class_histogram(dicts, classes)
+    if not dicts:
+        raise RuntimeError(f"no image with annotations in {', '.join(names)}")
+    return dicts

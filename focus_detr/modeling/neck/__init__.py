@@ -1,0 +1,3 @@
+from .channel_mapper import ChannelMapper, ConvNorm
+
+__all__ = ["ChannelMapper", "ConvNorm"]

@@ -1,0 +1,134 @@
+"""DINO's transformer: multi-scale tokens -> (swappable) encoder -> two-stage proposals with
+mixed query selection -> decoder."""
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .encoder_api import EncoderInputs, EncoderOutput
+from .multiscale import encoder_reference_points, flatten_levels, token_proposals, valid_sizes
+
+__all__ = ["DINOTransformer"]
+
+
+class DINOTransformer(nn.Module):
+    """Encoder, two-stage query selection and decoder.
+
+    Query selection (DINO's "mixed query selection"): the encoder output goes through the
+    proposal projection (`enc_output` + `enc_output_norm`, padded and out-of-range tokens zeroed
+    first), the decoder's extra heads score and regress every token relative to its proposal box,
+    and the `num_queries` tokens of highest max-class logit become the decoder's reference boxes
+    (detached); the decoder's content queries are the learnt `tgt_embed` rows. Padded tokens are
+    never selected while valid ones remain.
+
+    Args:
+        encoder: any encoder implementing the contract of `encoder_api` (swap it by config).
+        decoder: a `DINODecoder` (owns the class/box heads).
+        num_feature_levels: levels of the neck. Default 4.
+        num_queries: two-stage proposals = decoder queries. Default 900.
+        learnt_init_query: content queries from `tgt_embed` (DINO) instead of the selected
+            encoder features. Default True.
+        proposal_base_size: proposal width/height at the finest level, doubling per level.
+            Default 0.05.
+        proposal_valid_range: proposals with any coordinate outside this open range are invalid.
+            Default (0.01, 0.99).
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, num_feature_levels: int = 4,
+                 num_queries: int = 900, learnt_init_query: bool = True,
+                 proposal_base_size: float = 0.05,
+                 proposal_valid_range: Tuple[float, float] = (0.01, 0.99)):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.embed_dim = c = decoder.embed_dim
+        self.num_feature_levels = num_feature_levels
+        self.num_queries = num_queries
+        self.learnt_init_query = learnt_init_query
+        self.proposal_base_size = proposal_base_size
+        self.proposal_valid_range = tuple(proposal_valid_range)
+        self.level_embeds = nn.Parameter(torch.empty(num_feature_levels, c))
+        self.tgt_embed = nn.Embedding(num_queries, c) if learnt_init_query else None
+        self.enc_output = nn.Linear(c, c)
+        self.enc_output_norm = nn.LayerNorm(c)
+        nn.init.normal_(self.level_embeds)
+        if self.tgt_embed is not None:
+            nn.init.xavier_uniform_(self.tgt_embed.weight)
+        nn.init.xavier_uniform_(self.enc_output.weight)
+
+    def project_proposals(self, memory: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:
+        """(N, S, C) -> (N, S, C): zero the `invalid` tokens, then `enc_output`, `enc_output_norm`."""
+        return self.enc_output_norm(self.enc_output(memory.masked_fill(invalid[..., None], 0.0)))
+
+    def forward(self, features: List[torch.Tensor], masks: List[torch.Tensor],
+                pos_embeds: List[torch.Tensor],
+                dn_queries: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                self_attn_mask: Optional[torch.Tensor] = None,
+                strides: Optional[Sequence[int]] = None,
+                return_sampling: bool = False) -> Dict[str, Any]:
+        """Args:
+            features: L x (N, C, H_l, W_l) neck outputs; masks: L x (N, H_l, W_l) bool padding;
+            pos_embeds: L x (N, C, H_l, W_l).
+            dn_queries: (content (N, D, C), boxes (N, D, 4) unsigmoided) denoising queries put
+                before the matching queries, or None.
+            self_attn_mask: (D + num_queries, D + num_queries) bool decoder self-attention mask.
+            strides: stride of each level (handed to the encoder).
+            return_sampling: also return the decoder's cross-attention sampling locations and
+                weights (Sparse DETR's supervision needs them).
+
+        Returns dict (Q = D + number of selected proposals):
+            logits (layers, N, Q, K), boxes (layers, N, Q, 4): decoder predictions;
+            init_reference (N, Q, 4), references (layers, N, Q, 4);
+            enc_logits (N, k, K), enc_boxes (N, k, 4), enc_topk_indices (N, k),
+            enc_topk_scores (N, k): the selected two-stage proposals in score order;
+            encoder_inputs, encoder_output; and sampling tensors if requested.
+        """
+        tokens, pos, padding_mask, shapes, start = flatten_levels(
+            features, masks, pos_embeds, self.level_embeds)
+        sizes = valid_sizes(masks)
+        ratios = sizes / shapes.flip(-1).to(sizes)[None]
+        proposals, invalid = token_proposals(shapes, sizes, padding_mask,
+                                             self.proposal_base_size, self.proposal_valid_range)
+        inputs = EncoderInputs(
+            tokens=tokens, pos=pos, padding_mask=padding_mask, spatial_shapes=shapes,
+            level_start_index=start, valid_ratios=ratios,
+            reference_points=encoder_reference_points(shapes, ratios),
+            proposal_projection=lambda x: self.project_proposals(x, invalid),
+            class_head=self.decoder.proposal_class_head,
+            strides=list(strides) if strides is not None else None)
+        encoded: EncoderOutput = self.encoder(inputs)
+        memory = encoded.memory
+
+        # two-stage proposals and query selection
+        projected = self.project_proposals(memory, invalid)
+        enc_logits = self.decoder.proposal_class_head(projected)
+        enc_boxes = self.decoder.proposal_box_head(projected) + proposals  # unsigmoided
+        scores = enc_logits.max(-1).values
+        k = min(self.num_queries, scores.shape[1])
+        topk_scores, topk = scores.masked_fill(padding_mask, float("-inf")).topk(k, dim=1)
+        topk_boxes = enc_boxes.gather(1, topk[..., None].expand(-1, -1, 4))
+        n = memory.shape[0]
+        if self.tgt_embed is not None:
+            target = self.tgt_embed.weight[:k][None].expand(n, -1, -1)
+        else:
+            target = projected.gather(1, topk[..., None].expand(-1, -1, self.embed_dim)).detach()
+        reference = topk_boxes.detach().sigmoid()
+        if dn_queries is not None:
+            target = torch.cat([dn_queries[0], target], 1)
+            reference = torch.cat([dn_queries[1].sigmoid(), reference], 1)
+        if self_attn_mask is not None:
+            q = target.shape[1]
+            self_attn_mask = self_attn_mask[:q, :q]
+
+        out = self.decoder(target, reference, memory, padding_mask, shapes, start, ratios,
+                           self_attn_mask=self_attn_mask, return_sampling=return_sampling)
+        out["init_reference"] = reference
+        out["enc_logits"] = enc_logits.gather(
+            1, topk[..., None].expand(-1, -1, enc_logits.shape[-1]))
+        out["enc_boxes"] = topk_boxes.sigmoid()
+        out["enc_topk_indices"] = topk
+        out["enc_topk_scores"] = topk_scores
+        out["memory"] = memory
+        out["encoder_inputs"] = inputs
+        out["encoder_output"] = encoded
+        return out
