@@ -16,8 +16,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from ...layers import MultiScaleDeformableAttention
-from ._blocks import _FFN, _MultiheadAttention
+from ...layers import FFN, MultiheadAttention, MultiScaleDeformableAttention
 from .object_score import OBJECT_SCORE_MODES, object_token_scores
 from .token_ops import gather_tokens, scatter_tokens
 
@@ -58,14 +57,14 @@ class DualAttentionEncoderLayer(nn.Module):
         if num_object_tokens < 0:
             raise ValueError(f"num_object_tokens must be >= 0, got {num_object_tokens}")
         if self_attention is None:
-            self_attention = _MultiheadAttention(embed_dim, num_heads, attn_drop=dropout,
-                                                 batch_first=True)
+            self_attention = MultiheadAttention(embed_dim, num_heads, attn_drop=dropout,
+                                                batch_first=True)
         if cross_attention is None:
             cross_attention = MultiScaleDeformableAttention(
                 embed_dim=embed_dim, num_heads=num_heads, num_levels=num_levels,
                 num_points=num_points, dropout=dropout, batch_first=True)
         if ffn is None:
-            ffn = _FFN(embed_dim, feedforward_dim, dropout)
+            ffn = FFN(embed_dim, feedforward_dim, dropout)
         self.embed_dim = embed_dim
         self.num_object_tokens = num_object_tokens
         self.object_score = object_score
