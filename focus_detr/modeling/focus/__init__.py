@@ -10,7 +10,7 @@ from .checkpoint_keys import (
 )
 from .dual_attention_layer import DualAttentionEncoderLayer
 from .focus_encoder import FocusEncoder, target_boxes_xyxy
-from .foreground_loss import ForegroundLoss, foreground_focal_loss, sigmoid_focal_loss
+from .foreground_loss import ForegroundLoss, foreground_focal_loss
 from .foreground_token_selector import (
     MODULATION_TARGETS,
     MODULATIONS,
@@ -52,6 +52,5 @@ __all__ = [
     "pad_boxes",
     "resize_valid_region",
     "scatter_tokens",
-    "sigmoid_focal_loss",
     "target_boxes_xyxy",
 ]
