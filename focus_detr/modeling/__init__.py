@@ -3,7 +3,7 @@ meta-architectures and checkpoint loading."""
 from .criterion import DINOCriterion
 from .denoising import ContrastiveDenoising, DenoisingMeta
 from .matcher import HungarianMatcher
-from .meta_arch import DINO, add_dino_config
+from .meta_arch import DINO, FocusDETR, add_dino_config, add_focus_detr_config
 from .neck import ChannelMapper
 from .transformer import (DeformableDecoderLayer, DeformableEncoder, DeformableEncoderLayer,
                           DINODecoder, DINOTransformer, EncoderInputs, EncoderOutput)
@@ -21,6 +21,8 @@ __all__ = [
     "DenoisingMeta",
     "EncoderInputs",
     "EncoderOutput",
+    "FocusDETR",
     "HungarianMatcher",
     "add_dino_config",
+    "add_focus_detr_config",
 ]
