@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import LazyConfig, instantiate
 
-from focus_detr.modeling.focus import convert_detrex_focus_detr_keys
+from focus_detr.modeling.checkpoint import apply_key_aliases
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parents[1]
@@ -50,7 +50,7 @@ def model(reference):
     model = instantiate(LazyConfig.load(str(CONFIG)).model).eval()
     weights = synth_module().state_dict(published_keys(), reference["aliases"], salt=reference["salt"],
                                         constant_rows=reference["constant_rows"])
-    result = model.load_state_dict(convert_detrex_focus_detr_keys(weights), strict=True)
+    result = model.load_state_dict(apply_key_aliases(weights, model.state_dict().keys()), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     return model
 
@@ -73,7 +73,7 @@ def runs(model, reference):
 
 def test_published_keys_load_without_missing_or_unexpected(model):
     keys = dict(published_keys())
-    converted = convert_detrex_focus_detr_keys({k: torch.zeros(s) for k, s in keys.items()})
+    converted = apply_key_aliases({k: torch.zeros(s) for k, s in keys.items()}, model.state_dict().keys())
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert {k: tuple(v.shape) for k, v in converted.items()} == ours
     assert sum(p.numel() for p in model.parameters()) == 49_339_920  # published count

@@ -3,11 +3,7 @@ foreground loss, multi-category object scores, dual-attention encoder layer, Foc
 
 Each is usable on its own in other DETR-like models.
 """
-from .checkpoint_keys import (
-    DETREX_FOCUS_DETR_ALIASES,
-    DETREX_FOCUS_DETR_RENAMES,
-    convert_detrex_focus_detr_keys,
-)
+from .checkpoint_keys import FOCUS_DETR_KEY_ALIASES
 from .dual_attention_layer import DualAttentionEncoderLayer
 from .focus_encoder import FocusEncoder, target_boxes_xyxy
 from .foreground_loss import ForegroundLoss, foreground_focal_loss
@@ -29,9 +25,7 @@ from .score_network import TokenScoreNetwork
 from .token_ops import gather_tokens, level_valid_sizes, resize_valid_region, scatter_tokens
 
 __all__ = [
-    "DETREX_FOCUS_DETR_ALIASES",
-    "DETREX_FOCUS_DETR_RENAMES",
-    "convert_detrex_focus_detr_keys",
+    "FOCUS_DETR_KEY_ALIASES",
     "DualAttentionEncoderLayer",
     "FocusEncoder",
     "ForegroundLabelAssigner",
