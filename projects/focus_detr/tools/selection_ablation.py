@@ -165,6 +165,10 @@ def main(argv: List[str] = None):
     parser.add_argument("--eval-every", type=int, default=0)
     parser.add_argument("--eval-images", type=int, default=100)
     parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--train-sizes", type=int, nargs="+", default=[160, 176, 192, 208, 224],
+                        help="training short sides (one drawn per image)")
+    parser.add_argument("--test-size", type=int, default=192, help="evaluation short side")
+    parser.add_argument("--max-size", type=int, default=320, help="longest side limit")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--output", type=str, default="", help="write all results as JSON here")
@@ -176,6 +180,7 @@ def main(argv: List[str] = None):
     for name, *overrides in variants:
         print(f"== {name}: {' '.join(overrides) or '(defaults)'}", flush=True)
         results[name] = train_and_evaluate(overrides, args.iters, args.batch_size,
+                                           args.train_sizes, args.test_size, args.max_size,
                                            eval_images=args.eval_images,
                                            eval_every=args.eval_every, lr=args.lr, seed=args.seed,
                                            log=lambda s: print(s, flush=True))
