@@ -20,13 +20,13 @@ def subprocess_env(**extra):
     return env
 
 
-def run_train_net(*args, nproc=1, timeout=600, check=True, master_port=None):
+def run_train_net(*args, nproc=1, timeout=600, check=True, master_port=None, script=None):
     """Run tools/train_net.py (under torchrun when nproc > 1); returns the CompletedProcess.
 
     stdout and stderr are merged into `.stdout`; with `check`, a non-zero exit fails the test
-    and shows the output's tail.
+    and shows the output's tail. `script` runs another script with the same set-up.
     """
-    script = str(REPO_ROOT / "tools" / "train_net.py")
+    script = str(script or REPO_ROOT / "tools" / "train_net.py")
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
                "--master-port", str(master_port or _free_port()), script]

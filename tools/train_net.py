@@ -26,6 +26,7 @@ from detectron2.engine import default_argument_parser, default_setup, default_wr
 from detectron2.engine import hooks, launch  # noqa: E402
 from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
 from focus_detr.engine.checkpoint import LRSchedulerHook, SafeDetectionCheckpointer  # noqa: E402
@@ -145,20 +146,27 @@ def do_train(args, cfg):
     return unwrap_model(model), checkpointer, results
 
 
+def eval_checkpoint_path(cfg):
+    """train.init_checkpoint, else the last checkpoint in train.output_dir."""
+    if cfg.train.init_checkpoint:
+        return cfg.train.init_checkpoint
+    tag = os.path.join(cfg.train.output_dir, "last_checkpoint")
+    if os.path.isfile(tag):
+        with open(tag) as f:
+            return os.path.join(cfg.train.output_dir, f.read().strip())
+    raise FileNotFoundError(
+        f"--eval-only needs weights: set train.init_checkpoint=<file.pth> (no "
+        f"last_checkpoint in train.output_dir={cfg.train.output_dir} either)")
+
+
 def do_eval_only(args, cfg):
+    path = eval_checkpoint_path(cfg)
     device = check_device(cfg)
     model = instantiate(cfg.model).to(device)
     ema = build_ema(cfg, model)
     model = create_ddp_model(model, device, **cfg.train.ddp)
     checkpointer = SafeDetectionCheckpointer(model, cfg.train.output_dir,
                                              **({"ema": ema} if ema is not None else {}))
-    path = cfg.train.init_checkpoint
-    if not path and checkpointer.has_checkpoint():
-        path = checkpointer.get_checkpoint_file()
-    if not path:
-        raise FileNotFoundError(
-            f"--eval-only needs weights: set train.init_checkpoint=<file.pth> (no "
-            f"last_checkpoint in train.output_dir={cfg.train.output_dir} either)")
     checkpointer.load(path)
     return unwrap_model(model), checkpointer, do_test(cfg, model, ema)
 
@@ -177,12 +185,19 @@ def report_outputs(cfg, checkpointer):
     print("\n".join(lines), flush=True)
 
 
-def main(args):
-    """Entry point of every process; returns (model, results)."""
-    cfg = load_config(args)
+def main(args, cfg=None):
+    """Entry point of every process; returns (model, results).
+
+    Args:
+        args: parsed command line.
+        cfg: the loaded config (None: load it here, e.g. in a process started by `launch`).
+    """
+    if cfg is None:
+        cfg = load_config(args)
     if launched_by_torchrun():
         init_torchrun_process_group(cfg.train.device)
     default_setup(cfg, args)  # logging, config.yaml, seeding, environment info
+    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="focus_detr")
     if args.eval_only:
         model, checkpointer, results = do_eval_only(args, cfg)
     else:
@@ -194,14 +209,17 @@ def main(args):
 
 def cli(argv=None):
     args = default_argument_parser().parse_args(argv)
-    load_config(args)  # fail on a bad file or override before any worker starts
+    cfg = load_config(args)  # fail on a bad file or override before any worker starts
     if launched_by_torchrun():
-        return main(args)
+        return main(args, cfg)
     if args.num_gpus * args.num_machines > 1:
+        if not str(cfg.train.device).startswith("cuda"):
+            raise ValueError("--num-gpus/--num-machines start one process per GPU; for several "
+                             "CPU processes use torchrun --nproc-per-node N tools/train_net.py")
         launch(main, args.num_gpus, num_machines=args.num_machines,
                machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
         return None
-    return main(args)
+    return main(args, cfg)
 
 
 if __name__ == "__main__":

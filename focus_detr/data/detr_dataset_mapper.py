@@ -87,6 +87,8 @@ class DetrDatasetMapper:
             if is_degenerate_box(anno["bbox"], anno["bbox_mode"]):
                 dropped += 1
                 continue
+            # integer boxes would be truncated by the in-place box transforms
+            anno["bbox"] = [float(v) for v in anno["bbox"]]
             if not self.mask_on:
                 anno.pop("segmentation", None)
             anno.pop("keypoints", None)

@@ -112,7 +112,7 @@ def render_scene(rng, recipe):
 
     Returns:
         (image, annotations): uint8 (H, W, 3) RGB; list of dicts with "bbox" (XYWH, visible
-        region, ints), "area" (visible pixels) and "category_id" (1-based).
+        region, whole pixels), "area" (visible pixels) and "category_id" (1-based).
     """
     width = int(rng.integers(recipe.image_size[0], recipe.image_size[1] + 1))
     height = int(rng.integers(recipe.image_size[0], recipe.image_size[1] + 1))
@@ -169,7 +169,9 @@ def render_scene(rng, recipe):
         ys, xs = np.nonzero(owner[y0:y1, x0:x1] == k)
         bx0, by0 = x0 + int(xs.min()), y0 + int(ys.min())
         bw, bh = int(xs.max() - xs.min()) + 1, int(ys.max() - ys.min()) + 1
-        annotations.append({"bbox": [bx0, by0, bw, bh], "area": int(len(xs)),
+        # floats, as in COCO: detectron2's box transforms write back into the input's dtype
+        annotations.append({"bbox": [float(bx0), float(by0), float(bw), float(bh)],
+                            "area": int(len(xs)),
                             "category_id": category + 1})
     return image, annotations
 

@@ -7,18 +7,25 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 __all__ = ["apply_overrides", "check_override_key"]
 
 
-def _accepts_argument(target, name):
-    """Whether the LazyCall target `target` (callable or import path) takes argument `name`."""
+def _target_parameters(target):
+    """Parameters of a LazyCall target (callable or import path); None when unknown."""
     if isinstance(target, str):
         from hydra.utils import get_method
 
         try:
             target = get_method(target)
         except Exception:  # unresolvable: let instantiate report it later
-            return True
+            return None
     try:
-        params = inspect.signature(target).parameters
+        return inspect.signature(target).parameters
     except (TypeError, ValueError):  # builtins without a signature
+        return None
+
+
+def _accepts_argument(target, name):
+    """Whether the LazyCall target `target` takes argument `name`."""
+    params = _target_parameters(target)
+    if params is None:
         return True
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
@@ -57,7 +64,10 @@ def check_override_key(cfg, key):
         target = node.get("_target_", None)
         if target is not None and i == len(parts) - 1 and _accepts_argument(target, part):
             return
-        raise _unknown(key, prefix, part, [k for k in node.keys() if k != "_target_"])
+        choices = [k for k in node.keys() if k != "_target_"]
+        if target is not None:
+            choices += list(_target_parameters(target) or ())
+        raise _unknown(key, prefix, part, choices)
 
 
 def apply_overrides(cfg, overrides):
