@@ -150,7 +150,10 @@ def train_and_evaluate(overrides: Sequence[str] = (), iters: int = 300, batch_si
             optimizer.step()
             window.append(losses["select_loss"].item())
     selector = model.transformer.encoder.selector
+    coefficients = selector.modulation_coefficients
     return {"history": history, "keep_ratio": selector.keep_ratio,
+            "modulation_coefficients": None if coefficients is None else [
+                round(float(c), 4) for c in coefficients],
             "layer_keep_fractions": [round(float(c) * selector.foreground_ratio, 3)
                                      for c in selector.cascade_ratios],
             "seconds": round(time.time() - start, 1)}
@@ -184,13 +187,15 @@ def main(argv: List[str] = None):
                                            eval_images=args.eval_images,
                                            eval_every=args.eval_every, lr=args.lr, seed=args.seed,
                                            log=lambda s: print(s, flush=True))
-    print("\n| variant | AP | AP50 | val select_loss | kept foreground recall per layer | train s |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("\n| variant | AP | AP50 | val select_loss | kept foreground recall per layer | "
+          "coefficients | train s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():
         last = r["history"][-1]
         print(f"| {name} | {last['AP']:.1f} | {last['AP50']:.1f} | {last['select_loss']:.3f} | "
               f"{', '.join(f'{x:.2f}' for x in last['kept_recall'])} "
-              f"(keeps {', '.join(map(str, r['layer_keep_fractions']))}) | {r['seconds']:.0f} |")
+              f"(keeps {', '.join(map(str, r['layer_keep_fractions']))}) | "
+              f"{r['modulation_coefficients']} | {r['seconds']:.0f} |")
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=1))
 
