@@ -185,8 +185,8 @@ def test_mixed_size_batch_equals_each_image_alone():
 
 def test_padded_tokens_never_selected_or_changed():
     encoder, projection, head = build()
-    inputs = scene_inputs = Scene(SIZES, DIM).batch()
-    out = run(encoder, projection, head, scene_inputs)
+    inputs = Scene(SIZES, DIM).batch()
+    out = run(encoder, projection, head, inputs)
     pad = inputs.padding_mask
     assert pad.any()
     for key in ("kept", "object"):
