@@ -1,5 +1,6 @@
 """Run by torchrun in test_train_net.py: trains through tools/train_net.py's `cli`, then saves this
 rank's weights and what detectron2's comm helpers report, for comparison across ranks."""
+
 import importlib.util
 import json
 import os
@@ -21,10 +22,15 @@ def main():
 
     rank = comm.get_rank()
     torch.save(model.state_dict(), out / f"rank{rank}.pth")
-    info = {"rank": rank, "world_size": comm.get_world_size(),
-            "local_rank": comm.get_local_rank(), "local_size": comm.get_local_size(),
-            "env_local_rank": int(os.environ["LOCAL_RANK"]),
-            "backend": torch.distributed.get_backend(), "has_results": bool(results)}
+    info = {
+        "rank": rank,
+        "world_size": comm.get_world_size(),
+        "local_rank": comm.get_local_rank(),
+        "local_size": comm.get_local_size(),
+        "env_local_rank": int(os.environ["LOCAL_RANK"]),
+        "backend": torch.distributed.get_backend(),
+        "has_results": bool(results),
+    }
     (out / f"rank{rank}.json").write_text(json.dumps(info))
 
 

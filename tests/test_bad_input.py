@@ -1,5 +1,6 @@
 """Bad input gives a clear error naming the file or key, or is skipped with a warning; no
 checkpoint is lost."""
+
 import importlib.util
 import json
 import os
@@ -8,7 +9,7 @@ import uuid
 
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
+from detectron2.data import build_detection_train_loader
 from detectron2.data import transforms as T
 from detectron2.data.datasets import register_coco_instances
 from torch import nn
@@ -39,8 +40,9 @@ def image_dir(tmp_path, synthetic_splits):
     infos = []
     for i, img in enumerate(val["images"][:2]):
         shutil.copy(synthetic_splits["val"] / "images" / img["file_name"], d / f"ok{i}.jpg")
-        infos.append({"id": i + 1, "file_name": f"ok{i}.jpg", "width": img["width"],
-                      "height": img["height"]})
+        infos.append(
+            {"id": i + 1, "file_name": f"ok{i}.jpg", "width": img["width"], "height": img["height"]}
+        )
     (d / "broken.jpg").write_bytes(b"not an image at all")
     infos.append({"id": 3, "file_name": "broken.jpg", "width": 100, "height": 100})
     return d, infos
@@ -68,14 +70,25 @@ def test_unregistered_dataset_lists_the_registered_ones():
 
 def test_degenerate_boxes_dropped_with_warning(tmp_path, image_dir):
     d, infos = image_dir
-    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 20, 20], "area": 400,
-             "iscrowd": 0},
-            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [5, 5, 0, 20], "area": 0,
-             "iscrowd": 0},
-            {"id": 3, "image_id": 2, "category_id": 1, "bbox": [5, 5, -3, 20], "area": 0,
-             "iscrowd": 0}]
-    name = _register(_write(tmp_path, {"images": infos[:2], "annotations": anns,
-                                       "categories": [{"id": 1, "name": "thing"}]}), d)
+    anns = [
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": [5, 5, 20, 20],
+            "area": 400,
+            "iscrowd": 0,
+        },
+        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [5, 5, 0, 20], "area": 0, "iscrowd": 0},
+        {"id": 3, "image_id": 2, "category_id": 1, "bbox": [5, 5, -3, 20], "area": 0, "iscrowd": 0},
+    ]
+    name = _register(
+        _write(
+            tmp_path,
+            {"images": infos[:2], "annotations": anns, "categories": [{"id": 1, "name": "thing"}]},
+        ),
+        d,
+    )
     with pytest.warns(UserWarning, match=f"'{name}': dropped 2 annotation.*ok0.jpg"):
         dicts = get_detection_dataset_dicts(name, filter_empty=False)
     assert [len(x["annotations"]) for x in dicts] == [1, 0]
@@ -86,23 +99,51 @@ def test_degenerate_boxes_dropped_with_warning(tmp_path, image_dir):
 
 def test_image_without_annotations(tmp_path, image_dir):
     d, infos = image_dir
-    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 20, 20], "area": 400,
-             "iscrowd": 0}]
-    name = _register(_write(tmp_path, {"images": infos[:2], "annotations": anns,
-                                       "categories": [{"id": 1, "name": "thing"}]}), d)
+    anns = [
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": [5, 5, 20, 20],
+            "area": 400,
+            "iscrowd": 0,
+        }
+    ]
+    name = _register(
+        _write(
+            tmp_path,
+            {"images": infos[:2], "annotations": anns, "categories": [{"id": 1, "name": "thing"}]},
+        ),
+        d,
+    )
     assert len(get_detection_dataset_dicts(name, filter_empty=False)) == 2  # evaluation keeps it
     assert len(get_detection_dataset_dicts(name, filter_empty=True)) == 1  # training skips it
 
 
 def test_undecodable_image_skipped_in_training(tmp_path, image_dir):
     d, infos = image_dir
-    anns = [{"id": i, "image_id": i, "category_id": 1, "bbox": [5, 5, 20, 20], "area": 400,
-             "iscrowd": 0} for i in (1, 2, 3)]
-    name = _register(_write(tmp_path, {"images": infos, "annotations": anns,
-                                       "categories": [{"id": 1, "name": "thing"}]}), d)
+    anns = [
+        {
+            "id": i,
+            "image_id": i,
+            "category_id": 1,
+            "bbox": [5, 5, 20, 20],
+            "area": 400,
+            "iscrowd": 0,
+        }
+        for i in (1, 2, 3)
+    ]
+    name = _register(
+        _write(
+            tmp_path,
+            {"images": infos, "annotations": anns, "categories": [{"id": 1, "name": "thing"}]},
+        ),
+        d,
+    )
     mapper = DetrDatasetMapper([T.RandomFlip()], None, is_train=True)
-    loader = build_detection_train_loader(dataset=get_detection_dataset_dicts(name),
-                                          mapper=mapper, total_batch_size=2, num_workers=0)
+    loader = build_detection_train_loader(
+        dataset=get_detection_dataset_dicts(name), mapper=mapper, total_batch_size=2, num_workers=0
+    )
     it = iter(loader)
     with pytest.warns(UserWarning, match="cannot decode image file .*broken.jpg"):
         seen = [x["file_name"] for _ in range(6) for x in next(it)]
@@ -110,8 +151,9 @@ def test_undecodable_image_skipped_in_training(tmp_path, image_dir):
 
 
 def _train_net_module():
-    spec = importlib.util.spec_from_file_location("train_net_under_test",
-                                                  REPO_ROOT / "tools" / "train_net.py")
+    spec = importlib.util.spec_from_file_location(
+        "train_net_under_test", REPO_ROOT / "tools" / "train_net.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -120,11 +162,15 @@ def _train_net_module():
 def test_unknown_override_key_names_the_key():
     tn = _train_net_module()
     args = tn.default_argument_parser().parse_args(
-        ["--config-file", str(TOY_CONFIG), "train.max_iters=5"])
-    with pytest.raises(KeyError, match="unknown config key 'train.max_iters'.*did you mean 'max_iter'"):
+        ["--config-file", str(TOY_CONFIG), "train.max_iters=5"]
+    )
+    with pytest.raises(
+        KeyError, match="unknown config key 'train.max_iters'.*did you mean 'max_iter'"
+    ):
         tn.load_config(args)
     args = tn.default_argument_parser().parse_args(
-        ["--config-file", str(TOY_CONFIG), "model.num_clases=3"])
+        ["--config-file", str(TOY_CONFIG), "model.num_clases=3"]
+    )
     with pytest.raises(KeyError, match="'model.num_clases'.*did you mean 'num_classes'"):
         tn.load_config(args)
 
@@ -137,8 +183,13 @@ def test_missing_config_file_is_named(tmp_path):
 
 
 def test_unknown_key_on_the_command_line_fails_before_training(tmp_path):
-    proc = run_train_net("--config-file", TOY_CONFIG, f"train.output_dir={tmp_path}",
-                         "train.max_iterr=3", check=False)
+    proc = run_train_net(
+        "--config-file",
+        TOY_CONFIG,
+        f"train.output_dir={tmp_path}",
+        "train.max_iterr=3",
+        check=False,
+    )
     assert proc.returncode != 0
     assert "unknown config key 'train.max_iterr'" in proc.stdout
     assert not (tmp_path / "last_checkpoint").exists()
@@ -197,10 +248,17 @@ def test_failing_evaluation_keeps_the_final_checkpoint(tmp_path):
         f"_base = LazyConfig.load({str(TOY_CONFIG)!r})\n"
         "model, dataloader, optimizer, lr_multiplier, train = (_base.model, _base.dataloader,\n"
         "    _base.optimizer, _base.lr_multiplier, _base.train)\n"
-        "dataloader.test.dataset.names = 'broken_val'\n")
+        "dataloader.test.dataset.names = 'broken_val'\n"
+    )
     out = tmp_path / "out"
-    proc = run_train_net("--config-file", cfg, f"train.output_dir={out}", "train.max_iter=2",
-                         "train.checkpointer.period=100", check=False)
+    proc = run_train_net(
+        "--config-file",
+        cfg,
+        f"train.output_dir={out}",
+        "train.max_iter=2",
+        "train.checkpointer.period=100",
+        check=False,
+    )
     assert proc.returncode != 0
     assert f"cannot load dataset 'broken_val' (annotation file {bad_json})" in proc.stdout
     assert (out / "last_checkpoint").read_text() == "model_final.pth"

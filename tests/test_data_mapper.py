@@ -1,4 +1,5 @@
 """DetrDatasetMapper: augmentation of images and boxes, train/test behaviour, degenerate input."""
+
 import copy
 
 import numpy as np
@@ -19,8 +20,10 @@ def val_dict(synthetic_splits):
 
 
 def _xyxy(d):
-    return np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
-                     for a in d["annotations"]], np.float32)
+    return np.array(
+        [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]],
+        np.float32,
+    )
 
 
 def test_flip_moves_pixels_and_boxes(val_dict):
@@ -32,8 +35,9 @@ def test_flip_moves_pixels_and_boxes(val_dict):
     boxes = _xyxy(val_dict)
     expected = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
     np.testing.assert_allclose(out["instances"].gt_boxes.tensor.numpy(), expected)
-    assert out["instances"].gt_classes.tolist() == [a["category_id"]
-                                                   for a in val_dict["annotations"]]
+    assert out["instances"].gt_classes.tolist() == [
+        a["category_id"] for a in val_dict["annotations"]
+    ]
     assert "annotations" in val_dict  # the input dict is not modified
 
 
@@ -44,14 +48,16 @@ def test_resize_scales_boxes(val_dict):
     assert min(h, w) == 144
     sx, sy = w / val_dict["width"], h / val_dict["height"]
     boxes = _xyxy(val_dict) * np.array([sx, sy, sx, sy], np.float32)
-    np.testing.assert_allclose(out["instances"].gt_boxes.tensor.numpy(), boxes, rtol=1e-5,
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        out["instances"].gt_boxes.tensor.numpy(), boxes, rtol=1e-5, atol=1e-3
+    )
 
 
 def test_crop_branch_clips_and_drops_boxes(val_dict):
     np.random.seed(0)
-    mapper = DetrDatasetMapper([T.RandomFlip(prob=0.0)],
-                               [T.RandomCrop("absolute", (64, 64))], is_train=True, crop_prob=1.0)
+    mapper = DetrDatasetMapper(
+        [T.RandomFlip(prob=0.0)], [T.RandomCrop("absolute", (64, 64))], is_train=True, crop_prob=1.0
+    )
     for _ in range(10):
         out = mapper(val_dict)
         assert tuple(out["image"].shape) == (3, 64, 64)
@@ -71,8 +77,9 @@ def test_inference_mode_keeps_no_annotations(val_dict):
 def test_degenerate_boxes_dropped_with_warning(val_dict):
     d = copy.deepcopy(val_dict)
     good = d["annotations"][0]
-    d["annotations"] = [good] + [dict(good, bbox=b) for b in
-                                 ([10, 10, 0, 5], [10, 10, -4, 5], [10, 10, 5, float("nan")])]
+    d["annotations"] = [good] + [
+        dict(good, bbox=b) for b in ([10, 10, 0, 5], [10, 10, -4, 5], [10, 10, 5, float("nan")])
+    ]
     mapper = DetrDatasetMapper([T.RandomFlip(prob=0.0)], None, is_train=True)
     with pytest.warns(UserWarning, match=r"dropped 3 annotation.*") as rec:
         out = mapper(d)

@@ -1,4 +1,5 @@
 """tools/install_detectron2.py and the detectron2 runtime it installs."""
+
 import importlib.util
 import os
 import re
@@ -21,28 +22,35 @@ INSTALLED = Path(detectron2.__file__).parent
 
 
 def _installer():
-    spec = importlib.util.spec_from_file_location("install_detectron2",
-                                                  REPO_ROOT / "tools" / "install_detectron2.py")
+    spec = importlib.util.spec_from_file_location(
+        "install_detectron2", REPO_ROOT / "tools" / "install_detectron2.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
 inst = _installer()
-ours = pytest.mark.skipif(inst.read_patch_level(INSTALLED) is None,
-                          reason="detectron2 here is a user's own build, not this installer's")
+ours = pytest.mark.skipif(
+    inst.read_patch_level(INSTALLED) is None,
+    reason="detectron2 here is a user's own build, not this installer's",
+)
 
 
 def test_fix_aliases_on_a_snippet():
-    src = ("a = np.int(x) + np.int64(1)\nb = np.float(y); c = np.float32(z)\n"
-           "m = x.astype(np.bool) | np.bool_(0)\ns = np.str(v); t = np.str_(v)\n"
-           "o = np.object; img.resize(s, Image.LINEAR); Image.BILINEAR\n"
-           "q = snp.intx; np.integer\n")
+    src = (
+        "a = np.int(x) + np.int64(1)\nb = np.float(y); c = np.float32(z)\n"
+        "m = x.astype(np.bool) | np.bool_(0)\ns = np.str(v); t = np.str_(v)\n"
+        "o = np.object; img.resize(s, Image.LINEAR); Image.BILINEAR\n"
+        "q = snp.intx; np.integer\n"
+    )
     out, n = inst.fix_aliases(src)
-    assert out == ("a = int(x) + np.int64(1)\nb = float(y); c = np.float32(z)\n"
-                   "m = x.astype(bool) | np.bool_(0)\ns = str(v); t = np.str_(v)\n"
-                   "o = object; img.resize(s, Image.BILINEAR); Image.BILINEAR\n"
-                   "q = snp.intx; np.integer\n")
+    assert out == (
+        "a = int(x) + np.int64(1)\nb = float(y); c = np.float32(z)\n"
+        "m = x.astype(bool) | np.bool_(0)\ns = str(v); t = np.str_(v)\n"
+        "o = object; img.resize(s, Image.BILINEAR); Image.BILINEAR\n"
+        "q = snp.intx; np.integer\n"
+    )
     assert n == 6
 
 
@@ -64,9 +72,17 @@ def test_patch_level_marker(tmp_path):
 
 
 def test_skips_when_detectron2_is_importable(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "install_detectron2.py"),
-                           "--cache-dir", str(tmp_path)], capture_output=True, text=True,
-                          env=subprocess_env())
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "tools" / "install_detectron2.py"),
+            "--cache-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     level = inst.read_patch_level(INSTALLED)
     if level is None:
@@ -103,8 +119,12 @@ def test_compiled_op_use_raises_a_clear_error_naming_it():
 @ours
 def test_installed_tree_has_no_removed_alias_and_the_py311_fixes():
     pattern = re.compile(r"\bnp\.(int|float|bool|str|object)\b(?!\w)|\bImage\.LINEAR\b")
-    hits = [f"{p}:{i + 1}" for p in INSTALLED.rglob("*.py")
-            for i, line in enumerate(p.read_text().splitlines()) if pattern.search(line)]
+    hits = [
+        f"{p}:{i + 1}"
+        for p in INSTALLED.rglob("*.py")
+        for i, line in enumerate(p.read_text().splitlines())
+        if pattern.search(line)
+    ]
     assert hits == []
     assert "sample(sorted(self._fallback_candidates)" in (INSTALLED / "data/common.py").read_text()
     from detectron2 import model_zoo
@@ -133,24 +153,32 @@ def test_removed_aliases_fail_here_so_the_train_and_eval_paths_do_not_use_them(s
     cfg = get_config("common/data/synthetic.py").dataloader
     cfg.train.total_batch_size, cfg.train.num_workers = 2, 0
     model = ToyDetector()
-    trainer = DetrTrainer(model, instantiate(cfg.train),
-                          torch.optim.AdamW(model.parameters(), lr=1e-3),
-                          clip_grad_params={"max_norm": 0.1})
+    trainer = DetrTrainer(
+        model,
+        instantiate(cfg.train),
+        torch.optim.AdamW(model.parameters(), lr=1e-3),
+        clip_grad_params={"max_norm": 0.1},
+    )
     with EventStorage(0):
         trainer.iter = 0
         trainer.run_step()
     test_loader = build_detection_test_loader(
         dataset=get_detection_dataset_dicts("synthetic_shapes_val", filter_empty=False)[:8],
-        mapper=instantiate(cfg.test.mapper), num_workers=0)
+        mapper=instantiate(cfg.test.mapper),
+        num_workers=0,
+    )
     evaluator = instantiate(cfg.evaluator)
     results = inference_on_dataset(model, test_loader, evaluator)
     assert set(results["bbox"]) >= {"AP", "AP50", "APs", "APm", "APl"}
 
 
 def _cached_sdist():
-    cache = Path(os.environ.get("FOCUS_DETR_CACHE",
-                                Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                                / "focus_detr"))
+    cache = Path(
+        os.environ.get(
+            "FOCUS_DETR_CACHE",
+            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "focus_detr",
+        )
+    )
     return cache / "detectron2" / inst.SDIST_FILE
 
 
@@ -161,10 +189,13 @@ def test_patching_the_real_sdist_gives_an_importable_package(tmp_path):
         tar.extractall(tmp_path, filter="data")
     src = tmp_path / f"{inst.SDIST_NAME}-{inst.SDIST_VERSION}"
     assert inst.patch_tree(src) > 10
-    assert f"patch level: {inst.PATCH_LEVEL}" in (src / "detectron2" / inst.PATCH_MARKER).read_text()
+    assert (
+        f"patch level: {inst.PATCH_LEVEL}" in (src / "detectron2" / inst.PATCH_MARKER).read_text()
+    )
     env = subprocess_env()
     env["PYTHONPATH"] = str(src)  # this tree, not the installed detectron2
-    proc = subprocess.run([sys.executable, "-c", inst.VERIFY], cwd=tmp_path, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", inst.VERIFY], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"OK at {src / 'detectron2' / '__init__.py'}" in proc.stdout

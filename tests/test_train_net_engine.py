@@ -1,5 +1,6 @@
 """Units behind tools/train_net.py: clipping trainer, EMA, optimizer groups, schedules,
 strict overrides, checkpoints, torchrun process groups."""
+
 import os
 
 import pytest
@@ -71,7 +72,12 @@ def test_amp_requires_cuda():
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
     with pytest.raises(RuntimeError, match="needs CUDA"):
-        DetrTrainer(_Regression(torch.zeros(3)), [], torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1), amp=True)
+        DetrTrainer(
+            _Regression(torch.zeros(3)),
+            [],
+            torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1),
+            amp=True,
+        )
 
 
 def test_ema_matches_the_recursion_in_float64():
@@ -106,6 +112,16 @@ def test_ema_apply_to_restores_weights_even_on_error():
     torch.testing.assert_close(model.weight, trained)
 
 
+def test_ema_reset_restarts_from_the_current_weights():
+    model = nn.Linear(2, 2)
+    ema = ModelEMA(model, decay=0.9)
+    ema.update(model)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    ema.reset(model)
+    assert ema.num_updates == 0 and torch.equal(ema.state["weight"], model.weight)
+
+
 def test_ema_state_round_trip():
     model = nn.Linear(2, 2)
     a = ModelEMA(model, decay=0.99)
@@ -124,9 +140,13 @@ class _Det(nn.Module):
 
 def test_backbone_lr_factor_and_no_decay_on_norms():
     model = _Det()
-    groups = get_default_optimizer_params(model, base_lr=1e-4, weight_decay=1e-4,
-                                          weight_decay_norm=0.0,
-                                          lr_factor_func=keyword_lr_factor("backbone", 0.1))
+    groups = get_default_optimizer_params(
+        model,
+        base_lr=1e-4,
+        weight_decay=1e-4,
+        weight_decay_norm=0.0,
+        lr_factor_func=keyword_lr_factor("backbone", 0.1),
+    )
     by_param = {id(p): g for g in groups for p in g["params"]}
     for name, p in model.named_parameters():
         g = by_param[id(p)]
@@ -145,9 +165,14 @@ def test_common_optimizer_config_builds_adamw():
     assert lrs == pytest.approx([1e-5, 1e-4])
 
 
-@pytest.mark.parametrize("name,total,decay", [("lr_multiplier_12ep", 90000, 82500),
-                                              ("lr_multiplier_24ep", 180000, 150000),
-                                              ("lr_multiplier_36ep", 270000, 150000)])
+@pytest.mark.parametrize(
+    "name,total,decay",
+    [
+        ("lr_multiplier_12ep", 90000, 82500),
+        ("lr_multiplier_24ep", 180000, 150000),
+        ("lr_multiplier_36ep", 270000, 150000),
+    ],
+)
 def test_coco_schedules(name, total, decay):
     sched = instantiate(get_config("common/schedules.py")[name])
     assert sched(0.0) == 1.0
@@ -177,20 +202,31 @@ def _cfg():
 
 
 def test_overrides_known_keys_and_lazycall_arguments():
-    cfg = apply_overrides(_cfg(), ["train.max_iter=7", "optimizer.lr=3e-4", "model.bias=False",
-                                   "optimizer.params.lr_factor_func.factor=0.5",
-                                   "+train.extra=1", "train.amp.enabled=true"])
+    cfg = apply_overrides(
+        _cfg(),
+        [
+            "train.max_iter=7",
+            "optimizer.lr=3e-4",
+            "model.bias=False",
+            "optimizer.params.lr_factor_func.factor=0.5",
+            "+train.extra=1",
+            "train.amp.enabled=true",
+        ],
+    )
     assert cfg.train.max_iter == 7 and cfg.optimizer.lr == 3e-4 and cfg.model.bias is False
     assert cfg.optimizer.params.lr_factor_func.factor == 0.5 and cfg.train.extra == 1
     assert cfg.train.amp.enabled is True
 
 
-@pytest.mark.parametrize("override,message", [
-    ("train.max_iters=1", "unknown config key 'train.max_iters'.*did you mean 'max_iter'"),
-    ("model.biass=1", "'model' has no key 'biass'.*did you mean 'bias'"),
-    ("train.amp.enabled.x=1", "'train.amp.enabled' is a value"),
-    ("nothing=1", "the config has no key 'nothing'"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.max_iters=1", "unknown config key 'train.max_iters'.*did you mean 'max_iter'"),
+        ("model.biass=1", "'model' has no key 'biass'.*did you mean 'bias'"),
+        ("train.amp.enabled.x=1", "'train.amp.enabled' is a value"),
+        ("nothing=1", "the config has no key 'nothing'"),
+    ],
+)
 def test_overrides_refuse_unknown_keys(override, message):
     with pytest.raises(KeyError, match=message):
         apply_overrides(_cfg(), [override])
@@ -229,8 +265,9 @@ def test_checkpoints_save_atomically_and_load_weights_only(tmp_path):
 def test_our_detectron2_build_reports_no_compiled_ops():
     import detectron2
 
-    ours = os.path.exists(os.path.join(os.path.dirname(detectron2.__file__),
-                                       "_focus_detr_patched.txt"))
+    ours = os.path.exists(
+        os.path.join(os.path.dirname(detectron2.__file__), "_focus_detr_patched.txt")
+    )
     if not ours:
         pytest.skip("a detectron2 build that is not ours")
     assert has_compiled_detectron2_ops() is False
@@ -248,8 +285,14 @@ def test_torchrun_environment_sets_up_detectron2_comm(monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    env = {
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setattr(comm, "_LOCAL_PROCESS_GROUP", None)

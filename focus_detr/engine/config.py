@@ -1,4 +1,5 @@
 """Command-line `key=value` overrides of a LazyConfig that refuse unknown keys."""
+
 import difflib
 import inspect
 
@@ -50,13 +51,17 @@ def check_override_key(cfg, key):
         prefix = ".".join(parts[:i])
         if isinstance(node, ListConfig):
             if not (part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node)):
-                raise KeyError(f"unknown config key '{key}': '{prefix}' is a list of "
-                               f"{len(node)} items, '{part}' is not a valid index")
+                raise KeyError(
+                    f"unknown config key '{key}': '{prefix}' is a list of "
+                    f"{len(node)} items, '{part}' is not a valid index"
+                )
             node = node[int(part)]
             continue
         if not isinstance(node, DictConfig):
-            raise KeyError(f"unknown config key '{key}': '{prefix}' is a value "
-                           f"({type(node).__name__}), not a config node")
+            raise KeyError(
+                f"unknown config key '{key}': '{prefix}' is a value "
+                f"({type(node).__name__}), not a config node"
+            )
         if part in node:
             child = node._get_node(part)  # no interpolation resolution while walking
             node = child if isinstance(child, (DictConfig, ListConfig)) else child._value()
@@ -86,8 +91,10 @@ def apply_overrides(cfg, overrides):
     overrides = list(overrides)
     for o in overrides:
         if o.startswith("-"):
-            raise ValueError(f"'{o}' is not a key=value override: command-line options must "
-                             "come before the overrides")
+            raise ValueError(
+                f"'{o}' is not a key=value override: command-line options must "
+                "come before the overrides"
+            )
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException as e:
