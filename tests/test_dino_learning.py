@@ -1,14 +1,15 @@
 """The tiny DINO config learns: on the built-in dataset its training loss falls and its box AP on
 the synthetic val split rises well above an untrained model's.
 
-Runs the config's own model, optimizer, lr schedule, gradient clipping, data pipeline and
-evaluator, with images scaled down (short side 112-160 in training, 128 in evaluation) and
-ITERS iterations so that it takes a few minutes on 2 CPU cores.
+Runs the config's own model, optimizer, lr schedule (scaled to ITERS), gradient clipping, data
+pipeline (short side 112-160 in training, 128 in evaluation) and evaluator on the whole val
+split, for ITERS iterations so that it takes a few minutes on 2 CPU cores.
 
-Thresholds (measured with this file's settings, see `python tests/test_dino_learning.py`):
-untrained AP <= {UNTRAINED}; after ITERS iterations AP {MEASURED}. MIN_AP is below every trained
-run and far above the untrained value; MAX_LOSS_RATIO (mean loss of the last 50 iterations over
-the first 50) likewise sits between the measured ratios and 1.
+Thresholds, from measurements with these settings (`python tests/test_dino_learning.py SEED`,
+seeds 0 / 1): box AP (COCO, percent) 0.001 / 0.000 untrained, 2.89 / 1.19 after ITERS
+iterations; loss ratio (mean of the last 50 iterations over the first 50) 0.715 / 0.757.
+MIN_AP = 0.5 lies 2.4x below the weakest trained run and 500x above the untrained ones;
+MAX_LOSS_RATIO = 0.9 lies between the measured ratios and 1 (no learning).
 """
 import contextlib
 import io
@@ -34,14 +35,9 @@ MAX_LOSS_RATIO = 0.9
 
 def learning_cfg(iters=ITERS):
     cfg = LazyConfig.load(str(CONFIG))
-    train_resize = cfg.dataloader.train.mapper.augmentation[1]
-    train_resize.short_edge_length = (112, 128, 144, 160)
-    train_resize.max_size = 240
-    cfg.dataloader.train.mapper.augmentation_with_crop = None
+    assert cfg.dataloader.train.mapper.augmentation[1].max_size == 240  # the small images
     cfg.dataloader.train.total_batch_size = BATCH
     cfg.dataloader.train.num_workers = 0
-    cfg.dataloader.test.mapper.augmentation[0].short_edge_length = 128
-    cfg.dataloader.test.mapper.augmentation[0].max_size = 240
     cfg.dataloader.test.num_workers = 0
     cfg.dataloader.evaluator.output_dir = None
     cfg.train.max_iter = iters
