@@ -1,0 +1,139 @@
+"""`FocusEncoder`: Focus-DETR's encoder (foreground token selector + cascade of dual-attention
+layers), implementing the transformer/encoder contract of `encoder_api`.
+
+Layer l updates only the tokens its image keeps in that layer (the cascade: fewer each layer);
+they are gathered from the current full token map and scattered back, so tokens never kept keep
+their input values. Padded tokens are never scored into the selection, kept, attended to
+(their values are masked in the deformable attention) or labelled foreground.
+"""
+import copy
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ...layers import MultiScaleDeformableAttention
+from ..transformer.encoder_api import EncoderInputs, EncoderOutput
+from .dual_attention_layer import DualAttentionEncoderLayer
+from .foreground_loss import ForegroundLoss
+from .foreground_token_selector import ForegroundTokenSelector
+from .token_ops import gather_tokens, scatter_tokens
+
+__all__ = ["FocusEncoder", "target_boxes_xyxy"]
+
+
+def target_boxes_xyxy(target: dict, image_size: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """Absolute (x0, y0, x1, y1) pixel boxes of one image's target dict.
+
+    Accepts `boxes_xyxy` (absolute pixels), or DETR's `boxes` (cx, cy, w, h normalised by the
+    image's own size) with the size (h, w) in `image_size`, `size` or the `image_size` argument.
+    """
+    if "boxes_xyxy" in target:
+        return target["boxes_xyxy"]
+    if "boxes" not in target:
+        raise KeyError("target needs 'boxes_xyxy' (absolute) or 'boxes' (normalised cxcywh)")
+    size = target.get("image_size", target.get("size", image_size))
+    if size is None:
+        raise KeyError("normalised 'boxes' need the image size: give 'image_size' (h, w) in the "
+                       "target or the image_sizes argument")
+    h, w = (float(v) for v in size)
+    cx, cy, bw, bh = target["boxes"].unbind(-1)
+    return torch.stack([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], -1)
+
+
+class FocusEncoder(nn.Module):
+    """Args:
+        selector: the foreground token selector (its `cascade_ratios` set the number of layers).
+        layer: one `DualAttentionEncoderLayer`, deep-copied once per encoder layer.
+        foreground_loss: supervision of the selector (`losses`); default `ForegroundLoss()`
+            (published label assignment, focal loss, weight 1.5, name `select_loss`).
+    """
+
+    def __init__(self, selector: Optional[ForegroundTokenSelector] = None,
+                 layer: Optional[DualAttentionEncoderLayer] = None,
+                 foreground_loss: Optional[ForegroundLoss] = None):
+        super().__init__()
+        self.selector = selector if selector is not None else ForegroundTokenSelector()
+        layer = layer if layer is not None else DualAttentionEncoderLayer()
+        self.layers = nn.ModuleList([copy.deepcopy(layer) for _ in range(self.selector.num_layers)])
+        self.foreground_loss = foreground_loss if foreground_loss is not None else ForegroundLoss()
+        self.embed_dim = layer.embed_dim
+        self.num_layers = len(self.layers)
+        self.init_weights()
+
+    def init_weights(self):
+        """The published initialisation: Xavier-uniform matrices (attention, FFN, score network),
+        then Deformable-DETR's init of the deformable attention; modulation coefficients keep
+        their uniform init."""
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        for m in self.modules():
+            if isinstance(m, MultiScaleDeformableAttention):
+                m.init_weights()
+
+    def forward(self, inputs: EncoderInputs) -> EncoderOutput:
+        """Returns the full token map and, in `extras`:
+        `foreground_logits` (N, S); `selection` (TokenSelection); per layer, lists of
+        `kept_index` (N, K_l) token indices (selector order) with `kept_valid` (N, K_l), and
+        `object_index` (N, k_l) token indices with `object_valid`; plus `padding_mask`,
+        `spatial_shapes` and `strides` for :meth:`losses`.
+        """
+        tokens, pos, padding_mask = inputs.tokens, inputs.pos, inputs.padding_mask
+        features = tokens + pos
+        if inputs.proposal_projection is not None:
+            features = inputs.proposal_projection(features)
+        selection = self.selector(features, padding_mask, inputs.spatial_shapes,
+                                  inputs.level_start_index)
+        n, s, _ = tokens.shape
+        flat_reference = inputs.reference_points.reshape(n, s, -1)
+        memory = tokens
+        extras: Dict[str, object] = dict(
+            foreground_logits=selection.logits, selection=selection, padding_mask=padding_mask,
+            spatial_shapes=inputs.spatial_shapes, strides=inputs.strides,
+            kept_index=[], kept_valid=[], object_index=[], object_valid=[], object_scores=[])
+        for layer_id, layer in enumerate(self.layers):
+            index, valid = selection.kept(layer_id)
+            query, info = layer(
+                gather_tokens(memory, index),
+                gather_tokens(pos, index),
+                gather_tokens(flat_reference, index).view(n, index.shape[1],
+                                                          *inputs.reference_points.shape[2:]),
+                gather_tokens(selection.logits, index),
+                valid,
+                value=tokens,
+                value_padding_mask=padding_mask,
+                spatial_shapes=inputs.spatial_shapes,
+                level_start_index=inputs.level_start_index,
+                class_head=inputs.class_head,
+            )
+            memory = scatter_tokens(memory, index, query, valid)
+            extras["kept_index"].append(index)
+            extras["kept_valid"].append(valid)
+            if "object_index" in info:
+                extras["object_index"].append(torch.gather(index, 1, info["object_index"]))
+                extras["object_valid"].append(info["object_valid"])
+                extras["object_scores"].append(info["object_scores"])
+        return EncoderOutput(memory=memory, extras=extras)
+
+    def losses(self, outputs, targets: List[dict],
+               image_sizes: Optional[List[Sequence[int]]] = None) -> Dict[str, torch.Tensor]:
+        """Foreground loss of the selector, already weighted: {"select_loss": ...}.
+
+        Args:
+            outputs: this encoder's `EncoderOutput` for the batch, or the model's output dict
+                holding it under "encoder_output" (the meta-architecture's call).
+            targets: one dict per image: `boxes_xyxy` (absolute input pixels), or `boxes`
+                (normalised cxcywh) with `image_size` (h, w) (or pass `image_sizes`).
+        """
+        output = outputs["encoder_output"] if isinstance(outputs, dict) else outputs
+        extras = output.extras
+        strides = extras.get("strides")
+        assigner = self.foreground_loss.assigner
+        if strides is not None and tuple(int(s) for s in strides) != assigner.strides:
+            raise ValueError(f"label assignment strides {assigner.strides} differ from the "
+                             f"feature strides {tuple(strides)}")
+        sizes = image_sizes if image_sizes is not None else [None] * len(targets)
+        boxes = [target_boxes_xyxy(t, size) for t, size in zip(targets, sizes)]
+        return self.foreground_loss(extras["foreground_logits"], boxes, extras["spatial_shapes"],
+                                    extras["padding_mask"])

@@ -1,0 +1,185 @@
+"""`ForegroundTokenSelector`: Focus-DETR's foreground token selector (FTS, paper Sec. 3.2, Eq. 2).
+
+One score network scores every feature level; scores are passed between levels (top-down by
+default: each finer level is modulated by the upsampled score of the level above), giving raw
+foreground logits for all tokens. Each image then keeps its best-scored tokens, fewer in every
+encoder layer (the cascade).
+
+Modulation (`modulation_target`):
+- "features" (published, Eq. 2): F_l <- F_l * (1 + a * UP(S_{l+1})) right before the score
+  network. Its first LayerNorm cancels any positive per-token factor, so the modulation only acts
+  where the factor is negative (or ~0): checkpoint-compatible, but mostly inert.
+- "logits" (this project's variant): S_l = MLP_F(F_l) + a * UP(S_{l+1}). The coarser level's
+  log-odds reach the finer score for every token and every a != 0, linearly in a (a
+  well-conditioned gradient), at no extra cost; a = 0 gives independent per-level scores, as
+  with the published form.
+"""
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .score_network import TokenScoreNetwork
+from .token_ops import level_valid_sizes, resize_valid_region
+
+__all__ = ["ForegroundTokenSelector", "TokenSelection", "MODULATIONS", "MODULATION_TARGETS"]
+
+MODULATIONS = ("top_down", "bottom_up", "none")
+MODULATION_TARGETS = ("features", "logits")
+
+
+@dataclass
+class TokenSelection:
+    """What the selector decided for a batch.
+
+    Attributes:
+        logits: (N, S) raw foreground logits of every token (padded tokens: meaningless).
+        ranking: (N, K) token indices by descending logit, padded tokens last; K = the largest
+            keep count of any layer and image. Layer l of image n keeps `ranking[n, :keep_counts[n, l]]`.
+        keep_counts: (N, num_layers) int64 tokens kept per image and encoder layer.
+        valid_token_counts: (N,) int64 unpadded tokens per image.
+        foreground_token_counts: (N,) int64 int(valid * foreground_ratio) + 1 (published
+            `focus_token_nums`; may exceed the valid count, keep counts never do).
+    """
+
+    logits: torch.Tensor
+    ranking: torch.Tensor
+    keep_counts: torch.Tensor
+    valid_token_counts: torch.Tensor
+    foreground_token_counts: torch.Tensor
+
+    def kept(self, layer: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Layer `layer`'s kept tokens as a padded index list (N, K_l) and validity mask (N, K_l)."""
+        counts = self.keep_counts[:, layer]
+        k = int(counts.max()) if counts.numel() else 0
+        index = self.ranking[:, :k]
+        valid = torch.arange(k, device=index.device)[None] < counts[:, None]
+        return index, valid
+
+
+class ForegroundTokenSelector(nn.Module):
+    """Scores all tokens of a multi-scale map and picks each encoder layer's foreground tokens.
+
+    Args:
+        score_network: the shared per-level scorer (MLP_F); default `TokenScoreNetwork(embed_dim)`.
+        embed_dim: token channels (used only to build the default score network). Default 256.
+        num_levels: feature levels. Default 4.
+        modulation: "top_down" (coarse to fine, published), "bottom_up" (fine to coarse) or
+            "none" (independent levels): the paper's Table 5.
+        modulation_target: "features" (published) or "logits" (see the module docstring).
+        coefficient_init_range: modulation coefficients start uniform in [-r, r]. Default 0.3.
+        keep_ratio: mean fraction of valid tokens kept per encoder layer (the paper's alpha of
+            Table 6). Default 0.3.
+        cascade_ratios: relative keep count per encoder layer. Default (1, .8, .6, .6, .4, .2).
+            Layer l keeps int(c_l * (int(valid * keep_ratio / mean(c)) + 1)) tokens (c_l as float32,
+            the published arithmetic: 0.5 / 0.4 / 0.3 / 0.3 / 0.2 / 0.1 of the valid tokens by
+            default), at most the valid count.
+    """
+
+    def __init__(
+        self,
+        score_network: Optional[nn.Module] = None,
+        embed_dim: int = 256,
+        num_levels: int = 4,
+        modulation: str = "top_down",
+        modulation_target: str = "features",
+        coefficient_init_range: float = 0.3,
+        keep_ratio: float = 0.3,
+        cascade_ratios: Sequence[float] = (1.0, 0.8, 0.6, 0.6, 0.4, 0.2),
+    ):
+        super().__init__()
+        if modulation not in MODULATIONS:
+            raise ValueError(f"modulation must be one of {MODULATIONS}, got {modulation!r}")
+        if modulation_target not in MODULATION_TARGETS:
+            raise ValueError(
+                f"modulation_target must be one of {MODULATION_TARGETS}, got {modulation_target!r}")
+        if not 0.0 < keep_ratio:
+            raise ValueError(f"keep_ratio must be positive, got {keep_ratio}")
+        if len(cascade_ratios) == 0 or min(cascade_ratios) < 0 or max(cascade_ratios) <= 0:
+            raise ValueError(f"cascade_ratios must be non-negative, not all 0, got {cascade_ratios}")
+        self.score_network = score_network if score_network is not None else TokenScoreNetwork(embed_dim)
+        self.num_levels = num_levels
+        self.modulation = modulation
+        self.modulation_target = modulation_target
+        self.keep_ratio = keep_ratio
+        self.foreground_ratio = keep_ratio / (math.fsum(cascade_ratios) / len(cascade_ratios))
+        self.register_buffer("cascade_ratios", torch.tensor(cascade_ratios, dtype=torch.float32),
+                             persistent=False)
+        if modulation != "none":
+            self.modulation_coefficients = nn.Parameter(
+                torch.empty(num_levels - 1).uniform_(-coefficient_init_range, coefficient_init_range))
+        else:
+            self.register_parameter("modulation_coefficients", None)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.cascade_ratios)
+
+    def score(self, features: torch.Tensor, padding_mask: torch.Tensor, spatial_shapes: torch.Tensor,
+              level_start_index: torch.Tensor) -> torch.Tensor:
+        """Foreground logits of every token.
+
+        Args:
+            features: (N, S, C) tokens to score (Focus-DETR: the two-stage projection of neck
+                features + position embedding).
+            padding_mask: (N, S) bool, True at padded tokens.
+            spatial_shapes: (L, 2) int64 (H, W) per level, finest first.
+            level_start_index: (L,) int64.
+        Returns:
+            (N, S) raw logits.
+        """
+        n, s, _ = features.shape
+        shapes = [tuple(hw) for hw in spatial_shapes.tolist()]
+        starts = level_start_index.tolist()
+        if len(shapes) != self.num_levels:
+            raise ValueError(f"selector built for {self.num_levels} levels, got {len(shapes)}")
+        has_padding = bool(padding_mask.any())
+        if has_padding:
+            valid_sizes = level_valid_sizes(padding_mask, shapes, starts)
+        else:
+            valid_sizes = torch.tensor(shapes, device=features.device).expand(n, -1, -1)
+        if self.modulation == "bottom_up":
+            order = list(range(self.num_levels))
+        else:
+            order = list(reversed(range(self.num_levels)))
+        logits = [None] * self.num_levels
+        previous = None  # (level, (N, h, w) logits) of the level scored just before
+        for step, level in enumerate(order):
+            (h, w), start = shapes[level], starts[level]
+            tokens = features[:, start:start + h * w]
+            valid = ~padding_mask[:, start:start + h * w] if has_padding else None
+            prior = None
+            if previous is not None and self.modulation != "none":
+                prev_level, prev_map = previous
+                prior = resize_valid_region(prev_map, valid_sizes[:, prev_level], (h, w),
+                                            valid_sizes[:, level]).flatten(1)
+                coefficient = self.modulation_coefficients[step - 1]
+                if self.modulation_target == "features":
+                    tokens = tokens + tokens * prior[..., None] * coefficient
+            level_logits = self.score_network(tokens, valid)
+            if prior is not None and self.modulation_target == "logits":
+                level_logits = level_logits + coefficient * prior
+            logits[level] = level_logits
+            previous = (level, level_logits.view(n, h, w))
+        return torch.cat(logits, dim=1)
+
+    def keep_counts(self, padding_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(valid (N,), foreground (N,), keep (N, num_layers)) token counts, all int64."""
+        valid = (~padding_mask).sum(1)
+        foreground = (valid.to(torch.float32) * self.foreground_ratio).to(torch.int64) + 1
+        cascade = self.cascade_ratios.to(padding_mask.device)
+        keep = (cascade[None, :] * foreground.to(torch.float32)[:, None]).to(torch.int64)
+        return valid, foreground, torch.minimum(keep, valid[:, None])
+
+    def forward(self, features: torch.Tensor, padding_mask: torch.Tensor,
+                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor) -> TokenSelection:
+        """Score all tokens (see :meth:`score`) and rank them; padded tokens are never kept."""
+        logits = self.score(features, padding_mask, spatial_shapes, level_start_index)
+        valid, foreground, keep = self.keep_counts(padding_mask)
+        k = int(keep.max()) if keep.numel() else 0
+        # selection is not differentiable; rank detached logits with padding last
+        ranked = logits.detach().masked_fill(padding_mask, float("-inf"))
+        ranking = torch.topk(ranked, k, dim=1).indices
+        return TokenSelection(logits, ranking, keep, valid, foreground)
