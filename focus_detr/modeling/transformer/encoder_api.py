@@ -8,9 +8,23 @@ by a config override while every other module keeps its name and weights.
 An encoder that needs supervision of its own (Focus: foreground loss; Sparse DETR: DAM loss)
 implements `losses(...)`; the meta-architecture adds what it returns to the loss dict, so the
 losses come with the encoder automatically.
+
+Optional encoder members (see `EncoderLossHooks`):
+- ``losses(outputs, targets) -> Dict[str, Tensor]``: called by `DINO` in training; returns
+  ALREADY WEIGHTED losses merged into the loss dict. `outputs` is the model's output dict
+  (`DINO.compute_outputs`): it holds ``encoder_inputs`` (this `EncoderInputs`),
+  ``encoder_output`` (what the encoder returned), the decoder predictions (``pred_logits``,
+  ``pred_boxes``, ``aux_outputs``, ``enc_outputs``, ``enc_topk_indices``, ...) and, when
+  requested, ``sampling_locations`` (layers, N, Q, heads, L, P, 2) and ``attention_weights``
+  (layers, N, Q, heads, L, P) of the decoder's deformable cross attention (Q includes the
+  denoising queries first: ``outputs["dn_meta"].num_queries`` of them, when present).
+  `targets` are per image: ``labels`` (n,), ``boxes`` (n, 4) cxcywh normalized by the image
+  size, ``boxes_xyxy`` (n, 4) in input pixels, ``image_size`` (2,) (h, w).
+- ``needs_decoder_sampling: bool``: True asks the transformer to return the decoder sampling
+  tensors above in training (Sparse DETR's attention-map target).
 """
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -55,3 +69,14 @@ class EncoderOutput:
 
     memory: torch.Tensor
     extras: Dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class EncoderLossHooks(Protocol):
+    """What an encoder with its own supervision provides (both members optional, duck-typed)."""
+
+    needs_decoder_sampling: bool
+
+    def losses(self, outputs: Dict[str, Any],
+               targets: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+        ...

@@ -1,0 +1,123 @@
+"""Checkpoint loading: detrex state dicts (with registered key aliases), detectron2 model-zoo
+files and torchvision ResNet ImageNet weights, all through detectron2's `DetectionCheckpointer`.
+
+Key aliases: detrex registers some modules under several names (Focus-DETR's shared encoder class
+head appears as `class_embed.6`, `transformer.encoder.enhance_MCSP.{i}.*` and
+`enhance_MCSP_layerlist.{i}.*`). A model that holds such a module once registers the other names
+with `register_key_alias(pattern, canonical)`; on load, a checkpoint key that the model does not
+have and that matches `pattern` (a full-match regex) is renamed to `canonical` (a `re.sub`
+template), or dropped when the checkpoint already holds that canonical key (a shared tensor).
+"""
+import logging
+import re
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+__all__ = [
+    "DetrCheckpointer",
+    "apply_key_aliases",
+    "convert_torchvision_resnet",
+    "is_torchvision_resnet",
+    "key_aliases",
+    "register_key_alias",
+]
+
+logger = logging.getLogger(__name__)
+_ALIASES: List[Tuple[re.Pattern, str]] = []
+
+
+def register_key_alias(pattern: str, canonical: str) -> None:
+    """Register that checkpoint keys fully matching regex `pattern` name the tensor
+    `re.sub(pattern, canonical, key)` of our model (idempotent)."""
+    entry = (re.compile(pattern), canonical)
+    if all(p.pattern != pattern or c != canonical for p, c in _ALIASES):
+        _ALIASES.append(entry)
+
+
+def key_aliases() -> List[Tuple[str, str]]:
+    """The registered (pattern, canonical) pairs."""
+    return [(p.pattern, c) for p, c in _ALIASES]
+
+
+def apply_key_aliases(state_dict: Dict[str, torch.Tensor], model_keys: Iterable[str],
+                      aliases: Optional[List[Tuple[str, str]]] = None) -> Dict[str, torch.Tensor]:
+    """Rename or drop alias keys (see module docstring). Returns a new dict."""
+    model_keys = set(model_keys)
+    rules = _ALIASES if aliases is None else [(re.compile(p), c) for p, c in aliases]
+    out = dict(state_dict)
+    for key in list(out):
+        if key in model_keys:
+            continue
+        for pattern, canonical in rules:
+            if not pattern.fullmatch(key):
+                continue
+            target = pattern.sub(canonical, key)
+            if target not in model_keys:
+                continue
+            value = out.pop(key)
+            if target not in out:
+                out[target] = value
+            elif not torch.equal(out[target], value):
+                logger.warning(f"checkpoint key {key} aliases {target} but holds other values; "
+                               f"keeping {target}")
+            break
+    return out
+
+
+_TV_STAGE = re.compile(r"^layer(\d)\.(\d+)\.(conv|bn)(\d)\.(.+)$")
+_TV_DOWN = re.compile(r"^layer(\d)\.(\d+)\.downsample\.([01])\.(.+)$")
+
+
+def is_torchvision_resnet(state_dict: Dict[str, torch.Tensor]) -> bool:
+    return "conv1.weight" in state_dict and any(k.startswith("layer1.0.") for k in state_dict)
+
+
+def convert_torchvision_resnet(state_dict: Dict[str, torch.Tensor],
+                               prefix: str = "backbone.") -> Dict[str, torch.Tensor]:
+    """torchvision ResNet names -> detectron2 ResNet names (with `prefix`).
+
+    conv1/bn1 -> stem.conv1(.norm); layer{i}.{b}.conv{k}/bn{k} -> res{i+1}.{b}.conv{k}(.norm);
+    layer{i}.{b}.downsample.0/1 -> res{i+1}.{b}.shortcut(.norm); `fc.*` and
+    `num_batches_tracked` are dropped (detectron2 ImageNet backbones have no classifier).
+    """
+    out = {}
+    for key, value in state_dict.items():
+        if key.endswith("num_batches_tracked") or key.startswith("fc."):
+            continue
+        if key.startswith("conv1."):
+            new = "stem.conv1." + key[len("conv1."):]
+        elif key.startswith("bn1."):
+            new = "stem.conv1.norm." + key[len("bn1."):]
+        elif _TV_STAGE.match(key):
+            stage, block, kind, k, rest = _TV_STAGE.match(key).groups()
+            new = f"res{int(stage) + 1}.{block}.conv{k}." + ("norm." if kind == "bn" else "") + rest
+        elif _TV_DOWN.match(key):
+            stage, block, idx, rest = _TV_DOWN.match(key).groups()
+            new = f"res{int(stage) + 1}.{block}.shortcut." + ("norm." if idx == "1" else "") + rest
+        else:
+            raise KeyError(f"unexpected key {key!r} in a torchvision ResNet state dict")
+        out[prefix + new] = value
+    return out
+
+
+class DetrCheckpointer(DetectionCheckpointer):
+    """`DetectionCheckpointer` that also loads torchvision ResNet state dicts (as backbone
+    initialization) and detrex checkpoints with registered key aliases; `.pth`/`.pt` files are
+    read with `torch.load(weights_only=True)`."""
+
+    def _load_file(self, filename: str):
+        if filename.endswith((".pth", ".pt")):
+            loaded = torch.load(filename, map_location="cpu", weights_only=True)
+            return loaded if "model" in loaded else {"model": loaded}
+        return super()._load_file(filename)
+
+    def _load_model(self, checkpoint):
+        state = checkpoint["model"]
+        if is_torchvision_resnet(state):
+            logger.info("Converting a torchvision ResNet state dict to backbone.* keys")
+            state = convert_torchvision_resnet(state)
+            checkpoint["matching_heuristics"] = False
+        checkpoint["model"] = apply_key_aliases(state, self.model.state_dict().keys())
+        return super()._load_model(checkpoint)
