@@ -5,7 +5,8 @@ detectron2 publishes no wheels, and the PyPI source distribution ``pb1-detectron
 released v0.6 Python code) ships without the C++ sources its ``setup.py`` tries to compile, so a
 plain ``pip install`` fails. This script:
 
-1. does nothing when ``import detectron2`` already works (a user's own build is kept);
+1. does nothing when ``import detectron2`` already works (a user's own build is kept), unless
+   it is an older patch level of this script's own build, which is upgraded;
 2. downloads the sdist once into a cache directory and checks its SHA-256;
 3. patches an extracted copy:
    - distribution name ``detectron2``, no extension modules;
@@ -15,6 +16,8 @@ plain ``pip install`` fails. This script:
    - aliases removed from current Pillow / numpy (``Image.LINEAR``, ``np.int``, ``np.bool``,
      ``np.float``, ``np.str``, ``np.object``);
    - the ``black==21.4b2`` pin (no longer installable) relaxed, caffe2-only requirements dropped;
+   - Python >= 3.11 / setuptools >= 81 fixes: ``random.sample`` of a set in ``MapDataset`` (the
+     retry path taken when a mapper skips a sample), ``pkg_resources`` in ``model_zoo``;
 4. builds a wheel of it plus wheels of all its requirements into a wheelhouse in the cache, and
    installs from that wheelhouse only, so that re-running works offline;
 5. verifies the installed package; on any failure it uninstalls what it installed and exits with
@@ -39,12 +42,31 @@ SDIST_VERSION = "0.6"
 SDIST_FILE = f"{SDIST_NAME}-{SDIST_VERSION}.tar.gz"
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 PATCH_MARKER = "_focus_detr_patched.txt"
+# Bump whenever the patches change: the cached wheel is rebuilt and an installed older patch
+# level of our own build is upgraded. 1: no _C, aliases; 2: Python 3.11 / setuptools fixes;
+# 3: model zoo configs packaged.
+PATCH_LEVEL = 3
 
 # (pattern, replacement) applied to every .py file of the package. `\b` plus the negative
 # lookahead keeps np.int64 / np.float32 / np.bool_ / np.str_ untouched.
 ALIAS_FIXES = [
     (re.compile(r"\bnp\.(int|float|bool|str|object)\b(?![\w])"), r"\1"),
     (re.compile(r"\bImage\.LINEAR\b"), "Image.BILINEAR"),
+]
+
+# Exact-text source fixes: (file, old, new). Each must match once, or the sdist is unexpected.
+SOURCE_FIXES = [
+    # random.sample() refuses sets since Python 3.11 (the TypeError would replace the retry)
+    ("detectron2/data/common.py",
+     "cur_idx = self._rng.sample(self._fallback_candidates, k=1)[0]",
+     "cur_idx = self._rng.sample(sorted(self._fallback_candidates), k=1)[0]"),
+    # pkg_resources is gone from setuptools >= 81
+    ("detectron2/model_zoo/model_zoo.py", "import pkg_resources\n", "import importlib.resources\n"),
+    ("detectron2/model_zoo/model_zoo.py",
+     'cfg_file = pkg_resources.resource_filename(\n        "detectron2.model_zoo", '
+     'os.path.join("configs", config_path)\n    )',
+     'cfg_file = str(importlib.resources.files("detectron2.model_zoo") / "configs" / '
+     'config_path)'),
 ]
 
 C_STUB = '''"""Stand-in for detectron2's compiled extension, which this build does not include.
@@ -95,7 +117,10 @@ def run(cmd, **kw):
 
 
 def existing_detectron2():
-    """Return (version, path) of an importable detectron2 in this interpreter, or None."""
+    """(version, path, patch level) of an importable detectron2 in this interpreter, or None.
+
+    The patch level is None for a detectron2 that this script did not install.
+    """
     probe = (
         "import detectron2, os; print(detectron2.__version__); "
         "print(os.path.dirname(detectron2.__file__))"
@@ -104,7 +129,16 @@ def existing_detectron2():
     if res.returncode != 0:
         return None
     version, path = res.stdout.strip().splitlines()[-2:]
-    return version, path
+    return version, path, read_patch_level(Path(path))
+
+
+def read_patch_level(pkg_dir):
+    """Patch level recorded in an installed package by this script, or None if not ours."""
+    marker = Path(pkg_dir) / PATCH_MARKER
+    if not marker.is_file():
+        return None
+    m = re.search(r"patch level: (\d+)", marker.read_text())
+    return int(m.group(1)) if m else 1  # level 1 wrote no number
 
 
 def sha256(path):
@@ -149,6 +183,26 @@ def patch_setup_py(text):
     return text
 
 
+def fix_aliases(text):
+    """`text` with removed numpy/Pillow aliases replaced; returns (new text, number of fixes)."""
+    n_fixes = 0
+    for pattern, repl in ALIAS_FIXES:
+        text, n = pattern.subn(repl, text)
+        n_fixes += n
+    return text, n_fixes
+
+
+def apply_source_fixes(src):
+    """Apply `SOURCE_FIXES` under `src`; an old text that does not occur exactly once is an error."""
+    for rel, old, new in SOURCE_FIXES:
+        path = src / rel
+        text = path.read_text()
+        if text.count(old) != 1:
+            raise RuntimeError(f"{rel} of {SDIST_FILE} does not contain {old!r} exactly once; "
+                               "the sdist is not the expected release")
+        path.write_text(text.replace(old, new))
+
+
 def patch_tree(src):
     """Apply every patch to the extracted sdist at `src`; returns the number of alias fixes."""
     setup_py = src / "setup.py"
@@ -157,21 +211,24 @@ def patch_tree(src):
     (pkg / "_C.py").write_text(C_STUB)
     (pkg / PATCH_MARKER).write_text(
         "Patched by focus_detr tools/install_detectron2.py: no C++ extension, removed numpy/"
-        "Pillow aliases replaced.\n")
+        f"Pillow aliases replaced, Python 3.11 fixes.\npatch level: {PATCH_LEVEL}\n")
+    apply_source_fixes(src)
     n_fixes = 0
     for py in pkg.rglob("*.py"):
         text = py.read_text()
-        new = text
-        for pattern, repl in ALIAS_FIXES:
-            new, n = pattern.subn(repl, new)
-            n_fixes += n
+        new, n = fix_aliases(text)
+        n_fixes += n
         if new != text:
             py.write_text(new)
     # package_data must include the marker so that the installed tree carries it
     text = setup_py.read_text()
-    text = text.replace('package_data={"detectron2.model_zoo": get_model_zoo_configs()},',
-                        'package_data={"detectron2.model_zoo": get_model_zoo_configs(), '
-                        f'"detectron2": ["{PATCH_MARKER}"]}},')
+    # the sdist has the model zoo configs inside the package already; get_model_zoo_configs()
+    # looks for them at the top level and finds none
+    old = 'package_data={"detectron2.model_zoo": get_model_zoo_configs()},'
+    if old not in text:
+        raise RuntimeError(f"setup.py of {SDIST_FILE} does not contain {old!r}")
+    text = text.replace(old, 'package_data={"detectron2.model_zoo": ["configs/**/*.yaml", '
+                        f'"configs/**/*.py"], "detectron2": ["{PATCH_MARKER}"]}},')
     setup_py.write_text(text)
     return n_fixes
 
@@ -188,6 +245,8 @@ except ImportError as e:
     assert "deform_conv_forward" in str(e), e
 else:
     raise AssertionError("compiled-op stub did not raise")
+import detectron2.model_zoo  # imported pkg_resources before the fix
+assert detectron2.model_zoo.get_config_file("common/train.py").endswith("train.py")
 print("detectron2", detectron2.__version__, "OK at", detectron2.__file__)
 """
 
@@ -202,15 +261,27 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     found = existing_detectron2()
+    upgrade = False
     if found and not args.force:
-        log(f"detectron2 {found[0]} is already importable at {found[1]}; leaving it as it is")
-        return 0
+        version, path, level = found
+        if level is None:
+            log(f"detectron2 {version} is already importable at {path}; leaving it as it is")
+            return 0
+        if level >= PATCH_LEVEL:
+            log(f"detectron2 {version} (patch level {level}) is already installed at {path}")
+            return 0
+        log(f"upgrading our detectron2 build at {path} from patch level {level} to {PATCH_LEVEL}")
+        upgrade = True
 
     cache = args.cache_dir / "detectron2"
     wheelhouse = cache / "wheelhouse"
     cache.mkdir(parents=True, exist_ok=True)
     own_wheel = wheelhouse / "detectron2-0.6-py3-none-any.whl"
-    if not own_wheel.exists():
+    level_file = wheelhouse / "detectron2-patch-level.txt"
+    cached_level = level_file.read_text().strip() if level_file.is_file() else ""
+    if not own_wheel.exists() or cached_level != str(PATCH_LEVEL):
+        if own_wheel.exists():
+            own_wheel.unlink()  # built by an older patch level
         sdist = fetch_sdist(cache)
         with tempfile.TemporaryDirectory() as tmp:
             with tarfile.open(sdist) as tar:
@@ -223,9 +294,11 @@ def main(argv=None):
             wheelhouse.mkdir(exist_ok=True)
             run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "-w", wheelhouse,
                  src])
+        level_file.write_text(f"{PATCH_LEVEL}\n")
+    reinstall = ["--force-reinstall", "--no-deps"] if (upgrade or args.force) else []
     try:
         run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", wheelhouse,
-             own_wheel])
+             *reinstall, own_wheel])
         run([sys.executable, "-c", VERIFY])
     except subprocess.CalledProcessError as e:
         log(f"FAILED ({e}); removing the partial installation")

@@ -1,0 +1,208 @@
+#!/usr/bin/env python
+"""Train and/or evaluate a detector described by a LazyConfig file (detectron2/detrex style).
+
+The config defines `model`, `dataloader` (train/test/evaluator), `optimizer`, `lr_multiplier`
+and `train` (see configs/common/train.py). Examples:
+
+    python tools/train_net.py --config-file projects/focus_detr/configs/x.py train.device=cpu
+    python tools/train_net.py --config-file x.py --resume              # continue an interrupted run
+    python tools/train_net.py --config-file x.py --eval-only train.init_checkpoint=out/model_final.pth
+    python tools/train_net.py --config-file x.py --num-gpus 8         # one machine, 8 GPUs
+    torchrun --nproc-per-node 2 tools/train_net.py --config-file x.py train.device=cpu  # CPU DDP
+
+Overrides are `key=value` (an unknown key is an error; `+key=value` adds one).
+"""
+import logging
+import os
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's focus_detr
+
+import torch  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.engine import default_argument_parser, default_setup, default_writers  # noqa: E402
+from detectron2.engine import hooks, launch  # noqa: E402
+from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
+
+import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
+from focus_detr.engine.checkpoint import LRSchedulerHook, SafeDetectionCheckpointer  # noqa: E402
+from focus_detr.engine.config import apply_overrides  # noqa: E402
+from focus_detr.engine.distributed import (  # noqa: E402
+    create_ddp_model,
+    init_torchrun_process_group,
+    launched_by_torchrun,
+)
+from focus_detr.engine.ema import EMAHook, ModelEMA, unwrap_model  # noqa: E402
+from focus_detr.engine.trainer import DetrTrainer  # noqa: E402
+
+logger = logging.getLogger("focus_detr.train_net")
+
+REQUIRED_KEYS = ("model", "dataloader", "train")
+
+
+def load_config(args):
+    """The config file with the command-line overrides applied (errors name the file or key)."""
+    path = args.config_file
+    if not path:
+        raise SystemExit("--config-file is required")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    cfg = LazyConfig.load(path)
+    missing = [k for k in REQUIRED_KEYS if k not in cfg]
+    if not args.eval_only:
+        missing += [k for k in ("optimizer", "lr_multiplier") if k not in cfg]
+    if missing:
+        raise KeyError(f"config {path} does not define {', '.join(missing)}")
+    return apply_overrides(cfg, args.opts)
+
+
+def check_device(cfg):
+    device = str(cfg.train.device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={device} but CUDA is not available; "
+                           "add train.device=cpu")
+    return device
+
+
+def eval_context(cfg, model, ema):
+    """Evaluate with the EMA weights when the config asks for it."""
+    if ema is not None and cfg.train.model_ema.use_ema_weights_for_eval_only:
+        logger.info("Evaluating with the EMA weights")
+        return ema.apply_to(model)
+    return nullcontext()
+
+
+def do_test(cfg, model, ema=None):
+    """Run the test loader through the evaluator; returns its results (rank 0) or {}."""
+    if "evaluator" not in cfg.dataloader:
+        return {}
+    loader = instantiate(cfg.dataloader.test)  # built first: loading may generate the dataset
+    evaluator = instantiate(cfg.dataloader.evaluator)
+    with eval_context(cfg, model, ema):
+        results = inference_on_dataset(model, loader, evaluator)
+    if comm.is_main_process() and results:
+        print_csv_format(results)
+    return results
+
+
+def build_ema(cfg, model):
+    opts = cfg.train.model_ema
+    if not opts.enabled:
+        return None
+    return ModelEMA(model, decay=opts.decay, device=opts.get("device", ""))
+
+
+def do_train(args, cfg):
+    """Train as configured; returns (trained model, checkpointer, eval results)."""
+    device = check_device(cfg)
+    model = instantiate(cfg.model).to(device)
+    logger.info(f"Model:\n{model}")
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    train_loader = instantiate(cfg.dataloader.train)
+    ema = build_ema(cfg, model)
+    model = create_ddp_model(model, device, **cfg.train.ddp)
+
+    clip = cfg.train.clip_grad
+    trainer = DetrTrainer(model, train_loader, optimizer, amp=cfg.train.amp.enabled,
+                          clip_grad_params=clip.params if clip.enabled else None)
+    extra = {"ema": ema} if ema is not None else {}
+    checkpointer = SafeDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer,
+                                             **extra)
+    results = {}
+
+    def test_and_save_results():
+        nonlocal results
+        results = do_test(cfg, model, ema)
+        return results
+
+    eval_period = cfg.train.eval_period if cfg.train.eval_period > 0 else cfg.train.max_iter
+    trainer.register_hooks([
+        hooks.IterationTimer(),
+        EMAHook(ema, model) if ema is not None else None,
+        LRSchedulerHook(scheduler=instantiate(cfg.lr_multiplier)),
+        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+        if comm.is_main_process() else None,
+        hooks.EvalHook(eval_period, test_and_save_results),
+        hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter),
+                             period=cfg.train.log_period)
+        if comm.is_main_process() else None,
+    ])
+
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    if args.resume and checkpointer.has_checkpoint():
+        start_iter = trainer.iter + 1  # the checkpoint was saved after iteration `trainer.iter`
+    else:
+        start_iter = 0
+    if start_iter >= cfg.train.max_iter:
+        logger.info(f"Already trained for {start_iter} >= train.max_iter={cfg.train.max_iter} "
+                    "iterations; nothing to train")
+    else:
+        trainer.train(start_iter, cfg.train.max_iter)
+    return unwrap_model(model), checkpointer, results
+
+
+def do_eval_only(args, cfg):
+    device = check_device(cfg)
+    model = instantiate(cfg.model).to(device)
+    ema = build_ema(cfg, model)
+    model = create_ddp_model(model, device, **cfg.train.ddp)
+    checkpointer = SafeDetectionCheckpointer(model, cfg.train.output_dir,
+                                             **({"ema": ema} if ema is not None else {}))
+    path = cfg.train.init_checkpoint
+    if not path and checkpointer.has_checkpoint():
+        path = checkpointer.get_checkpoint_file()
+    if not path:
+        raise FileNotFoundError(
+            f"--eval-only needs weights: set train.init_checkpoint=<file.pth> (no "
+            f"last_checkpoint in train.output_dir={cfg.train.output_dir} either)")
+    checkpointer.load(path)
+    return unwrap_model(model), checkpointer, do_test(cfg, model, ema)
+
+
+def report_outputs(cfg, checkpointer):
+    out = os.path.abspath(cfg.train.output_dir)
+    last = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else None
+    lines = [f"Outputs in {out}:"]
+    if last:
+        lines.append(f"  checkpoint:   {os.path.abspath(last)}")
+    for name, what in (("metrics.json", "metrics:"), ("config.yaml", "config:"), ("log.txt", "log:")):
+        if os.path.exists(os.path.join(out, name)):
+            lines.append(f"  {what:<13} {os.path.join(out, name)}")
+    if any(f.startswith("events.out.tfevents") for f in os.listdir(out)):
+        lines.append(f"  TensorBoard:  {out}  (tensorboard --logdir {out})")
+    print("\n".join(lines), flush=True)
+
+
+def main(args):
+    """Entry point of every process; returns (model, results)."""
+    cfg = load_config(args)
+    if launched_by_torchrun():
+        init_torchrun_process_group(cfg.train.device)
+    default_setup(cfg, args)  # logging, config.yaml, seeding, environment info
+    if args.eval_only:
+        model, checkpointer, results = do_eval_only(args, cfg)
+    else:
+        model, checkpointer, results = do_train(args, cfg)
+    if comm.is_main_process():
+        report_outputs(cfg, checkpointer)
+    return model, results
+
+
+def cli(argv=None):
+    args = default_argument_parser().parse_args(argv)
+    load_config(args)  # fail on a bad file or override before any worker starts
+    if launched_by_torchrun():
+        return main(args)
+    if args.num_gpus * args.num_machines > 1:
+        launch(main, args.num_gpus, num_machines=args.num_machines,
+               machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+        return None
+    return main(args)
+
+
+if __name__ == "__main__":
+    cli()
