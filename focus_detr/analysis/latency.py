@@ -1,0 +1,201 @@
+"""Inference latency of detectors: whole model and its parts, several models interleaved.
+
+Robust on a noisy machine: every model runs once per round, the models' order rotates each
+round, and the summaries are medians with their spread (quartiles, min, max). The ratio of two
+models is the median of their per-round ratios (paired: both measured under the same load).
+On CUDA every clock reading is preceded by `torch.cuda.synchronize()`.
+"""
+import statistics
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "LATENCY_PARTS",
+    "LatencyResult",
+    "PartTimer",
+    "measure_interleaved",
+    "paired_ratio",
+    "set_threads",
+    "spread",
+    "synchronize",
+]
+
+# timed parts (module paths); "rest" = total - their sum (heads, query selection, pre/post)
+LATENCY_PARTS = OrderedDict(
+    backbone="backbone",
+    neck="neck",
+    encoder="transformer.encoder",
+    decoder="transformer.decoder",
+)
+
+
+def synchronize(device: torch.device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def set_threads(num_threads: Optional[int]) -> int:
+    """Set torch's intra-op threads (None: leave as is); returns the number in use."""
+    if num_threads is not None:
+        if num_threads <= 0:
+            raise ValueError(f"threads must be positive, got {num_threads}")
+        torch.set_num_threads(num_threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # only settable before the first parallel work
+            pass
+    return torch.get_num_threads()
+
+
+class PartTimer:
+    """Times the forward calls of a model's parts with forward pre/post hooks.
+
+    Args:
+        model: the detector.
+        parts: name -> module path; parts the model lacks are skipped. Default `LATENCY_PARTS`.
+        device: where the model runs (CUDA: synchronized before every clock reading).
+
+    Use: `with timer.recording(): model(inputs)`, then `timer.last` (name -> seconds of that
+    call, summed over the part's calls).
+    """
+
+    def __init__(self, model: nn.Module, parts: Dict[str, str] = LATENCY_PARTS,
+                 device: Optional[torch.device] = None):
+        self.device = torch.device(device) if device is not None else _model_device(model)
+        self.modules = OrderedDict()
+        for name, path in parts.items():
+            try:
+                self.modules[name] = model.get_submodule(path)
+            except AttributeError:
+                continue
+        self.last: Dict[str, float] = {}
+        self._starts: Dict[str, float] = {}
+
+    @contextmanager
+    def recording(self):
+        self.last = {name: 0.0 for name in self.modules}
+        handles = []
+        for name, module in self.modules.items():
+            handles.append(module.register_forward_pre_hook(self._pre(name)))
+            handles.append(module.register_forward_hook(self._post(name)))
+        try:
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _pre(self, name: str) -> Callable:
+        def hook(module, args):
+            synchronize(self.device)
+            self._starts[name] = time.perf_counter()
+        return hook
+
+    def _post(self, name: str) -> Callable:
+        def hook(module, args, output):
+            synchronize(self.device)
+            self.last[name] += time.perf_counter() - self._starts.pop(name)
+        return hook
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    if hasattr(model, "device"):
+        return torch.device(model.device)
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@dataclass
+class LatencyResult:
+    """Per-run seconds of one model: `total` and, per part, `parts[name]` (same length)."""
+
+    total: List[float] = field(default_factory=list)
+    parts: Dict[str, List[float]] = field(default_factory=dict)
+
+    def median(self) -> float:
+        return statistics.median(self.total)
+
+    def part_medians(self) -> Dict[str, float]:
+        """Median seconds per part, plus "rest" = median of (total - sum of parts) per run."""
+        out = OrderedDict((k, statistics.median(v)) for k, v in self.parts.items())
+        if self.parts:
+            rest = [t - sum(p[i] for p in self.parts.values()) for i, t in enumerate(self.total)]
+            out["rest"] = statistics.median(rest)
+        return out
+
+
+def spread(values: Sequence[float]) -> Dict[str, float]:
+    """min, 25th percentile, median, 75th percentile, max of `values`."""
+    v = sorted(values)
+    if not v:
+        raise ValueError("no values")
+    if len(v) == 1:
+        q1 = q3 = v[0]
+    else:
+        q1, _, q3 = statistics.quantiles(v, n=4, method="inclusive")
+    return {"min": v[0], "q1": q1, "median": statistics.median(v), "q3": q3, "max": v[-1]}
+
+
+def paired_ratio(baseline: Sequence[float], other: Sequence[float]) -> Dict[str, float]:
+    """Spread of the per-round ratios baseline / other (> 1: `other` is faster)."""
+    if len(baseline) != len(other):
+        raise ValueError(f"paired runs differ in length: {len(baseline)} vs {len(other)}")
+    return spread([b / o for b, o in zip(baseline, other)])
+
+
+def measure_interleaved(runners: Dict[str, Callable[[], Any]], rounds: int, warmup: int = 1,
+                        timers: Optional[Dict[str, PartTimer]] = None,
+                        devices: Optional[Dict[str, torch.device]] = None,
+                        progress: Optional[Callable[[int, str, float], None]] = None
+                        ) -> Dict[str, LatencyResult]:
+    """Time each runner once per round, rotating their order every round.
+
+    Args:
+        runners: name -> zero-argument callable (one inference).
+        rounds: timed rounds (each runner runs `rounds` times).
+        warmup: untimed rounds first (each runner `warmup` times).
+        timers: optional name -> `PartTimer` of the runner's model (part breakdown).
+        devices: name -> device (CUDA: synchronized around each run). Default CPU.
+        progress: called as progress(round, name, seconds) after each timed run.
+    Returns:
+        name -> LatencyResult.
+    """
+    if rounds <= 0:
+        raise ValueError(f"rounds must be positive, got {rounds}")
+    names = list(runners)
+    timers = timers or {}
+    devices = devices or {}
+    results = {n: LatencyResult(parts={p: [] for p in (timers[n].modules if n in timers else ())})
+               for n in names}
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for n in names:
+                runners[n]()
+        for r in range(rounds):
+            shift = r % len(names)
+            for n in names[shift:] + names[:shift]:
+                device = devices.get(n, torch.device("cpu"))
+                timer = timers.get(n)
+                synchronize(device)
+                if timer is not None:
+                    with timer.recording():
+                        start = time.perf_counter()
+                        runners[n]()
+                        synchronize(device)
+                        seconds = time.perf_counter() - start
+                    for p, s in timer.last.items():
+                        results[n].parts[p].append(s)
+                else:
+                    start = time.perf_counter()
+                    runners[n]()
+                    synchronize(device)
+                    seconds = time.perf_counter() - start
+                results[n].total.append(seconds)
+                if progress is not None:
+                    progress(r, n, seconds)
+    return results
