@@ -40,7 +40,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, help="LazyConfig file defining `model`")
-    p.add_argument("--tasks", nargs="+", required=True, choices=TASKS, help="what to analyze")
+    p.add_argument("--tasks", nargs="+", required=True, metavar="TASK",
+                   help=f"what to analyze: {', '.join(TASKS)}")
     p.add_argument("--num-inputs", type=int, default=1,
                    help="average over this many test images of the config's dataset")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
@@ -52,6 +53,12 @@ def parse_args(argv=None):
     p.add_argument("opts", nargs=argparse.REMAINDER,
                    help="config overrides key=value, e.g. train.init_checkpoint=model.pth")
     args = p.parse_args(argv)
+    # `--tasks flop key=value`: the overrides after the tasks belong to opts
+    args.opts = [t for t in args.tasks if "=" in t] + list(args.opts)
+    args.tasks = [t for t in args.tasks if "=" not in t]
+    unknown = [t for t in args.tasks if t not in TASKS]
+    if unknown or not args.tasks:
+        p.error(f"--tasks: invalid task(s) {unknown or args.tasks}; choose from {', '.join(TASKS)}")
     if args.num_inputs <= 0:
         p.error("--num-inputs must be positive")
     return args

@@ -7,14 +7,18 @@ need `dataloader.test`. Overrides are train_net's `key=value` (unknown keys are 
 import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from detectron2.structures import ImageList
 from torch import nn
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "build_model",
     "dataset_inputs",
     "describe_encoder",
+    "expand_image_paths",
+    "image_file_inputs",
     "image_list",
     "load_config",
     "resolve_device",
@@ -22,6 +26,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def load_config(path: str, overrides: Sequence[str] = ()):
@@ -124,6 +130,53 @@ def dataset_inputs(cfg, num: int, with_annotations: bool = False) -> List[Dict[s
         gt = GroundTruthBoxes(names if isinstance(names, str) else list(names))
         for x in inputs:
             x["instances"] = gt.instances(x)
+    return inputs
+
+
+def expand_image_paths(paths: Sequence[str]) -> List[str]:
+    """Image files among `paths`, folders expanded (sorted, by `IMAGE_EXTENSIONS`).
+
+    Raises:
+        FileNotFoundError: a path does not exist, or no image is found.
+    """
+    import os
+
+    files = []
+    for p in paths:
+        if os.path.isdir(p):
+            files += sorted(os.path.join(p, f) for f in os.listdir(p)
+                            if f.lower().endswith(IMAGE_EXTENSIONS))
+        elif os.path.isfile(p):
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"input not found: {p}")
+    if not files:
+        raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {list(paths)}")
+    return files
+
+
+def image_file_inputs(cfg, paths: Sequence[str]) -> List[Dict[str, Any]]:
+    """Input dicts of image files, resized like the config's test mapper (its `augmentation`
+    and `img_format`, when the config has `dataloader.test.mapper`; else unchanged, RGB).
+    "height"/"width" are the original size, so detections come back in file pixels."""
+    import detectron2.data.transforms as T
+    from detectron2.config import instantiate
+    from detectron2.data.detection_utils import read_image
+
+    mapper = None
+    if "dataloader" in cfg and "test" in cfg.dataloader and "mapper" in cfg.dataloader.test:
+        mapper = cfg.dataloader.test.mapper
+    augmentation = T.AugmentationList(instantiate(mapper.augmentation) if mapper is not None
+                                      and mapper.get("augmentation") else [])
+    fmt = mapper.get("img_format", "RGB") if mapper is not None else "RGB"
+    inputs = []
+    for path in expand_image_paths(paths):
+        image = read_image(path, format=fmt)
+        h, w = image.shape[:2]
+        aug = T.AugInput(image)
+        augmentation(aug)
+        tensor = torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1)))
+        inputs.append({"image": tensor, "height": h, "width": w, "file_name": path})
     return inputs
 
 
