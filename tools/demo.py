@@ -8,8 +8,11 @@
 Images are resized like the config's test mapper, detections are drawn on the original image
 (`<output>/<name>.png`, same size as the input file). Runs on the CPU by default (`--device auto`
 uses the GPU when there is one). Class names come from the config's test dataset metadata.
+detectron2's `Visualizer` needs OpenCV (`pip install opencv-python-headless`); without it the
+boxes, class names and scores are drawn with PIL instead (a warning says so).
 """
 import argparse
+import logging
 import os
 import sys
 import time
@@ -52,9 +55,39 @@ def _metadata(cfg, name):
     return MetadataCatalog.get(name) if name else MetadataCatalog.get("__unused")
 
 
+def _has_opencv() -> bool:
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def draw_detections(image, instances, metadata, path: str, use_visualizer: bool) -> None:
+    """Write `image` (H, W, 3 RGB uint8) with `instances` drawn as a PNG of the same size."""
+    if use_visualizer:
+        from detectron2.utils.visualizer import Visualizer
+
+        Visualizer(image, metadata, scale=1.0).draw_instance_predictions(instances).save(path)
+        return
+    from PIL import Image, ImageDraw
+
+    from focus_detr.analysis.drawing import LEVEL_COLORS
+
+    names = metadata.get("thing_classes", None)
+    pil = Image.fromarray(image)
+    draw = ImageDraw.Draw(pil)
+    for box, score, cls in zip(instances.pred_boxes.tensor.tolist(), instances.scores.tolist(),
+                               instances.pred_classes.tolist()):
+        color = LEVEL_COLORS[cls % len(LEVEL_COLORS)]
+        draw.rectangle(box, outline=color, width=2)
+        name = names[cls] if names and cls < len(names) else str(cls)
+        draw.text((box[0] + 2, box[1] + 1), f"{name} {score:.0%}", fill=color)
+    pil.save(path)
+
+
 def main(argv=None):
     from detectron2.data.detection_utils import read_image
-    from detectron2.utils.visualizer import Visualizer
 
     args = parse_args(argv)
     device = resolve_device(args.device)
@@ -62,6 +95,11 @@ def main(argv=None):
     model = build_model(cfg, device, cfg.train.get("init_checkpoint", None) or None)
     metadata = _metadata(cfg, args.metadata)
     inputs = image_file_inputs(cfg, args.input)
+    use_visualizer = _has_opencv()
+    if not use_visualizer:
+        logging.getLogger(__name__).warning(
+            "OpenCV is not installed (pip install opencv-python-headless): drawing with PIL "
+            "instead of detectron2's Visualizer")
     os.makedirs(args.output, exist_ok=True)
     written = []
     for x in inputs:
@@ -71,14 +109,13 @@ def main(argv=None):
         seconds = time.perf_counter() - start
         keep = instances[instances.scores >= args.confidence_threshold]
         image = read_image(x["file_name"], format="RGB")
-        vis = Visualizer(image, metadata, scale=1.0).draw_instance_predictions(keep)
         stem = Path(x["file_name"]).stem
         path = os.path.join(args.output, stem + ".png")
         n = 1
         while path in written:  # same name in two input folders
             path = os.path.join(args.output, f"{stem}_{n}.png")
             n += 1
-        vis.save(path)
+        draw_detections(image, keep, metadata, path, use_visualizer)
         written.append(path)
         print(f"{x['file_name']}: {len(keep)} detection(s) >= {args.confidence_threshold} "
               f"in {seconds:.2f} s -> {path}")
