@@ -37,6 +37,7 @@ from focus_detr.analysis import (LATENCY_PARTS, MODEL_PARTS, PartTimer,  # noqa:
                                  read_coco_ap, resolve_device, set_threads, spread,
                                  synthetic_inputs)
 from focus_detr.analysis.report import markdown_table  # noqa: E402
+from focus_detr.layers.ms_deform_attn import ENV_VAR, resolve_backend  # noqa: E402
 
 # Published anchors (issue 7, "Targets"): the published detrex code, CPU, 2 threads, one
 # synthesized 800x1216 image, batch 1, its pure-PyTorch attention; fvcore counts of the same
@@ -70,6 +71,12 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     p.add_argument("--runs", type=int, default=10, help="timed rounds (runs per config)")
     p.add_argument("--no-flops", action="store_true", help="skip the GFLOPs count")
+    p.add_argument("--msda-backend", help="deformable-attention backend for every model "
+                   "(sets $FOCUS_DETR_MSDA_BACKEND: pytorch = the published code's path, ext, "
+                   "triton, detrex; default auto)")
+    p.add_argument("--optimize", action="store_true",
+                   help="fold batch norms into convolutions and run backbone and neck in "
+                        "channels-last layout (inference-only speed-ups; GFLOPs counted before)")
     p.add_argument("--no-breakdown", action="store_true",
                    help="time whole inferences only (no part hooks)")
     p.add_argument("--eval", action="store_true",
@@ -132,6 +139,8 @@ def _profile(model, inputs, top_k: int, label: str) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.msda_backend:
+        os.environ[ENV_VAR] = args.msda_backend
     device = resolve_device(args.device)
     threads = args.threads if args.threads is not None else (2 if device.type == "cpu" else None)
     threads = set_threads(threads)
@@ -151,7 +160,8 @@ def main(argv=None):
              else f"one synthesized {args.input_size[0]}x{args.input_size[1]} image")
     print(f"Device {device}" + (f" ({torch.cuda.get_device_name(device)})"
                                 if device.type == "cuda" else f", {threads} thread(s)")
-          + f"; {where}, batch 1; {args.warmup} warm-up + {args.runs} timed rounds, interleaved")
+          + f"; {where}, batch 1; {args.warmup} warm-up + {args.runs} timed rounds, interleaved"
+          + f"; deformable attention: {resolve_backend(args.msda_backend, device)} backend")
 
     flops = {}
     if not args.no_flops:
@@ -159,6 +169,13 @@ def main(argv=None):
             with torch.no_grad():
                 flops[label] = model_part_counts(
                     flop_analysis(model, [inputs[label][0]["image"]]), model)
+
+    if args.optimize:
+        from focus_detr.analysis.optimize import optimize_for_inference
+
+        for label, model in models.items():
+            done = optimize_for_inference(model)
+            print(f"{label}: folded {done['folded_norms']} batch norms, channels-last backbone/neck")
 
     timers = {} if args.no_breakdown else {k: PartTimer(m, LATENCY_PARTS, device)
                                            for k, m in models.items()}
@@ -261,6 +278,7 @@ def main(argv=None):
                 params_m=summary[label]["params_m"], ap=ap, fps=summary[label]["fps"],
                 latency_s=summary[label]["seconds"]["median"], device=str(device),
                 threads=threads, checkpoint=checkpoints[label], tool="benchmark",
+                msda_backend=resolve_backend(args.msda_backend, device), optimized=args.optimize,
                 input_size=(f"dataset:{args.dataset_inputs}" if args.dataset_inputs
                             else list(args.input_size))))
     if args.results:
