@@ -142,3 +142,41 @@ def test_dense_model_records_nothing():
     for h in handles:
         h.remove()
     assert "token_selection" not in out
+
+
+def test_evaluator_config_line_with_coco_ap_on_dataset_images():
+    """The config line proposed for the projects' configs: COCO AP and token selection in one
+    DatasetEvaluators, the ground truth read from the dataset (the test mapper drops it)."""
+    from detectron2.config import instantiate
+    from detectron2.evaluation import COCOEvaluator, inference_on_dataset
+
+    from focus_detr.analysis import dataset_inputs
+    from focus_detr.evaluation import GroundTruthBoxes, with_token_selection
+
+    cfg, model = tiny_model(FOCUS)
+    cfg.dataloader.evaluator = with_token_selection(cfg.dataloader.evaluator)
+    evaluator = instantiate(cfg.dataloader.evaluator)
+    coco, selection = evaluator._evaluators
+    assert isinstance(coco, COCOEvaluator) and coco._metadata.name == "synthetic_shapes_val"
+    assert selection._dataset_name == "synthetic_shapes_val"
+    inputs = dataset_inputs(cfg, 3)
+    # ground truth scaled like the image: the resize factors of each input
+    gt = GroundTruthBoxes("synthetic_shapes_val")
+    record = gt.record(inputs[0])
+    raw = torch.tensor([a["bbox"] for a in record["annotations"]], dtype=torch.float32)
+    h, w = inputs[0]["image"].shape[-2:]
+    sx, sy = w / record["width"], h / record["height"]
+    expected = torch.stack([raw[:, 0] * sx, raw[:, 1] * sy, (raw[:, 0] + raw[:, 2]) * sx,
+                            (raw[:, 1] + raw[:, 3]) * sy], 1)  # XYWH_ABS -> xyxy, scaled
+    torch.testing.assert_close(gt.boxes_xyxy(inputs[0]), expected)
+    handles = record_token_selection(model)
+    try:
+        results = inference_on_dataset(model, [[x] for x in inputs], evaluator)
+    finally:
+        for h in handles:
+            h.remove()
+    assert "AP" in results["bbox"]
+    sel = results["token_selection"]
+    assert sel["keep_fraction"] == pytest.approx(40.0, abs=1.0)  # layer 0 of cascade (1, .5)
+    assert 0.0 <= sel["recall"] <= 100.0 and 0.0 <= sel["precision"] <= 100.0
+    assert {"layer0_recall", "layer1_recall", "object0_recall", "object1_recall"} <= set(sel)
