@@ -116,3 +116,18 @@ def test_module_with_triton_matches_pytorch_and_ignores_padding():
         assert torch.equal(attn(query, value=changed, **kwargs), out)
         attn.backend = "pytorch"
         assert (attn(query, value=value, **kwargs) - out).abs().max() < 1e-12
+
+
+def test_fvcore_traces_the_triton_backend():
+    from fvcore.nn import FlopCountAnalysis
+
+    from focus_detr.layers.ms_deform_attn import MSDA_FLOP_HANDLES, ms_deform_attn_flops
+
+    class Op(torch.nn.Module):
+        def forward(self, value, loc, weights):
+            return _call(value, loc, weights)
+
+    value, loc, weights = _inputs(1, 3, 2, 4, SHAPES, 2, dtype=torch.float32)
+    analysis = FlopCountAnalysis(Op(), (value, loc, weights)).set_op_handle(**MSDA_FLOP_HANDLES)
+    assert analysis.unsupported_ops_warnings(False).total() == ms_deform_attn_flops(1, 3, 2, 2,
+                                                                                   2, 4)

@@ -1,4 +1,5 @@
 """The built-in synthetic dataset: deterministic, valid COCO, every split and scale range filled."""
+
 import hashlib
 import json
 import multiprocessing as mp
@@ -36,8 +37,9 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     b = generate_split(tmp_path / "b", "val", recipe, num_images=6, progress=False).parent
     assert len(_digest(a)) == 7
     assert _digest(a) == _digest(b)
-    c = generate_split(tmp_path / "c", "val", replace(recipe, seed=recipe.seed + 1),
-                       num_images=6, progress=False).parent
+    c = generate_split(
+        tmp_path / "c", "val", replace(recipe, seed=recipe.seed + 1), num_images=6, progress=False
+    ).parent
     differing = {k for k in _digest(a) if _digest(a)[k] != _digest(c)[k]}
     assert "instances.json" in differing and len(differing) == 7
 
@@ -73,7 +75,8 @@ def test_split_is_valid_coco_with_every_category_and_scale_level(synthetic_split
     assert len(coco.imgs) == recipe.num_images(split)
     assert len(coco.anns) >= 3 * len(coco.imgs)  # about 4.4 objects per image
     assert sorted(c["name"] for c in coco.cats.values()) == sorted(
-        ["circle", "square", "triangle", "star", "ring", "cross"])
+        ["circle", "square", "triangle", "star", "ring", "cross"]
+    )
     assert {a["category_id"] for a in coco.anns.values()} == set(coco.cats)
     per_level = np.zeros(4, int)
     sizes = []
@@ -122,8 +125,9 @@ def test_visible_box_is_the_shape_region():
             continue
         no_shape = replace(recipe, objects_per_image=(0, 0))
         # same background: the background is drawn before any object-dependent random draw
-        bg, _ = synthetic_shapes.render_scene(synthetic_shapes.scene_rng(no_shape, "val", i),
-                                              no_shape)
+        bg, _ = synthetic_shapes.render_scene(
+            synthetic_shapes.scene_rng(no_shape, "val", i), no_shape
+        )
         diff = np.abs(image.astype(int) - bg.astype(int)).max(-1) > 40
         ys, xs = np.nonzero(diff)
         x, y, w, h = annos[0]["bbox"]
@@ -143,8 +147,7 @@ def test_registered_through_coco_path():
         meta = MetadataCatalog.get(name)
         assert meta.evaluator_type == "coco"
         assert meta.json_file.endswith(f"synthetic_shapes_v2/{split}/instances.json")
-        assert list(meta.thing_classes) == ["circle", "square", "triangle", "star", "ring",
-                                            "cross"]
+        assert list(meta.thing_classes) == ["circle", "square", "triangle", "star", "ring", "cross"]
 
 
 def test_catalog_dicts(synthetic_splits):

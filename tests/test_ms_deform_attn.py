@@ -136,8 +136,8 @@ def test_pytorch_backend_intermediates_bounded():
     class Recorder(torch.utils._python_dispatch.TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
-            inputs = {a.untyped_storage().data_ptr() for a in
-                      torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)}
+            leaves = torch.utils._pytree.tree_leaves((args, kwargs))
+            inputs = {a.untyped_storage().data_ptr() for a in leaves if isinstance(a, torch.Tensor)}
             for t in (out if isinstance(out, (tuple, list)) else (out,)):
                 # new allocations only (views share their input's memory)
                 if (isinstance(t, torch.Tensor) and t.shape != value.shape
@@ -562,3 +562,15 @@ def test_module_gradients_flow_with_default_backend():
     assert attn.sampling_offsets.weight.grad.abs().sum() > 0
     assert attn.attention_weights.weight.grad.abs().sum() > 0
     assert math.isfinite(float(attn.value_proj.weight.grad.sum()))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_custom_op_registration(backend):
+    """Schema, autograd registration and fake (meta) kernel of the op agree (torch.compile and
+    FakeTensor tracing rely on them)."""
+    value, loc, weights = random_inputs(2, 3, 2, 4, SHAPES, points=2)
+    args = (value.requires_grad_(), torch.tensor(SHAPES), level_start_index(SHAPES),
+            loc.requires_grad_(), weights.requires_grad_(), backend)
+    torch.library.opcheck(ms_deform_attn_op, args,
+                          test_utils=("test_schema", "test_autograd_registration",
+                                      "test_faketensor"))

@@ -39,3 +39,42 @@ def test_triton_kernels_under_interpreter():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_triton_kernels_on_gpu():
     _run_cases({"TRITON_INTERPRET": "0"})
+
+
+def _compile(kernel, dtype, head_dim, block_q, capability):
+    """Ahead-of-time compile for an NVIDIA target; needs no GPU (triton ships ptxas)."""
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    block_d = triton.next_power_of_2(head_dim)
+    grad_value = "fp32" if dtype == "bf16" else dtype
+    pointers = iter([f"*{dtype}", "*i64", "*i64", f"*{dtype}", f"*{dtype}", f"*{dtype}",
+                     f"*{grad_value}", f"*{dtype}", f"*{dtype}"])
+    constants = {"M": 8, "L": 4, "P": 4, "BLOCK_Q": block_q, "BLOCK_D": block_d,
+                 "EVEN_D": block_d == head_dim, "ACC": tl.float32}
+    signature, attrs = {}, {}
+    for i, name in enumerate(kernel.arg_names):
+        if name.endswith("_ptr"):
+            signature[name] = next(pointers)
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        else:
+            signature[name] = "constexpr" if name in constants else "i32"
+    source = ASTSource(fn=kernel, signature=signature, attrs=attrs,
+                       constexprs={(kernel.arg_names.index(k),): v for k, v in constants.items()})
+    return triton.compile(source, target=GPUTarget("cuda", capability, 32),
+                          options={"num_warps": 4})
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="needs the compiler")
+@pytest.mark.parametrize("dtype,head_dim,capability", [("fp32", 32, 90), ("bf16", 30, 80)])
+def test_kernels_compile_for_gpu(dtype, head_dim, capability):
+    """The interpreter does not enforce compile-time rules (constexpr arguments, types): compile
+    both kernels for real GPU targets to catch what it lets through."""
+    from focus_detr.layers.ms_deform_attn import triton_kernels
+
+    for kernel, block_q in ((triton_kernels.msda_fwd_kernel, 64),
+                            (triton_kernels.msda_bwd_kernel, 32)):
+        compiled = _compile(kernel, dtype, head_dim, block_q, capability)
+        assert ".entry " + kernel.fn.__name__ in compiled.asm["ptx"]

@@ -51,6 +51,9 @@ def parse_args(argv=None):
                    help="comma list (default: every backend available on the device)")
     p.add_argument("--batch", type=int, default=1, help="images per batch (default 1)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch and OpenMP)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall: elapsed time (default); cpu: CPU time of this process, all "
+                        "threads summed (CPU only; robust on a shared machine, use --threads 1)")
     p.add_argument("--no-backward", action="store_true", help="time the forward only")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory run")
     return p.parse_args(argv)
@@ -95,16 +98,16 @@ def _sync(torch, device):
         torch.cuda.synchronize(device)
 
 
-def time_call(torch, device, fn, repeat, warmup):
+def time_call(torch, device, fn, repeat, warmup, clock=time.perf_counter):
     for _ in range(warmup):
         fn()
     _sync(torch, device)
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = clock()
         fn()
         _sync(torch, device)
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times)
 
 
@@ -155,6 +158,9 @@ def main(argv=None):
     dtypes = [getattr(torch, d) for d in (args.dtype or (
         "float32,bfloat16" if device.type == "cuda" else "float32")).split(",")]
     repeat = args.repeat or (20 if device.type == "cuda" else 5)
+    if args.clock == "cpu" and device.type != "cpu":
+        sys.exit("--clock cpu measures CPU time: use it with --device cpu")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     shapes = args.shapes.split(",")
     for name in shapes:
         if name not in SHAPES:
@@ -169,8 +175,8 @@ def main(argv=None):
 
     hw = (torch.cuda.get_device_name(device) if device.type == "cuda"
           else f"CPU, {torch.get_num_threads()} threads")
-    print(f"# torch {torch.__version__}, {hw}, batch {args.batch}, median of {repeat} "
-          f"(warmup {args.warmup})")
+    print(f"# torch {torch.__version__}, {hw}, batch {args.batch}, median {args.clock} time of "
+          f"{repeat} runs (warmup {args.warmup})")
     header = ("| shape | queries | dtype | backend | fwd ms | fwd+bwd ms | peak MiB | "
               "fwd speedup | fwd+bwd speedup |")
     print(header)
@@ -195,9 +201,9 @@ def main(argv=None):
                     for t in grads:
                         t.grad = None
 
-                t_f = time_call(torch, device, fwd, repeat, args.warmup)
+                t_f = time_call(torch, device, fwd, repeat, args.warmup, clock)
                 t_fb = None if args.no_backward else time_call(torch, device, fwd_bwd, repeat,
-                                                               args.warmup)
+                                                               args.warmup, clock)
                 mem = None
                 if not args.no_memory:
                     mem = peak_memory(torch, device, fwd if args.no_backward else fwd_bwd)

@@ -45,8 +45,15 @@ def unavailable_reason(device: torch.device, dtype: Optional[torch.dtype] = None
     return None
 
 
+def _native():
+    native, reason = _load()
+    if native is None:
+        raise RuntimeError(f"{reason}; {INSTALL_HINT}")
+    return native
+
+
 def forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-    native, _ = _load()
+    native = _native()
     dtype = _compute_dtype(value.dtype)
     out = native.ms_deform_attn_forward(
         value.to(dtype).contiguous(), spatial_shapes.contiguous(),
@@ -57,7 +64,7 @@ def forward(value, spatial_shapes, level_start_index, sampling_locations, attent
 
 def backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
              grad_output):
-    native, _ = _load()
+    native = _native()
     dtype = _compute_dtype(value.dtype)
     grads = native.ms_deform_attn_backward(
         value.to(dtype).contiguous(), spatial_shapes.contiguous(),

@@ -49,13 +49,21 @@ def _im2col_step(batch: int, cap: int = 64) -> int:
     return max(s for s in range(1, min(batch, cap) + 1) if batch % s == 0) if batch else 1
 
 
+def _ops():
+    """The package's dispatcher ops (importing the package registers them)."""
+    native, reason = _load()
+    if native is None:
+        raise RuntimeError(f"{reason}; install it with `{INSTALL_HINT}`")
+    return torch.ops.torch_ms_deform_attn
+
+
 def _compute_dtype(dtype):
     return torch.float32 if dtype in _LOW_PRECISION else dtype
 
 
 def forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
     dtype = _compute_dtype(value.dtype)
-    out = torch.ops.torch_ms_deform_attn.forward(
+    out = _ops().forward(
         value.to(dtype), spatial_shapes, level_start_index, sampling_locations.to(dtype),
         attention_weights.to(dtype), _im2col_step(value.shape[0]))
     return out.to(value.dtype)
@@ -64,7 +72,7 @@ def forward(value, spatial_shapes, level_start_index, sampling_locations, attent
 def backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
              grad_output):
     dtype = _compute_dtype(value.dtype)
-    grads = torch.ops.torch_ms_deform_attn.backward(
+    grads = _ops().backward(
         value.to(dtype), spatial_shapes, level_start_index, sampling_locations.to(dtype),
         attention_weights.to(dtype), grad_output.to(dtype), _im2col_step(value.shape[0]))
     return tuple(g.to(t.dtype) for g, t in

@@ -41,7 +41,8 @@ class MultiScaleDeformableAttention(nn.Module):
     ):
         super().__init__()
         if embed_dim % num_heads != 0:
-            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads "
+                             f"({num_heads})")
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.num_levels = num_levels
@@ -87,7 +88,8 @@ class MultiScaleDeformableAttention(nn.Module):
             n, q, self.num_heads, self.num_levels, self.num_points, 2)
         if reference_points.shape[-1] == 2:
             wh = torch.stack([spatial_shapes[:, 1], spatial_shapes[:, 0]], -1).to(offsets.dtype)
-            return reference_points[:, :, None, :, None, :] + offsets / wh[None, None, None, :, None]
+            ref = reference_points[:, :, None, :, None, :]
+            return ref + offsets / wh[None, None, None, :, None]
         if reference_points.shape[-1] == 4:
             ref = reference_points[:, :, None, :, None]
             return ref[..., :2] + offsets / self.num_points * ref[..., 2:] * 0.5
