@@ -8,7 +8,6 @@ perturbation of the reference itself x ~10-100). Also: the published key list lo
 missing or unexpected keys, and in a mixed-size batch padding changes no output of valid images.
 """
 import ast
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import LazyConfig, instantiate
 
-from focus_detr.modeling.checkpoint import apply_key_aliases
+from focus_detr.modeling.checkpoint import DetrCheckpointer, apply_key_aliases
+from synth_weights import state_dict as synth_state_dict
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parents[1]
@@ -32,26 +32,26 @@ def published_keys():
     return keys
 
 
-def synth_module():
-    spec = importlib.util.spec_from_file_location("focus_synth_weights", FIXTURES / "focus_synth_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def reference():
     return torch.load(FIXTURES / "focus_detr_r50_reference.pt", weights_only=True)
 
 
 @pytest.fixture(scope="module")
-def model(reference):
+def model(reference, tmp_path_factory):
+    """Focus-DETR-R50 from our config, loaded through our checkpointer (key aliases applied)
+    with the fixture's synthesized weights under the published key names."""
     torch.set_num_threads(2)
     model = instantiate(LazyConfig.load(str(CONFIG)).model).eval()
-    weights = synth_module().state_dict(published_keys(), reference["aliases"], salt=reference["salt"],
-                                        constant_rows=reference["constant_rows"])
-    result = model.load_state_dict(apply_key_aliases(weights, model.state_dict().keys()), strict=True)
-    assert not result.missing_keys and not result.unexpected_keys
+    weights = synth_state_dict(published_keys(), reference["aliases"], salt=reference["salt"],
+                               constant_rows=reference["constant_rows"])
+    path = tmp_path_factory.mktemp("ckpt") / "focus_detr_r50_synth.pth"
+    torch.save({"model": weights}, path)
+    del weights
+    checkpointer = DetrCheckpointer(model)
+    incompatible = checkpointer._load_model(checkpointer._load_file(str(path)))
+    assert not incompatible.missing_keys and not incompatible.unexpected_keys
+    assert not incompatible.incorrect_shapes
     return model
 
 

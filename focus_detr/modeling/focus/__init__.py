@@ -3,6 +3,7 @@ foreground loss, multi-category object scores, dual-attention encoder layer, Foc
 
 Each is usable on its own in other DETR-like models.
 """
+from .analysis import kept_foreground_recall, kept_token_masks
 from .checkpoint_keys import FOCUS_DETR_KEY_ALIASES
 from .dual_attention_layer import DualAttentionEncoderLayer
 from .focus_encoder import FocusEncoder, target_boxes_xyxy
@@ -40,6 +41,8 @@ __all__ = [
     "TokenSelection",
     "foreground_focal_loss",
     "gather_tokens",
+    "kept_foreground_recall",
+    "kept_token_masks",
     "level_valid_sizes",
     "object_token_scores",
     "overlapping_scale_ranges",

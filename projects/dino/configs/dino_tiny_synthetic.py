@@ -3,12 +3,12 @@
 `make train` runs it; e.g. `tools/train_net.py --config-file projects/dino/configs/dino_tiny_synthetic.py`.
 """
 from focus_detr.engine import get_config
+from focus_detr.engine.schedules import multistep_schedule
 
 from .models.dino_tiny import model
 
 dataloader = get_config("common/data/synthetic.py").dataloader
 optimizer = get_config("common/optim.py").AdamW
-schedules = get_config("common/schedules.py")
 train = get_config("common/train.py").train
 
 model.num_classes = 6  # the synthetic shapes' categories
@@ -21,7 +21,7 @@ dataloader.train.total_batch_size = 4
 dataloader.train.num_workers = 1
 
 train.max_iter = 2000
-lr_multiplier = schedules.multistep_schedule(train.max_iter, int(train.max_iter * 0.9),
+lr_multiplier = multistep_schedule(train.max_iter, int(train.max_iter * 0.9),
                                              warmup_iters=50)
 train.device = "cpu"
 train.eval_period = 500
