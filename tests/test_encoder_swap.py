@@ -147,3 +147,12 @@ def test_r50_config_is_dino_r50_with_a_sparse_encoder():
               if k.startswith("transformer.encoder.layers.")}
     assert layers == {k: tuple(v.shape) for k, v in dino.state_dict().items()
                       if k.startswith("transformer.encoder.layers.")}
+
+
+def test_sparse_encoder_trains_on_images_without_objects(models):
+    model = models["sparse"]
+    model.train()
+    losses = model(make_batch([(64, 96), (96, 64)], [0, 0], CLASSES, seed=2))
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
