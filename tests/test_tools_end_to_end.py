@@ -11,7 +11,8 @@ from torch import nn
 from focus_detr.analysis import (PartTimer, append_result, load_results, measure_interleaved,
                                  merge_results, paired_ratio, spread)
 from focus_detr.analysis.drawing import grid_size
-from tests.tools_utils import DENSE, FOCUS, SMALL_INPUT, SPARSE, TINY_CONFIG, load_tool
+from tests.tools_utils import (DINO_TINY, FOCUS_TINY, SMALL_INPUT, SPARSE, TINY_CONFIG,
+                               load_tool)
 
 
 def _png_size(path):
@@ -80,7 +81,8 @@ def test_results_file_round_trip_and_merge(tmp_path):
 def test_benchmark_side_by_side(tmp_path, capsys):
     tool = load_tool("benchmark")
     results, summary_json = tmp_path / "results.jsonl", tmp_path / "bench.json"
-    summary = tool.main(["--config-file", TINY_CONFIG, DENSE, "--config-file", TINY_CONFIG, FOCUS,
+    summary = tool.main(["--config-file", DINO_TINY, "--config-file", FOCUS_TINY,
+                         "model.transformer.encoder.selector.keep_ratio=0.2",
                          "--labels", "dense", "focus", "--input-size", *map(str, SMALL_INPUT),
                          "--runs", "2", "--warmup", "1", "--device", "cpu",
                          "--results", str(results), "--json", str(summary_json)])
@@ -97,7 +99,8 @@ def test_benchmark_side_by_side(tmp_path, capsys):
     records = load_results(results)
     assert [r["method"] for r in records] == ["dense", "focus"]
     assert records[1]["fps"] == pytest.approx(1.0 / summary["focus"]["seconds"]["median"])
-    assert records[1]["overrides"] == [FOCUS]
+    assert records[1]["overrides"] == ["model.transformer.encoder.selector.keep_ratio=0.2"]
+    assert records[1]["keep_ratio"] == pytest.approx(0.2)
 
 
 def test_benchmark_prints_published_anchors():
@@ -114,7 +117,7 @@ def test_benchmark_prints_published_anchors():
 def test_visualize_tokens_with_comparison(tmp_path, capsys):
     tool = load_tool("visualize_tokens")
     out = tmp_path / "tokens"
-    written = tool.main(["--config-file", TINY_CONFIG, FOCUS, "--compare-config", TINY_CONFIG,
+    written = tool.main(["--config-file", FOCUS_TINY, "--compare-config", TINY_CONFIG,
                          SPARSE, "--dataset-samples", "1", "--output", str(out)])
     names = sorted(p.split("/")[-1] for p in written)
     assert len(names) == 4 and names[-1] == "selection_metrics.json"
@@ -138,7 +141,7 @@ def test_visualize_tokens_with_comparison(tmp_path, capsys):
 def test_visualize_tokens_rejects_a_dense_model(tmp_path):
     tool = load_tool("visualize_tokens")
     with pytest.raises(SystemExit, match="keeps every token"):
-        tool.main(["--config-file", TINY_CONFIG, DENSE, "--dataset-samples", "1",
+        tool.main(["--config-file", DINO_TINY, "--dataset-samples", "1",
                    "--output", str(tmp_path)])
 
 
@@ -155,15 +158,15 @@ def test_demo_writes_detections_at_the_input_size(tmp_path, monkeypatch, visuali
     Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(folder / "a.png")
     Image.fromarray(rng.integers(0, 255, (70, 50, 3), dtype=np.uint8)).save(folder / "b.jpg")
     (folder / "notes.txt").write_text("not an image")
-    written = tool.main(["--config-file", TINY_CONFIG, "--input", str(folder), "--output",
-                         str(tmp_path / "out"), "--confidence-threshold", "0.0", FOCUS])
+    written = tool.main(["--config-file", FOCUS_TINY, "--input", str(folder), "--output",
+                         str(tmp_path / "out"), "--confidence-threshold", "0.0"])
     assert [p.split("/")[-1] for p in written] == ["a.png", "b.png"]
     assert _png_size(written[0]) == (120, 90) and _png_size(written[1]) == (50, 70)
     with pytest.raises(SystemExit):
-        tool.main(["--config-file", TINY_CONFIG, "--input", str(folder), "--output",
+        tool.main(["--config-file", FOCUS_TINY, "--input", str(folder), "--output",
                    str(tmp_path), "--confidence-threshold", "2"])
     with pytest.raises(FileNotFoundError, match="input not found"):
-        tool.main(["--config-file", TINY_CONFIG, "--input", str(tmp_path / "nope.jpg"),
+        tool.main(["--config-file", FOCUS_TINY, "--input", str(tmp_path / "nope.jpg"),
                    "--output", str(tmp_path)])
 
 

@@ -11,7 +11,8 @@ from focus_detr.analysis import (FLOP_HANDLES, MODEL_PARTS, flop_analysis, model
                                  model_part_parameters, synthetic_inputs)
 from focus_detr.analysis.model_io import image_list
 from focus_detr.layers import MultiScaleDeformableAttention
-from tests.tools_utils import DENSE, FOCUS, SMALL_INPUT, TINY_CONFIG, load_tool, tiny_model
+from tests.tools_utils import (DENSE, FOCUS, FOCUS_TINY, SMALL_INPUT, TINY_CONFIG, load_tool,
+                               tiny_model)
 
 
 def _count(module, inputs):
@@ -148,9 +149,9 @@ def test_sparse_encoder_costs_less_than_dense(focus_analysis):
 def test_analyze_model_tool_end_to_end(tmp_path, capsys):
     tool = load_tool("analyze_model")
     results = tmp_path / "results.jsonl"
-    out = tool.main(["--config-file", TINY_CONFIG, "--tasks", "flop", "parameter", "activation",
+    out = tool.main(["--config-file", FOCUS_TINY, "--tasks", "flop", "parameter", "activation",
                      "structure", "--input-size", *map(str, SMALL_INPUT), "--results",
-                     str(results), FOCUS])
+                     str(results)])
     printed = capsys.readouterr().out
     for word in ("Flop count by part", "Activation count by part", "Parameters by part",
                  "Structure:", "FocusEncoder"):
@@ -164,6 +165,19 @@ def test_analyze_model_tool_end_to_end(tmp_path, capsys):
     assert record["gflops"] == pytest.approx(flops["total"] / 1e9)
     assert record["params_m"] == pytest.approx(out["parameter"]["total"] / 1e6)
     assert record["input_size"] == list(SMALL_INPUT)
+
+
+def test_analyze_model_averages_over_dataset_images(capsys):
+    tool = load_tool("analyze_model")
+    out = tool.main(["--config-file", FOCUS_TINY, "--tasks", "flop", "--num-inputs", "2",
+                     "--max-depth", "1"])
+    per_input = out["flop"]
+    assert len(per_input) == 2
+    printed = capsys.readouterr().out
+    assert "mean over 2 input(s)" in printed
+    mean_total = sum(p["total"] for p in per_input) / 2 / 1e9
+    total_row = next(line for line in printed.splitlines() if line.startswith("| total"))
+    assert float(total_row.split("|")[2]) == pytest.approx(mean_total, abs=1e-3)
 
 
 def test_analyze_model_rejects_bad_arguments():

@@ -6,6 +6,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # the tiny DINO of projects/dino with a swappable encoder: one config, three encoders
 TINY_CONFIG = str(REPO_ROOT / "projects" / "sparse_detr" / "configs" / "dino_sparse_tiny_synthetic.py")
+FOCUS_TINY = str(REPO_ROOT / "projects" / "focus_detr" / "configs" / "focus_detr_tiny_synthetic.py")
+DINO_TINY = str(REPO_ROOT / "projects" / "dino" / "configs" / "dino_tiny_synthetic.py")
 DENSE = "model.transformer.encoder.name=dense"
 SPARSE = "model.transformer.encoder.name=sparse"
 FOCUS = "model.transformer.encoder.name=focus"
