@@ -144,7 +144,7 @@ def test_dense_model_records_nothing():
     assert "token_selection" not in out
 
 
-def test_evaluator_config_line_with_coco_ap_on_dataset_images():
+def test_evaluator_config_line_with_coco_ap_on_dataset_images(tmp_path):
     """The config line proposed for the projects' configs: COCO AP and token selection in one
     DatasetEvaluators, the ground truth read from the dataset (the test mapper drops it)."""
     from detectron2.config import instantiate
@@ -154,6 +154,7 @@ def test_evaluator_config_line_with_coco_ap_on_dataset_images():
     from focus_detr.evaluation import GroundTruthBoxes, with_token_selection
 
     cfg, model = tiny_model(FOCUS)
+    cfg.dataloader.evaluator.output_dir = str(tmp_path)  # COCOEvaluator writes its results
     cfg.dataloader.evaluator = with_token_selection(cfg.dataloader.evaluator)
     evaluator = instantiate(cfg.dataloader.evaluator)
     coco, selection = evaluator._evaluators

@@ -9,7 +9,7 @@ from PIL import Image
 from torch import nn
 
 from focus_detr.analysis import (PartTimer, append_result, load_results, measure_interleaved,
-                                 merge_results, paired_ratio, spread)
+                                 merge_results, paired_ratio, read_coco_ap, spread)
 from focus_detr.analysis.drawing import grid_size
 from tests.tools_utils import (DINO_TINY, FOCUS_TINY, SMALL_INPUT, SPARSE, TINY_CONFIG,
                                load_tool)
@@ -76,6 +76,20 @@ def test_results_file_round_trip_and_merge(tmp_path):
     path.write_text(path.read_text() + "not json\n")
     with pytest.raises(ValueError, match="results.jsonl:4"):
         load_results(path)
+
+
+def test_read_coco_ap_from_metrics_and_results_files(tmp_path):
+    metrics = tmp_path / "metrics.json"  # detectron2's JSON lines: the last bbox/AP wins
+    metrics.write_text('{"iteration": 9, "total_loss": 1.0}\n{"bbox/AP": 12.5, "iteration": 10}\n'
+                       '{"iteration": 19}\n{"bbox/AP": 20.25, "iteration": 20}\n')
+    assert read_coco_ap(str(metrics)) == 20.25
+    results = tmp_path / "results.json"  # an evaluation results dict
+    results.write_text('{"bbox": {"AP": 33.0, "AP50": 50.0}}')
+    assert read_coco_ap(str(results)) == 33.0
+    assert read_coco_ap(str(results), "bbox/AP50") == 50.0
+    assert read_coco_ap(str(metrics), "segm/AP") is None
+    with pytest.raises(FileNotFoundError):
+        read_coco_ap(str(tmp_path / "missing.json"))
 
 
 def test_benchmark_side_by_side(tmp_path, capsys):
