@@ -188,3 +188,22 @@ def test_analyze_model_rejects_bad_arguments():
         tool.main(["--config-file", "no/such/config.py", "--tasks", "flop"])
     with pytest.raises(KeyError, match="unknown config key"):
         tool.main(["--config-file", TINY_CONFIG, "--tasks", "parameter", "model.no_such_key=1"])
+
+
+def test_tools_load_a_checkpoint(tmp_path, capsys):
+    from focus_detr.analysis import build_model, load_config
+
+    _, model = tiny_model(FOCUS)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5)
+    path = tmp_path / "model.pth"
+    torch.save({"model": model.state_dict()}, path)
+    cfg = load_config(TINY_CONFIG, [FOCUS, f"train.init_checkpoint={path}"])
+    loaded = build_model(cfg)  # reads train.init_checkpoint
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    tool = load_tool("analyze_model")
+    tool.main(["--config-file", TINY_CONFIG, "--tasks", "parameter", "--max-depth", "1", FOCUS,
+               f"train.init_checkpoint={path}"])
+    assert f"weights: {path}" in capsys.readouterr().out
