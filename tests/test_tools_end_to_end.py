@@ -27,6 +27,10 @@ def test_interleaved_rounds_rotate_the_order():
     results = measure_interleaved(runners, rounds=3, warmup=1)
     assert calls == list("abc") + list("abc") + list("bca") + list("cab")
     assert all(len(r.total) == 3 for r in results.values())
+    cpu = measure_interleaved(runners, rounds=2, warmup=0, clock="cpu")
+    assert all(len(r.total) == 2 and min(r.total) >= 0 for r in cpu.values())
+    with pytest.raises(ValueError, match="clock"):
+        measure_interleaved(runners, rounds=1, clock="sundial")
 
 
 def test_spread_and_paired_ratio():

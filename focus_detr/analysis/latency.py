@@ -4,6 +4,11 @@ Robust on a noisy machine: every model runs once per round, the models' order ro
 round, and the summaries are medians with their spread (quartiles, min, max). The ratio of two
 models is the median of their per-round ratios (paired: both measured under the same load).
 On CUDA every clock reading is preceded by `torch.cuda.synchronize()`.
+
+Clocks (`CLOCKS`): "wall" (time.perf_counter, the default: what a user waits) or "cpu"
+(time.process_time: CPU seconds of this process summed over its threads; on a shared CPU it
+counts only this process's work, so it is steadier than wall time when other processes compete,
+but it is not a latency: with T busy threads it is up to T times the wall time).
 """
 import statistics
 import time
@@ -16,6 +21,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "CLOCKS",
     "LATENCY_PARTS",
     "LatencyResult",
     "PartTimer",
@@ -33,6 +39,9 @@ LATENCY_PARTS = OrderedDict(
     encoder="transformer.encoder",
     decoder="transformer.decoder",
 )
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def synchronize(device: torch.device) -> None:
@@ -66,7 +75,10 @@ class PartTimer:
     """
 
     def __init__(self, model: nn.Module, parts: Dict[str, str] = LATENCY_PARTS,
-                 device: Optional[torch.device] = None):
+                 device: Optional[torch.device] = None, clock: str = "wall"):
+        if clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
+        self.clock = CLOCKS[clock]
         self.device = torch.device(device) if device is not None else _model_device(model)
         self.modules = OrderedDict()
         for name, path in parts.items():
@@ -93,13 +105,13 @@ class PartTimer:
     def _pre(self, name: str) -> Callable:
         def hook(module, args):
             synchronize(self.device)
-            self._starts[name] = time.perf_counter()
+            self._starts[name] = self.clock()
         return hook
 
     def _post(self, name: str) -> Callable:
         def hook(module, args, output):
             synchronize(self.device)
-            self.last[name] += time.perf_counter() - self._starts.pop(name)
+            self.last[name] += self.clock() - self._starts.pop(name)
         return hook
 
 
@@ -151,8 +163,8 @@ def paired_ratio(baseline: Sequence[float], other: Sequence[float]) -> Dict[str,
 def measure_interleaved(runners: Dict[str, Callable[[], Any]], rounds: int, warmup: int = 1,
                         timers: Optional[Dict[str, PartTimer]] = None,
                         devices: Optional[Dict[str, torch.device]] = None,
-                        progress: Optional[Callable[[int, str, float], None]] = None
-                        ) -> Dict[str, LatencyResult]:
+                        progress: Optional[Callable[[int, str, float], None]] = None,
+                        clock: str = "wall") -> Dict[str, LatencyResult]:
     """Time each runner once per round, rotating their order every round.
 
     Args:
@@ -162,11 +174,15 @@ def measure_interleaved(runners: Dict[str, Callable[[], Any]], rounds: int, warm
         timers: optional name -> `PartTimer` of the runner's model (part breakdown).
         devices: name -> device (CUDA: synchronized around each run). Default CPU.
         progress: called as progress(round, name, seconds) after each timed run.
+        clock: "wall" or "cpu" (see the module docstring); part timers use their own clock.
     Returns:
         name -> LatencyResult.
     """
     if rounds <= 0:
         raise ValueError(f"rounds must be positive, got {rounds}")
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
+    now = CLOCKS[clock]
     names = list(runners)
     timers = timers or {}
     devices = devices or {}
@@ -184,17 +200,17 @@ def measure_interleaved(runners: Dict[str, Callable[[], Any]], rounds: int, warm
                 synchronize(device)
                 if timer is not None:
                     with timer.recording():
-                        start = time.perf_counter()
+                        start = now()
                         runners[n]()
                         synchronize(device)
-                        seconds = time.perf_counter() - start
+                        seconds = now() - start
                     for p, s in timer.last.items():
                         results[n].parts[p].append(s)
                 else:
-                    start = time.perf_counter()
+                    start = now()
                     runners[n]()
                     synchronize(device)
-                    seconds = time.perf_counter() - start
+                    seconds = now() - start
                 results[n].total.append(seconds)
                 if progress is not None:
                     progress(r, n, seconds)
