@@ -207,3 +207,17 @@ def test_tools_load_a_checkpoint(tmp_path, capsys):
     tool.main(["--config-file", TINY_CONFIG, "--tasks", "parameter", "--max-depth", "1", FOCUS,
                f"train.init_checkpoint={path}"])
     assert f"weights: {path}" in capsys.readouterr().out
+
+
+def test_flop_count_does_not_depend_on_the_callers_grad_mode():
+    """fvcore traces lazily; the count must not change with the grad mode at query time."""
+    from detectron2.layers import FrozenBatchNorm2d
+
+    _, model = tiny_model(FOCUS)
+    # detectron2's frozen BN (DINO-R50's) has a grad-mode-dependent forward
+    model.backbone = FrozenBatchNorm2d.convert_frozen_batchnorm(model.backbone)
+    image = synthetic_inputs(*SMALL_INPUT)[0]["image"]
+    with torch.no_grad():
+        inside = flop_analysis(model, [image]).total()
+    outside = flop_analysis(model, [image]).total()  # traced with grad enabled
+    assert inside == outside

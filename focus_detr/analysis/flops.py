@@ -135,9 +135,13 @@ class InferenceTracer(nn.Module):
         return self._detector[0]
 
     def forward(self, *images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        batch = image_list(self.model, [{"image": im} for im in images])
-        out = self.model.compute_outputs(batch)
-        results = self.model.postprocess(out["pred_logits"], out["pred_boxes"], batch.image_sizes)
+        # no_grad here, not in the caller: fvcore traces lazily (at the first query), and
+        # detectron2's FrozenBatchNorm2d takes a different path (not counted) with grad enabled
+        with torch.no_grad():
+            batch = image_list(self.model, [{"image": im} for im in images])
+            out = self.model.compute_outputs(batch)
+            results = self.model.postprocess(out["pred_logits"], out["pred_boxes"],
+                                             batch.image_sizes)
         tensors = []
         for r in results:
             inst = r["instances"]
