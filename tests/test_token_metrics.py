@@ -1,13 +1,18 @@
 """Token-selection quality: precision/recall against hand-made examples, the evaluator, and the
 eval-time selection recorder on the tiny models."""
+
 import math
 
 import pytest
 import torch
 from detectron2.structures import Boxes, Instances
 
-from focus_detr.analysis import (level_of_tokens, record_token_selection, selection_counts,
-                                 synthetic_inputs)
+from focus_detr.analysis import (
+    level_of_tokens,
+    record_token_selection,
+    selection_counts,
+    synthetic_inputs,
+)
 from focus_detr.evaluation import TokenSelectionEvaluator, foreground_labels
 from focus_detr.modeling.focus import ForegroundLabelAssigner
 from tests.tools_utils import DENSE, FOCUS, SMALL_INPUT, SPARSE, tiny_model
@@ -47,10 +52,16 @@ def test_selection_counts_hand_made_example():
 def _hand_selection():
     """A 32x32 input with two levels, strides 8 (4x4 tokens) and 16 (2x2 tokens)."""
     shapes = torch.tensor([[4, 4], [2, 2]])
-    return dict(spatial_shapes=shapes, level_start_index=torch.tensor([0, 16]),
-                valid=torch.ones(20, dtype=torch.bool), image_size=(32, 32),
-                kept_index=[torch.tensor([0, 1, 2, 16, 17]), torch.tensor([0, 16])],
-                object_index=[torch.tensor([1])], scores=None, strides=[8, 16])
+    return dict(
+        spatial_shapes=shapes,
+        level_start_index=torch.tensor([0, 16]),
+        valid=torch.ones(20, dtype=torch.bool),
+        image_size=(32, 32),
+        kept_index=[torch.tensor([0, 1, 2, 16, 17]), torch.tensor([0, 16])],
+        object_index=[torch.tensor([1])],
+        scores=None,
+        strides=[8, 16],
+    )
 
 
 ASSIGNER = ForegroundLabelAssigner(strides=(8, 16), scale_ranges=((-1.0, 64.0), (64.0, 1e9)))
@@ -92,15 +103,18 @@ def test_evaluator_strides_must_match_the_assigner():
     gt = Instances((32, 32))
     gt.gt_boxes = Boxes(torch.zeros(0, 4))
     with pytest.raises(ValueError, match="strides"):
-        evaluator.process([{"image": torch.zeros(3, 32, 32), "instances": gt}],
-                          [{"token_selection": _hand_selection()}])
+        evaluator.process(
+            [{"image": torch.zeros(3, 32, 32), "instances": gt}],
+            [{"token_selection": _hand_selection()}],
+        )
 
 
 def test_evaluator_without_ground_truth_source_is_an_error():
     evaluator = TokenSelectionEvaluator(assigner=ASSIGNER)
     with pytest.raises(ValueError, match="dataset_name"):
-        evaluator.process([{"image": torch.zeros(3, 32, 32)}],
-                          [{"token_selection": _hand_selection()}])
+        evaluator.process(
+            [{"image": torch.zeros(3, 32, 32)}], [{"token_selection": _hand_selection()}]
+        )
 
 
 @pytest.mark.parametrize("encoder", [FOCUS, SPARSE])
@@ -167,8 +181,15 @@ def test_evaluator_config_line_with_coco_ap_on_dataset_images(tmp_path):
     raw = torch.tensor([a["bbox"] for a in record["annotations"]], dtype=torch.float32)
     h, w = inputs[0]["image"].shape[-2:]
     sx, sy = w / record["width"], h / record["height"]
-    expected = torch.stack([raw[:, 0] * sx, raw[:, 1] * sy, (raw[:, 0] + raw[:, 2]) * sx,
-                            (raw[:, 1] + raw[:, 3]) * sy], 1)  # XYWH_ABS -> xyxy, scaled
+    expected = torch.stack(
+        [
+            raw[:, 0] * sx,
+            raw[:, 1] * sy,
+            (raw[:, 0] + raw[:, 2]) * sx,
+            (raw[:, 1] + raw[:, 3]) * sy,
+        ],
+        1,
+    )  # XYWH_ABS -> xyxy, scaled
     torch.testing.assert_close(gt.boxes_xyxy(inputs[0]), expected)
     handles = record_token_selection(model)
     try:

@@ -1,5 +1,6 @@
 """The tools end to end on CPU on the tiny config (random init, small inputs): benchmark,
 visualize_tokens, demo, plot_ap_flops; and the latency helpers' bookkeeping (no timing asserts)."""
+
 import json
 
 import numpy as np
@@ -8,11 +9,18 @@ import torch
 from PIL import Image
 from torch import nn
 
-from focus_detr.analysis import (PartTimer, append_result, load_results, measure_interleaved,
-                                 merge_results, paired_ratio, read_coco_ap, spread)
+from focus_detr.analysis import (
+    PartTimer,
+    append_result,
+    load_results,
+    measure_interleaved,
+    merge_results,
+    paired_ratio,
+    read_coco_ap,
+    spread,
+)
 from focus_detr.analysis.drawing import grid_size
-from tests.tools_utils import (DINO_TINY, FOCUS_TINY, SMALL_INPUT, SPARSE, TINY_CONFIG,
-                               load_tool)
+from tests.tools_utils import DINO_TINY, FOCUS_TINY, SMALL_INPUT, SPARSE, TINY_CONFIG, load_tool
 
 
 def _png_size(path):
@@ -53,11 +61,13 @@ def test_part_timer_records_each_part_once_per_call():
             return self.neck(self.backbone(self.backbone(x)))  # backbone runs twice
 
     model = Toy()
-    timer = PartTimer(model, {"backbone": "backbone", "neck": "neck", "absent": "nothing"},
-                      torch.device("cpu"))
+    timer = PartTimer(
+        model, {"backbone": "backbone", "neck": "neck", "absent": "nothing"}, torch.device("cpu")
+    )
     assert list(timer.modules) == ["backbone", "neck"]
-    results = measure_interleaved({"toy": lambda: model(torch.ones(1, 4))}, rounds=2,
-                                  timers={"toy": timer})
+    results = measure_interleaved(
+        {"toy": lambda: model(torch.ones(1, 4))}, rounds=2, timers={"toy": timer}
+    )
     r = results["toy"]
     assert set(r.parts) == {"backbone", "neck"} and all(len(v) == 2 for v in r.parts.values())
     for i, total in enumerate(r.total):
@@ -73,8 +83,10 @@ def test_results_file_round_trip_and_merge(tmp_path):
     records = load_results(path)
     assert len(records) == 3 and all("time" in r for r in records)
     merged = merge_results(records)
-    assert [(m["keep_ratio"], m.get("gflops"), m.get("ap")) for m in merged] == \
-        [(0.3, 10.0, 40.0), (0.2, 8.0, None)]
+    assert [(m["keep_ratio"], m.get("gflops"), m.get("ap")) for m in merged] == [
+        (0.3, 10.0, 40.0),
+        (0.2, 8.0, None),
+    ]
     with pytest.raises(ValueError, match="config"):
         append_result(path, {"gflops": 1.0})
     path.write_text(path.read_text() + "not json\n")
@@ -84,8 +96,10 @@ def test_results_file_round_trip_and_merge(tmp_path):
 
 def test_read_coco_ap_from_metrics_and_results_files(tmp_path):
     metrics = tmp_path / "metrics.json"  # detectron2's JSON lines: the last bbox/AP wins
-    metrics.write_text('{"iteration": 9, "total_loss": 1.0}\n{"bbox/AP": 12.5, "iteration": 10}\n'
-                       '{"iteration": 19}\n{"bbox/AP": 20.25, "iteration": 20}\n')
+    metrics.write_text(
+        '{"iteration": 9, "total_loss": 1.0}\n{"bbox/AP": 12.5, "iteration": 10}\n'
+        '{"iteration": 19}\n{"bbox/AP": 20.25, "iteration": 20}\n'
+    )
     assert read_coco_ap(str(metrics)) == 20.25
     results = tmp_path / "results.json"  # an evaluation results dict
     results.write_text('{"bbox": {"AP": 33.0, "AP50": 50.0}}')
@@ -99,11 +113,30 @@ def test_read_coco_ap_from_metrics_and_results_files(tmp_path):
 def test_benchmark_side_by_side(tmp_path, capsys):
     tool = load_tool("benchmark")
     results, summary_json = tmp_path / "results.jsonl", tmp_path / "bench.json"
-    summary = tool.main(["--config-file", DINO_TINY, "--config-file", FOCUS_TINY,
-                         "model.transformer.encoder.selector.keep_ratio=0.2",
-                         "--labels", "dense", "focus", "--input-size", *map(str, SMALL_INPUT),
-                         "--runs", "2", "--warmup", "1", "--device", "cpu",
-                         "--results", str(results), "--json", str(summary_json)])
+    summary = tool.main(
+        [
+            "--config-file",
+            DINO_TINY,
+            "--config-file",
+            FOCUS_TINY,
+            "model.transformer.encoder.selector.keep_ratio=0.2",
+            "--labels",
+            "dense",
+            "focus",
+            "--input-size",
+            *map(str, SMALL_INPUT),
+            "--runs",
+            "2",
+            "--warmup",
+            "1",
+            "--device",
+            "cpu",
+            "--results",
+            str(results),
+            "--json",
+            str(summary_json),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "2 thread(s)" in printed  # the CPU default
     assert "Breakdown by part" in printed and "speed-up" in printed
@@ -135,8 +168,19 @@ def test_benchmark_prints_published_anchors():
 def test_visualize_tokens_with_comparison(tmp_path, capsys):
     tool = load_tool("visualize_tokens")
     out = tmp_path / "tokens"
-    written = tool.main(["--config-file", FOCUS_TINY, "--compare-config", TINY_CONFIG,
-                         SPARSE, "--dataset-samples", "1", "--output", str(out)])
+    written = tool.main(
+        [
+            "--config-file",
+            FOCUS_TINY,
+            "--compare-config",
+            TINY_CONFIG,
+            SPARSE,
+            "--dataset-samples",
+            "1",
+            "--output",
+            str(out),
+        ]
+    )
     names = sorted(p.split("/")[-1] for p in written)
     assert len(names) == 4 and names[-1] == "selection_metrics.json"
     levels = next(p for p in written if p.endswith("_levels.png"))
@@ -159,8 +203,7 @@ def test_visualize_tokens_with_comparison(tmp_path, capsys):
 def test_visualize_tokens_rejects_a_dense_model(tmp_path):
     tool = load_tool("visualize_tokens")
     with pytest.raises(SystemExit, match="keeps every token"):
-        tool.main(["--config-file", DINO_TINY, "--dataset-samples", "1",
-                   "--output", str(tmp_path)])
+        tool.main(["--config-file", DINO_TINY, "--dataset-samples", "1", "--output", str(tmp_path)])
 
 
 @pytest.mark.parametrize("visualizer", [True, False], ids=["detectron2-visualizer", "pil"])
@@ -176,27 +219,62 @@ def test_demo_writes_detections_at_the_input_size(tmp_path, monkeypatch, visuali
     Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(folder / "a.png")
     Image.fromarray(rng.integers(0, 255, (70, 50, 3), dtype=np.uint8)).save(folder / "b.jpg")
     (folder / "notes.txt").write_text("not an image")
-    written = tool.main(["--config-file", FOCUS_TINY, "--input", str(folder), "--output",
-                         str(tmp_path / "out"), "--confidence-threshold", "0.0"])
+    written = tool.main(
+        [
+            "--config-file",
+            FOCUS_TINY,
+            "--input",
+            str(folder),
+            "--output",
+            str(tmp_path / "out"),
+            "--confidence-threshold",
+            "0.0",
+        ]
+    )
     assert [p.split("/")[-1] for p in written] == ["a.png", "b.png"]
     assert _png_size(written[0]) == (120, 90) and _png_size(written[1]) == (50, 70)
     with pytest.raises(SystemExit):
-        tool.main(["--config-file", FOCUS_TINY, "--input", str(folder), "--output",
-                   str(tmp_path), "--confidence-threshold", "2"])
+        tool.main(
+            [
+                "--config-file",
+                FOCUS_TINY,
+                "--input",
+                str(folder),
+                "--output",
+                str(tmp_path),
+                "--confidence-threshold",
+                "2",
+            ]
+        )
     with pytest.raises(FileNotFoundError, match="input not found"):
-        tool.main(["--config-file", FOCUS_TINY, "--input", str(tmp_path / "nope.jpg"),
-                   "--output", str(tmp_path)])
+        tool.main(
+            [
+                "--config-file",
+                FOCUS_TINY,
+                "--input",
+                str(tmp_path / "nope.jpg"),
+                "--output",
+                str(tmp_path),
+            ]
+        )
 
 
 def test_plot_ap_flops(tmp_path, capsys):
     tool = load_tool("plot_ap_flops")
     results = tmp_path / "results.jsonl"
-    for method, ratio, gflops, ap in (("focus", 0.3, 1.0, 30.0), ("focus", 0.5, 1.2, 33.0),
-                                      ("sparse", 0.3, 0.9, 25.0), ("dense", 1.0, 1.5, 35.0)):
-        append_result(results, {"config": f"{method}.py", "method": method,
-                                 "keep_ratio": ratio, "gflops": gflops})
-        append_result(results, {"config": f"{method}.py", "method": method,
-                                 "keep_ratio": ratio, "ap": ap})
+    for method, ratio, gflops, ap in (
+        ("focus", 0.3, 1.0, 30.0),
+        ("focus", 0.5, 1.2, 33.0),
+        ("sparse", 0.3, 0.9, 25.0),
+        ("dense", 1.0, 1.5, 35.0),
+    ):
+        append_result(
+            results,
+            {"config": f"{method}.py", "method": method, "keep_ratio": ratio, "gflops": gflops},
+        )
+        append_result(
+            results, {"config": f"{method}.py", "method": method, "keep_ratio": ratio, "ap": ap}
+        )
     append_result(results, {"config": "other.py", "gflops": 2.0})  # no AP: not plotted
     out = tmp_path / "fig.png"
     lines = tool.main(["--results", str(results), "--output", str(out), "--paper"])

@@ -1,5 +1,6 @@
 """FLOP counting: the deformable- and scaled-dot-product-attention handles against analytic
 counts, and the model analysis by part (a partition; parts checked against independent counts)."""
+
 import json
 
 import pytest
@@ -7,12 +8,25 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 from torch import nn
 
-from focus_detr.analysis import (FLOP_HANDLES, MODEL_PARTS, flop_analysis, model_part_counts,
-                                 model_part_parameters, synthetic_inputs)
+from focus_detr.analysis import (
+    FLOP_HANDLES,
+    MODEL_PARTS,
+    flop_analysis,
+    model_part_counts,
+    model_part_parameters,
+    synthetic_inputs,
+)
 from focus_detr.analysis.model_io import image_list
 from focus_detr.layers import MultiScaleDeformableAttention
-from tests.tools_utils import (DENSE, FOCUS, FOCUS_TINY, SMALL_INPUT, TINY_CONFIG, load_tool,
-                               tiny_model)
+from tests.tools_utils import (
+    DENSE,
+    FOCUS,
+    FOCUS_TINY,
+    SMALL_INPUT,
+    TINY_CONFIG,
+    load_tool,
+    tiny_model,
+)
 
 
 def _count(module, inputs):
@@ -26,8 +40,9 @@ def test_deformable_attention_module_flops_match_analytic_count():
     shapes = torch.tensor([[5, 6], [3, 3]])
     s = int((shapes[:, 0] * shapes[:, 1]).sum())
     start = torch.tensor([0, 30])
-    attn = MultiScaleDeformableAttention(embed_dim=c, num_heads=heads, num_levels=levels,
-                                         num_points=points, batch_first=True).eval()
+    attn = MultiScaleDeformableAttention(
+        embed_dim=c, num_heads=heads, num_levels=levels, num_points=points, batch_first=True
+    ).eval()
 
     class Wrapper(nn.Module):
         def __init__(self):
@@ -35,15 +50,22 @@ def test_deformable_attention_module_flops_match_analytic_count():
             self.attn = attn
 
         def forward(self, query, value, reference):
-            return self.attn(query, value=value, reference_points=reference,
-                             spatial_shapes=shapes, level_start_index=start)
+            return self.attn(
+                query,
+                value=value,
+                reference_points=reference,
+                spatial_shapes=shapes,
+                level_start_index=start,
+            )
 
     inputs = (torch.randn(n, q, c), torch.randn(n, s, c), torch.rand(n, q, levels, 2))
     head_dim = c // heads
-    linear = (n * s * c * c                             # value_proj
-              + n * q * c * heads * levels * points * 2  # sampling_offsets
-              + n * q * c * heads * levels * points      # attention_weights
-              + n * q * c * c)                           # output_proj
+    linear = (
+        n * s * c * c  # value_proj
+        + n * q * c * heads * levels * points * 2  # sampling_offsets
+        + n * q * c * heads * levels * points  # attention_weights
+        + n * q * c * c
+    )  # output_proj
     sampling = 5 * n * q * heads * levels * points * head_dim  # 4 bilinear corners + weight
     assert _count(Wrapper(), inputs) == linear + sampling
 
@@ -120,10 +142,14 @@ def test_heads_part_is_the_two_stage_proposal_heads(focus_analysis):
     k = model.num_classes
     box_layers = len(model.transformer.decoder.proposal_box_head.layers)
     assert box_layers == 3
-    expected = tokens * (c * c          # enc_output
-                         + 5 * c        # LayerNorm: fvcore counts 5 per element (affine)
-                         + c * k        # proposal class head
-                         + c * c + c * c + c * 4)  # proposal box MLP c-c-c-4
+    expected = tokens * (
+        c * c  # enc_output
+        + 5 * c  # LayerNorm: fvcore counts 5 per element (affine)
+        + c * k  # proposal class head
+        + c * c
+        + c * c
+        + c * 4
+    )  # proposal box MLP c-c-c-4
     assert parts["heads"] == expected
 
 
@@ -149,12 +175,29 @@ def test_sparse_encoder_costs_less_than_dense(focus_analysis):
 def test_analyze_model_tool_end_to_end(tmp_path, capsys):
     tool = load_tool("analyze_model")
     results = tmp_path / "results.jsonl"
-    out = tool.main(["--config-file", FOCUS_TINY, "--tasks", "flop", "parameter", "activation",
-                     "structure", "--input-size", *map(str, SMALL_INPUT), "--results",
-                     str(results)])
+    out = tool.main(
+        [
+            "--config-file",
+            FOCUS_TINY,
+            "--tasks",
+            "flop",
+            "parameter",
+            "activation",
+            "structure",
+            "--input-size",
+            *map(str, SMALL_INPUT),
+            "--results",
+            str(results),
+        ]
+    )
     printed = capsys.readouterr().out
-    for word in ("Flop count by part", "Activation count by part", "Parameters by part",
-                 "Structure:", "FocusEncoder"):
+    for word in (
+        "Flop count by part",
+        "Activation count by part",
+        "Parameters by part",
+        "Structure:",
+        "FocusEncoder",
+    ):
         assert word in printed
     flops = out["flop"][0]
     assert sum(flops[p] for p in MODEL_PARTS) == flops["total"]
@@ -169,8 +212,9 @@ def test_analyze_model_tool_end_to_end(tmp_path, capsys):
 
 def test_analyze_model_averages_over_dataset_images(capsys):
     tool = load_tool("analyze_model")
-    out = tool.main(["--config-file", FOCUS_TINY, "--tasks", "flop", "--num-inputs", "2",
-                     "--max-depth", "1"])
+    out = tool.main(
+        ["--config-file", FOCUS_TINY, "--tasks", "flop", "--num-inputs", "2", "--max-depth", "1"]
+    )
     per_input = out["flop"]
     assert len(per_input) == 2
     printed = capsys.readouterr().out
@@ -204,8 +248,18 @@ def test_tools_load_a_checkpoint(tmp_path, capsys):
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
     tool = load_tool("analyze_model")
-    tool.main(["--config-file", TINY_CONFIG, "--tasks", "parameter", "--max-depth", "1", FOCUS,
-               f"train.init_checkpoint={path}"])
+    tool.main(
+        [
+            "--config-file",
+            TINY_CONFIG,
+            "--tasks",
+            "parameter",
+            "--max-depth",
+            "1",
+            FOCUS,
+            f"train.init_checkpoint={path}",
+        ]
+    )
     assert f"weights: {path}" in capsys.readouterr().out
 
 

@@ -1,5 +1,6 @@
 """Inference-only speed-ups of the benchmark: folded batch norms and channels-last layout keep
 the outputs."""
+
 import pytest
 import torch
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
@@ -25,8 +26,14 @@ def _randomize(norm):
 def test_fold_batchnorm_keeps_the_output(norm, conv_bias):
     torch.manual_seed(0)
     bn = FrozenBatchNorm2d(6) if norm == "frozen" else nn.BatchNorm2d(6)
-    net = nn.Sequential(Conv2d(3, 6, 3, padding=1, bias=conv_bias, norm=_randomize(bn)),
-                        Conv2d(6, 4, 1, norm=None)).double().eval()
+    net = (
+        nn.Sequential(
+            Conv2d(3, 6, 3, padding=1, bias=conv_bias, norm=_randomize(bn)),
+            Conv2d(6, 4, 1, norm=None),
+        )
+        .double()
+        .eval()
+    )
     x = torch.randn(2, 3, 7, 9, dtype=torch.float64)
     expected = net(x)
     assert fold_batchnorm(net) == 1

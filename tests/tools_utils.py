@@ -1,11 +1,14 @@
 """Helpers of the tools' tests: the tiny configs (one file offering the three encoders) and
 running a tool's `main` in-process."""
+
 import importlib.util
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # the tiny DINO of projects/dino with a swappable encoder: one config, three encoders
-TINY_CONFIG = str(REPO_ROOT / "projects" / "sparse_detr" / "configs" / "dino_sparse_tiny_synthetic.py")
+TINY_CONFIG = str(
+    REPO_ROOT / "projects" / "sparse_detr" / "configs" / "dino_sparse_tiny_synthetic.py"
+)
 FOCUS_TINY = str(REPO_ROOT / "projects" / "focus_detr" / "configs" / "focus_detr_tiny_synthetic.py")
 DINO_TINY = str(REPO_ROOT / "projects" / "dino" / "configs" / "dino_tiny_synthetic.py")
 DENSE = "model.transformer.encoder.name=dense"

@@ -11,6 +11,7 @@ uses the GPU when there is one). Class names come from the config's test dataset
 detectron2's `Visualizer` needs OpenCV (`pip install opencv-python-headless`); without it the
 boxes, class names and scores are drawn with PIL instead (a warning says so).
 """
+
 import argparse
 import logging
 import os
@@ -28,18 +29,27 @@ from focus_detr.analysis.model_io import image_file_inputs  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config-file", required=True, help="LazyConfig file defining `model`")
     p.add_argument("--input", nargs="+", required=True, help="image files or folders")
     p.add_argument("--output", required=True, help="output folder for the PNG files")
-    p.add_argument("--confidence-threshold", type=float, default=0.5,
-                   help="draw detections scoring at least this (default 0.5)")
+    p.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=0.5,
+        help="draw detections scoring at least this (default 0.5)",
+    )
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto (GPU if any)")
-    p.add_argument("--metadata", help="dataset name for class names (default: the config's "
-                                      "test dataset)")
-    p.add_argument("opts", nargs=argparse.REMAINDER,
-                   help="config overrides key=value, e.g. train.init_checkpoint=model.pth")
+    p.add_argument(
+        "--metadata", help="dataset name for class names (default: the config's " "test dataset)"
+    )
+    p.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="config overrides key=value, e.g. train.init_checkpoint=model.pth",
+    )
     args = p.parse_args(argv)
     if not 0.0 <= args.confidence_threshold <= 1.0:
         p.error(f"--confidence-threshold must be in [0, 1], got {args.confidence_threshold}")
@@ -77,8 +87,11 @@ def draw_detections(image, instances, metadata, path: str, use_visualizer: bool)
     names = metadata.get("thing_classes", None)
     pil = Image.fromarray(image)
     draw = ImageDraw.Draw(pil)
-    for box, score, cls in zip(instances.pred_boxes.tensor.tolist(), instances.scores.tolist(),
-                               instances.pred_classes.tolist()):
+    for box, score, cls in zip(
+        instances.pred_boxes.tensor.tolist(),
+        instances.scores.tolist(),
+        instances.pred_classes.tolist(),
+    ):
         color = LEVEL_COLORS[cls % len(LEVEL_COLORS)]
         draw.rectangle(box, outline=color, width=2)
         name = names[cls] if names and cls < len(names) else str(cls)
@@ -99,7 +112,8 @@ def main(argv=None):
     if not use_visualizer:
         logging.getLogger(__name__).warning(
             "OpenCV is not installed (pip install opencv-python-headless): drawing with PIL "
-            "instead of detectron2's Visualizer")
+            "instead of detectron2's Visualizer"
+        )
     os.makedirs(args.output, exist_ok=True)
     written = []
     for x in inputs:
@@ -117,8 +131,10 @@ def main(argv=None):
             n += 1
         draw_detections(image, keep, metadata, path, use_visualizer)
         written.append(path)
-        print(f"{x['file_name']}: {len(keep)} detection(s) >= {args.confidence_threshold} "
-              f"in {seconds:.2f} s -> {path}")
+        print(
+            f"{x['file_name']}: {len(keep)} detection(s) >= {args.confidence_threshold} "
+            f"in {seconds:.2f} s -> {path}"
+        )
     return written
 
 

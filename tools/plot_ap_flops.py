@@ -9,6 +9,7 @@ with both AP and GFLOPs are plotted, one line per series (the record's "label" i
 its method: dense / sparse / focus), points in GFLOPs order, annotated with the keep ratio.
 `--paper` adds the paper's Table 1 points (COCO, R50, 36 epochs) for reference.
 """
+
 import argparse
 import sys
 from collections import OrderedDict
@@ -20,19 +21,29 @@ from focus_detr.analysis import load_results, merge_results  # noqa: E402
 from focus_detr.analysis.report import markdown_table  # noqa: E402
 
 # paper Table 1 (COCO val, R50, 36 epochs): (label, keep ratio, GFLOPs, AP)
-PAPER_POINTS = (("DINO (paper)", 1.0, 279.0, 50.9), ("DINO+Sparse DETR (paper)", 0.3, 152.0, 48.2),
-                ("Focus-DETR (paper)", 0.3, 154.0, 50.4))
+PAPER_POINTS = (
+    ("DINO (paper)", 1.0, 279.0, 50.9),
+    ("DINO+Sparse DETR (paper)", 0.3, 152.0, 48.2),
+    ("Focus-DETR (paper)", 0.3, 154.0, 50.4),
+)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--results", nargs="+", required=True, help="results file(s) (JSON lines)")
     p.add_argument("--output", required=True, help="PNG file to write")
     p.add_argument("--title", default="AP vs GFLOPs")
     p.add_argument("--paper", action="store_true", help="add the paper's Table 1 points")
-    p.add_argument("--size", type=float, nargs=2, default=(6.4, 4.8), metavar=("W", "H"),
-                   help="figure size in inches (100 dpi)")
+    p.add_argument(
+        "--size",
+        type=float,
+        nargs=2,
+        default=(6.4, 4.8),
+        metavar=("W", "H"),
+        help="figure size in inches (100 dpi)",
+    )
     return p.parse_args(argv)
 
 
@@ -59,9 +70,11 @@ def main(argv=None):
     records = merge_results([r for path in args.results for r in load_results(path)])
     lines = series(records)
     if not lines and not args.paper:
-        raise SystemExit(f"no record in {args.results} has both 'gflops' and 'ap' (run "
-                         "analyze_model/benchmark for GFLOPs and benchmark --eval/--metrics or the "
-                         "keep-ratio sweep for AP)")
+        raise SystemExit(
+            f"no record in {args.results} has both 'gflops' and 'ap' (run "
+            "analyze_model/benchmark for GFLOPs and benchmark --eval/--metrics or the "
+            "keep-ratio sweep for AP)"
+        )
     fig, ax = plt.subplots(figsize=tuple(args.size), dpi=100)
     rows = []
     for label, points in lines.items():
@@ -69,8 +82,7 @@ def main(argv=None):
         ax.plot(x, y, marker="o", label=label)
         for g, a, k in points:
             if k is not None:
-                ax.annotate(f"{k:g}", (g, a), textcoords="offset points", xytext=(4, 4),
-                            fontsize=8)
+                ax.annotate(f"{k:g}", (g, a), textcoords="offset points", xytext=(4, 4), fontsize=8)
             rows.append([label, k, g, a])
     if args.paper:
         for label, k, g, a in PAPER_POINTS:

@@ -19,6 +19,7 @@ and `selection_metrics.json`: precision/recall per image, level and layer, and o
 Without a checkpoint the model is randomly initialized (a warning says so): the drawings then
 show an untrained selector.
 """
+
 import argparse
 import json
 import os
@@ -30,12 +31,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import torch  # noqa: E402
 
 import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
-from focus_detr.analysis import (build_model, dataset_inputs, describe_encoder,  # noqa: E402
-                                 image_list, level_of_tokens, load_config, resolve_device,
-                                 selection_counts, split_selection)
-from focus_detr.analysis.drawing import (AGREEMENT_COLORS, LEVEL_COLORS, dim,  # noqa: E402
-                                         draw_boxes, draw_token_dots, level_masks,
-                                         overlay_cells, save_grid, to_hwc_uint8)
+from focus_detr.analysis import (
+    build_model,
+    dataset_inputs,
+    describe_encoder,  # noqa: E402
+    image_list,
+    level_of_tokens,
+    load_config,
+    resolve_device,
+    selection_counts,
+    split_selection,
+)
+from focus_detr.analysis.drawing import (
+    AGREEMENT_COLORS,
+    LEVEL_COLORS,
+    dim,  # noqa: E402
+    draw_boxes,
+    draw_token_dots,
+    level_masks,
+    overlay_cells,
+    save_grid,
+    to_hwc_uint8,
+)
 from focus_detr.analysis.model_io import image_file_inputs  # noqa: E402
 from focus_detr.evaluation import foreground_labels, kept_mask  # noqa: E402
 
@@ -43,19 +60,37 @@ DEFAULT_STRIDES = (8, 16, 32, 64)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config-file", required=True, nargs="+", metavar="PATH [key=value ...]",
-                   help="config of the model to draw (Focus or Sparse DETR) and its overrides")
-    p.add_argument("--compare-config", nargs="+", metavar="PATH [key=value ...]",
-                   help="a second model (e.g. Sparse DETR) drawn beside it (Fig. 1)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--config-file",
+        required=True,
+        nargs="+",
+        metavar="PATH [key=value ...]",
+        help="config of the model to draw (Focus or Sparse DETR) and its overrides",
+    )
+    p.add_argument(
+        "--compare-config",
+        nargs="+",
+        metavar="PATH [key=value ...]",
+        help="a second model (e.g. Sparse DETR) drawn beside it (Fig. 1)",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", nargs="+", help="image files or folders")
-    src.add_argument("--dataset-samples", type=int, metavar="N",
-                     help="the first N test images of the config's dataset (with ground truth)")
+    src.add_argument(
+        "--dataset-samples",
+        type=int,
+        metavar="N",
+        help="the first N test images of the config's dataset (with ground truth)",
+    )
     p.add_argument("--output", required=True, help="output folder")
-    p.add_argument("--layer", type=int, default=0,
-                   help="encoder layer whose kept tokens the level figure shows (default 0)")
+    p.add_argument(
+        "--layer",
+        type=int,
+        default=0,
+        help="encoder layer whose kept tokens the level figure shows (default 0)",
+    )
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     args = p.parse_args(argv)
     if args.dataset_samples is not None and args.dataset_samples <= 0:
@@ -69,8 +104,10 @@ def _build(spec, device):
     model = build_model(cfg, device, checkpoint)
     info = describe_encoder(model)
     if info["method"] == "dense":
-        raise SystemExit(f"{spec[0]}: the model's encoder ({info['encoder']}) keeps every token; "
-                         "give a Focus-DETR or Sparse DETR config")
+        raise SystemExit(
+            f"{spec[0]}: the model's encoder ({info['encoder']}) keeps every token; "
+            "give a Focus-DETR or Sparse DETR config"
+        )
     info["weights"] = checkpoint or "random init"
     return cfg, model, info
 
@@ -82,8 +119,9 @@ def select(model, x):
     out = model.compute_outputs(batch)
     encoded = out["encoder_output"]
     if not encoded.extras.get("kept_index"):
-        raise SystemExit(f"the encoder {type(model.transformer.encoder).__name__} records no "
-                         "token selection")
+        raise SystemExit(
+            f"the encoder {type(model.transformer.encoder).__name__} records no " "token selection"
+        )
     selection = split_selection(out["encoder_inputs"], encoded, batch.image_sizes)[0]
     if not selection["strides"]:
         selection["strides"] = list(getattr(model.neck, "strides", None) or DEFAULT_STRIDES)
@@ -127,19 +165,31 @@ def draw_levels(path, image, selection, layer, fg, title):
     kept = level_masks(_mask(selection["kept_index"][layer], selection), shapes)
     valid = level_masks(selection["valid"], shapes)
     base = dim(image)
-    rows = [[(overlay_cells(base, k, s, LEVEL_COLORS[l % len(LEVEL_COLORS)]),
-              f"L{l} s{s}: kept {int(k.sum())}/{int(v.sum())}")
-             for l, (k, v, s) in enumerate(zip(kept, valid, strides))]]
+    rows = [
+        [
+            (
+                overlay_cells(base, k, s, LEVEL_COLORS[l % len(LEVEL_COLORS)]),
+                f"L{l} s{s}: kept {int(k.sum())}/{int(v.sum())}",
+            )
+            for l, (k, v, s) in enumerate(zip(kept, valid, strides))
+        ]
+    ]
     if fg is not None:
         fgm = level_masks(fg, shapes)
-        rows.append([(overlay_cells(base, f, s, (255, 255, 255)), f"L{l} ground truth: {int(f.sum())}")
-                     for l, (f, s) in enumerate(zip(fgm, strides))])
+        rows.append(
+            [
+                (overlay_cells(base, f, s, (255, 255, 255)), f"L{l} ground truth: {int(f.sum())}")
+                for l, (f, s) in enumerate(zip(fgm, strides))
+            ]
+        )
         agreement = []
         for l, (k, f, s) in enumerate(zip(kept, fgm, strides)):
             panel = base
-            for mask, color in ((k & f, AGREEMENT_COLORS["kept foreground"]),
-                                (k & ~f, AGREEMENT_COLORS["kept background"]),
-                                (~k & f, AGREEMENT_COLORS["missed foreground"])):
+            for mask, color in (
+                (k & f, AGREEMENT_COLORS["kept foreground"]),
+                (k & ~f, AGREEMENT_COLORS["kept background"]),
+                (~k & f, AGREEMENT_COLORS["missed foreground"]),
+            ):
                 panel = overlay_cells(panel, mask, s, color)
             tp = int((k & f).sum())
             p = tp / k.sum() if k.sum() else float("nan")
@@ -151,12 +201,18 @@ def draw_levels(path, image, selection, layer, fg, title):
 
 def draw_layers(path, image, selection, title):
     """Figure 6b: kept and object tokens per encoder layer (dots coloured by level)."""
-    kept = [(_dots(image, selection, index), f"layer {j}: {index.numel()} kept")
-            for j, index in enumerate(selection["kept_index"])]
+    kept = [
+        (_dots(image, selection, index), f"layer {j}: {index.numel()} kept")
+        for j, index in enumerate(selection["kept_index"])
+    ]
     rows = [kept]
     if selection.get("object_index"):
-        rows.append([(_dots(image, selection, index), f"layer {j}: {index.numel()} objects")
-                     for j, index in enumerate(selection["object_index"])])
+        rows.append(
+            [
+                (_dots(image, selection, index), f"layer {j}: {index.numel()} objects")
+                for j, index in enumerate(selection["object_index"])
+            ]
+        )
     return save_grid(path, rows, title)
 
 
@@ -202,14 +258,23 @@ def main(argv=None):
         boxes = x["instances"].gt_boxes.tensor if "instances" in x else None
         fg = foreground_labels(selection, boxes) if boxes is not None else None
         if not 0 <= args.layer < len(selection["kept_index"]):
-            raise SystemExit(f"--layer {args.layer}: the encoder has "
-                             f"{len(selection['kept_index'])} layers")
-        title = f"{Path(args.config_file[0]).stem} ({info['method']}, keep {info['keep_ratio']}, " \
-                f"{info['weights']})"
+            raise SystemExit(
+                f"--layer {args.layer}: the encoder has " f"{len(selection['kept_index'])} layers"
+            )
+        title = (
+            f"{Path(args.config_file[0]).stem} ({info['method']}, keep {info['keep_ratio']}, "
+            f"{info['weights']})"
+        )
         record = {"image": x.get("file_name", name), "input_size": list(image.shape[:2])}
         written.append(os.path.join(args.output, f"{name}_levels.png"))
-        draw_levels(written[-1], image, selection, args.layer, fg,
-                    title + f": layer {args.layer} kept tokens per level")
+        draw_levels(
+            written[-1],
+            image,
+            selection,
+            args.layer,
+            fg,
+            title + f": layer {args.layer} kept tokens per level",
+        )
         written.append(os.path.join(args.output, f"{name}_layers.png"))
         draw_layers(written[-1], image, selection, title + ": kept / object tokens per layer")
         if fg is not None:
@@ -221,8 +286,10 @@ def main(argv=None):
             o_cfg, o_model, o_info = other
             o_sel = select(o_model, x)
             panels = []
-            for sel, inf, cfg_path in ((o_sel, o_info, args.compare_config[0]),
-                                       (selection, info, args.config_file[0])):
+            for sel, inf, cfg_path in (
+                (o_sel, o_info, args.compare_config[0]),
+                (selection, info, args.config_file[0]),
+            ):
                 index = sel["kept_index"][0]
                 caption = f"{inf['method']}: {index.numel()} kept"
                 if fg is not None:
@@ -232,23 +299,40 @@ def main(argv=None):
                     record[f"compare_{inf['method']}"] = m.summary()
                 panels.append((_dots(image, sel, index), caption))
             written.append(os.path.join(args.output, f"{name}_compare.png"))
-            draw_compare(written[-1], image, panels, boxes, fg, selection,
-                         f"{Path(args.compare_config[0]).stem} vs {Path(args.config_file[0]).stem}")
+            draw_compare(
+                written[-1],
+                image,
+                panels,
+                boxes,
+                fg,
+                selection,
+                f"{Path(args.compare_config[0]).stem} vs {Path(args.config_file[0]).stem}",
+            )
         per_image.append(record)
         if fg is not None:
             p, r = _pr(_metrics(selection, fg)[f"kept{args.layer}"])
             print(f"{name}: layer {args.layer} precision {_fmt(p)} recall {_fmt(r)}")
     metrics_path = os.path.join(args.output, "selection_metrics.json")
     with open(metrics_path, "w") as f:
-        json.dump({"config": args.config_file, "compare_config": args.compare_config,
-                   "weights": info["weights"], "images": per_image,
-                   "overall": _summary(totals)}, f, indent=1)
+        json.dump(
+            {
+                "config": args.config_file,
+                "compare_config": args.compare_config,
+                "weights": info["weights"],
+                "images": per_image,
+                "overall": _summary(totals),
+            },
+            f,
+            indent=1,
+        )
     written.append(metrics_path)
     if totals:
         o = totals[f"kept{args.layer}"].overall()
-        print(f"Overall (layer {args.layer}, {len(inputs)} images): precision "
-              f"{_fmt(o['precision'])}, recall {_fmt(o['recall'])}, keep fraction "
-              f"{_fmt(o['keep_fraction'])}, foreground fraction {_fmt(o['foreground_fraction'])}")
+        print(
+            f"Overall (layer {args.layer}, {len(inputs)} images): precision "
+            f"{_fmt(o['precision'])}, recall {_fmt(o['recall'])}, keep fraction "
+            f"{_fmt(o['keep_fraction'])}, foreground fraction {_fmt(o['foreground_fraction'])}"
+        )
     print(f"Wrote {len(written)} files to {args.output}")
     return written
 

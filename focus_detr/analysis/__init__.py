@@ -3,16 +3,45 @@
 FLOPs by model part (fvcore, deformable and scaled-dot-product attention counted), latency by
 part with interleaved runs, per-image token selections and their precision/recall, and the
 JSON-lines results file."""
-from .flops import (ACTIVATION_HANDLES, FLOP_HANDLES, MODEL_PARTS, InferenceTracer,
-                    activation_analysis, flop_analysis, model_part_counts, model_part_parameters,
-                    module_counts)
-from .latency import (LATENCY_PARTS, LatencyResult, PartTimer, measure_interleaved, paired_ratio,
-                      set_threads, spread)
-from .model_io import (build_model, dataset_inputs, describe_encoder, image_list, load_config,
-                       resolve_device, synthetic_inputs)
+
+from .flops import (
+    ACTIVATION_HANDLES,
+    FLOP_HANDLES,
+    MODEL_PARTS,
+    InferenceTracer,
+    activation_analysis,
+    flop_analysis,
+    model_part_counts,
+    model_part_parameters,
+    module_counts,
+)
+from .latency import (
+    LATENCY_PARTS,
+    LatencyResult,
+    PartTimer,
+    measure_interleaved,
+    paired_ratio,
+    set_threads,
+    spread,
+)
+from .model_io import (
+    build_model,
+    dataset_inputs,
+    describe_encoder,
+    image_list,
+    load_config,
+    resolve_device,
+    synthetic_inputs,
+)
 from .results import RESULT_FIELDS, append_result, load_results, merge_results, read_coco_ap
-from .selection import (SelectionCounts, has_token_selection, level_of_tokens,
-                        record_token_selection, selection_counts, split_selection)
+from .selection import (
+    SelectionCounts,
+    has_token_selection,
+    level_of_tokens,
+    record_token_selection,
+    selection_counts,
+    split_selection,
+)
 
 __all__ = [
     "ACTIVATION_HANDLES",

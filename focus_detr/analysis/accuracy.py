@@ -1,6 +1,7 @@
 """COCO AP (and token-selection quality) of a built model on its config's test set."""
+
 import logging
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from torch import nn
 
@@ -23,7 +24,9 @@ def evaluate_model(cfg, model: nn.Module, with_selection: bool = True) -> Dict[s
     from .selection import record_token_selection
 
     if "dataloader" not in cfg or "test" not in cfg.dataloader or "evaluator" not in cfg.dataloader:
-        raise KeyError("evaluation needs `dataloader.test` and `dataloader.evaluator` in the config")
+        raise KeyError(
+            "evaluation needs `dataloader.test` and `dataloader.evaluator` in the config"
+        )
     loader = instantiate(cfg.dataloader.test)
     evaluators = [instantiate(cfg.dataloader.evaluator)]
     configured = getattr(evaluators[0], "_evaluators", evaluators)

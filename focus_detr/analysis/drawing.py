@@ -5,6 +5,7 @@ A panel is an (H, W, 3) uint8 image with a title; a grid of panels gets a title 
 `TITLE_HEIGHT` pixels above every panel and above the whole figure, so a grid of R rows and C
 columns of H x W panels is C*W wide and TITLE_HEIGHT + R*(TITLE_HEIGHT + H) high (`grid_size`).
 """
+
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -28,10 +29,19 @@ __all__ = [
 
 TITLE_HEIGHT = 16
 # one colour per feature level (finest first), and for agreement with ground truth
-LEVEL_COLORS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-                (145, 30, 180))
-AGREEMENT_COLORS = {"kept foreground": (0, 200, 0), "kept background": (230, 0, 0),
-                    "missed foreground": (0, 110, 255)}
+LEVEL_COLORS = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+)
+AGREEMENT_COLORS = {
+    "kept foreground": (0, 200, 0),
+    "kept background": (230, 0, 0),
+    "missed foreground": (0, 110, 255),
+}
 
 Panel = Tuple[np.ndarray, str]
 
@@ -52,7 +62,7 @@ def level_masks(mask: torch.Tensor, spatial_shapes: torch.Tensor) -> List[np.nda
     """Split an (S,) bool token mask into per-level (H_l, W_l) bool arrays."""
     out, start = [], 0
     for h, w in spatial_shapes.tolist():
-        out.append(mask[start:start + h * w].reshape(h, w).cpu().numpy())
+        out.append(mask[start : start + h * w].reshape(h, w).cpu().numpy())
         start += h * w
     if start != mask.numel():
         raise ValueError(f"mask of {mask.numel()} tokens for levels of {start} tokens")
@@ -69,8 +79,9 @@ def _cells(mask: np.ndarray, stride: int, height: int, width: int) -> np.ndarray
     return out
 
 
-def overlay_cells(image: np.ndarray, mask: np.ndarray, stride: int,
-                  color: Sequence[int], alpha: float = 0.6) -> np.ndarray:
+def overlay_cells(
+    image: np.ndarray, mask: np.ndarray, stride: int, color: Sequence[int], alpha: float = 0.6
+) -> np.ndarray:
     """Blend `color` over the cells of the tokens in `mask` (H_l, W_l) of a level of `stride`."""
     out = image.copy()
     pixels = _cells(mask, stride, image.shape[0], image.shape[1])
@@ -79,8 +90,12 @@ def overlay_cells(image: np.ndarray, mask: np.ndarray, stride: int,
     return out
 
 
-def draw_token_dots(image: np.ndarray, masks: Sequence[np.ndarray], strides: Sequence[int],
-                    colors: Sequence[Sequence[int]] = LEVEL_COLORS) -> np.ndarray:
+def draw_token_dots(
+    image: np.ndarray,
+    masks: Sequence[np.ndarray],
+    strides: Sequence[int],
+    colors: Sequence[Sequence[int]] = LEVEL_COLORS,
+) -> np.ndarray:
     """A dot at the centre (s*j + s//2, s*i + s//2) of every token in the per-level `masks`,
     radius stride/4 (at least 1 pixel), coarse levels first so that fine ones stay visible."""
     pil = Image.fromarray(image)
@@ -95,8 +110,9 @@ def draw_token_dots(image: np.ndarray, masks: Sequence[np.ndarray], strides: Seq
     return np.asarray(pil).copy()
 
 
-def draw_boxes(image: np.ndarray, boxes_xyxy: torch.Tensor, color=(255, 255, 255),
-               width: int = 2) -> np.ndarray:
+def draw_boxes(
+    image: np.ndarray, boxes_xyxy: torch.Tensor, color=(255, 255, 255), width: int = 2
+) -> np.ndarray:
     """Rectangles of (M, 4) xyxy pixel boxes."""
     pil = Image.fromarray(image)
     draw = ImageDraw.Draw(pil)
@@ -114,7 +130,9 @@ def _font():
     return ImageFont.load_default()
 
 
-def save_grid(path: str, rows: Sequence[Sequence[Optional[Panel]]], title: str = "") -> Tuple[int, int]:
+def save_grid(
+    path: str, rows: Sequence[Sequence[Optional[Panel]]], title: str = ""
+) -> Tuple[int, int]:
     """Write a PNG of panels arranged in rows (a None cell stays black); every panel must have
     the size of the first. Returns the (width, height) written."""
     first = next((p for row in rows for p in row if p is not None), None)

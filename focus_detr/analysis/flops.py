@@ -22,6 +22,7 @@ query selection); other (outside these modules: pre/post-processing). Ops are at
 modules that are *executing* (fvcore's "caller" mode), so a head called by the encoder counts for
 the encoder, not for the decoder that owns it.
 """
+
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -94,21 +95,90 @@ ACTIVATION_HANDLES: Dict[str, Callable] = {op: _output_numel for op in FLOP_HAND
 
 # ops fvcore does not count, named once so that its warnings stay readable
 _IGNORED_OPS = (
-    "aten::add", "aten::add_", "aten::sub", "aten::rsub", "aten::mul", "aten::mul_", "aten::div",
-    "aten::div_", "aten::sigmoid", "aten::sigmoid_", "aten::softmax", "aten::log", "aten::exp",
-    "aten::pow", "aten::sin", "aten::cos", "aten::sqrt", "aten::gelu", "aten::relu", "aten::relu_",
-    "aten::topk", "aten::sort", "aten::argsort", "aten::cumsum", "aten::sum", "aten::mean",
-    "aten::max", "aten::max_pool2d", "aten::meshgrid", "aten::where", "aten::scatter",
-    "aten::scatter_", "aten::gather", "aten::masked_fill", "aten::masked_fill_", "aten::lt",
-    "aten::gt", "aten::le", "aten::ge", "aten::eq", "aten::ne", "aten::__or__", "aten::__and__",
-    "aten::any", "aten::all", "aten::prod", "aten::flip", "aten::minimum", "aten::maximum",
-    "aten::clamp", "aten::clamp_min", "aten::expand_as", "aten::resolve_conj",
-    "aten::resolve_neg", "aten::rsqrt", "aten::neg", "aten::abs", "aten::floor_divide",
-    "aten::remainder", "aten::fill_", "aten::zero_", "aten::ones_like", "aten::zeros_like",
-    "aten::arange", "aten::linspace", "aten::log_sigmoid", "aten::bitwise_not", "aten::sub_",
-    "aten::logical_not", "aten::exp_", "aten::frobenius_norm", "aten::norm", "aten::sign",
-    "aten::round", "aten::floor", "aten::ceil", "aten::repeat_interleave", "aten::index_put_",
-    "aten::tanh", "aten::std", "aten::var", "aten::argmax", "aten::nonzero", "aten::pad",
+    "aten::add",
+    "aten::add_",
+    "aten::sub",
+    "aten::rsub",
+    "aten::mul",
+    "aten::mul_",
+    "aten::div",
+    "aten::div_",
+    "aten::sigmoid",
+    "aten::sigmoid_",
+    "aten::softmax",
+    "aten::log",
+    "aten::exp",
+    "aten::pow",
+    "aten::sin",
+    "aten::cos",
+    "aten::sqrt",
+    "aten::gelu",
+    "aten::relu",
+    "aten::relu_",
+    "aten::topk",
+    "aten::sort",
+    "aten::argsort",
+    "aten::cumsum",
+    "aten::sum",
+    "aten::mean",
+    "aten::max",
+    "aten::max_pool2d",
+    "aten::meshgrid",
+    "aten::where",
+    "aten::scatter",
+    "aten::scatter_",
+    "aten::gather",
+    "aten::masked_fill",
+    "aten::masked_fill_",
+    "aten::lt",
+    "aten::gt",
+    "aten::le",
+    "aten::ge",
+    "aten::eq",
+    "aten::ne",
+    "aten::__or__",
+    "aten::__and__",
+    "aten::any",
+    "aten::all",
+    "aten::prod",
+    "aten::flip",
+    "aten::minimum",
+    "aten::maximum",
+    "aten::clamp",
+    "aten::clamp_min",
+    "aten::expand_as",
+    "aten::resolve_conj",
+    "aten::resolve_neg",
+    "aten::rsqrt",
+    "aten::neg",
+    "aten::abs",
+    "aten::floor_divide",
+    "aten::remainder",
+    "aten::fill_",
+    "aten::zero_",
+    "aten::ones_like",
+    "aten::zeros_like",
+    "aten::arange",
+    "aten::linspace",
+    "aten::log_sigmoid",
+    "aten::bitwise_not",
+    "aten::sub_",
+    "aten::logical_not",
+    "aten::exp_",
+    "aten::frobenius_norm",
+    "aten::norm",
+    "aten::sign",
+    "aten::round",
+    "aten::floor",
+    "aten::ceil",
+    "aten::repeat_interleave",
+    "aten::index_put_",
+    "aten::tanh",
+    "aten::std",
+    "aten::var",
+    "aten::argmax",
+    "aten::nonzero",
+    "aten::pad",
     "aten::constant_pad_nd",
 )
 
@@ -140,8 +210,9 @@ class InferenceTracer(nn.Module):
         with torch.no_grad():
             batch = image_list(self.model, [{"image": im} for im in images])
             out = self.model.compute_outputs(batch)
-            results = self.model.postprocess(out["pred_logits"], out["pred_boxes"],
-                                             batch.image_sizes)
+            results = self.model.postprocess(
+                out["pred_logits"], out["pred_boxes"], batch.image_sizes
+            )
         tensors = []
         for r in results:
             inst = r["instances"]
@@ -149,8 +220,9 @@ class InferenceTracer(nn.Module):
         return tuple(tensors)
 
 
-def flop_analysis(model: nn.Module, images: Sequence[torch.Tensor],
-                  warn_unsupported: bool = False) -> FlopCountAnalysis:
+def flop_analysis(
+    model: nn.Module, images: Sequence[torch.Tensor], warn_unsupported: bool = False
+) -> FlopCountAnalysis:
     """fvcore `FlopCountAnalysis` of `model`'s inference on a batch of (3, H, W) images, with
     the handles of this module, in "caller" attribution mode (module names as in `model`)."""
     analysis = FlopCountAnalysis(*_tracer_and_inputs(model, images))
@@ -158,8 +230,9 @@ def flop_analysis(model: nn.Module, images: Sequence[torch.Tensor],
     return _configure(analysis, warn_unsupported)
 
 
-def activation_analysis(model: nn.Module, images: Sequence[torch.Tensor],
-                        warn_unsupported: bool = False) -> ActivationCountAnalysis:
+def activation_analysis(
+    model: nn.Module, images: Sequence[torch.Tensor], warn_unsupported: bool = False
+) -> ActivationCountAnalysis:
     """fvcore `ActivationCountAnalysis` (output elements of convolutions, linear layers, matrix
     products, deformable and scaled-dot-product attention), like `flop_analysis`."""
     analysis = ActivationCountAnalysis(*_tracer_and_inputs(model, images))

@@ -10,6 +10,7 @@ Clocks (`CLOCKS`): "wall" (time.perf_counter, the default: what a user waits) or
 counts only this process's work, so it is steadier than wall time when other processes compete,
 but it is not a latency: with T busy threads it is up to T times the wall time).
 """
+
 import statistics
 import time
 from collections import OrderedDict
@@ -74,8 +75,13 @@ class PartTimer:
     call, summed over the part's calls).
     """
 
-    def __init__(self, model: nn.Module, parts: Dict[str, str] = LATENCY_PARTS,
-                 device: Optional[torch.device] = None, clock: str = "wall"):
+    def __init__(
+        self,
+        model: nn.Module,
+        parts: Dict[str, str] = LATENCY_PARTS,
+        device: Optional[torch.device] = None,
+        clock: str = "wall",
+    ):
         if clock not in CLOCKS:
             raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
         self.clock = CLOCKS[clock]
@@ -106,12 +112,14 @@ class PartTimer:
         def hook(module, args):
             synchronize(self.device)
             self._starts[name] = self.clock()
+
         return hook
 
     def _post(self, name: str) -> Callable:
         def hook(module, args, output):
             synchronize(self.device)
             self.last[name] += self.clock() - self._starts.pop(name)
+
         return hook
 
 
@@ -160,11 +168,15 @@ def paired_ratio(baseline: Sequence[float], other: Sequence[float]) -> Dict[str,
     return spread([b / o for b, o in zip(baseline, other)])
 
 
-def measure_interleaved(runners: Dict[str, Callable[[], Any]], rounds: int, warmup: int = 1,
-                        timers: Optional[Dict[str, PartTimer]] = None,
-                        devices: Optional[Dict[str, torch.device]] = None,
-                        progress: Optional[Callable[[int, str, float], None]] = None,
-                        clock: str = "wall") -> Dict[str, LatencyResult]:
+def measure_interleaved(
+    runners: Dict[str, Callable[[], Any]],
+    rounds: int,
+    warmup: int = 1,
+    timers: Optional[Dict[str, PartTimer]] = None,
+    devices: Optional[Dict[str, torch.device]] = None,
+    progress: Optional[Callable[[int, str, float], None]] = None,
+    clock: str = "wall",
+) -> Dict[str, LatencyResult]:
     """Time each runner once per round, rotating their order every round.
 
     Args:
@@ -186,8 +198,10 @@ def measure_interleaved(runners: Dict[str, Callable[[], Any]], rounds: int, warm
     names = list(runners)
     timers = timers or {}
     devices = devices or {}
-    results = {n: LatencyResult(parts={p: [] for p in (timers[n].modules if n in timers else ())})
-               for n in names}
+    results = {
+        n: LatencyResult(parts={p: [] for p in (timers[n].modules if n in timers else ())})
+        for n in names
+    }
     with torch.inference_mode():
         for _ in range(warmup):
             for n in names:

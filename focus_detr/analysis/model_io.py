@@ -4,6 +4,7 @@ A config file is a LazyConfig exposing at least `model` (a model-only file such 
 `projects/dino/configs/models/dino_r50.py` works for fixed-size inputs); dataset inputs also
 need `dataloader.test`. Overrides are train_net's `key=value` (unknown keys are errors).
 """
+
 import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -86,8 +87,10 @@ def build_model(cfg, device="cpu", checkpoint: Optional[str] = None) -> nn.Modul
         DetrCheckpointer(model).load(checkpoint)
         logger.info(f"loaded weights from {checkpoint}")
     else:
-        logger.warning("no checkpoint given (train.init_checkpoint=...): the model is randomly "
-                       "initialized; costs are meaningful, predictions and selections are not")
+        logger.warning(
+            "no checkpoint given (train.init_checkpoint=...): the model is randomly "
+            "initialized; costs are meaningful, predictions and selections are not"
+        )
     return model
 
 
@@ -96,9 +99,15 @@ def synthetic_inputs(height: int, width: int, num: int = 1, seed: int = 0) -> Li
     if height <= 0 or width <= 0:
         raise ValueError(f"input size must be positive, got {height}x{width}")
     g = torch.Generator().manual_seed(seed)
-    return [{"image": torch.randint(0, 256, (3, height, width), generator=g, dtype=torch.uint8),
-             "height": height, "width": width, "file_name": f"synthetic_{height}x{width}_{i}"}
-            for i in range(num)]
+    return [
+        {
+            "image": torch.randint(0, 256, (3, height, width), generator=g, dtype=torch.uint8),
+            "height": height,
+            "width": width,
+            "file_name": f"synthetic_{height}x{width}_{i}",
+        }
+        for i in range(num)
+    ]
 
 
 def dataset_inputs(cfg, num: int, with_annotations: bool = False) -> List[Dict[str, Any]]:
@@ -111,9 +120,11 @@ def dataset_inputs(cfg, num: int, with_annotations: bool = False) -> List[Dict[s
     from detectron2.config import instantiate
 
     if "dataloader" not in cfg or "test" not in cfg.dataloader:
-        raise KeyError("dataset inputs need `dataloader.test` in the config; use a full config "
-                       "(e.g. projects/focus_detr/configs/focus_detr_tiny_synthetic.py) or a fixed "
-                       "--input-size")
+        raise KeyError(
+            "dataset inputs need `dataloader.test` in the config; use a full config "
+            "(e.g. projects/focus_detr/configs/focus_detr_tiny_synthetic.py) or a fixed "
+            "--input-size"
+        )
     if num <= 0:
         raise ValueError(f"number of inputs must be positive, got {num}")
     loader = instantiate(cfg.dataloader.test)
@@ -144,8 +155,9 @@ def expand_image_paths(paths: Sequence[str]) -> List[str]:
     files = []
     for p in paths:
         if os.path.isdir(p):
-            files += sorted(os.path.join(p, f) for f in os.listdir(p)
-                            if f.lower().endswith(IMAGE_EXTENSIONS))
+            files += sorted(
+                os.path.join(p, f) for f in os.listdir(p) if f.lower().endswith(IMAGE_EXTENSIONS)
+            )
         elif os.path.isfile(p):
             files.append(p)
         else:
@@ -166,8 +178,11 @@ def image_file_inputs(cfg, paths: Sequence[str]) -> List[Dict[str, Any]]:
     mapper = None
     if "dataloader" in cfg and "test" in cfg.dataloader and "mapper" in cfg.dataloader.test:
         mapper = cfg.dataloader.test.mapper
-    augmentation = T.AugmentationList(instantiate(mapper.augmentation) if mapper is not None
-                                      and mapper.get("augmentation") else [])
+    augmentation = T.AugmentationList(
+        instantiate(mapper.augmentation)
+        if mapper is not None and mapper.get("augmentation")
+        else []
+    )
     fmt = mapper.get("img_format", "RGB") if mapper is not None else "RGB"
     inputs = []
     for path in expand_image_paths(paths):
@@ -183,8 +198,9 @@ def image_file_inputs(cfg, paths: Sequence[str]) -> List[Dict[str, Any]]:
 def image_list(model: nn.Module, batched_inputs: List[Dict[str, Any]]) -> ImageList:
     """Normalized, padded batch with plain-int image sizes (safe under jit tracing, where
     `ImageList.from_tensors` records sizes as tensors)."""
-    images = [(x["image"].to(model.device) - model.pixel_mean) / model.pixel_std
-              for x in batched_inputs]
+    images = [
+        (x["image"].to(model.device) - model.pixel_mean) / model.pixel_std for x in batched_inputs
+    ]
     sizes: List[Tuple[int, int]] = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
     batch = ImageList.from_tensors(images, getattr(model, "size_divisibility", 0))
     return ImageList(batch.tensor, sizes)
@@ -196,8 +212,11 @@ def describe_encoder(model: nn.Module) -> Dict[str, Any]:
     encoder = model.transformer.encoder
     name = type(encoder).__name__
     if hasattr(encoder, "selector"):  # FocusEncoder
-        return {"method": "focus", "keep_ratio": float(encoder.selector.keep_ratio),
-                "encoder": name}
+        return {
+            "method": "focus",
+            "keep_ratio": float(encoder.selector.keep_ratio),
+            "encoder": name,
+        }
     if hasattr(encoder, "keep_ratio"):  # SparseDetrEncoder
         return {"method": "sparse", "keep_ratio": float(encoder.keep_ratio), "encoder": name}
     if name == "DeformableEncoder":

@@ -6,6 +6,7 @@
 Both keep the outputs equal up to float rounding; they change the state dict (folded weights,
 no norm buffers), so apply them to a model used for inference only, after loading weights.
 """
+
 import torch
 from torch import nn
 
@@ -25,7 +26,9 @@ def fold_batchnorm(module: nn.Module) -> int:
     folded = 0
     for conv in module.modules():
         norm = getattr(conv, "norm", None)
-        if not isinstance(conv, Conv2d) or not isinstance(norm, (FrozenBatchNorm2d, nn.BatchNorm2d)):
+        if not isinstance(conv, Conv2d) or not isinstance(
+            norm, (FrozenBatchNorm2d, nn.BatchNorm2d)
+        ):
             continue
         if isinstance(norm, nn.BatchNorm2d) and norm.training:
             raise RuntimeError("fold_batchnorm: a BatchNorm2d is in training mode; call .eval()")

@@ -9,6 +9,7 @@ Tools append lines (analyze_model: gflops/params; benchmark: fps/latency and gfl
 keep-ratio sweep and `--ap`/`--metrics` options: ap); `merge_results` joins the lines of one
 (config, overrides, keep_ratio, checkpoint) into one record for the AP-vs-GFLOPs plot.
 """
+
 import json
 import os
 import time
@@ -16,8 +17,23 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 __all__ = ["RESULT_FIELDS", "append_result", "load_results", "merge_results", "read_coco_ap"]
 
-RESULT_FIELDS = ("config", "label", "method", "keep_ratio", "gflops", "params_m", "ap", "fps",
-                 "latency_s", "device", "threads", "input_size", "checkpoint", "tool", "time")
+RESULT_FIELDS = (
+    "config",
+    "label",
+    "method",
+    "keep_ratio",
+    "gflops",
+    "params_m",
+    "ap",
+    "fps",
+    "latency_s",
+    "device",
+    "threads",
+    "input_size",
+    "checkpoint",
+    "tool",
+    "time",
+)
 
 
 def append_result(path: str, record: Dict[str, Any]) -> Dict[str, Any]:
@@ -54,10 +70,17 @@ def load_results(path: str) -> List[Dict[str, Any]]:
 
 def _key(record: Dict[str, Any]) -> Tuple:
     ratio = record.get("keep_ratio")
-    overrides = tuple(sorted(o for o in record.get("overrides") or ()
-                             if not o.startswith("train.init_checkpoint=")))
-    return (record["config"], overrides, None if ratio is None else round(float(ratio), 6),
-            record.get("checkpoint") or None)
+    overrides = tuple(
+        sorted(
+            o for o in record.get("overrides") or () if not o.startswith("train.init_checkpoint=")
+        )
+    )
+    return (
+        record["config"],
+        overrides,
+        None if ratio is None else round(float(ratio), 6),
+        record.get("checkpoint") or None,
+    )
 
 
 def merge_results(records: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -82,8 +105,11 @@ def read_coco_ap(metrics_path: str, key: str = "bbox/AP") -> Optional[float]:
         whole = json.loads(text)
     except json.JSONDecodeError:
         whole = None
-    rows = [whole] if isinstance(whole, dict) else [json.loads(l) for l in text.splitlines()
-                                                     if l.strip()]
+    rows = (
+        [whole]
+        if isinstance(whole, dict)
+        else [json.loads(l) for l in text.splitlines() if l.strip()]
+    )
     task, _, metric = key.partition("/")
     for row in rows:
         if key in row:

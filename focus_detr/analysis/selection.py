@@ -15,8 +15,9 @@ to eval outputs as ``"token_selection"``, what `TokenSelectionEvaluator` reads) 
 Quality: precision = |kept and foreground| / |kept|, recall = |kept and foreground| /
 |foreground|, over valid tokens, per level and overall (`SelectionCounts`).
 """
+
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import torch
 from torch import nn
@@ -36,8 +37,9 @@ def has_token_selection(encoder_output) -> bool:
     return bool(encoder_output.extras.get("kept_index"))
 
 
-def split_selection(encoder_inputs, encoder_output,
-                    image_sizes: Sequence[Sequence[int]]) -> List[Dict[str, Any]]:
+def split_selection(
+    encoder_inputs, encoder_output, image_sizes: Sequence[Sequence[int]]
+) -> List[Dict[str, Any]]:
     """Per-image selections (module docstring) from a batch's `EncoderInputs` and
     `EncoderOutput` (Focus or Sparse DETR encoder). Tensors stay on their device.
 
@@ -46,25 +48,31 @@ def split_selection(encoder_inputs, encoder_output,
     """
     extras = encoder_output.extras
     if not has_token_selection(encoder_output):
-        raise ValueError("this encoder records no token selection (extras['kept_index'] is "
-                         "missing or empty): a dense encoder keeps every token")
+        raise ValueError(
+            "this encoder records no token selection (extras['kept_index'] is "
+            "missing or empty): a dense encoder keeps every token"
+        )
     scores = extras.get("foreground_logits", extras.get("token_logits"))
     valid = ~encoder_inputs.padding_mask
     out = []
     for i, size in enumerate(image_sizes):
         kept = [idx[i][ok[i]] for idx, ok in zip(extras["kept_index"], extras["kept_valid"])]
-        objects = [idx[i][ok[i]] for idx, ok in
-                   zip(extras.get("object_index", []), extras.get("object_valid", []))]
-        out.append(dict(
-            spatial_shapes=encoder_inputs.spatial_shapes,
-            level_start_index=encoder_inputs.level_start_index,
-            valid=valid[i],
-            image_size=(int(size[0]), int(size[1])),
-            kept_index=kept,
-            object_index=objects,
-            scores=None if scores is None else scores[i],
-            strides=encoder_inputs.strides,
-        ))
+        objects = [
+            idx[i][ok[i]]
+            for idx, ok in zip(extras.get("object_index", []), extras.get("object_valid", []))
+        ]
+        out.append(
+            dict(
+                spatial_shapes=encoder_inputs.spatial_shapes,
+                level_start_index=encoder_inputs.level_start_index,
+                valid=valid[i],
+                image_size=(int(size[0]), int(size[1])),
+                kept_index=kept,
+                object_index=objects,
+                scores=None if scores is None else scores[i],
+                strides=encoder_inputs.strides,
+            )
+        )
     return out
 
 
@@ -74,8 +82,13 @@ def level_of_tokens(spatial_shapes: torch.Tensor) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
 
 
-def selection_counts(kept: torch.Tensor, foreground: torch.Tensor, valid: torch.Tensor,
-                     level: torch.Tensor, num_levels: int) -> "SelectionCounts":
+def selection_counts(
+    kept: torch.Tensor,
+    foreground: torch.Tensor,
+    valid: torch.Tensor,
+    level: torch.Tensor,
+    num_levels: int,
+) -> "SelectionCounts":
     """Counts of one image (or a batch: any leading dims, summed).
 
     Args:
@@ -85,16 +98,22 @@ def selection_counts(kept: torch.Tensor, foreground: torch.Tensor, valid: torch.
         num_levels: L.
     """
     if not (kept.shape == foreground.shape == valid.shape):
-        raise ValueError(f"kept {tuple(kept.shape)}, foreground {tuple(foreground.shape)} and "
-                         f"valid {tuple(valid.shape)} masks differ in shape")
+        raise ValueError(
+            f"kept {tuple(kept.shape)}, foreground {tuple(foreground.shape)} and "
+            f"valid {tuple(valid.shape)} masks differ in shape"
+        )
     kept, foreground = kept & valid, foreground & valid
     one_hot = torch.nn.functional.one_hot(level, num_levels).to(torch.int64)  # (S, L)
 
     def per_level(mask):
         return (mask.reshape(-1, mask.shape[-1]).to(torch.int64) @ one_hot).sum(0)
 
-    return SelectionCounts(kept=per_level(kept), foreground=per_level(foreground),
-                           true_positive=per_level(kept & foreground), valid=per_level(valid))
+    return SelectionCounts(
+        kept=per_level(kept),
+        foreground=per_level(foreground),
+        true_positive=per_level(kept & foreground),
+        valid=per_level(valid),
+    )
 
 
 @dataclass
@@ -107,8 +126,12 @@ class SelectionCounts:
     valid: torch.Tensor
 
     def __add__(self, other: "SelectionCounts") -> "SelectionCounts":
-        return SelectionCounts(self.kept + other.kept, self.foreground + other.foreground,
-                               self.true_positive + other.true_positive, self.valid + other.valid)
+        return SelectionCounts(
+            self.kept + other.kept,
+            self.foreground + other.foreground,
+            self.true_positive + other.true_positive,
+            self.valid + other.valid,
+        )
 
     @staticmethod
     def _ratio(num: torch.Tensor, den: torch.Tensor) -> List[float]:
@@ -125,12 +148,16 @@ class SelectionCounts:
     def overall(self) -> Dict[str, float]:
         """precision, recall, keep (kept / valid) and foreground (fg / valid) fractions over all
         levels."""
-        tp, kept, fg, valid = (int(x.sum()) for x in
-                               (self.true_positive, self.kept, self.foreground, self.valid))
+        tp, kept, fg, valid = (
+            int(x.sum()) for x in (self.true_positive, self.kept, self.foreground, self.valid)
+        )
         nan = float("nan")
-        return {"precision": tp / kept if kept else nan, "recall": tp / fg if fg else nan,
-                "keep_fraction": kept / valid if valid else nan,
-                "foreground_fraction": fg / valid if valid else nan}
+        return {
+            "precision": tp / kept if kept else nan,
+            "recall": tp / fg if fg else nan,
+            "keep_fraction": kept / valid if valid else nan,
+            "foreground_fraction": fg / valid if valid else nan,
+        }
 
     def summary(self, prefix: str = "") -> Dict[str, float]:
         """Flat dict: {prefix}precision, {prefix}recall, ... and per level {prefix}precision_l{i},
@@ -168,5 +195,7 @@ def record_token_selection(model: nn.Module):
             result["token_selection"] = selection
         return output
 
-    return [model.transformer.register_forward_hook(on_transformer),
-            model.register_forward_hook(on_model)]
+    return [
+        model.transformer.register_forward_hook(on_transformer),
+        model.register_forward_hook(on_model),
+    ]

@@ -1,4 +1,5 @@
 """Config helper: COCO AP and token-selection quality in one evaluator (a LazyConfig line)."""
+
 import copy
 
 from detectron2.config import LazyCall as L
@@ -9,8 +10,9 @@ from .token_selection_evaluator import TokenSelectionEvaluator
 __all__ = ["with_token_selection"]
 
 
-def with_token_selection(evaluator, dataset_names: str = "${dataloader.test.dataset.names}",
-                         assigner=None):
+def with_token_selection(
+    evaluator, dataset_names: str = "${dataloader.test.dataset.names}", assigner=None
+):
     """`DatasetEvaluators` config of `evaluator` (e.g. the data config's COCOEvaluator) plus a
     `TokenSelectionEvaluator`, both reading `dataset_names` (an absolute interpolation: moving
     the COCO evaluator into a list breaks its relative "${..test.dataset.names}").

@@ -1,4 +1,5 @@
 """Ground-truth boxes of test inputs, whose mapper drops the annotations."""
+
 from typing import Any, Dict, List, Sequence, Union
 
 import torch
@@ -56,8 +57,9 @@ class GroundTruthBoxes:
         h, w = x["image"].shape[-2:]
         oh, ow = record.get("height", x.get("height", h)), record.get("width", x.get("width", w))
         scale = torch.tensor([w / ow, h / oh, w / ow, h / oh], dtype=torch.float32)
-        boxes: List[List[float]] = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
-                                    for a in annos]
+        boxes: List[List[float]] = [
+            BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos
+        ]
         classes = [self._class_map.get(a["category_id"], a["category_id"]) for a in annos]
         boxes_t = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4) * scale
         return boxes_t, torch.tensor(classes, dtype=torch.int64)

@@ -9,9 +9,10 @@ Use with `DatasetEvaluators` in a config (the model's eval outputs must carry
         L(TokenSelectionEvaluator)(dataset_name="${...test.dataset.names}"),
     ])
 """
+
 import logging
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 from detectron2.evaluation import DatasetEvaluator
@@ -41,8 +42,10 @@ def foreground_labels(selection: Dict, boxes_xyxy: torch.Tensor, assigner=None) 
     if assigner is None:
         assigner = ForegroundLabelAssigner(**({"strides": strides} if strides else {}))
     elif strides and tuple(int(s) for s in strides) != assigner.strides:
-        raise ValueError(f"label assignment strides {assigner.strides} differ from the model's "
-                         f"feature strides {tuple(strides)}")
+        raise ValueError(
+            f"label assignment strides {assigner.strides} differ from the model's "
+            f"feature strides {tuple(strides)}"
+        )
     valid = selection["valid"].cpu()
     boxes = boxes_xyxy.detach().float().cpu().reshape(1, -1, 4)
     box_valid = torch.ones(boxes.shape[:2], dtype=torch.bool)
@@ -57,9 +60,9 @@ def kept_mask(index: torch.Tensor, num_tokens: int) -> torch.Tensor:
 
 
 def _layer_order(key: str):
-    """"layer10" -> ("layer", 10): numeric order within each kind."""
+    """ "layer10" -> ("layer", 10): numeric order within each kind."""
     stem = key.rstrip("0123456789")
-    return stem, int(key[len(stem):])
+    return stem, int(key[len(stem) :])
 
 
 class TokenSelectionEvaluator(DatasetEvaluator):
@@ -79,8 +82,12 @@ class TokenSelectionEvaluator(DatasetEvaluator):
         distributed: gather the counts from all processes. Default True.
     """
 
-    def __init__(self, dataset_name: Optional[Union[str, Sequence[str]]] = None, assigner=None,
-                 distributed: bool = True):
+    def __init__(
+        self,
+        dataset_name: Optional[Union[str, Sequence[str]]] = None,
+        assigner=None,
+        distributed: bool = True,
+    ):
         self._dataset_name = dataset_name
         self._assigner = assigner
         self._distributed = distributed
@@ -96,8 +103,10 @@ class TokenSelectionEvaluator(DatasetEvaluator):
         if "instances" in x and x["instances"].has("gt_boxes"):
             return x["instances"].gt_boxes.tensor
         if self._dataset_name is None:
-            raise ValueError("inputs carry no 'instances': give TokenSelectionEvaluator a "
-                             "dataset_name to read the ground truth from")
+            raise ValueError(
+                "inputs carry no 'instances': give TokenSelectionEvaluator a "
+                "dataset_name to read the ground truth from"
+            )
         if self._ground_truth is None:
             self._ground_truth = GroundTruthBoxes(self._dataset_name)
         return self._ground_truth.boxes_xyxy(x)
@@ -139,8 +148,10 @@ class TokenSelectionEvaluator(DatasetEvaluator):
                 images += i
                 missing += m
         if missing:
-            logger.warning(f"{missing} model output(s) carried no 'token_selection' (dense "
-                           "encoder, or the model does not expose its selection in eval)")
+            logger.warning(
+                f"{missing} model output(s) carried no 'token_selection' (dense "
+                "encoder, or the model does not expose its selection in eval)"
+            )
         if not counts:
             logger.warning("TokenSelectionEvaluator: no token selections to evaluate")
             return {}
@@ -151,7 +162,9 @@ class TokenSelectionEvaluator(DatasetEvaluator):
             overall = counts[key].overall()
             results[f"{key}_precision"] = 100.0 * overall["precision"]
             results[f"{key}_recall"] = 100.0 * overall["recall"]
-        logger.info(f"Token selection on {images} image(s): precision {results['precision']:.1f}"
-                    f"%, recall {results['recall']:.1f}% (keep {results['keep_fraction']:.1f}% "
-                    f"of valid tokens, foreground {results['foreground_fraction']:.1f}%)")
+        logger.info(
+            f"Token selection on {images} image(s): precision {results['precision']:.1f}"
+            f"%, recall {results['recall']:.1f}% (keep {results['keep_fraction']:.1f}% "
+            f"of valid tokens, foreground {results['foreground_fraction']:.1f}%)"
+        )
         return OrderedDict(token_selection=results)
