@@ -75,6 +75,25 @@ def test_part_timer_records_each_part_once_per_call():
     assert not model._forward_hooks and not model.backbone._forward_pre_hooks  # hooks removed
 
 
+def test_part_timer_families_and_nested_parts():
+    model = nn.Module()
+    model.backbone = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+    timer = PartTimer(
+        model,
+        {"backbone": "backbone", "linears": ["backbone.0", "backbone.2", "backbone.9"]},
+        torch.device("cpu"),
+        nested=["linears"],
+    )
+    assert [len(m) for m in timer.modules.values()] == [1, 2]  # the missing path is skipped
+    r = measure_interleaved(
+        {"toy": lambda: model.backbone(torch.ones(1, 4))}, rounds=3, timers={"toy": timer}
+    )["toy"]
+    assert list(r.part_medians()) == ["backbone", "rest"]  # nested parts are not in the rest
+    assert list(r.part_medians(nested=True)) == ["linears"]
+    for outer, inner in zip(r.parts["backbone"], r.parts["linears"]):
+        assert 0 <= inner <= outer  # both linears run inside the backbone call
+
+
 def test_results_file_round_trip_and_merge(tmp_path):
     path = tmp_path / "sub" / "results.jsonl"
     append_result(path, {"config": "a.py", "keep_ratio": 0.3, "gflops": 10.0})
@@ -135,6 +154,7 @@ def test_benchmark_side_by_side(tmp_path, capsys):
             str(results),
             "--json",
             str(summary_json),
+            "--detail",
         ]
     )
     printed = capsys.readouterr().out
@@ -146,7 +166,12 @@ def test_benchmark_side_by_side(tmp_path, capsys):
     assert summary["focus"]["gflops"] < summary["dense"]["gflops"]
     raw = json.loads(summary_json.read_text())
     assert all(len(raw["raw_seconds"][k]) == 2 for k in ("dense", "focus"))
-    assert set(raw["raw_parts"]["focus"]) == {"backbone", "neck", "encoder", "decoder"}
+    assert {"backbone", "neck", "encoder", "decoder"} <= set(raw["raw_parts"]["focus"])
+    detail = summary["focus"]["detail_s"]  # submodule families, e.g. the selector, FFNs
+    assert {"encoder.selector", "encoder.layers.*.ffns.0", "decoder.layers.*.attentions.1"} <= set(
+        detail
+    )
+    assert "Encoder/decoder detail" in printed
     records = load_results(results)
     assert [r["method"] for r in records] == ["dense", "focus"]
     assert records[1]["fps"] == pytest.approx(1.0 / summary["focus"]["seconds"]["median"])

@@ -30,14 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import torch  # noqa: E402
 
 import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
-from focus_detr.analysis import (
+from focus_detr.analysis import (  # noqa: E402
     LATENCY_PARTS,
     MODEL_PARTS,
-    PartTimer,  # noqa: E402
+    PartTimer,
     append_result,
     build_model,
     dataset_inputs,
     describe_encoder,
+    detail_parts,
     flop_analysis,
     load_config,
     measure_interleaved,
@@ -123,6 +124,11 @@ def parse_args(argv=None):
         action="store_true",
         help="fold batch norms into convolutions and run backbone and neck in "
         "channels-last layout (inference-only speed-ups; GFLOPs counted before)",
+    )
+    p.add_argument(
+        "--detail",
+        action="store_true",
+        help="also time the encoder's and decoder's submodules (summed over layers)",
     )
     p.add_argument(
         "--no-breakdown", action="store_true", help="time whole inferences only (no part hooks)"
@@ -249,11 +255,14 @@ def main(argv=None):
                 f"{label}: folded {done['folded_norms']} batch norms, channels-last backbone/neck"
             )
 
-    timers = (
-        {}
-        if args.no_breakdown
-        else {k: PartTimer(m, LATENCY_PARTS, device, args.clock) for k, m in models.items()}
-    )
+    timers = {}
+    for label, model in models.items() if not args.no_breakdown else ():
+        parts, nested = dict(LATENCY_PARTS), ()
+        if args.detail:
+            families = detail_parts(model)
+            parts.update(families)
+            nested = list(families)
+        timers[label] = PartTimer(model, parts, device, args.clock, nested=nested)
 
     def progress(r, name, seconds):
         print(f"  round {r + 1}/{args.runs} {name}: {seconds:.3f} s", flush=True)
@@ -351,6 +360,22 @@ def main(argv=None):
         )
         print(
             markdown_table(["config", "part", f"{unit} (median)", "% of time", "GFLOPs"], rows, 3)
+        )
+
+    if timers and args.detail:
+        rows = []
+        for label in labels:
+            detail = results[label].part_medians(nested=True)
+            calls = {k: len(timers[label].modules[k]) for k in detail}
+            for name, seconds in detail.items():
+                share = 100.0 * seconds / results[label].median()
+                rows.append([label, name, calls[name], seconds, share])
+            summary[label]["detail_s"] = detail
+        print("\nEncoder/decoder detail (each family summed over its modules' calls):")
+        print(
+            markdown_table(
+                ["config", "submodules", "modules", f"{unit} (median)", "% of time"], rows, 3
+            )
         )
 
     # ---- published anchors ----------------------------------------------------------------

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -26,6 +26,7 @@ __all__ = [
     "LATENCY_PARTS",
     "LatencyResult",
     "PartTimer",
+    "detail_parts",
     "measure_interleaved",
     "paired_ratio",
     "set_threads",
@@ -43,6 +44,41 @@ LATENCY_PARTS = OrderedDict(
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def detail_parts(model: nn.Module) -> Dict[str, List[str]]:
+    """Submodule families of the encoder and decoder, each timed over all its calls: for every
+    layer submodule (e.g. "encoder.layers.*.attentions.1", "decoder.layers.*.ffns.0") the paths
+    of all layers, and the other children of encoder and decoder (e.g. "encoder.selector",
+    "decoder.bbox_embed"). Use as `PartTimer(..., nested=...)` parts (they overlap the main
+    parts)."""
+    families: Dict[str, List[str]] = OrderedDict()
+    for part in ("encoder", "decoder"):
+        prefix = f"transformer.{part}"
+        try:
+            module = model.get_submodule(prefix)
+        except AttributeError:
+            continue
+        for child_name, child in module.named_children():
+            if child_name == "layers":
+                for i, layer in enumerate(child):
+                    for sub_name, sub in layer.named_children():
+                        subs = (
+                            [f"{sub_name}.{j}" for j in range(len(sub))]
+                            if isinstance(sub, nn.ModuleList)
+                            else [sub_name]
+                        )
+                        for name in subs:
+                            families.setdefault(f"{part}.layers.*.{name}", []).append(
+                                f"{prefix}.layers.{i}.{name}"
+                            )
+            elif isinstance(child, nn.ModuleList):
+                families[f"{part}.{child_name}"] = [
+                    f"{prefix}.{child_name}.{j}" for j in range(len(child))
+                ]
+            else:
+                families[f"{part}.{child_name}"] = [f"{prefix}.{child_name}"]
+    return families
 
 
 def synchronize(device: torch.device) -> None:
@@ -68,8 +104,13 @@ class PartTimer:
 
     Args:
         model: the detector.
-        parts: name -> module path; parts the model lacks are skipped. Default `LATENCY_PARTS`.
+        parts: name -> module path, or a list of paths timed together (e.g. the same submodule
+            of every encoder layer); paths the model lacks are skipped, and names with none.
+            Default `LATENCY_PARTS`.
         device: where the model runs (CUDA: synchronized before every clock reading).
+        clock: "wall" or "cpu" (`CLOCKS`).
+        nested: names of `parts` that lie inside other parts (a detail breakdown): timed, but
+            left out of the "rest" of `LatencyResult.part_medians`.
 
     Use: `with timer.recording(): model(inputs)`, then `timer.last` (name -> seconds of that
     call, summed over the part's calls).
@@ -78,47 +119,54 @@ class PartTimer:
     def __init__(
         self,
         model: nn.Module,
-        parts: Dict[str, str] = LATENCY_PARTS,
+        parts: Dict[str, Union[str, Sequence[str]]] = LATENCY_PARTS,
         device: Optional[torch.device] = None,
         clock: str = "wall",
+        nested: Sequence[str] = (),
     ):
         if clock not in CLOCKS:
             raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
         self.clock = CLOCKS[clock]
         self.device = torch.device(device) if device is not None else _model_device(model)
-        self.modules = OrderedDict()
-        for name, path in parts.items():
-            try:
-                self.modules[name] = model.get_submodule(path)
-            except AttributeError:
-                continue
+        self.modules: Dict[str, List[nn.Module]] = OrderedDict()
+        for name, paths in parts.items():
+            found = []
+            for path in [paths] if isinstance(paths, str) else paths:
+                try:
+                    found.append(model.get_submodule(path))
+                except AttributeError:
+                    continue
+            if found:
+                self.modules[name] = found
+        self.nested = {n for n in nested if n in self.modules}
         self.last: Dict[str, float] = {}
-        self._starts: Dict[str, float] = {}
+        self._starts: Dict[Tuple[str, int], List[float]] = {}
 
     @contextmanager
     def recording(self):
         self.last = {name: 0.0 for name in self.modules}
         handles = []
-        for name, module in self.modules.items():
-            handles.append(module.register_forward_pre_hook(self._pre(name)))
-            handles.append(module.register_forward_hook(self._post(name)))
+        for name, modules in self.modules.items():
+            for i, module in enumerate(modules):
+                handles.append(module.register_forward_pre_hook(self._pre((name, i))))
+                handles.append(module.register_forward_hook(self._post((name, i))))
         try:
             yield self
         finally:
             for h in handles:
                 h.remove()
 
-    def _pre(self, name: str) -> Callable:
+    def _pre(self, key: Tuple[str, int]) -> Callable:
         def hook(module, args):
             synchronize(self.device)
-            self._starts[name] = self.clock()
+            self._starts.setdefault(key, []).append(self.clock())  # a stack: re-entrant calls
 
         return hook
 
-    def _post(self, name: str) -> Callable:
+    def _post(self, key: Tuple[str, int]) -> Callable:
         def hook(module, args, output):
             synchronize(self.device)
-            self.last[name] += self.clock() - self._starts.pop(name)
+            self.last[key[0]] += self.clock() - self._starts[key].pop()
 
         return hook
 
@@ -136,15 +184,22 @@ class LatencyResult:
 
     total: List[float] = field(default_factory=list)
     parts: Dict[str, List[float]] = field(default_factory=dict)
+    nested: set = field(default_factory=set)  # detail parts, not in "rest"
 
     def median(self) -> float:
         return statistics.median(self.total)
 
-    def part_medians(self) -> Dict[str, float]:
-        """Median seconds per part, plus "rest" = median of (total - sum of parts) per run."""
-        out = OrderedDict((k, statistics.median(v)) for k, v in self.parts.items())
-        if self.parts:
-            rest = [t - sum(p[i] for p in self.parts.values()) for i, t in enumerate(self.total)]
+    def part_medians(self, nested: bool = False) -> Dict[str, float]:
+        """Median seconds per part, plus "rest" = median of (total - sum of parts) per run;
+        with `nested`, the median of each nested (detail) part instead."""
+        if nested:
+            return OrderedDict(
+                (k, statistics.median(v)) for k, v in self.parts.items() if k in self.nested
+            )
+        top = {k: v for k, v in self.parts.items() if k not in self.nested}
+        out = OrderedDict((k, statistics.median(v)) for k, v in top.items())
+        if top:
+            rest = [t - sum(p[i] for p in top.values()) for i, t in enumerate(self.total)]
             out["rest"] = statistics.median(rest)
         return out
 
@@ -199,7 +254,10 @@ def measure_interleaved(
     timers = timers or {}
     devices = devices or {}
     results = {
-        n: LatencyResult(parts={p: [] for p in (timers[n].modules if n in timers else ())})
+        n: LatencyResult(
+            parts={p: [] for p in (timers[n].modules if n in timers else ())},
+            nested=set(timers[n].nested) if n in timers else set(),
+        )
         for n in names
     }
     with torch.inference_mode():
