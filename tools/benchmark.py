@@ -110,7 +110,8 @@ def parse_args(argv=None):
         choices=("wall", "cpu"),
         default="wall",
         help="wall time (default) or this process's CPU time (steadier on a shared "
-        "machine; CPU-seconds summed over threads, not a latency)",
+        "machine; CPU-seconds summed over threads incl. OpenMP spin-waits: not a latency, "
+        "biased against many-small-op models; see focus_detr.analysis.latency)",
     )
     p.add_argument("--no-flops", action="store_true", help="skip the GFLOPs count")
     p.add_argument(

@@ -8,7 +8,10 @@ On CUDA every clock reading is preceded by `torch.cuda.synchronize()`.
 Clocks (`CLOCKS`): "wall" (time.perf_counter, the default: what a user waits) or "cpu"
 (time.process_time: CPU seconds of this process summed over its threads; on a shared CPU it
 counts only this process's work, so it is steadier than wall time when other processes compete,
-but it is not a latency: with T busy threads it is up to T times the wall time).
+but it is not a latency: with T busy threads it is up to T times the wall time, and it includes
+the OpenMP threads' spin-waiting between parallel regions, which weighs more on models made of
+many small ops (e.g. a sparse encoder): use it to compare runs of one model, and wall time on a
+quiet machine for ratios between models).
 """
 
 import statistics
