@@ -1,0 +1,201 @@
+"""Token selections of sparse encoders, per image, and their quality against foreground labels.
+
+A *per-image selection* (what `split_selection` returns, what `record_token_selection` attaches
+to eval outputs as ``"token_selection"``, what `TokenSelectionEvaluator` reads) is a dict:
+
+- ``spatial_shapes`` (L, 2) int64 and ``level_start_index`` (L,) int64 of the token map;
+- ``valid`` (S,) bool: not padding;
+- ``image_size`` (h, w): the model input's size (before padding), in pixels;
+- ``kept_index``: one (K_l,) int64 tensor per encoder layer, the tokens that layer updates
+  (Focus: the cascade, largest first; Sparse DETR: the same set in every layer);
+- ``object_index``: one (k_l,) tensor per layer (Focus's object tokens), or an empty list;
+- ``scores`` (S,): the selector's logits (Focus foreground logits, Sparse DETR token scores);
+- ``strides``: feature stride per level, or None.
+
+Quality: precision = |kept and foreground| / |kept|, recall = |kept and foreground| /
+|foreground|, over valid tokens, per level and overall (`SelectionCounts`).
+"""
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "SelectionCounts",
+    "has_token_selection",
+    "level_of_tokens",
+    "record_token_selection",
+    "selection_counts",
+    "split_selection",
+]
+
+
+def has_token_selection(encoder_output) -> bool:
+    """Whether an encoder output (`EncoderOutput`) records a token selection."""
+    return bool(encoder_output.extras.get("kept_index"))
+
+
+def split_selection(
+    encoder_inputs, encoder_output, image_sizes: Sequence[Sequence[int]]
+) -> List[Dict[str, Any]]:
+    """Per-image selections (module docstring) from a batch's `EncoderInputs` and
+    `EncoderOutput` (Focus or Sparse DETR encoder). Tensors stay on their device.
+
+    Raises:
+        ValueError: the encoder records no selection (a dense encoder).
+    """
+    extras = encoder_output.extras
+    if not has_token_selection(encoder_output):
+        raise ValueError(
+            "this encoder records no token selection (extras['kept_index'] is "
+            "missing or empty): a dense encoder keeps every token"
+        )
+    scores = extras.get("foreground_logits", extras.get("token_logits"))
+    valid = ~encoder_inputs.padding_mask
+    out = []
+    for i, size in enumerate(image_sizes):
+        kept = [idx[i][ok[i]] for idx, ok in zip(extras["kept_index"], extras["kept_valid"])]
+        objects = [
+            idx[i][ok[i]]
+            for idx, ok in zip(extras.get("object_index", []), extras.get("object_valid", []))
+        ]
+        out.append(
+            dict(
+                spatial_shapes=encoder_inputs.spatial_shapes,
+                level_start_index=encoder_inputs.level_start_index,
+                valid=valid[i],
+                image_size=(int(size[0]), int(size[1])),
+                kept_index=kept,
+                object_index=objects,
+                scores=None if scores is None else scores[i],
+                strides=encoder_inputs.strides,
+            )
+        )
+    return out
+
+
+def level_of_tokens(spatial_shapes: torch.Tensor) -> torch.Tensor:
+    """(S,) int64 level of every token, levels concatenated finest first."""
+    counts = (spatial_shapes[:, 0] * spatial_shapes[:, 1]).long()
+    return torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+
+
+def selection_counts(
+    kept: torch.Tensor,
+    foreground: torch.Tensor,
+    valid: torch.Tensor,
+    level: torch.Tensor,
+    num_levels: int,
+) -> "SelectionCounts":
+    """Counts of one image (or a batch: any leading dims, summed).
+
+    Args:
+        kept, foreground, valid: (..., S) bool masks (kept and foreground are restricted to
+            `valid` tokens here).
+        level: (S,) int64 level of every token (`level_of_tokens`).
+        num_levels: L.
+    """
+    if not (kept.shape == foreground.shape == valid.shape):
+        raise ValueError(
+            f"kept {tuple(kept.shape)}, foreground {tuple(foreground.shape)} and "
+            f"valid {tuple(valid.shape)} masks differ in shape"
+        )
+    kept, foreground = kept & valid, foreground & valid
+    one_hot = torch.nn.functional.one_hot(level, num_levels).to(torch.int64)  # (S, L)
+
+    def per_level(mask):
+        return (mask.reshape(-1, mask.shape[-1]).to(torch.int64) @ one_hot).sum(0)
+
+    return SelectionCounts(
+        kept=per_level(kept),
+        foreground=per_level(foreground),
+        true_positive=per_level(kept & foreground),
+        valid=per_level(valid),
+    )
+
+
+@dataclass
+class SelectionCounts:
+    """Token counts per level (each (L,) int64), summable over images with `+`."""
+
+    kept: torch.Tensor
+    foreground: torch.Tensor
+    true_positive: torch.Tensor
+    valid: torch.Tensor
+
+    def __add__(self, other: "SelectionCounts") -> "SelectionCounts":
+        return SelectionCounts(
+            self.kept + other.kept,
+            self.foreground + other.foreground,
+            self.true_positive + other.true_positive,
+            self.valid + other.valid,
+        )
+
+    @staticmethod
+    def _ratio(num: torch.Tensor, den: torch.Tensor) -> List[float]:
+        return [float(n) / float(d) if d > 0 else float("nan") for n, d in zip(num, den)]
+
+    def precision(self) -> List[float]:
+        """Per level |kept & fg| / |kept| (nan where nothing is kept)."""
+        return self._ratio(self.true_positive, self.kept)
+
+    def recall(self) -> List[float]:
+        """Per level |kept & fg| / |fg| (nan where no token is foreground)."""
+        return self._ratio(self.true_positive, self.foreground)
+
+    def overall(self) -> Dict[str, float]:
+        """precision, recall, keep (kept / valid) and foreground (fg / valid) fractions over all
+        levels."""
+        tp, kept, fg, valid = (
+            int(x.sum()) for x in (self.true_positive, self.kept, self.foreground, self.valid)
+        )
+        nan = float("nan")
+        return {
+            "precision": tp / kept if kept else nan,
+            "recall": tp / fg if fg else nan,
+            "keep_fraction": kept / valid if valid else nan,
+            "foreground_fraction": fg / valid if valid else nan,
+        }
+
+    def summary(self, prefix: str = "") -> Dict[str, float]:
+        """Flat dict: {prefix}precision, {prefix}recall, ... and per level {prefix}precision_l{i},
+        {prefix}recall_l{i}."""
+        out = {prefix + k: v for k, v in self.overall().items()}
+        for i, (p, r) in enumerate(zip(self.precision(), self.recall())):
+            out[f"{prefix}precision_l{i}"] = p
+            out[f"{prefix}recall_l{i}"] = r
+        return out
+
+
+def record_token_selection(model: nn.Module):
+    """Make a DINO-family model's eval outputs carry ``"token_selection"`` (module docstring),
+    with forward hooks (the model's code is unchanged). Returns the hook handles (call
+    `.remove()` on each to undo).
+
+    Training outputs (loss dicts) are left alone; a dense encoder adds nothing.
+    """
+    captured: Dict[str, Any] = {}
+
+    def on_transformer(module, args, output):
+        if isinstance(output, dict) and "encoder_output" in output:
+            captured["inputs"] = output["encoder_inputs"]
+            captured["output"] = output["encoder_output"]
+
+    def on_model(module, args, output):
+        inputs, encoded = captured.pop("inputs", None), captured.pop("output", None)
+        if module.training or not isinstance(output, list) or encoded is None:
+            return output
+        if not has_token_selection(encoded):
+            return output
+        batched_inputs = args[0]
+        sizes = [tuple(x["image"].shape[-2:]) for x in batched_inputs]
+        for result, selection in zip(output, split_selection(inputs, encoded, sizes)):
+            result["token_selection"] = selection
+        return output
+
+    return [
+        model.transformer.register_forward_hook(on_transformer),
+        model.register_forward_hook(on_model),
+    ]

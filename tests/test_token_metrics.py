@@ -1,0 +1,204 @@
+"""Token-selection quality: precision/recall against hand-made examples, the evaluator, and the
+eval-time selection recorder on the tiny models."""
+
+import math
+
+import pytest
+import torch
+from detectron2.structures import Boxes, Instances
+
+from focus_detr.analysis import (
+    level_of_tokens,
+    record_token_selection,
+    selection_counts,
+    synthetic_inputs,
+)
+from focus_detr.evaluation import TokenSelectionEvaluator, foreground_labels
+from focus_detr.modeling.focus import ForegroundLabelAssigner
+from tests.tools_utils import DENSE, FOCUS, SMALL_INPUT, SPARSE, tiny_model
+
+NAN = float("nan")
+
+
+def _same(a, b):
+    return all((math.isnan(x) and math.isnan(y)) or x == pytest.approx(y) for x, y in zip(a, b))
+
+
+def test_selection_counts_hand_made_example():
+    # two levels: 2x2 (tokens 0..3) and 1x2 (tokens 4, 5); token 3 is padding
+    shapes = torch.tensor([[2, 2], [1, 2]])
+    level = level_of_tokens(shapes)
+    assert level.tolist() == [0, 0, 0, 0, 1, 1]
+    valid = torch.tensor([1, 1, 1, 0, 1, 1], dtype=torch.bool)
+    kept = torch.tensor([1, 1, 0, 1, 1, 0], dtype=torch.bool)  # the padded token 3 is ignored
+    fg = torch.tensor([1, 0, 1, 1, 0, 0], dtype=torch.bool)
+    c = selection_counts(kept, fg, valid, level, 2)
+    assert c.kept.tolist() == [2, 1]
+    assert c.foreground.tolist() == [2, 0]
+    assert c.true_positive.tolist() == [1, 0]
+    assert c.valid.tolist() == [3, 2]
+    assert _same(c.precision(), [0.5, 0.0])
+    assert _same(c.recall(), [0.5, NAN])
+    o = c.overall()
+    assert o["precision"] == pytest.approx(1 / 3) and o["recall"] == pytest.approx(1 / 2)
+    assert o["keep_fraction"] == pytest.approx(3 / 5)
+    assert o["foreground_fraction"] == pytest.approx(2 / 5)
+    total = c + c
+    assert total.kept.tolist() == [4, 2] and total.overall()["precision"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="differ in shape"):
+        selection_counts(kept[:5], fg, valid, level, 2)
+
+
+def _hand_selection():
+    """A 32x32 input with two levels, strides 8 (4x4 tokens) and 16 (2x2 tokens)."""
+    shapes = torch.tensor([[4, 4], [2, 2]])
+    return dict(
+        spatial_shapes=shapes,
+        level_start_index=torch.tensor([0, 16]),
+        valid=torch.ones(20, dtype=torch.bool),
+        image_size=(32, 32),
+        kept_index=[torch.tensor([0, 1, 2, 16, 17]), torch.tensor([0, 16])],
+        object_index=[torch.tensor([1])],
+        scores=None,
+        strides=[8, 16],
+    )
+
+
+ASSIGNER = ForegroundLabelAssigner(strides=(8, 16), scale_ranges=((-1.0, 64.0), (64.0, 1e9)))
+
+
+def test_foreground_labels_of_a_hand_made_box():
+    # box (0, 0)-(16, 16): the stride-8 token centres (4|12, 4|12) lie inside, their largest
+    # distance to a side (12) is in level 0's range; the stride-16 centre (8, 8) is inside but
+    # its size measure (8) is not in level 1's range (64, inf)
+    fg = foreground_labels(_hand_selection(), torch.tensor([[0.0, 0.0, 16.0, 16.0]]), ASSIGNER)
+    assert torch.nonzero(fg).flatten().tolist() == [0, 1, 4, 5]
+
+
+def test_evaluator_on_a_hand_made_example():
+    evaluator = TokenSelectionEvaluator(assigner=ASSIGNER)
+    evaluator.reset()
+    gt = Instances((32, 32))
+    gt.gt_boxes = Boxes(torch.tensor([[0.0, 0.0, 16.0, 16.0]]))
+    inputs = [{"image": torch.zeros(3, 32, 32, dtype=torch.uint8), "instances": gt}]
+    evaluator.process(inputs, [{"token_selection": _hand_selection()}])
+    evaluator.process(inputs, [{"instances": None}])  # a dense model's output: counted as missing
+    r = evaluator.evaluate()["token_selection"]
+    # layer 0 keeps 0, 1, 2 (level 0) and 16, 17 (level 1); foreground: 0, 1, 4, 5
+    assert r["precision"] == pytest.approx(100 * 2 / 5)
+    assert r["recall"] == pytest.approx(100 * 2 / 4)
+    assert r["precision_l0"] == pytest.approx(100 * 2 / 3)
+    assert r["recall_l0"] == pytest.approx(100 * 2 / 4)
+    assert r["precision_l1"] == 0.0 and math.isnan(r["recall_l1"])
+    assert r["keep_fraction"] == pytest.approx(100 * 5 / 20)
+    assert r["foreground_fraction"] == pytest.approx(100 * 4 / 20)
+    assert r["layer1_precision"] == pytest.approx(100 * 1 / 2)  # tokens 0 (fg) and 16
+    assert r["layer1_recall"] == pytest.approx(100 * 1 / 4)
+    assert r["object0_precision"] == pytest.approx(100.0)  # token 1
+    assert r["object0_recall"] == pytest.approx(100 * 1 / 4)
+
+
+def test_evaluator_strides_must_match_the_assigner():
+    evaluator = TokenSelectionEvaluator(assigner=ForegroundLabelAssigner())
+    gt = Instances((32, 32))
+    gt.gt_boxes = Boxes(torch.zeros(0, 4))
+    with pytest.raises(ValueError, match="strides"):
+        evaluator.process(
+            [{"image": torch.zeros(3, 32, 32), "instances": gt}],
+            [{"token_selection": _hand_selection()}],
+        )
+
+
+def test_evaluator_without_ground_truth_source_is_an_error():
+    evaluator = TokenSelectionEvaluator(assigner=ASSIGNER)
+    with pytest.raises(ValueError, match="dataset_name"):
+        evaluator.process(
+            [{"image": torch.zeros(3, 32, 32)}], [{"token_selection": _hand_selection()}]
+        )
+
+
+@pytest.mark.parametrize("encoder", [FOCUS, SPARSE])
+def test_recorded_selection_matches_the_encoder(encoder):
+    _, model = tiny_model(encoder)
+    x = synthetic_inputs(*SMALL_INPUT)[0]
+    handles = record_token_selection(model)
+    try:
+        with torch.no_grad():
+            out = model([x])[0]
+    finally:
+        for h in handles:
+            h.remove()
+    assert "instances" in out
+    sel = out["token_selection"]
+    s = int((sel["spatial_shapes"][:, 0] * sel["spatial_shapes"][:, 1]).sum())
+    assert s == 12 * 16 + 6 * 8 + 3 * 4 + 2 * 2 and bool(sel["valid"].all())
+    counts = [int(i.numel()) for i in sel["kept_index"]]
+    if encoder == FOCUS:  # cascade (1.0, 0.5) at keep ratio 0.3: 0.4 / 0.2 of the tokens
+        selector = model.transformer.encoder.selector
+        _, _, keep = selector.keep_counts(torch.zeros(1, s, dtype=torch.bool))
+        assert counts == keep[0].tolist()
+        assert len(sel["object_index"]) == len(counts)
+        for kept, objects in zip(sel["kept_index"], sel["object_index"]):
+            assert set(objects.tolist()) <= set(kept.tolist())
+    else:  # one selection, int(valid * 0.3) + 1 tokens, in every layer
+        assert counts == [int(s * 0.3) + 1] * len(counts)
+    for kept in sel["kept_index"]:
+        assert len(set(kept.tolist())) == kept.numel()
+    with torch.no_grad():  # hooks removed: plain outputs again
+        assert "token_selection" not in model([x])[0]
+
+
+def test_dense_model_records_nothing():
+    _, model = tiny_model(DENSE)
+    handles = record_token_selection(model)
+    with torch.no_grad():
+        out = model(synthetic_inputs(*SMALL_INPUT))[0]
+    for h in handles:
+        h.remove()
+    assert "token_selection" not in out
+
+
+def test_evaluator_config_line_with_coco_ap_on_dataset_images(tmp_path):
+    """The config line proposed for the projects' configs: COCO AP and token selection in one
+    DatasetEvaluators, the ground truth read from the dataset (the test mapper drops it)."""
+    from detectron2.config import instantiate
+    from detectron2.evaluation import COCOEvaluator, inference_on_dataset
+
+    from focus_detr.analysis import dataset_inputs
+    from focus_detr.evaluation import GroundTruthBoxes, with_token_selection
+
+    cfg, model = tiny_model(FOCUS)
+    cfg.dataloader.evaluator.output_dir = str(tmp_path)  # COCOEvaluator writes its results
+    cfg.dataloader.evaluator = with_token_selection(cfg.dataloader.evaluator)
+    evaluator = instantiate(cfg.dataloader.evaluator)
+    coco, selection = evaluator._evaluators
+    assert isinstance(coco, COCOEvaluator) and coco._metadata.name == "synthetic_shapes_val"
+    assert selection._dataset_name == "synthetic_shapes_val"
+    inputs = dataset_inputs(cfg, 3)
+    # ground truth scaled like the image: the resize factors of each input
+    gt = GroundTruthBoxes("synthetic_shapes_val")
+    record = gt.record(inputs[0])
+    raw = torch.tensor([a["bbox"] for a in record["annotations"]], dtype=torch.float32)
+    h, w = inputs[0]["image"].shape[-2:]
+    sx, sy = w / record["width"], h / record["height"]
+    expected = torch.stack(
+        [
+            raw[:, 0] * sx,
+            raw[:, 1] * sy,
+            (raw[:, 0] + raw[:, 2]) * sx,
+            (raw[:, 1] + raw[:, 3]) * sy,
+        ],
+        1,
+    )  # XYWH_ABS -> xyxy, scaled
+    torch.testing.assert_close(gt.boxes_xyxy(inputs[0]), expected)
+    handles = record_token_selection(model)
+    try:
+        results = inference_on_dataset(model, [[x] for x in inputs], evaluator)
+    finally:
+        for h in handles:
+            h.remove()
+    assert "AP" in results["bbox"]
+    sel = results["token_selection"]
+    assert sel["keep_fraction"] == pytest.approx(40.0, abs=1.0)  # layer 0 of cascade (1, .5)
+    assert 0.0 <= sel["recall"] <= 100.0 and 0.0 <= sel["precision"] <= 100.0
+    assert {"layer0_recall", "layer1_recall", "object0_recall", "object1_recall"} <= set(sel)

@@ -1,0 +1,504 @@
+#!/usr/bin/env python
+"""Inference speed of detectors, with the encoder/decoder breakdown of the paper's Figure 2.
+
+One config, or several side by side in one process (interleaved rounds, rotating order; the
+ratios are medians of per-round ratios, so comparisons hold on a noisy machine):
+
+    python tools/benchmark.py --config-file projects/dino/configs/models/dino_r50.py \\
+        --config-file projects/focus_detr/configs/models/focus_detr_r50.py \\
+        --input-size 800 1216 --threads 2 --runs 10
+
+Each `--config-file PATH [key=value ...]` takes its own overrides (e.g.
+`train.init_checkpoint=model.pth` or `model.transformer.encoder.selector.keep_ratio=0.2`).
+Batch 1; `--warmup` untimed rounds, then `--runs` timed rounds; median seconds per image with
+quartiles and min/max; on CUDA every clock reading is synchronized. The part breakdown times
+`backbone`, `neck`, `transformer.encoder`, `transformer.decoder` (forward hooks), "rest" is the
+remainder (two-stage heads, query selection, pre/post-processing). GFLOPs by part come from
+`focus_detr.analysis.flops` (fvcore, one image). On CPU the default is 2 threads, the setting
+of the published anchors printed beside our numbers.
+"""
+
+import argparse
+import json
+import os
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's focus_detr
+
+import torch  # noqa: E402
+
+import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
+from focus_detr.analysis import (  # noqa: E402
+    LATENCY_PARTS,
+    MODEL_PARTS,
+    PartTimer,
+    append_result,
+    build_model,
+    dataset_inputs,
+    describe_encoder,
+    detail_parts,
+    flop_analysis,
+    load_config,
+    measure_interleaved,
+    model_part_counts,
+    model_part_parameters,
+    paired_ratio,
+    read_coco_ap,
+    resolve_device,
+    set_threads,
+    spread,
+    synthetic_inputs,
+)
+from focus_detr.analysis.report import markdown_table  # noqa: E402
+from focus_detr.layers.ms_deform_attn import ENV_VAR, resolve_backend  # noqa: E402
+
+# Published anchors (issue 7, "Targets"): the published detrex code, CPU, 2 threads, one
+# synthesized 800x1216 image, batch 1, its pure-PyTorch attention; fvcore counts of the same
+# input; the paper's Table 1 (V100 FPS, GFLOPs with an unpublished protocol).
+PUBLISHED_ANCHORS = OrderedDict(
+    dense=dict(name="DINO-R50", cpu_s=5.89, gflops=267.0, paper_gflops=279.0, paper_fps=14.2),
+    sparse=dict(
+        name="DINO+Sparse DETR-R50", cpu_s=None, gflops=None, paper_gflops=152.0, paper_fps=20.2
+    ),
+    focus=dict(name="Focus-DETR-R50", cpu_s=2.10, gflops=168.0, paper_gflops=154.0, paper_fps=20.0),
+)
+PUBLISHED_BACKBONE_CPU_S = 0.79
+ANCHOR_INPUT_SIZE = (800, 1216)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--config-file",
+        action="append",
+        nargs="+",
+        required=True,
+        metavar="PATH [key=value ...]",
+        help="a config and its overrides; repeat to compare configs side by side",
+    )
+    p.add_argument("--labels", nargs="+", help="a name per config (default: file name)")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        default=list(ANCHOR_INPUT_SIZE),
+        help="synthesized input image size (default 800 1216, the anchors' size)",
+    )
+    p.add_argument(
+        "--dataset-inputs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="cycle through the first N test images of each config instead",
+    )
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default 2 on CPU, as the published anchors)",
+    )
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    p.add_argument("--runs", type=int, default=10, help="timed rounds (runs per config)")
+    p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time (default) or this process's CPU time (steadier on a shared "
+        "machine; CPU-seconds summed over threads incl. OpenMP spin-waits: not a latency, "
+        "biased against many-small-op models; see focus_detr.analysis.latency)",
+    )
+    p.add_argument("--no-flops", action="store_true", help="skip the GFLOPs count")
+    p.add_argument(
+        "--msda-backend",
+        help="deformable-attention backend for every model "
+        "(sets $FOCUS_DETR_MSDA_BACKEND: pytorch = the published code's path, ext, "
+        "triton, detrex; default auto)",
+    )
+    p.add_argument(
+        "--optimize",
+        action="store_true",
+        help="fold batch norms into convolutions and run backbone and neck in "
+        "channels-last layout (inference-only speed-ups; GFLOPs counted before)",
+    )
+    p.add_argument(
+        "--detail",
+        action="store_true",
+        help="also time the encoder's and decoder's submodules (summed over layers)",
+    )
+    p.add_argument(
+        "--no-breakdown", action="store_true", help="time whole inferences only (no part hooks)"
+    )
+    p.add_argument(
+        "--eval",
+        action="store_true",
+        help="also evaluate each config on its test set (COCO AP, token selection)",
+    )
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="FILE",
+        help="per config: a detectron2 metrics.json (or results JSON) to read bbox/AP "
+        "from, for the results file",
+    )
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="K",
+        help="profile one inference per config with torch.profiler; print the top K "
+        "ops by self time",
+    )
+    p.add_argument("--results", help="append one JSON line per config (fps, latency, gflops, ap)")
+    p.add_argument("--json", help="write the full measurements to this JSON file")
+    args = p.parse_args(argv)
+    if args.labels and len(args.labels) != len(args.config_file):
+        p.error(f"{len(args.labels)} labels for {len(args.config_file)} configs")
+    if args.metrics and len(args.metrics) != len(args.config_file):
+        p.error(f"{len(args.metrics)} metrics files for {len(args.config_file)} configs")
+    if args.runs <= 0 or args.warmup < 0:
+        p.error("--runs must be positive and --warmup non-negative")
+    return args
+
+
+def _labels(args):
+    if args.labels:
+        return list(args.labels)
+    labels = []
+    for spec in args.config_file:
+        label = Path(spec[0]).stem
+        if spec[1:]:
+            label += "[" + ",".join(o.rsplit(".", 1)[-1] for o in spec[1:]) + "]"
+        while label in labels:
+            label += "'"
+        labels.append(label)
+    return labels
+
+
+def _runner(model, inputs):
+    state = {"i": 0}
+
+    def run():
+        x = inputs[state["i"] % len(inputs)]
+        state["i"] += 1
+        return model([x])
+
+    return run
+
+
+def _profile(model, inputs, top_k: int, label: str) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if model.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with torch.inference_mode(), profile(activities=activities, record_shapes=True) as prof:
+        model([inputs[0]])
+    sort = "self_cuda_time_total" if model.device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=top_k)
+    return f"\nProfile of {label} (one inference, top {top_k} ops by self time):\n{table}"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.msda_backend:
+        os.environ[ENV_VAR] = args.msda_backend
+    device = resolve_device(args.device)
+    threads = args.threads if args.threads is not None else (2 if device.type == "cpu" else None)
+    threads = set_threads(threads)
+    labels = _labels(args)
+    models, inputs, infos, cfgs, checkpoints = OrderedDict(), {}, {}, {}, {}
+    for label, spec in zip(labels, args.config_file):
+        cfg = load_config(spec[0], spec[1:])
+        checkpoint = cfg.train.get("init_checkpoint", None) or None
+        models[label] = build_model(cfg, device, checkpoint)
+        cfgs[label], checkpoints[label] = cfg, checkpoint
+        infos[label] = describe_encoder(models[label])
+        if args.dataset_inputs:
+            inputs[label] = dataset_inputs(cfg, args.dataset_inputs)
+        else:
+            inputs[label] = synthetic_inputs(*args.input_size)
+    where = (
+        f"{args.dataset_inputs} dataset image(s)"
+        if args.dataset_inputs
+        else f"one synthesized {args.input_size[0]}x{args.input_size[1]} image"
+    )
+    print(
+        f"Device {device}"
+        + (
+            f" ({torch.cuda.get_device_name(device)})"
+            if device.type == "cuda"
+            else f", {threads} thread(s)"
+        )
+        + f"; {where}, batch 1; {args.warmup} warm-up + {args.runs} timed rounds, interleaved"
+        + f"; deformable attention: {resolve_backend(args.msda_backend, device)} backend"
+    )
+
+    flops = {}
+    if not args.no_flops:
+        for label, model in models.items():
+            with torch.no_grad():
+                flops[label] = model_part_counts(
+                    flop_analysis(model, [inputs[label][0]["image"]]), model
+                )
+
+    if args.optimize:
+        from focus_detr.analysis.optimize import optimize_for_inference
+
+        for label, model in models.items():
+            done = optimize_for_inference(model)
+            print(
+                f"{label}: folded {done['folded_norms']} batch norms, channels-last backbone/neck"
+            )
+
+    timers = {}
+    for label, model in models.items() if not args.no_breakdown else ():
+        parts, nested = dict(LATENCY_PARTS), ()
+        if args.detail:
+            families = detail_parts(model)
+            parts.update(families)
+            nested = list(families)
+        timers[label] = PartTimer(model, parts, device, args.clock, nested=nested)
+
+    def progress(r, name, seconds):
+        print(f"  round {r + 1}/{args.runs} {name}: {seconds:.3f} s", flush=True)
+
+    results = measure_interleaved(
+        {k: _runner(m, inputs[k]) for k, m in models.items()},
+        args.runs,
+        args.warmup,
+        timers,
+        {k: device for k in models},
+        progress,
+        args.clock,
+    )
+
+    # ---- summary table --------------------------------------------------------------------
+    base = labels[0]
+    rows = []
+    summary = OrderedDict()
+    for label in labels:
+        s = spread(results[label].total)
+        ratio = paired_ratio(results[base].total, results[label].total)
+        gflops = flops[label]["total"] / 1e9 if label in flops else None
+        fps = 1.0 / s["median"] if args.clock == "wall" else None  # CPU-seconds are no latency
+        summary[label] = dict(
+            info=infos[label],
+            seconds=s,
+            fps=fps,
+            speedup_vs_first=ratio,
+            gflops=gflops,
+            params_m=model_part_parameters(models[label])["total"] / 1e6,
+        )
+        rows.append(
+            [
+                label,
+                infos[label]["method"],
+                infos[label]["keep_ratio"],
+                gflops,
+                s["median"],
+                f"{s['q1']:.3f}-{s['q3']:.3f}",
+                s["min"],
+                s["max"],
+                fps,
+                ratio["median"],
+                f"{ratio['q1']:.2f}-{ratio['q3']:.2f}",
+            ]
+        )
+    unit = "s" if args.clock == "wall" else "CPU-s"
+    print(
+        f"\nInference per image ({device}, {unit}, median of {args.runs}; speed-up = median of the "
+        f"paired per-round ratios time({base}) / time(config)):"
+    )
+    print(
+        markdown_table(
+            [
+                "config",
+                "encoder",
+                "keep",
+                "GFLOPs",
+                f"{unit}/img",
+                "q1-q3",
+                "min",
+                "max",
+                "FPS",
+                "speed-up",
+                "q1-q3",
+            ],
+            rows,
+            3,
+        )
+    )
+
+    # ---- Figure 2 breakdown ---------------------------------------------------------------
+    if timers or flops:
+        parts = list(LATENCY_PARTS) + ["rest"]
+        rows = []
+        for label in labels:
+            lat = results[label].part_medians() if timers else {}
+            f = flops.get(label)
+            for part in parts:
+                if f is None:
+                    g = None
+                elif part == "rest":
+                    g = (f["heads"] + f["other"]) / 1e9
+                else:
+                    g = f[part] / 1e9
+                seconds = lat.get(part)
+                share = 100.0 * seconds / results[label].median() if seconds is not None else None
+                rows.append([label, part, seconds, share, g])
+            summary[label]["parts_s"] = lat
+            if f is not None:
+                summary[label]["parts_gflops"] = {k: f[k] / 1e9 for k in MODEL_PARTS}
+        print(
+            "\nBreakdown by part (paper Fig. 2; rest = two-stage heads, query selection, "
+            "pre/post-processing):"
+        )
+        print(
+            markdown_table(["config", "part", f"{unit} (median)", "% of time", "GFLOPs"], rows, 3)
+        )
+
+    if timers and args.detail:
+        rows = []
+        for label in labels:
+            detail = results[label].part_medians(nested=True)
+            calls = {k: len(timers[label].modules[k]) for k in detail}
+            for name, seconds in detail.items():
+                share = 100.0 * seconds / results[label].median()
+                rows.append([label, name, calls[name], seconds, share])
+            summary[label]["detail_s"] = detail
+        print("\nEncoder/decoder detail (each family summed over its modules' calls):")
+        print(
+            markdown_table(
+                ["config", "submodules", "modules", f"{unit} (median)", "% of time"], rows, 3
+            )
+        )
+
+    # ---- published anchors ----------------------------------------------------------------
+    anchor_size = not args.dataset_inputs and tuple(args.input_size) == ANCHOR_INPUT_SIZE
+    at_anchor_setting = (
+        anchor_size and device.type == "cpu" and threads == 2 and args.clock == "wall"
+    )
+    rows = []
+    for label in labels if anchor_size else ():
+        anchor = PUBLISHED_ANCHORS.get(infos[label]["method"])
+        if anchor is None:
+            continue
+        ours_s = summary[label]["seconds"]["median"]
+        ours_backbone = summary[label].get("parts_s", {}).get("backbone")
+        rows.append(
+            [
+                label,
+                anchor["name"],
+                anchor["cpu_s"],
+                ours_s,
+                (anchor["cpu_s"] / ours_s) if anchor["cpu_s"] else None,
+                PUBLISHED_BACKBONE_CPU_S,
+                ours_backbone,
+                anchor["gflops"],
+                summary[label]["gflops"],
+                anchor["paper_gflops"],
+            ]
+        )
+    if rows:
+        note = (
+            "same setting as the anchors"
+            if at_anchor_setting
+            else "NOT the anchors' setting (CPU, 2 threads, wall clock): compare with care"
+        )
+        print(
+            f"\nPublished anchors beside ours ({note}). Published code: CPU, 2 threads, one "
+            "800x1216 image; fvcore counts of the same input; paper: Table 1."
+        )
+        print(
+            markdown_table(
+                [
+                    "config",
+                    "published model",
+                    "published s",
+                    "ours s",
+                    "published/ours",
+                    "published backbone s",
+                    "ours backbone s",
+                    "published GFLOPs (fvcore)",
+                    "ours GFLOPs",
+                    "paper GFLOPs",
+                ],
+                rows,
+                2,
+            )
+        )
+
+    # ---- profile, evaluation, results -----------------------------------------------------
+    for label in labels if args.profile else ():
+        print(_profile(models[label], inputs[label], args.profile, label))
+    for i, label in enumerate(labels):
+        ap = None
+        if args.eval:
+            from focus_detr.analysis.accuracy import evaluate_model
+
+            evaluation = evaluate_model(cfgs[label], models[label])
+            summary[label]["evaluation"] = evaluation
+            ap = evaluation.get("bbox", {}).get("AP")
+            print(f"\n{label}: evaluation {json.dumps(evaluation, default=float)}")
+        if args.metrics:
+            ap = read_coco_ap(args.metrics[i])
+        summary[label]["ap"] = ap
+        if args.results:
+            spec = args.config_file[i]
+            append_result(
+                args.results,
+                dict(
+                    config=spec[0],
+                    overrides=spec[1:],
+                    label=label,
+                    method=infos[label]["method"],
+                    keep_ratio=infos[label]["keep_ratio"],
+                    gflops=summary[label]["gflops"],
+                    params_m=summary[label]["params_m"],
+                    ap=ap,
+                    fps=summary[label]["fps"],
+                    latency_s=summary[label]["seconds"]["median"],
+                    clock=args.clock,
+                    device=str(device),
+                    threads=threads,
+                    checkpoint=checkpoints[label],
+                    tool="benchmark",
+                    msda_backend=resolve_backend(args.msda_backend, device),
+                    optimized=args.optimize,
+                    input_size=(
+                        f"dataset:{args.dataset_inputs}"
+                        if args.dataset_inputs
+                        else list(args.input_size)
+                    ),
+                ),
+            )
+    if args.results:
+        print(f"\nAppended {len(labels)} record(s) to {args.results}")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "device": str(device),
+                    "threads": threads,
+                    "runs": args.runs,
+                    "clock": args.clock,
+                    "configs": summary,
+                    "raw_seconds": {k: r.total for k, r in results.items()},
+                    "raw_parts": {k: r.parts for k, r in results.items()},
+                },
+                f,
+                indent=1,
+                default=float,
+            )
+    return summary
+
+
+if __name__ == "__main__":
+    main()

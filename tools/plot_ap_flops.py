@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""AP against GFLOPs (the paper's Figure 7) from the tools' results file (JSON lines).
+
+    python tools/plot_ap_flops.py --results output/results.jsonl --output ap_vs_gflops.png
+
+Records of one (config, overrides, keep ratio, checkpoint) are merged (e.g. GFLOPs from
+analyze_model or benchmark, AP from benchmark --eval/--metrics or the keep-ratio sweep); those
+with both AP and GFLOPs are plotted, one line per series (the record's "label" if given, else
+its method: dense / sparse / focus), points in GFLOPs order, annotated with the keep ratio.
+`--paper` adds the paper's Table 1 points (COCO, R50, 36 epochs) for reference.
+"""
+
+import argparse
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's focus_detr
+
+from focus_detr.analysis import load_results, merge_results  # noqa: E402
+from focus_detr.analysis.report import markdown_table  # noqa: E402
+
+# paper Table 1 (COCO val, R50, 36 epochs): (label, keep ratio, GFLOPs, AP)
+PAPER_POINTS = (
+    ("DINO (paper)", 1.0, 279.0, 50.9),
+    ("DINO+Sparse DETR (paper)", 0.3, 152.0, 48.2),
+    ("Focus-DETR (paper)", 0.3, 154.0, 50.4),
+)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--results", nargs="+", required=True, help="results file(s) (JSON lines)")
+    p.add_argument("--output", required=True, help="PNG file to write")
+    p.add_argument("--title", default="AP vs GFLOPs")
+    p.add_argument("--paper", action="store_true", help="add the paper's Table 1 points")
+    p.add_argument(
+        "--size",
+        type=float,
+        nargs=2,
+        default=(6.4, 4.8),
+        metavar=("W", "H"),
+        help="figure size in inches (100 dpi)",
+    )
+    return p.parse_args(argv)
+
+
+def series(records):
+    """label -> [(gflops, ap, keep_ratio)] sorted by GFLOPs, from merged records with both."""
+    out = OrderedDict()
+    for r in records:
+        if r.get("gflops") is None or r.get("ap") is None:
+            continue
+        label = r.get("label") or r.get("method") or Path(r["config"]).stem
+        out.setdefault(label, []).append((float(r["gflops"]), float(r["ap"]), r.get("keep_ratio")))
+    for points in out.values():
+        points.sort()
+    return out
+
+
+def main(argv=None):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    args = parse_args(argv)
+    records = merge_results([r for path in args.results for r in load_results(path)])
+    lines = series(records)
+    if not lines and not args.paper:
+        raise SystemExit(
+            f"no record in {args.results} has both 'gflops' and 'ap' (run "
+            "analyze_model/benchmark for GFLOPs and benchmark --eval/--metrics or the "
+            "keep-ratio sweep for AP)"
+        )
+    fig, ax = plt.subplots(figsize=tuple(args.size), dpi=100)
+    rows = []
+    for label, points in lines.items():
+        x, y = [p[0] for p in points], [p[1] for p in points]
+        ax.plot(x, y, marker="o", label=label)
+        for g, a, k in points:
+            if k is not None:
+                ax.annotate(f"{k:g}", (g, a), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            rows.append([label, k, g, a])
+    if args.paper:
+        for label, k, g, a in PAPER_POINTS:
+            ax.scatter([g], [a], marker="*", s=120, label=label)
+            rows.append([label, k, g, a])
+    ax.set_xlabel("GFLOPs")
+    ax.set_ylabel("AP")
+    ax.set_title(args.title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(args.output, dpi=100)
+    plt.close(fig)
+    print(markdown_table(["series", "keep", "GFLOPs", "AP"], rows, 2))
+    print(f"Wrote {args.output}")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
