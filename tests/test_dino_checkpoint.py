@@ -11,6 +11,7 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling.backbone import BasicStem, ResNet
 
 from focus_detr.modeling.backbone import make_resnet_stages
+from focus_detr.engine.checkpoint import SafeDetectionCheckpointer
 from focus_detr.modeling.checkpoint import (DetrCheckpointer, apply_key_aliases,
                                             convert_torchvision_resnet, key_aliases,
                                             register_key_alias)
@@ -63,8 +64,13 @@ def torchvision_features(net, x):
     return feats
 
 
+# train_net's checkpointer must apply the same conversions as the modeling one
+CHECKPOINTERS = [DetrCheckpointer, SafeDetectionCheckpointer]
+
+
+@pytest.mark.parametrize("checkpointer_cls", CHECKPOINTERS)
 @pytest.mark.parametrize("depth", [18, 50])
-def test_torchvision_resnet_loads_as_backbone(depth, tmp_path):
+def test_torchvision_resnet_loads_as_backbone(depth, checkpointer_cls, tmp_path):
     torch.manual_seed(0)
     tv = getattr(torchvision.models, f"resnet{depth}")().eval()
     for m in tv.modules():  # non-trivial statistics, so that a wrong mapping shows
@@ -81,7 +87,7 @@ def test_torchvision_resnet_loads_as_backbone(depth, tmp_path):
         expect = torchvision_features(tv, x)
         before = model.backbone(x)
         assert not torch.allclose(before["res5"], expect["res5"])
-        checkpointer = DetrCheckpointer(model)
+        checkpointer = checkpointer_cls(model)
         incompatible = checkpointer._load_model(checkpointer._load_file(str(path)))
         got = model.backbone(x)
     assert incompatible.unexpected_keys == [] and incompatible.incorrect_shapes == []
@@ -130,7 +136,8 @@ def test_key_aliases_rename_or_drop():
     assert torch.equal(out["class_embed.6.bias"], w * 2)
 
 
-def test_registered_alias_applies_in_the_checkpointer(tmp_path):
+@pytest.mark.parametrize("checkpointer_cls", CHECKPOINTERS)
+def test_registered_alias_applies_in_the_checkpointer(checkpointer_cls, tmp_path):
     """How Focus-DETR's extra names of its shared class head load: register once, load."""
     register_key_alias(r"test_alias_layerlist\.\d+\.(.*)", r"head.\1")
     register_key_alias(r"test_alias_layerlist\.\d+\.(.*)", r"head.\1")  # idempotent
@@ -142,6 +149,6 @@ def test_registered_alias_applies_in_the_checkpointer(tmp_path):
         sd[f"test_alias_layerlist.{i}.bias"] = sd["head.bias"]
     path = tmp_path / "m.pth"
     torch.save({"model": sd}, path)
-    checkpointer = DetrCheckpointer(Wrapped(18, width=16))
+    checkpointer = checkpointer_cls(Wrapped(18, width=16))
     incompatible = checkpointer._load_model(checkpointer._load_file(str(path)))
     assert not incompatible.missing_keys and not incompatible.unexpected_keys

@@ -4,8 +4,9 @@ import logging
 import os
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import hooks
+
+from ..modeling.checkpoint import DetrCheckpointer
 
 __all__ = ["SafeDetectionCheckpointer", "LRSchedulerHook", "safe_load_checkpoint"]
 
@@ -46,8 +47,9 @@ def safe_load_checkpoint(path):
         raise RuntimeError(f"cannot load checkpoint {path}: {type(e).__name__}: {e}") from e
 
 
-class SafeDetectionCheckpointer(DetectionCheckpointer):
-    """`DetectionCheckpointer` with atomic saves and `weights_only` loading of .pth files.
+class SafeDetectionCheckpointer(DetrCheckpointer):
+    """`DetrCheckpointer` (detrex key aliases, torchvision ResNet backbones) with atomic saves and
+    `weights_only` loading of .pth files that may also hold detectron2 scheduler state.
 
     A checkpoint is written to a temporary file and renamed into place, then `last_checkpoint`
     is replaced the same way, so a crash while saving (or any later failure, e.g. in evaluation)
