@@ -30,6 +30,7 @@ setup(
         "matplotlib>=3.7",
         "tensorboard>=2.12",
         "tqdm>=4.60",
+        "opencv-python-headless>=4.8",  # detectron2 Visualizer (tools/demo.py)
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.3"],
