@@ -121,13 +121,8 @@ def test_evaluator_without_ground_truth_source_is_an_error():
 def test_recorded_selection_matches_the_encoder(encoder):
     _, model = tiny_model(encoder)
     x = synthetic_inputs(*SMALL_INPUT)[0]
-    handles = record_token_selection(model)
-    try:
-        with torch.no_grad():
-            out = model([x])[0]
-    finally:
-        for h in handles:
-            h.remove()
+    with record_token_selection(model), torch.no_grad():
+        out = model([x])[0]
     assert "instances" in out
     sel = out["token_selection"]
     s = int((sel["spatial_shapes"][:, 0] * sel["spatial_shapes"][:, 1]).sum())
@@ -144,17 +139,14 @@ def test_recorded_selection_matches_the_encoder(encoder):
         assert counts == [int(s * 0.3) + 1] * len(counts)
     for kept in sel["kept_index"]:
         assert len(set(kept.tolist())) == kept.numel()
-    with torch.no_grad():  # hooks removed: plain outputs again
+    with torch.no_grad():  # flag restored: plain outputs again
         assert "token_selection" not in model([x])[0]
 
 
 def test_dense_model_records_nothing():
     _, model = tiny_model(DENSE)
-    handles = record_token_selection(model)
-    with torch.no_grad():
+    with record_token_selection(model), torch.no_grad():
         out = model(synthetic_inputs(*SMALL_INPUT))[0]
-    for h in handles:
-        h.remove()
     assert "token_selection" not in out
 
 
@@ -191,14 +183,32 @@ def test_evaluator_config_line_with_coco_ap_on_dataset_images(tmp_path):
         1,
     )  # XYWH_ABS -> xyxy, scaled
     torch.testing.assert_close(gt.boxes_xyxy(inputs[0]), expected)
-    handles = record_token_selection(model)
-    try:
+    with record_token_selection(model):
         results = inference_on_dataset(model, [[x] for x in inputs], evaluator)
-    finally:
-        for h in handles:
-            h.remove()
     assert "AP" in results["bbox"]
     sel = results["token_selection"]
     assert sel["keep_fraction"] == pytest.approx(40.0, abs=1.0)  # layer 0 of cascade (1, .5)
     assert 0.0 <= sel["recall"] <= 100.0 and 0.0 <= sel["precision"] <= 100.0
     assert {"layer0_recall", "layer1_recall", "object0_recall", "object1_recall"} <= set(sel)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "projects/focus_detr/configs/focus_detr_tiny_synthetic.py",
+        "projects/focus_detr/configs/focus_detr_r50_4scale_36ep.py",
+    ],
+)
+def test_focus_configs_log_selection_quality_beside_coco_ap(config, tmp_path):
+    from detectron2.config import LazyConfig, instantiate
+    from detectron2.evaluation import COCOEvaluator
+
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config), [f"train.output_dir={tmp_path}"])
+    assert cfg.model.return_token_selection is True
+    coco, selection = cfg.dataloader.evaluator.evaluators
+    assert coco._target_ is COCOEvaluator and selection._target_ is TokenSelectionEvaluator
+    # the COCO results follow a command-line output_dir, as train_net's outputs do
+    assert coco.output_dir == str(tmp_path)
+    if "tiny" in config:
+        evaluator = instantiate(cfg.dataloader.evaluator)
+        assert [type(e) for e in evaluator._evaluators] == [COCOEvaluator, TokenSelectionEvaluator]

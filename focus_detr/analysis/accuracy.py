@@ -31,15 +31,9 @@ def evaluate_model(cfg, model: nn.Module, with_selection: bool = True) -> Dict[s
     evaluators = [instantiate(cfg.dataloader.evaluator)]
     configured = getattr(evaluators[0], "_evaluators", evaluators)
     has_selection = any(isinstance(e, TokenSelectionEvaluator) for e in configured)
-    handles = []
-    encoder = model.transformer.encoder
-    if has_selection or (with_selection and type(encoder).__name__ != "DeformableEncoder"):
-        handles = record_token_selection(model)
-    if with_selection and not has_selection and type(encoder).__name__ != "DeformableEncoder":
+    if with_selection and not has_selection and type(model.transformer.encoder).__name__ != (
+            "DeformableEncoder"):
         names = cfg.dataloader.test.dataset.names
         evaluators.append(TokenSelectionEvaluator(dataset_name=names))
-    try:
+    with record_token_selection(model):  # a dense encoder adds no selection
         return dict(inference_on_dataset(model, loader, DatasetEvaluators(evaluators)))
-    finally:
-        for h in handles:
-            h.remove()

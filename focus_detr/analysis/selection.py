@@ -16,6 +16,7 @@ Quality: precision = |kept and foreground| / |kept|, recall = |kept and foregrou
 |foreground|, over valid tokens, per level and overall (`SelectionCounts`).
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence
 
@@ -169,33 +170,16 @@ class SelectionCounts:
         return out
 
 
+@contextmanager
 def record_token_selection(model: nn.Module):
-    """Make a DINO-family model's eval outputs carry ``"token_selection"`` (module docstring),
-    with forward hooks (the model's code is unchanged). Returns the hook handles (call
-    `.remove()` on each to undo).
+    """Within the block, a DINO-family model's eval outputs carry ``"token_selection"`` (module
+    docstring): sets the model's `return_token_selection` flag and restores it afterwards.
 
     Training outputs (loss dicts) are left alone; a dense encoder adds nothing.
     """
-    captured: Dict[str, Any] = {}
-
-    def on_transformer(module, args, output):
-        if isinstance(output, dict) and "encoder_output" in output:
-            captured["inputs"] = output["encoder_inputs"]
-            captured["output"] = output["encoder_output"]
-
-    def on_model(module, args, output):
-        inputs, encoded = captured.pop("inputs", None), captured.pop("output", None)
-        if module.training or not isinstance(output, list) or encoded is None:
-            return output
-        if not has_token_selection(encoded):
-            return output
-        batched_inputs = args[0]
-        sizes = [tuple(x["image"].shape[-2:]) for x in batched_inputs]
-        for result, selection in zip(output, split_selection(inputs, encoded, sizes)):
-            result["token_selection"] = selection
-        return output
-
-    return [
-        model.transformer.register_forward_hook(on_transformer),
-        model.register_forward_hook(on_model),
-    ]
+    previous = model.return_token_selection
+    model.return_token_selection = True
+    try:
+        yield model
+    finally:
+        model.return_token_selection = previous

@@ -36,6 +36,9 @@ class DINO(nn.Module):
         input_format: channel order of the input images. Default "RGB".
         size_divisibility: pad the batch to a multiple of this. Default 0.
         aux_loss: supervise every decoder layer. Default True.
+        return_token_selection: in inference, also return each image's token selection of a
+            sparse encoder (Focus, Sparse DETR) as ``"token_selection"`` (see
+            `focus_detr.analysis.selection`), for `TokenSelectionEvaluator`. Default False.
     """
 
     @configurable
@@ -45,7 +48,8 @@ class DINO(nn.Module):
                  pixel_mean: Sequence[float] = (123.675, 116.280, 103.530),
                  pixel_std: Sequence[float] = (58.395, 57.120, 57.375),
                  select_box_nums_for_evaluation: int = 300, input_format: str = "RGB",
-                 size_divisibility: int = 0, aux_loss: bool = True):
+                 size_divisibility: int = 0, aux_loss: bool = True,
+                 return_token_selection: bool = False):
         super().__init__()
         decoder = transformer.decoder
         if decoder.num_classes != num_classes:
@@ -69,6 +73,7 @@ class DINO(nn.Module):
         self.input_format = input_format
         self.size_divisibility = size_divisibility
         self.aux_loss = aux_loss
+        self.return_token_selection = return_token_selection
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -166,8 +171,11 @@ class DINO(nn.Module):
         images = self.preprocess_image(batched_inputs)
         if not self.training:
             outputs = self.compute_outputs(images)
-            return self.postprocess(outputs["pred_logits"], outputs["pred_boxes"],
-                                    images.image_sizes, batched_inputs)
+            results = self.postprocess(outputs["pred_logits"], outputs["pred_boxes"],
+                                       images.image_sizes, batched_inputs)
+            if self.return_token_selection:
+                self._attach_token_selection(results, outputs, images.image_sizes)
+            return results
         targets = self.prepare_targets(batched_inputs)
         outputs = self.compute_outputs(images, targets)
         dn_meta = outputs.get("dn_meta")
@@ -182,6 +190,19 @@ class DINO(nn.Module):
         return losses
 
     # ---- outputs -----------------------------------------------------------------------------
+    @staticmethod
+    def _attach_token_selection(results: List[Dict], outputs: Dict[str, Any], image_sizes):
+        """Adds ``"token_selection"`` to each result when the encoder selects tokens (a dense
+        encoder keeps all: nothing to add)."""
+        # the selection format belongs to the analysis package (evaluator, tools)
+        from ...analysis.selection import has_token_selection, split_selection
+
+        if has_token_selection(outputs["encoder_output"]):
+            selections = split_selection(outputs["encoder_inputs"], outputs["encoder_output"],
+                                         image_sizes)
+            for result, selection in zip(results, selections):
+                result["token_selection"] = selection
+
     def postprocess(self, logits: torch.Tensor, boxes: torch.Tensor, image_sizes,
                     batched_inputs: Optional[List[Dict[str, Any]]] = None) -> List[Dict]:
         """Top-k (query, class) pairs by sigmoid score; boxes scaled to each image's input size,

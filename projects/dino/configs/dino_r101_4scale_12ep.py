@@ -9,4 +9,4 @@ from .dino_r50_4scale_12ep import dataloader, lr_multiplier, model, optimizer, t
 model.backbone.stages.depth = 101
 train.init_checkpoint = ""
 train.output_dir = "./output/dino_r101_4scale_12ep"
-dataloader.evaluator.output_dir = train.output_dir
+dataloader.evaluator.output_dir = "${train.output_dir}"  # follows command-line overrides

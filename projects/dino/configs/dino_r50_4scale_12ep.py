@@ -30,4 +30,4 @@ optimizer.weight_decay = 1e-4
 
 dataloader.train.num_workers = 16
 dataloader.train.total_batch_size = 16  # total over all GPUs
-dataloader.evaluator.output_dir = train.output_dir
+dataloader.evaluator.output_dir = "${train.output_dir}"  # follows command-line overrides

@@ -12,4 +12,4 @@ model.position_embedding.offset = 0.0
 train.output_dir = "./output/dino_r50_4scale_24ep"
 train.max_iter = 180000
 dataloader.train.dataset.filter_empty = False
-dataloader.evaluator.output_dir = train.output_dir
+dataloader.evaluator.output_dir = "${train.output_dir}"  # follows command-line overrides

@@ -7,4 +7,4 @@ lr_multiplier = get_config("common/schedules.py").lr_multiplier_36ep
 
 train.output_dir = "./output/dino_r50_4scale_36ep"
 train.max_iter = 270000
-dataloader.evaluator.output_dir = train.output_dir
+dataloader.evaluator.output_dir = "${train.output_dir}"  # follows command-line overrides

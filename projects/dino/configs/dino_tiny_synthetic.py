@@ -41,4 +41,4 @@ train.checkpointer.period = 600
 train.log_period = 20
 train.output_dir = "./output/dino_tiny_synthetic"
 train.seed = 42
-dataloader.evaluator.output_dir = train.output_dir
+dataloader.evaluator.output_dir = "${train.output_dir}"  # follows command-line overrides

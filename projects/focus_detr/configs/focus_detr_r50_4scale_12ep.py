@@ -1,6 +1,7 @@
 """Focus-DETR-R50, 4 scales, 12 epochs on COCO (published: 48.8 AP): 90k iterations at batch 16,
 lr 1e-4 (backbone x0.1) decayed x0.1 at epoch 11, AdamW, weight decay 1e-4, grad clip 0.1."""
 from focus_detr.engine import get_config
+from focus_detr.evaluation import with_token_selection
 
 from .models.focus_detr_r50 import model
 
@@ -26,4 +27,8 @@ optimizer.betas = (0.9, 0.999)
 optimizer.weight_decay = 1e-4
 
 dataloader.train.total_batch_size = 16  # over all GPUs
-dataloader.evaluator.output_dir = train.output_dir
+
+# COCO AP plus precision/recall of the kept tokens against the foreground labels
+dataloader.evaluator = with_token_selection(dataloader.evaluator)
+dataloader.evaluator.evaluators[0].output_dir = "${train.output_dir}"  # follows overrides
+model.return_token_selection = True

@@ -11,4 +11,3 @@ model.position_embedding.offset = 0.0
 
 train.max_iter = 180000
 train.output_dir = "./output/focus_detr_r50_4scale_24ep"
-dataloader.evaluator.output_dir = train.output_dir

@@ -8,4 +8,3 @@ lr_multiplier = get_config("common/schedules.py").lr_multiplier_36ep
 
 train.max_iter = 270000
 train.output_dir = "./output/focus_detr_r50_4scale_36ep"
-dataloader.evaluator.output_dir = train.output_dir

@@ -8,6 +8,7 @@ schedule without the crop augmentation. Item 9's variant (coarse scores reach th
 add `model.transformer.encoder.selector.modulation_target=logits`.
 """
 from focus_detr.engine import get_config
+from focus_detr.evaluation import with_token_selection
 from focus_detr.engine.schedules import multistep_schedule
 
 from .models.focus_detr_tiny import model
@@ -41,4 +42,8 @@ train.checkpointer.period = 600
 train.log_period = 20
 train.output_dir = "./output/focus_detr_tiny_synthetic"
 train.seed = 42
-dataloader.evaluator.output_dir = train.output_dir
+
+# COCO AP plus precision/recall of the kept tokens against the foreground labels
+dataloader.evaluator = with_token_selection(dataloader.evaluator)
+dataloader.evaluator.evaluators[0].output_dir = "${train.output_dir}"  # follows overrides
+model.return_token_selection = True
