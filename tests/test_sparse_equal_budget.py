@@ -5,6 +5,7 @@ comparison runs and reports AP and the foreground recall of the kept tokens, and
 token scorer learns from its own supervision; the measured numbers of a longer budget are in
 the README."""
 import importlib.util
+import math
 
 import pytest
 import torch
@@ -12,8 +13,8 @@ import torch
 from focus_detr.engine import REPO_ROOT
 
 TINY = str(REPO_ROOT / "projects/sparse_detr/configs/dino_sparse_tiny_synthetic.py")
-ITERS = 30
-EVAL_IMAGES = 12
+ITERS = 24
+EVAL_IMAGES = 8
 # a smaller per-step cost for CI, both models alike: batch 2, shorter image sides, fewer queries
 SMALL = [
     "dataloader.train.total_batch_size=2",
@@ -48,8 +49,9 @@ def test_sparse_vs_focus_at_equal_budget(capsys):
     assert "fg recall" in table and "AP" in table
     assert [(r["encoder"], r["keep_ratio"]) for r in rows] == [("sparse", 0.3), ("focus", 0.3)]
     for row in rows:
-        for key in ("AP", "AP50", "APs", "APm", "APl"):
-            assert 0.0 <= row[key] <= 100.0, (row["encoder"], key, row[key])
+        for key in ("AP", "AP50", "APs", "APm", "APl"):  # NaN: no object of that size
+            assert 0.0 <= row[key] <= 100.0 or (key != "AP" and math.isnan(row[key])), (
+                row["encoder"], key, row[key])
         assert row["fg_tokens"] > 100  # the val images have foreground at every level
         assert 0.0 <= row["fg_recall_mean"] <= 1.0 and 0.0 <= row["fg_recall_first"] <= 1.0
         assert row["total_loss_last"] < row["total_loss_first"]

@@ -214,60 +214,57 @@ def _test_dataset(cfg, num_images: Optional[int]):
     return dataset[:num_images] if num_images else dataset
 
 
-def evaluate_ap(model: nn.Module, cfg, dataset, verbose: bool = False) -> Dict[str, float]:
-    """COCO box AP on `dataset` (a list of dataset dicts of the config's test set)."""
-    from detectron2.config import instantiate
-    from detectron2.data import build_detection_test_loader
+def evaluate(model: nn.Module, cfg, dataset, verbose: bool = False) -> Dict[str, float]:
+    """Box AP (the config's evaluator) and the foreground recall of the kept tokens on
+    `dataset` (dataset dicts of the config's test set), one image at a time with the test
+    resizing, in one pass.
 
-    loader = build_detection_test_loader(dataset, mapper=instantiate(cfg.dataloader.test.mapper),
-                                         num_workers=0)
-    evaluator_cfg = copy.deepcopy(cfg.dataloader.evaluator)
-    evaluator_cfg.output_dir = None
-    evaluator = instantiate(evaluator_cfg)
-    evaluator.reset()
-    model.eval()
-    with torch.no_grad():
-        for batch in loader:
-            evaluator.process(batch, model(batch))
-    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
-    with quiet:
-        results = evaluator.evaluate(img_ids=[d["image_id"] for d in dataset])
-    box = results.get("bbox", {}) if results else {}
-    return {k: float(box[k]) for k in ("AP", "AP50", "APs", "APm", "APl") if k in box}
-
-
-def evaluate_recall(model: nn.Module, cfg, dataset) -> Dict[str, float]:
-    """Foreground recall of the kept tokens on `dataset`, test-time resizing, one image at a
-    time: per layer, kept ground-truth foreground tokens / all of them (summed over images)."""
+    Recall of layer l: ground-truth foreground tokens (Focus-DETR's label assignment) that the
+    layer keeps / all of them, summed over the images; reported as the mean over layers and for
+    the first layer.
+    """
     from detectron2.config import instantiate
 
     from focus_detr.modeling.focus import ForegroundLabelAssigner, pad_boxes
     from focus_detr.modeling.sparse import kept_foreground_hits
 
     mapper_cfg = copy.deepcopy(cfg.dataloader.test.mapper)
-    mapper_cfg.is_train = True  # keep the annotations; no crop branch: deterministic resizing
+    mapper_cfg.is_train = True  # keep the annotations; no crop branch: the test resizing
     mapper_cfg.augmentation_with_crop = None
     mapper = instantiate(mapper_cfg)
+    evaluator_cfg = copy.deepcopy(cfg.dataloader.evaluator)
+    evaluator_cfg.output_dir = None
+    evaluator = instantiate(evaluator_cfg)
+    evaluator.reset()
     assigner = ForegroundLabelAssigner(strides=model.neck.strides)
     num_layers = model.transformer.encoder.num_layers
     hits, total = torch.zeros(num_layers, dtype=torch.int64), 0
     model.eval()
     with torch.no_grad():
         for record in dataset:
-            item = mapper(record)
-            if item is None or len(item["instances"]) == 0:
+            batch = [mapper(record)]
+            images = model.preprocess_image(batch)
+            out = model.compute_outputs(images)
+            evaluator.process(batch, model.postprocess(out["pred_logits"], out["pred_boxes"],
+                                                       images.image_sizes, batch))
+            if len(batch[0]["instances"]) == 0:
                 continue
-            targets = model.prepare_targets([item])
-            out = model.compute_outputs(model.preprocess_image([item]))
+            targets = model.prepare_targets(batch)
             inputs = out["encoder_inputs"]
             boxes, valid = pad_boxes([t["boxes_xyxy"] for t in targets])
             foreground = assigner(boxes, valid, inputs.spatial_shapes, inputs.padding_mask)
             h, t = kept_foreground_hits(out["encoder_output"].extras, foreground.cpu(), num_layers)
             hits += h
             total += t
+    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    with quiet:
+        results = evaluator.evaluate(img_ids=[d["image_id"] for d in dataset])
+    box = results.get("bbox", {}) if results else {}
+    row = {k: float(box[k]) for k in ("AP", "AP50", "APs", "APm", "APl") if k in box}
     recall = (hits.double() / max(total, 1)).tolist()
-    return {"fg_recall_mean": sum(recall) / len(recall), "fg_recall_first": recall[0],
-            "fg_tokens": total}
+    row.update(fg_recall_mean=sum(recall) / len(recall), fg_recall_first=recall[0],
+               fg_tokens=total)
+    return row
 
 
 # ------------------------------------------------------------------------------------ sweep
@@ -312,8 +309,7 @@ def sweep(args) -> List[Dict[str, Any]]:
             if trained:
                 if dataset is None:
                     dataset = _test_dataset(cfg, args.eval_images)
-                row.update(evaluate_ap(model, cfg, dataset, args.verbose))
-                row.update(evaluate_recall(model, cfg, dataset))
+                row.update(evaluate(model, cfg, dataset, args.verbose))
             paper = PAPER.get((encoder, None if ratio is None else round(ratio, 2)))
             if paper is not None and args.show_paper:
                 row.update(paper_ap=paper[0], paper_gflops=paper[1], paper_fps=paper[2])
