@@ -24,6 +24,8 @@ setup(
         "Pillow>=10.3",
         "scipy>=1.10",
         "fvcore>=0.1.5",
+        "omegaconf>=2.1",
+        "hydra-core>=1.1",
         "pycocotools>=2.0.6",
         "matplotlib>=3.7",
         "tensorboard>=2.12",

@@ -1,4 +1,5 @@
 """LazyConfig of the test-only ToyDetector on the built-in synthetic dataset (CPU, seconds)."""
+
 from detectron2.config import LazyCall as L
 
 from focus_detr.engine import get_config

@@ -26,11 +26,11 @@ plain ``pip install`` fails. This script:
 Usage: ``python tools/install_detectron2.py [--cache-dir DIR] [--force]``, run with the Python of
 the environment to install into. Standard library only.
 """
+
 import argparse
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -57,16 +57,20 @@ ALIAS_FIXES = [
 # Exact-text source fixes: (file, old, new). Each must match once, or the sdist is unexpected.
 SOURCE_FIXES = [
     # random.sample() refuses sets since Python 3.11 (the TypeError would replace the retry)
-    ("detectron2/data/common.py",
-     "cur_idx = self._rng.sample(self._fallback_candidates, k=1)[0]",
-     "cur_idx = self._rng.sample(sorted(self._fallback_candidates), k=1)[0]"),
+    (
+        "detectron2/data/common.py",
+        "cur_idx = self._rng.sample(self._fallback_candidates, k=1)[0]",
+        "cur_idx = self._rng.sample(sorted(self._fallback_candidates), k=1)[0]",
+    ),
     # pkg_resources is gone from setuptools >= 81
     ("detectron2/model_zoo/model_zoo.py", "import pkg_resources\n", "import importlib.resources\n"),
-    ("detectron2/model_zoo/model_zoo.py",
-     'cfg_file = pkg_resources.resource_filename(\n        "detectron2.model_zoo", '
-     'os.path.join("configs", config_path)\n    )',
-     'cfg_file = str(importlib.resources.files("detectron2.model_zoo") / "configs" / '
-     'config_path)'),
+    (
+        "detectron2/model_zoo/model_zoo.py",
+        'cfg_file = pkg_resources.resource_filename(\n        "detectron2.model_zoo", '
+        'os.path.join("configs", config_path)\n    )',
+        'cfg_file = str(importlib.resources.files("detectron2.model_zoo") / "configs" / '
+        "config_path)",
+    ),
 ]
 
 C_STUB = '''"""Stand-in for detectron2's compiled extension, which this build does not include.
@@ -155,13 +159,28 @@ def fetch_sdist(cache):
     if not sdist.exists():
         # --no-deps --no-binary: the raw sdist; --no-build-isolation: its setup.py imports torch,
         # which must come from this environment (pip reads the sdist's metadata on download).
-        run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "--no-build-isolation", "-d", cache, f"{SDIST_NAME}=={SDIST_VERSION}"])
+        run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "--no-build-isolation",
+                "-d",
+                cache,
+                f"{SDIST_NAME}=={SDIST_VERSION}",
+            ]
+        )
     digest = sha256(sdist)
     if digest != SDIST_SHA256:
         sdist.unlink()
-        raise RuntimeError(f"{sdist}: SHA-256 {digest} does not match the expected "
-                           f"{SDIST_SHA256}; the corrupt file was removed, run again")
+        raise RuntimeError(
+            f"{sdist}: SHA-256 {digest} does not match the expected "
+            f"{SDIST_SHA256}; the corrupt file was removed, run again"
+        )
     return sdist
 
 
@@ -177,8 +196,10 @@ def patch_setup_py(text):
     ]
     for old, new in replacements:
         if old not in text:
-            raise RuntimeError(f"setup.py of {SDIST_FILE} does not contain {old!r}; "
-                               "the sdist is not the expected release")
+            raise RuntimeError(
+                f"setup.py of {SDIST_FILE} does not contain {old!r}; "
+                "the sdist is not the expected release"
+            )
         text = text.replace(old, new)
     return text
 
@@ -193,13 +214,15 @@ def fix_aliases(text):
 
 
 def apply_source_fixes(src):
-    """Apply `SOURCE_FIXES` under `src`; an old text that does not occur exactly once is an error."""
+    """Apply `SOURCE_FIXES` under `src`; an old text not found exactly once is an error."""
     for rel, old, new in SOURCE_FIXES:
         path = src / rel
         text = path.read_text()
         if text.count(old) != 1:
-            raise RuntimeError(f"{rel} of {SDIST_FILE} does not contain {old!r} exactly once; "
-                               "the sdist is not the expected release")
+            raise RuntimeError(
+                f"{rel} of {SDIST_FILE} does not contain {old!r} exactly once; "
+                "the sdist is not the expected release"
+            )
         path.write_text(text.replace(old, new))
 
 
@@ -211,7 +234,8 @@ def patch_tree(src):
     (pkg / "_C.py").write_text(C_STUB)
     (pkg / PATCH_MARKER).write_text(
         "Patched by focus_detr tools/install_detectron2.py: no C++ extension, removed numpy/"
-        f"Pillow aliases replaced, Python 3.11 fixes.\npatch level: {PATCH_LEVEL}\n")
+        f"Pillow aliases replaced, Python 3.11 fixes.\npatch level: {PATCH_LEVEL}\n"
+    )
     apply_source_fixes(src)
     n_fixes = 0
     for py in pkg.rglob("*.py"):
@@ -227,8 +251,11 @@ def patch_tree(src):
     old = 'package_data={"detectron2.model_zoo": get_model_zoo_configs()},'
     if old not in text:
         raise RuntimeError(f"setup.py of {SDIST_FILE} does not contain {old!r}")
-    text = text.replace(old, 'package_data={"detectron2.model_zoo": ["configs/**/*.yaml", '
-                        f'"configs/**/*.py"], "detectron2": ["{PATCH_MARKER}"]}},')
+    text = text.replace(
+        old,
+        'package_data={"detectron2.model_zoo": ["configs/**/*.yaml", '
+        f'"configs/**/*.py"], "detectron2": ["{PATCH_MARKER}"]}},',
+    )
     setup_py.write_text(text)
     return n_fixes
 
@@ -254,10 +281,12 @@ print("detectron2", detectron2.__version__, "OK at", detectron2.__file__)
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     default_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "focus_detr"
-    parser.add_argument("--cache-dir", type=Path,
-                        default=Path(os.environ.get("FOCUS_DETR_CACHE", default_cache)))
-    parser.add_argument("--force", action="store_true",
-                        help="install even when an importable detectron2 exists")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=Path(os.environ.get("FOCUS_DETR_CACHE", default_cache))
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="install even when an importable detectron2 exists"
+    )
     args = parser.parse_args(argv)
 
     found = existing_detectron2()
@@ -292,13 +321,34 @@ def main(argv=None):
             # One pip call builds our wheel and collects wheels of every requirement, so the
             # install below (and any later one) needs no index.
             wheelhouse.mkdir(exist_ok=True)
-            run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "-w", wheelhouse,
-                 src])
+            run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "wheel",
+                    "--no-build-isolation",
+                    "-w",
+                    wheelhouse,
+                    src,
+                ]
+            )
         level_file.write_text(f"{PATCH_LEVEL}\n")
     reinstall = ["--force-reinstall", "--no-deps"] if (upgrade or args.force) else []
     try:
-        run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", wheelhouse,
-             *reinstall, own_wheel])
+        run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--no-index",
+                "--find-links",
+                wheelhouse,
+                *reinstall,
+                own_wheel,
+            ]
+        )
         run([sys.executable, "-c", VERIFY])
     except subprocess.CalledProcessError as e:
         log(f"FAILED ({e}); removing the partial installation")

@@ -6,12 +6,13 @@ and `train` (see configs/common/train.py). Examples:
 
     python tools/train_net.py --config-file projects/focus_detr/configs/x.py train.device=cpu
     python tools/train_net.py --config-file x.py --resume              # continue an interrupted run
-    python tools/train_net.py --config-file x.py --eval-only train.init_checkpoint=out/model_final.pth
+    python tools/train_net.py --config-file x.py --eval-only train.init_checkpoint=out/model.pth
     python tools/train_net.py --config-file x.py --num-gpus 8         # one machine, 8 GPUs
     torchrun --nproc-per-node 2 tools/train_net.py --config-file x.py train.device=cpu  # CPU DDP
 
 Overrides are `key=value` (an unknown key is an error; `+key=value` adds one).
 """
+
 import logging
 import os
 import sys
@@ -26,6 +27,7 @@ from detectron2.engine import default_argument_parser, default_setup, default_wr
 from detectron2.engine import hooks, launch  # noqa: E402
 from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
 from focus_detr.engine.checkpoint import LRSchedulerHook, SafeDetectionCheckpointer  # noqa: E402
@@ -56,14 +58,20 @@ def load_config(args):
         missing += [k for k in ("optimizer", "lr_multiplier") if k not in cfg]
     if missing:
         raise KeyError(f"config {path} does not define {', '.join(missing)}")
-    return apply_overrides(cfg, args.opts)
+    cfg = apply_overrides(cfg, args.opts)
+    # detrex-style models take the device too (set in config files as `model.device =
+    # train.device`, which a command-line train.device=... does not update)
+    if "device" in cfg.model and cfg.model.device != cfg.train.device:
+        cfg.model.device = cfg.train.device
+    return cfg
 
 
 def check_device(cfg):
     device = str(cfg.train.device)
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={device} but CUDA is not available; "
-                           "add train.device=cpu")
+        raise RuntimeError(
+            f"train.device={device} but CUDA is not available; " "add train.device=cpu"
+        )
     return device
 
 
@@ -107,11 +115,18 @@ def do_train(args, cfg):
     model = create_ddp_model(model, device, **cfg.train.ddp)
 
     clip = cfg.train.clip_grad
-    trainer = DetrTrainer(model, train_loader, optimizer, amp=cfg.train.amp.enabled,
-                          clip_grad_params=clip.params if clip.enabled else None)
+    amp = bool(cfg.train.amp.enabled) and device.startswith("cuda")
+    if cfg.train.amp.enabled and not amp:
+        logger.warning("train.amp.enabled is ignored on %s: mixed precision is CUDA only", device)
+    trainer = DetrTrainer(
+        model,
+        train_loader,
+        optimizer,
+        amp=amp,
+        clip_grad_params=clip.params if clip.enabled else None,
+    )
     extra = {"ema": ema} if ema is not None else {}
-    checkpointer = SafeDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer,
-                                             **extra)
+    checkpointer = SafeDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer, **extra)
     results = {}
 
     def test_and_save_results():
@@ -120,45 +135,68 @@ def do_train(args, cfg):
         return results
 
     eval_period = cfg.train.eval_period if cfg.train.eval_period > 0 else cfg.train.max_iter
-    trainer.register_hooks([
-        hooks.IterationTimer(),
-        EMAHook(ema, model) if ema is not None else None,
-        LRSchedulerHook(scheduler=instantiate(cfg.lr_multiplier)),
-        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
-        if comm.is_main_process() else None,
-        hooks.EvalHook(eval_period, test_and_save_results),
-        hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter),
-                             period=cfg.train.log_period)
-        if comm.is_main_process() else None,
-    ])
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            EMAHook(ema, model) if ema is not None else None,
+            LRSchedulerHook(scheduler=instantiate(cfg.lr_multiplier)),
+            (
+                hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+                if comm.is_main_process()
+                else None
+            ),
+            hooks.EvalHook(eval_period, test_and_save_results),
+            (
+                hooks.PeriodicWriter(
+                    default_writers(cfg.train.output_dir, cfg.train.max_iter),
+                    period=cfg.train.log_period,
+                )
+                if comm.is_main_process()
+                else None
+            ),
+        ]
+    )
 
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     if args.resume and checkpointer.has_checkpoint():
         start_iter = trainer.iter + 1  # the checkpoint was saved after iteration `trainer.iter`
     else:
         start_iter = 0
+    if ema is not None and ema.num_updates == 0:
+        ema.reset(model)  # start the average from the loaded weights, not the random init
     if start_iter >= cfg.train.max_iter:
-        logger.info(f"Already trained for {start_iter} >= train.max_iter={cfg.train.max_iter} "
-                    "iterations; nothing to train")
+        logger.info(
+            f"Already trained for {start_iter} >= train.max_iter={cfg.train.max_iter} "
+            "iterations; nothing to train"
+        )
     else:
         trainer.train(start_iter, cfg.train.max_iter)
     return unwrap_model(model), checkpointer, results
 
 
+def eval_checkpoint_path(cfg):
+    """train.init_checkpoint, else the last checkpoint in train.output_dir."""
+    if cfg.train.init_checkpoint:
+        return cfg.train.init_checkpoint
+    tag = os.path.join(cfg.train.output_dir, "last_checkpoint")
+    if os.path.isfile(tag):
+        with open(tag) as f:
+            return os.path.join(cfg.train.output_dir, f.read().strip())
+    raise FileNotFoundError(
+        f"--eval-only needs weights: set train.init_checkpoint=<file.pth> (no "
+        f"last_checkpoint in train.output_dir={cfg.train.output_dir} either)"
+    )
+
+
 def do_eval_only(args, cfg):
+    path = eval_checkpoint_path(cfg)
     device = check_device(cfg)
     model = instantiate(cfg.model).to(device)
     ema = build_ema(cfg, model)
     model = create_ddp_model(model, device, **cfg.train.ddp)
-    checkpointer = SafeDetectionCheckpointer(model, cfg.train.output_dir,
-                                             **({"ema": ema} if ema is not None else {}))
-    path = cfg.train.init_checkpoint
-    if not path and checkpointer.has_checkpoint():
-        path = checkpointer.get_checkpoint_file()
-    if not path:
-        raise FileNotFoundError(
-            f"--eval-only needs weights: set train.init_checkpoint=<file.pth> (no "
-            f"last_checkpoint in train.output_dir={cfg.train.output_dir} either)")
+    checkpointer = SafeDetectionCheckpointer(
+        model, cfg.train.output_dir, **({"ema": ema} if ema is not None else {})
+    )
     checkpointer.load(path)
     return unwrap_model(model), checkpointer, do_test(cfg, model, ema)
 
@@ -169,7 +207,11 @@ def report_outputs(cfg, checkpointer):
     lines = [f"Outputs in {out}:"]
     if last:
         lines.append(f"  checkpoint:   {os.path.abspath(last)}")
-    for name, what in (("metrics.json", "metrics:"), ("config.yaml", "config:"), ("log.txt", "log:")):
+    for name, what in (
+        ("metrics.json", "metrics:"),
+        ("config.yaml", "config:"),
+        ("log.txt", "log:"),
+    ):
         if os.path.exists(os.path.join(out, name)):
             lines.append(f"  {what:<13} {os.path.join(out, name)}")
     if any(f.startswith("events.out.tfevents") for f in os.listdir(out)):
@@ -177,12 +219,19 @@ def report_outputs(cfg, checkpointer):
     print("\n".join(lines), flush=True)
 
 
-def main(args):
-    """Entry point of every process; returns (model, results)."""
-    cfg = load_config(args)
+def main(args, cfg=None):
+    """Entry point of every process; returns (model, results).
+
+    Args:
+        args: parsed command line.
+        cfg: the loaded config (None: load it here, e.g. in a process started by `launch`).
+    """
+    if cfg is None:
+        cfg = load_config(args)
     if launched_by_torchrun():
         init_torchrun_process_group(cfg.train.device)
     default_setup(cfg, args)  # logging, config.yaml, seeding, environment info
+    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="focus_detr")
     if args.eval_only:
         model, checkpointer, results = do_eval_only(args, cfg)
     else:
@@ -194,14 +243,25 @@ def main(args):
 
 def cli(argv=None):
     args = default_argument_parser().parse_args(argv)
-    load_config(args)  # fail on a bad file or override before any worker starts
+    cfg = load_config(args)  # fail on a bad file or override before any worker starts
     if launched_by_torchrun():
-        return main(args)
+        return main(args, cfg)
     if args.num_gpus * args.num_machines > 1:
-        launch(main, args.num_gpus, num_machines=args.num_machines,
-               machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+        if not str(cfg.train.device).startswith("cuda"):
+            raise ValueError(
+                "--num-gpus/--num-machines start one process per GPU; for several "
+                "CPU processes use torchrun --nproc-per-node N tools/train_net.py"
+            )
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
         return None
-    return main(args)
+    return main(args, cfg)
 
 
 if __name__ == "__main__":

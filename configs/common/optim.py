@@ -3,6 +3,7 @@
 AdamW as in DETR/DINO/Focus-DETR: lr 1e-4, weight decay 1e-4, no decay on normalization layers,
 parameters whose name contains "backbone" at 0.1x the lr.
 """
+
 import torch
 from detectron2.config import LazyCall as L
 

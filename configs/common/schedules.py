@@ -7,6 +7,7 @@ decay at epoch 20; 36ep = 270k, decay at epoch 20 (not 30).
 Schedules for other datasets and batch sizes: `focus_detr.engine.schedules.epoch_schedule`
 (scale-invariant: milestones are fractions of the schedule, applied to `train.max_iter`).
 """
+
 from focus_detr.engine.schedules import coco_schedule
 
 lr_multiplier_12ep = coco_schedule(12, 11)  # 90k iterations, decay at 82.5k

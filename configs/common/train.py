@@ -1,4 +1,5 @@
 """Training defaults read by tools/train_net.py (`train` of a config)."""
+
 train = dict(
     # where checkpoints, metrics.json, TensorBoard events, config.yaml and eval results go
     output_dir="./output",

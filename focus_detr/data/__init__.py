@@ -3,6 +3,7 @@
 Importing this package registers "synthetic_shapes_train" and "synthetic_shapes_val" in
 detectron2's catalogs (generated on first use, see `datasets.py`).
 """
+
 from .build import get_detection_dataset_dicts, load_dataset_dicts
 from .datasets import (
     SYNTHETIC_DATASETS,

@@ -1,4 +1,5 @@
 """Loading dataset dicts with errors that name the dataset and its files."""
+
 import itertools
 import logging
 import warnings
@@ -26,8 +27,10 @@ def load_dataset_dicts(name):
         RuntimeError: the annotation file cannot be parsed.
     """
     if name not in DatasetCatalog.list():
-        raise KeyError(f"dataset {name!r} is not registered; registered datasets: "
-                       f"{', '.join(sorted(DatasetCatalog.list()))}")
+        raise KeyError(
+            f"dataset {name!r} is not registered; registered datasets: "
+            f"{', '.join(sorted(DatasetCatalog.list()))}"
+        )
     json_file = MetadataCatalog.get(name).get("json_file", None)
     source = f" (annotation file {json_file})" if json_file else ""
     try:
@@ -55,8 +58,11 @@ def _drop_degenerate_boxes(name, dicts):
                 examples.append(d["file_name"])
             d["annotations"] = keep
     if dropped:
-        warnings.warn(f"dataset {name!r}: dropped {dropped} annotation(s) with a zero, negative or "
-                      f"non-finite box size (in e.g. {', '.join(examples)})", stacklevel=3)
+        warnings.warn(
+            f"dataset {name!r}: dropped {dropped} annotation(s) with a zero, negative or "
+            f"non-finite box size (in e.g. {', '.join(examples)})",
+            stacklevel=3,
+        )
 
 
 def get_detection_dataset_dicts(names, filter_empty=True, check_consistency=True):

@@ -6,6 +6,7 @@ The splits are generated lazily, the first time one is loaded (`DatasetCatalog.g
 place, under a file lock, so concurrent processes (e.g. torchrun workers) never see a partial
 split, and an interrupted generation leaves nothing behind that looks complete.
 """
+
 import contextlib
 import logging
 import os
@@ -107,11 +108,16 @@ def register_synthetic_datasets(root=None):
         if name in DatasetCatalog.list():
             continue
         split_dir = synthetic_split_dir(split, root=root)
-        register_coco_instances(name, {"thing_classes": names}, str(split_dir / "instances.json"),
-                                str(split_dir / "images"))
+        register_coco_instances(
+            name,
+            {"thing_classes": names},
+            str(split_dir / "instances.json"),
+            str(split_dir / "images"),
+        )
         DatasetCatalog.remove(name)
         DatasetCatalog.register(
-            name, lambda name=name, split=split, root=root: _load_synthetic_at(name, split, root))
+            name, lambda name=name, split=split, root=root: _load_synthetic_at(name, split, root)
+        )
         MetadataCatalog.get(name).set(synthetic_split=split)
 
 

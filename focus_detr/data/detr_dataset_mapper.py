@@ -1,4 +1,5 @@
 """DETR-style dataset mapper: read an image, augment it, return a tensor and `Instances`."""
+
 import copy
 import logging
 import math
@@ -52,19 +53,30 @@ class DetrDatasetMapper:
         crop_prob (float): probability of the crop chain during training (DETR: 0.5).
     """
 
-    def __init__(self, augmentation, augmentation_with_crop=None, is_train=True, mask_on=False,
-                 img_format="RGB", crop_prob=0.5):
+    def __init__(
+        self,
+        augmentation,
+        augmentation_with_crop=None,
+        is_train=True,
+        mask_on=False,
+        img_format="RGB",
+        crop_prob=0.5,
+    ):
         self.augmentation = T.AugmentationList(list(augmentation))
         self.augmentation_with_crop = (
             T.AugmentationList(list(augmentation_with_crop))
-            if augmentation_with_crop is not None else None)
+            if augmentation_with_crop is not None
+            else None
+        )
         self.is_train = is_train
         self.mask_on = mask_on
         self.img_format = img_format
         self.crop_prob = crop_prob
         mode = "training" if is_train else "inference"
-        logger.info(f"[DetrDatasetMapper] {mode} augmentation: {self.augmentation}, "
-                    f"with crop: {self.augmentation_with_crop}")
+        logger.info(
+            f"[DetrDatasetMapper] {mode} augmentation: {self.augmentation}, "
+            f"with crop: {self.augmentation_with_crop}"
+        )
 
     def _read(self, dataset_dict):
         file_name = dataset_dict["file_name"]
@@ -87,13 +99,18 @@ class DetrDatasetMapper:
             if is_degenerate_box(anno["bbox"], anno["bbox_mode"]):
                 dropped += 1
                 continue
+            # integer boxes would be truncated by the in-place box transforms
+            anno["bbox"] = [float(v) for v in anno["bbox"]]
             if not self.mask_on:
                 anno.pop("segmentation", None)
             anno.pop("keypoints", None)
             kept.append(anno)
         if dropped:
-            warnings.warn(f"{dataset_dict['file_name']}: dropped {dropped} annotation(s) with a "
-                          "zero, negative or non-finite box size", stacklevel=2)
+            warnings.warn(
+                f"{dataset_dict['file_name']}: dropped {dropped} annotation(s) with a "
+                "zero, negative or non-finite box size",
+                stacklevel=2,
+            )
         return kept
 
     def __call__(self, dataset_dict):
@@ -110,8 +127,11 @@ class DetrDatasetMapper:
         if image is None:
             return None
         augs = self.augmentation
-        if (self.is_train and self.augmentation_with_crop is not None
-                and np.random.rand() < self.crop_prob):
+        if (
+            self.is_train
+            and self.augmentation_with_crop is not None
+            and np.random.rand() < self.crop_prob
+        ):
             augs = self.augmentation_with_crop
         aug_input = T.AugInput(image)
         transforms = augs(aug_input)
@@ -122,8 +142,10 @@ class DetrDatasetMapper:
             dataset_dict.pop("annotations", None)
             return dataset_dict
         if "annotations" in dataset_dict:
-            annos = [utils.transform_instance_annotations(a, transforms, image_shape)
-                     for a in self._valid_annotations(dataset_dict)]
+            annos = [
+                utils.transform_instance_annotations(a, transforms, image_shape)
+                for a in self._valid_annotations(dataset_dict)
+            ]
             instances = utils.annotations_to_instances(annos, image_shape)
             # boxes cut away by the crop are legitimately empty: removed without a warning
             dataset_dict["instances"] = utils.filter_empty_instances(instances)

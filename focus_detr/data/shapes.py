@@ -4,6 +4,7 @@ Everything takes an explicit `numpy.random.Generator` so that a scene is a pure 
 seed. Images are float32 arrays (H, W, 3) with values in [0, 255]; masks are float32 (H, W) alpha
 in [0, 1] (anti-aliased by supersampling).
 """
+
 import colorsys
 import math
 
@@ -43,8 +44,20 @@ def _unit_outline(name, rng):
         return np.stack([r * np.cos(a), r * np.sin(a)], 1)
     if name == "cross":
         w = rng.uniform(0.3, 0.42)  # half arm width relative to the half length
-        pts = [(w, 1), (w, w), (1, w), (1, -w), (w, -w), (w, -1),
-               (-w, -1), (-w, -w), (-1, -w), (-1, w), (-w, w), (-w, 1)]
+        pts = [
+            (w, 1),
+            (w, w),
+            (1, w),
+            (1, -w),
+            (w, -w),
+            (w, -1),
+            (-w, -1),
+            (-w, -w),
+            (-1, -w),
+            (-1, w),
+            (-w, w),
+            (-w, 1),
+        ]
         return np.array(pts, np.float64) / math.hypot(1.0, w)
     return None
 
@@ -167,7 +180,9 @@ def draw_distractors(image, rng, max_lines=6, max_blobs=4):
         angles = np.sort(rng.uniform(0, 2 * math.pi, n))
         # irregular radius (never a circle), elongated: clearly not one of the categories
         r = radius * rng.uniform(0.45, 1.0, n) * np.where(np.arange(n) % 2 == 0, 1.0, 0.55)
-        pts = np.stack([cx + r * np.cos(angles) * rng.uniform(1.0, 2.2), cy + r * np.sin(angles)], 1)
+        pts = np.stack(
+            [cx + r * np.cos(angles) * rng.uniform(1.0, 2.2), cy + r * np.sin(angles)], 1
+        )
         x0, y0 = max(int(pts[:, 0].min()), 0), max(int(pts[:, 1].min()), 0)
         x1, y1 = min(int(pts[:, 0].max()) + 1, width), min(int(pts[:, 1].max()) + 1, height)
         opacity = rng.uniform(0.3, 0.75)
@@ -184,8 +199,12 @@ def draw_distractors(image, rng, max_lines=6, max_blobs=4):
         layer = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8), "RGB")
         draw = ImageDraw.Draw(layer)
         for _ in range(n_lines):
-            xy = [float(rng.uniform(-20, width + 20)), float(rng.uniform(-20, height + 20)),
-                  float(rng.uniform(-20, width + 20)), float(rng.uniform(-20, height + 20))]
+            xy = [
+                float(rng.uniform(-20, width + 20)),
+                float(rng.uniform(-20, height + 20)),
+                float(rng.uniform(-20, width + 20)),
+                float(rng.uniform(-20, height + 20)),
+            ]
             colour = hsv_colour(rng.uniform(0, 360), rng.uniform(0, 1), rng.uniform(0.1, 1))
             draw.line(xy, fill=tuple(int(c) for c in colour), width=int(rng.integers(1, 4)))
         image[...] = np.asarray(layer, np.float32)

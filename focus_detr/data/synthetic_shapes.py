@@ -12,9 +12,11 @@ Object sizes are drawn from buckets (8 px .. larger than the image) so that ever
 a stride 8/16/32/64 detector gets foreground under FCOS-style max-side-distance ranges
 (0, 64], (64, 128], (128, 256], (256, inf) (Focus-DETR's label assignment).
 """
+
 import io
 import json
 import math
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Tuple
@@ -38,8 +40,14 @@ __all__ = ["SyntheticShapesRecipe", "CATEGORIES", "render_scene", "generate_spli
 CATEGORIES = [
     {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPE_NAMES)
 ]
-CATEGORY_HUES = {"circle": 0.0, "square": 120.0, "triangle": 225.0, "star": 55.0, "ring": 295.0,
-                 "cross": 180.0}
+CATEGORY_HUES = {
+    "circle": 0.0,
+    "square": 120.0,
+    "triangle": 225.0,
+    "star": 55.0,
+    "ring": 295.0,
+    "cross": 180.0,
+}
 
 
 @dataclass(frozen=True)
@@ -61,11 +69,16 @@ class SyntheticShapesRecipe:
         splits: (name, number of images) of each split.
     """
 
-    version: str = "v1"
+    version: str = "v2"
     image_size: Tuple[int, int] = (256, 320)
     objects_per_image: Tuple[int, int] = (1, 8)
     size_buckets: Tuple[Tuple[float, float], ...] = (
-        (10.0, 24.0), (24.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 420.0))
+        (10.0, 24.0),
+        (24.0, 64.0),
+        (64.0, 128.0),
+        (128.0, 256.0),
+        (256.0, 420.0),
+    )
     bucket_probs: Tuple[float, ...] = (0.24, 0.28, 0.22, 0.14, 0.12)
     max_per_bucket: Tuple[int, ...] = (8, 8, 4, 2, 1)
     category_colour_prob: float = 0.8
@@ -81,9 +94,6 @@ class SyntheticShapesRecipe:
             if name == split:
                 return n
         raise KeyError(f"unknown split {split!r}; the recipe has {[s for s, _ in self.splits]}")
-
-    def split_index(self, split):
-        return [s for s, _ in self.splits].index(split)
 
 
 def _sample_objects(rng, recipe):
@@ -114,7 +124,7 @@ def render_scene(rng, recipe):
 
     Returns:
         (image, annotations): uint8 (H, W, 3) RGB; list of dicts with "bbox" (XYWH, visible
-        region, ints), "area" (visible pixels) and "category_id" (1-based).
+        region, whole pixels), "area" (visible pixels) and "category_id" (1-based).
     """
     width = int(rng.integers(recipe.image_size[0], recipe.image_size[1] + 1))
     height = int(rng.integers(recipe.image_size[0], recipe.image_size[1] + 1))
@@ -135,13 +145,15 @@ def render_scene(rng, recipe):
             ix1, iy1 = min(x0 + side, width), min(y0 + side, height)
             if ix1 <= ix0 or iy1 <= iy0:
                 continue
-            local = solid[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
+            local = solid[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
             if local.sum() < recipe.min_visible_fraction * total:
                 continue  # mostly outside the image
             covered = owner[iy0:iy1, ix0:ix1][local]
             lost = np.bincount(covered + 1, minlength=len(placed) + 1)[1:]
             if len(placed) and np.any(
-                    np.asarray(visible_area) - lost < recipe.min_visible_fraction * np.asarray(full_area)):
+                np.asarray(visible_area) - lost
+                < recipe.min_visible_fraction * np.asarray(full_area)
+            ):
                 continue  # would hide an earlier shape
             break
         else:
@@ -153,7 +165,7 @@ def render_scene(rng, recipe):
         colour = hsv_colour(hue, rng.uniform(0.55, 1.0), rng.uniform(0.55, 1.0))
         texture = TEXTURE_NAMES[int(rng.integers(0, len(TEXTURE_NAMES)))]
         fill = make_texture(texture, iy1 - iy0, ix1 - ix0, colour, rng)
-        a = alpha[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0, None]
+        a = alpha[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0, None]
         region = image[iy0:iy1, ix0:ix1]
         region *= 1.0 - a
         region += a * fill
@@ -171,14 +183,20 @@ def render_scene(rng, recipe):
         ys, xs = np.nonzero(owner[y0:y1, x0:x1] == k)
         bx0, by0 = x0 + int(xs.min()), y0 + int(ys.min())
         bw, bh = int(xs.max() - xs.min()) + 1, int(ys.max() - ys.min()) + 1
-        annotations.append({"bbox": [bx0, by0, bw, bh], "area": int(len(xs)),
-                            "category_id": category + 1})
+        # floats, as in COCO: detectron2's box transforms write back into the input's dtype
+        annotations.append(
+            {
+                "bbox": [float(bx0), float(by0), float(bw), float(bh)],
+                "area": int(len(xs)),
+                "category_id": category + 1,
+            }
+        )
     return image, annotations
 
 
 def scene_rng(recipe, split, index):
-    """The generator of image `index` of `split`: independent of every other image."""
-    return np.random.default_rng([recipe.seed, recipe.split_index(split), index])
+    """The generator of image `index` of `split`: independent of every other image and split."""
+    return np.random.default_rng([recipe.seed, zlib.crc32(split.encode()), index])
 
 
 def encode_jpeg(image, quality):
@@ -210,19 +228,33 @@ def generate_split(out_dir, split, recipe=None, num_images=None, progress=True):
     if progress:
         from tqdm import tqdm
 
-        indices = tqdm(indices, desc=f"Generating synthetic_shapes_{split}", unit="img",
-                       mininterval=0.5, dynamic_ncols=True)
+        indices = tqdm(
+            indices,
+            desc=f"Generating synthetic_shapes_{split}",
+            unit="img",
+            mininterval=0.5,
+            dynamic_ncols=True,
+        )
     for i in indices:
         image, annos = render_scene(scene_rng(recipe, split, i), recipe)
         file_name = f"{i:06d}.jpg"
         (out_dir / "images" / file_name).write_bytes(encode_jpeg(image, recipe.jpeg_quality))
-        images.append({"id": i + 1, "file_name": file_name, "height": int(image.shape[0]),
-                       "width": int(image.shape[1])})
+        images.append(
+            {
+                "id": i + 1,
+                "file_name": file_name,
+                "height": int(image.shape[0]),
+                "width": int(image.shape[1]),
+            }
+        )
         for a in annos:
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "iscrowd": 0, **a})
     coco = {
-        "info": {"description": f"focus_detr synthetic shapes, split {split}",
-                 "version": recipe.version, "recipe": asdict(recipe)},
+        "info": {
+            "description": f"focus_detr synthetic shapes, split {split}",
+            "version": recipe.version,
+            "recipe": asdict(recipe),
+        },
         "licenses": [],
         "images": images,
         "annotations": annotations,

@@ -1,4 +1,5 @@
 """Training and evaluation machinery used by tools/train_net.py."""
+
 from .checkpoint import LRSchedulerHook, SafeDetectionCheckpointer, safe_load_checkpoint
 from .config import apply_overrides, check_override_key
 from .distributed import create_ddp_model, init_torchrun_process_group, launched_by_torchrun

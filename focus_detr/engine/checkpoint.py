@@ -1,4 +1,5 @@
 """Checkpointing that never loses the last good checkpoint and loads without unpickling code."""
+
 import logging
 import os
 
@@ -15,12 +16,16 @@ def _trusted_classes():
     """Non-tensor classes found in detectron2/detrex training checkpoints (scheduler state)."""
     from fvcore.common import param_scheduler as ps
 
-    classes = [getattr(ps, n) for n in dir(ps)
-               if isinstance(getattr(ps, n), type) and issubclass(getattr(ps, n), ps.ParamScheduler)]
+    classes = [
+        getattr(ps, n)
+        for n in dir(ps)
+        if isinstance(getattr(ps, n), type) and issubclass(getattr(ps, n), ps.ParamScheduler)
+    ]
     from detectron2.solver import lr_scheduler as d2_lr
 
-    classes += [getattr(d2_lr, n) for n in ("WarmupParamScheduler", "LRMultiplier")
-                if hasattr(d2_lr, n)]
+    classes += [
+        getattr(d2_lr, n) for n in ("WarmupParamScheduler", "LRMultiplier") if hasattr(d2_lr, n)
+    ]
     return classes
 
 

@@ -1,4 +1,5 @@
 """Command-line `key=value` overrides of a LazyConfig that refuse unknown keys."""
+
 import difflib
 import inspect
 
@@ -7,18 +8,25 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 __all__ = ["apply_overrides", "check_override_key"]
 
 
-def _accepts_argument(target, name):
-    """Whether the LazyCall target `target` (callable or import path) takes argument `name`."""
+def _target_parameters(target):
+    """Parameters of a LazyCall target (callable or import path); None when unknown."""
     if isinstance(target, str):
         from hydra.utils import get_method
 
         try:
             target = get_method(target)
         except Exception:  # unresolvable: let instantiate report it later
-            return True
+            return None
     try:
-        params = inspect.signature(target).parameters
+        return inspect.signature(target).parameters
     except (TypeError, ValueError):  # builtins without a signature
+        return None
+
+
+def _accepts_argument(target, name):
+    """Whether the LazyCall target `target` takes argument `name`."""
+    params = _target_parameters(target)
+    if params is None:
         return True
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
@@ -43,13 +51,17 @@ def check_override_key(cfg, key):
         prefix = ".".join(parts[:i])
         if isinstance(node, ListConfig):
             if not (part.lstrip("-").isdigit() and -len(node) <= int(part) < len(node)):
-                raise KeyError(f"unknown config key '{key}': '{prefix}' is a list of "
-                               f"{len(node)} items, '{part}' is not a valid index")
+                raise KeyError(
+                    f"unknown config key '{key}': '{prefix}' is a list of "
+                    f"{len(node)} items, '{part}' is not a valid index"
+                )
             node = node[int(part)]
             continue
         if not isinstance(node, DictConfig):
-            raise KeyError(f"unknown config key '{key}': '{prefix}' is a value "
-                           f"({type(node).__name__}), not a config node")
+            raise KeyError(
+                f"unknown config key '{key}': '{prefix}' is a value "
+                f"({type(node).__name__}), not a config node"
+            )
         if part in node:
             child = node._get_node(part)  # no interpolation resolution while walking
             node = child if isinstance(child, (DictConfig, ListConfig)) else child._value()
@@ -57,7 +69,10 @@ def check_override_key(cfg, key):
         target = node.get("_target_", None)
         if target is not None and i == len(parts) - 1 and _accepts_argument(target, part):
             return
-        raise _unknown(key, prefix, part, [k for k in node.keys() if k != "_target_"])
+        choices = [k for k in node.keys() if k != "_target_"]
+        if target is not None:
+            choices += list(_target_parameters(target) or ())
+        raise _unknown(key, prefix, part, choices)
 
 
 def apply_overrides(cfg, overrides):
@@ -76,8 +91,10 @@ def apply_overrides(cfg, overrides):
     overrides = list(overrides)
     for o in overrides:
         if o.startswith("-"):
-            raise ValueError(f"'{o}' is not a key=value override: command-line options must "
-                             "come before the overrides")
+            raise ValueError(
+                f"'{o}' is not a key=value override: command-line options must "
+                "come before the overrides"
+            )
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException as e:

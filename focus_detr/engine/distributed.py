@@ -1,4 +1,5 @@
 """Distributed set-up for torchrun (CPU: gloo, CUDA: NCCL) and DDP wrapping."""
+
 import datetime
 import inspect
 import logging
@@ -13,8 +14,14 @@ __all__ = ["launched_by_torchrun", "init_torchrun_process_group", "create_ddp_mo
 
 logger = logging.getLogger(__name__)
 
-_TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                  "MASTER_PORT")
+_TORCHRUN_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
 
 
 def launched_by_torchrun():
@@ -35,17 +42,25 @@ def init_torchrun_process_group(device, timeout_minutes=30):
     cuda = str(device).startswith("cuda")
     if cuda:
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device is cuda but CUDA is not available; use "
-                               "train.device=cpu for gloo training")
+            raise RuntimeError(
+                "train.device is cuda but CUDA is not available; use "
+                "train.device=cpu for gloo training"
+            )
         torch.cuda.set_device(local_rank)
     backend = "nccl" if cuda else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, init_method="env://", rank=rank,
-                                world_size=world,
-                                timeout=datetime.timedelta(minutes=timeout_minutes))
+        dist.init_process_group(
+            backend=backend,
+            init_method="env://",
+            rank=rank,
+            world_size=world,
+            timeout=datetime.timedelta(minutes=timeout_minutes),
+        )
     if world % local_world:
-        raise RuntimeError(f"WORLD_SIZE={world} is not a multiple of LOCAL_WORLD_SIZE="
-                           f"{local_world}: every machine must run the same number of processes")
+        raise RuntimeError(
+            f"WORLD_SIZE={world} is not a multiple of LOCAL_WORLD_SIZE="
+            f"{local_world}: every machine must run the same number of processes"
+        )
     if comm._LOCAL_PROCESS_GROUP is None:
         for machine in range(world // local_world):
             ranks = list(range(machine * local_world, (machine + 1) * local_world))

@@ -1,4 +1,5 @@
 """Exponential moving average (EMA) of a model's weights."""
+
 import contextlib
 import logging
 
@@ -13,8 +14,11 @@ logger = logging.getLogger(__name__)
 
 def unwrap_model(model):
     """The module inside a DistributedDataParallel / DataParallel wrapper (or `model`)."""
-    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel,
-                                              nn.DataParallel)) else model
+    return (
+        model.module
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel))
+        else model
+    )
 
 
 class ModelEMA:
@@ -41,8 +45,16 @@ class ModelEMA:
         self.warmup = warmup
         self.device = torch.device(device) if device else None
         self.num_updates = 0
-        self.state = {k: self._to(v.detach().clone())
-                      for k, v in unwrap_model(model).state_dict().items()}
+        self.state = {
+            k: self._to(v.detach().clone()) for k, v in unwrap_model(model).state_dict().items()
+        }
+
+    @torch.no_grad()
+    def reset(self, model):
+        """Restart the average at the model's current weights."""
+        for k, v in unwrap_model(model).state_dict().items():
+            self.state[k].copy_(v.detach())
+        self.num_updates = 0
 
     def _to(self, t):
         return t.to(self.device) if self.device is not None else t
@@ -71,8 +83,9 @@ class ModelEMA:
     def load_state_dict(self, state_dict):
         missing = set(self.state) - set(state_dict["state"])
         if missing:
-            raise KeyError(f"EMA state is missing {len(missing)} entries, e.g. "
-                           f"{sorted(missing)[:3]}")
+            raise KeyError(
+                f"EMA state is missing {len(missing)} entries, e.g. " f"{sorted(missing)[:3]}"
+            )
         for k, v in state_dict["state"].items():
             if k in self.state:
                 self.state[k].copy_(v)

@@ -1,4 +1,5 @@
 """Facts about the runtime environment that configs and tools depend on."""
+
 import importlib.machinery
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Optimizer parameter groups with per-module learning-rate factors."""
+
 import functools
 
 from detectron2.solver.build import get_default_optimizer_params as _d2_default_params
@@ -19,8 +20,14 @@ def keyword_lr_factor(keyword="backbone", factor=0.1):
     return functools.partial(_keyword_factor, keyword=keyword, factor=factor)
 
 
-def get_default_optimizer_params(model, base_lr=None, weight_decay=None, weight_decay_norm=None,
-                                 lr_factor_func=None, overrides=None):
+def get_default_optimizer_params(
+    model,
+    base_lr=None,
+    weight_decay=None,
+    weight_decay_norm=None,
+    lr_factor_func=None,
+    overrides=None,
+):
     """detectron2's `get_default_optimizer_params` plus `lr_factor_func` (newer detectron2 API).
 
     Args:
@@ -35,8 +42,13 @@ def get_default_optimizer_params(model, base_lr=None, weight_decay=None, weight_
     Returns:
         list of param-group dicts for a torch optimizer (merged where hyperparameters agree).
     """
-    groups = _d2_default_params(model, base_lr=base_lr, weight_decay=weight_decay,
-                                weight_decay_norm=weight_decay_norm, overrides=overrides)
+    groups = _d2_default_params(
+        model,
+        base_lr=base_lr,
+        weight_decay=weight_decay,
+        weight_decay_norm=weight_decay_norm,
+        overrides=overrides,
+    )
     if lr_factor_func is None:
         return groups
     if base_lr is None:

@@ -3,14 +3,20 @@
 The schedulers are scale-invariant: milestones are fractions of the schedule's length, applied to
 `train.max_iter` of the run, so set `train.max_iter` to the same number of iterations.
 """
+
 import math
 
 from detectron2.config import LazyCall as L
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 
-__all__ = ["COCO_ITERS_PER_EPOCH", "multistep_schedule", "iters_for_epochs", "epoch_schedule",
-           "coco_schedule"]
+__all__ = [
+    "COCO_ITERS_PER_EPOCH",
+    "multistep_schedule",
+    "iters_for_epochs",
+    "epoch_schedule",
+    "coco_schedule",
+]
 
 COCO_ITERS_PER_EPOCH = 7500  # at total batch size 16
 
@@ -29,10 +35,11 @@ def multistep_schedule(max_iter, decay_iters, warmup_iters=0, gamma=0.1):
     decay_iters = sorted(int(d) for d in decay_iters)
     if any(not 0 < d < max_iter for d in decay_iters):
         raise ValueError(f"decay iterations {decay_iters} must lie in (0, max_iter={max_iter})")
-    values = [gamma ** i for i in range(len(decay_iters) + 1)]
+    values = [gamma**i for i in range(len(decay_iters) + 1)]
     return L(WarmupParamScheduler)(
         scheduler=L(MultiStepParamScheduler)(
-            values=values, milestones=decay_iters + [int(max_iter)]),
+            values=values, milestones=decay_iters + [int(max_iter)]
+        ),
         warmup_length=warmup_iters / max_iter,
         warmup_method="linear",
         warmup_factor=0.001,
@@ -56,6 +63,6 @@ def epoch_schedule(num_images, total_batch_size, epochs, decay_epochs, warmup_it
 
 def coco_schedule(epochs, decay_epochs, warmup_iters=0):
     """COCO at batch 16: (epochs * 7500) iterations, decay after `decay_epochs` epochs."""
-    return multistep_schedule(epochs * COCO_ITERS_PER_EPOCH, decay_epochs * COCO_ITERS_PER_EPOCH,
-                              warmup_iters)
-
+    return multistep_schedule(
+        epochs * COCO_ITERS_PER_EPOCH, decay_epochs * COCO_ITERS_PER_EPOCH, warmup_iters
+    )

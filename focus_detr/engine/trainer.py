@@ -1,4 +1,5 @@
 """The training loop step: forward, backward, gradient clipping, optimizer step (AMP on CUDA)."""
+
 import time
 
 import torch
@@ -53,8 +54,9 @@ class DetrTrainer(SimpleTrainer):
         if self.clip_grad_params is not None:
             if self.amp:
                 self.grad_scaler.unscale_(self.optimizer)
-            params = [p for g in self.optimizer.param_groups for p in g["params"]
-                      if p.grad is not None]
+            params = [
+                p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None
+            ]
             norm = torch.nn.utils.clip_grad_norm_(params, **self.clip_grad_params)
             get_event_storage().put_scalar("grad_norm", float(norm), smoothing_hint=True)
         if self.amp:

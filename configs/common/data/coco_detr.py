@@ -5,6 +5,7 @@ $DETECTRON2_DATASETS (default ./datasets): coco/train2017, coco/val2017, coco/an
 Training: random flip, then either the short side resized to 480..800 (max 1333) or, with
 probability 0.5, resize (400/500/600), random crop (384..600), resize 480..800. Test: 800 / 1333.
 """
+
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
@@ -24,14 +25,16 @@ dataloader.train = L(build_detection_train_loader)(
         augmentation=[
             L(T.RandomFlip)(),
             L(T.ResizeShortestEdge)(
-                short_edge_length=TRAIN_SCALES, max_size=1333, sample_style="choice"),
+                short_edge_length=TRAIN_SCALES, max_size=1333, sample_style="choice"
+            ),
         ],
         augmentation_with_crop=[
             L(T.RandomFlip)(),
             L(T.ResizeShortestEdge)(short_edge_length=(400, 500, 600), sample_style="choice"),
             L(T.RandomCrop)(crop_type="absolute_range", crop_size=(384, 600)),
             L(T.ResizeShortestEdge)(
-                short_edge_length=TRAIN_SCALES, max_size=1333, sample_style="choice"),
+                short_edge_length=TRAIN_SCALES, max_size=1333, sample_style="choice"
+            ),
         ],
         is_train=True,
         mask_on=False,

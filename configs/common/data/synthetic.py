@@ -4,6 +4,7 @@ DETR's augmentation scaled to the dataset's image size (256..320 px a side, test
 i.e. DETR's 800 scaled by 0.36): random flip, then either multi-scale resizing of the short side
 (192..320) or, with probability 0.5, resize (160..224), random crop (144..224), multi-scale resize.
 """
+
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
@@ -24,14 +25,16 @@ dataloader.train = L(build_detection_train_loader)(
         augmentation=[
             L(T.RandomFlip)(),
             L(T.ResizeShortestEdge)(
-                short_edge_length=TRAIN_SCALES, max_size=MAX_SIZE, sample_style="choice"),
+                short_edge_length=TRAIN_SCALES, max_size=MAX_SIZE, sample_style="choice"
+            ),
         ],
         augmentation_with_crop=[
             L(T.RandomFlip)(),
             L(T.ResizeShortestEdge)(short_edge_length=(160, 192, 224), sample_style="choice"),
             L(T.RandomCrop)(crop_type="absolute_range", crop_size=(144, 224)),
             L(T.ResizeShortestEdge)(
-                short_edge_length=TRAIN_SCALES, max_size=MAX_SIZE, sample_style="choice"),
+                short_edge_length=TRAIN_SCALES, max_size=MAX_SIZE, sample_style="choice"
+            ),
         ],
         is_train=True,
         mask_on=False,

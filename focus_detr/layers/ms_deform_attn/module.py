@@ -23,7 +23,9 @@ class MultiScaleDeformableAttention(nn.Module):
         img2col_step: accepted for detrex compatibility; no backend here needs it. Default 64.
         dropout: dropout on the output projection. Default 0.1 (detrex's default).
         batch_first: inputs and output are (N, L, C) if True, else (L, N, C). Default False.
-        backend: deformable-attention backend (see :func:`ms_deform_attn`); None = automatic.
+        backend: deformable-attention backend, "pytorch", "ext", "detrex" or "triton" (see
+            :func:`ms_deform_attn`); None or "auto" defers to $FOCUS_DETR_MSDA_BACKEND, then to
+            the automatic choice. A plain attribute: set it on a built model or by config.
     """
 
     def __init__(
@@ -39,7 +41,8 @@ class MultiScaleDeformableAttention(nn.Module):
     ):
         super().__init__()
         if embed_dim % num_heads != 0:
-            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads "
+                             f"({num_heads})")
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.num_levels = num_levels
@@ -85,7 +88,8 @@ class MultiScaleDeformableAttention(nn.Module):
             n, q, self.num_heads, self.num_levels, self.num_points, 2)
         if reference_points.shape[-1] == 2:
             wh = torch.stack([spatial_shapes[:, 1], spatial_shapes[:, 0]], -1).to(offsets.dtype)
-            return reference_points[:, :, None, :, None, :] + offsets / wh[None, None, None, :, None]
+            ref = reference_points[:, :, None, :, None, :]
+            return ref + offsets / wh[None, None, None, :, None]
         if reference_points.shape[-1] == 4:
             ref = reference_points[:, :, None, :, None]
             return ref[..., :2] + offsets / self.num_points * ref[..., 2:] * 0.5
@@ -130,7 +134,10 @@ class MultiScaleDeformableAttention(nn.Module):
         if not self.batch_first:
             query, value = query.transpose(0, 1), value.transpose(0, 1)
         n, s, _ = value.shape
-        if int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum()) != s:
+        if reference_points is None or spatial_shapes is None or level_start_index is None:
+            raise ValueError("reference_points, spatial_shapes and level_start_index are required")
+        tokens = spatial_shapes[:, 0] * spatial_shapes[:, 1]
+        if not torch.jit.is_tracing() and int(tokens.sum()) != s:
             raise ValueError(f"value has {s} tokens but spatial_shapes "
                              f"{spatial_shapes.tolist()} describe a different number")
         value = self.value_proj(value)

@@ -1,0 +1,266 @@
+"""Bad input gives a clear error naming the file or key, or is skipped with a warning; no
+checkpoint is lost."""
+
+import importlib.util
+import json
+import os
+import shutil
+import uuid
+
+import pytest
+import torch
+from detectron2.data import build_detection_train_loader
+from detectron2.data import transforms as T
+from detectron2.data.datasets import register_coco_instances
+from torch import nn
+
+from conftest import REPO_ROOT, TOY_CONFIG, run_train_net
+from focus_detr.data import DetrDatasetMapper, get_detection_dataset_dicts
+from focus_detr.engine import SafeDetectionCheckpointer, safe_load_checkpoint
+
+
+def _register(json_file, image_root):
+    name = f"bad_input_{uuid.uuid4().hex[:8]}"
+    register_coco_instances(name, {}, str(json_file), str(image_root))
+    return name
+
+
+def _write(tmp_path, coco):
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(coco))
+    return path
+
+
+@pytest.fixture
+def image_dir(tmp_path, synthetic_splits):
+    """Two real images (from the built-in val split) and one undecodable file."""
+    d = tmp_path / "images"
+    d.mkdir()
+    val = json.loads((synthetic_splits["val"] / "instances.json").read_text())
+    infos = []
+    for i, img in enumerate(val["images"][:2]):
+        shutil.copy(synthetic_splits["val"] / "images" / img["file_name"], d / f"ok{i}.jpg")
+        infos.append(
+            {"id": i + 1, "file_name": f"ok{i}.jpg", "width": img["width"], "height": img["height"]}
+        )
+    (d / "broken.jpg").write_bytes(b"not an image at all")
+    infos.append({"id": 3, "file_name": "broken.jpg", "width": 100, "height": 100})
+    return d, infos
+
+
+def test_missing_annotation_file(tmp_path):
+    name = _register(tmp_path / "nowhere" / "instances.json", tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"{name}.*nowhere/instances.json"):
+        get_detection_dataset_dicts(name)
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"images": 3}), "[]"])
+def test_malformed_annotation_file(tmp_path, content):
+    path = tmp_path / "instances.json"
+    path.write_text(content)
+    name = _register(path, tmp_path)
+    with pytest.raises(RuntimeError, match=f"cannot load dataset '{name}'.*{path}"):
+        get_detection_dataset_dicts(name)
+
+
+def test_unregistered_dataset_lists_the_registered_ones():
+    with pytest.raises(KeyError, match="'no_such_dataset' is not registered.*synthetic_shapes_val"):
+        get_detection_dataset_dicts("no_such_dataset")
+
+
+def test_degenerate_boxes_dropped_with_warning(tmp_path, image_dir):
+    d, infos = image_dir
+    anns = [
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": [5, 5, 20, 20],
+            "area": 400,
+            "iscrowd": 0,
+        },
+        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [5, 5, 0, 20], "area": 0, "iscrowd": 0},
+        {"id": 3, "image_id": 2, "category_id": 1, "bbox": [5, 5, -3, 20], "area": 0, "iscrowd": 0},
+    ]
+    name = _register(
+        _write(
+            tmp_path,
+            {"images": infos[:2], "annotations": anns, "categories": [{"id": 1, "name": "thing"}]},
+        ),
+        d,
+    )
+    with pytest.warns(UserWarning, match=f"'{name}': dropped 2 annotation.*ok0.jpg"):
+        dicts = get_detection_dataset_dicts(name, filter_empty=False)
+    assert [len(x["annotations"]) for x in dicts] == [1, 0]
+    # for training, the image left without any annotation is skipped
+    with pytest.warns(UserWarning):
+        assert [x["file_name"] for x in get_detection_dataset_dicts(name)] == [str(d / "ok0.jpg")]
+
+
+def test_image_without_annotations(tmp_path, image_dir):
+    d, infos = image_dir
+    anns = [
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": [5, 5, 20, 20],
+            "area": 400,
+            "iscrowd": 0,
+        }
+    ]
+    name = _register(
+        _write(
+            tmp_path,
+            {"images": infos[:2], "annotations": anns, "categories": [{"id": 1, "name": "thing"}]},
+        ),
+        d,
+    )
+    assert len(get_detection_dataset_dicts(name, filter_empty=False)) == 2  # evaluation keeps it
+    assert len(get_detection_dataset_dicts(name, filter_empty=True)) == 1  # training skips it
+
+
+def test_undecodable_image_skipped_in_training(tmp_path, image_dir):
+    d, infos = image_dir
+    anns = [
+        {
+            "id": i,
+            "image_id": i,
+            "category_id": 1,
+            "bbox": [5, 5, 20, 20],
+            "area": 400,
+            "iscrowd": 0,
+        }
+        for i in (1, 2, 3)
+    ]
+    name = _register(
+        _write(
+            tmp_path,
+            {"images": infos, "annotations": anns, "categories": [{"id": 1, "name": "thing"}]},
+        ),
+        d,
+    )
+    mapper = DetrDatasetMapper([T.RandomFlip()], None, is_train=True)
+    loader = build_detection_train_loader(
+        dataset=get_detection_dataset_dicts(name), mapper=mapper, total_batch_size=2, num_workers=0
+    )
+    it = iter(loader)
+    with pytest.warns(UserWarning, match="cannot decode image file .*broken.jpg"):
+        seen = [x["file_name"] for _ in range(6) for x in next(it)]
+    assert set(seen) == {str(d / "ok0.jpg"), str(d / "ok1.jpg")}
+
+
+def _train_net_module():
+    spec = importlib.util.spec_from_file_location(
+        "train_net_under_test", REPO_ROOT / "tools" / "train_net.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_unknown_override_key_names_the_key():
+    tn = _train_net_module()
+    args = tn.default_argument_parser().parse_args(
+        ["--config-file", str(TOY_CONFIG), "train.max_iters=5"]
+    )
+    with pytest.raises(
+        KeyError, match="unknown config key 'train.max_iters'.*did you mean 'max_iter'"
+    ):
+        tn.load_config(args)
+    args = tn.default_argument_parser().parse_args(
+        ["--config-file", str(TOY_CONFIG), "model.num_clases=3"]
+    )
+    with pytest.raises(KeyError, match="'model.num_clases'.*did you mean 'num_classes'"):
+        tn.load_config(args)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    tn = _train_net_module()
+    args = tn.default_argument_parser().parse_args(["--config-file", str(tmp_path / "nope.py")])
+    with pytest.raises(FileNotFoundError, match="nope.py"):
+        tn.load_config(args)
+
+
+def test_unknown_key_on_the_command_line_fails_before_training(tmp_path):
+    proc = run_train_net(
+        "--config-file",
+        TOY_CONFIG,
+        f"train.output_dir={tmp_path}",
+        "train.max_iterr=3",
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "unknown config key 'train.max_iterr'" in proc.stdout
+    assert not (tmp_path / "last_checkpoint").exists()
+
+
+class _Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+
+def test_crash_while_saving_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    model = _Tiny()
+    ckpt = SafeDetectionCheckpointer(model, str(tmp_path))
+    ckpt.save("model_0000009", iteration=9)
+    good = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.fc.weight.add_(1.0)
+
+    def dying_save(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save("model_0000019", iteration=19)
+    monkeypatch.undo()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000009.pth"
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000009.pth"]
+    loaded = safe_load_checkpoint(str(tmp_path / "model_0000009.pth"))
+    assert loaded["iteration"] == 9
+    assert all(torch.equal(loaded["model"][k], v) for k, v in good.items())
+
+
+def test_corrupt_or_missing_checkpoint_is_named(tmp_path):
+    bad = tmp_path / "model_final.pth"
+    bad.write_bytes(b"\x80\x02 truncated")
+    ckpt = SafeDetectionCheckpointer(_Tiny(), str(tmp_path))
+    with pytest.raises(RuntimeError, match="cannot load checkpoint .*model_final.pth"):
+        ckpt.load(str(bad))
+    with pytest.raises(FileNotFoundError, match="other.pth"):
+        ckpt.load(str(tmp_path / "other.pth"))
+
+
+def test_failing_evaluation_keeps_the_final_checkpoint(tmp_path):
+    """Training finishes, the final evaluation crashes on a malformed annotation file: the error
+    names the file and model_final.pth stays tagged and loadable."""
+    bad_json = tmp_path / "broken_val.json"
+    bad_json.write_text("{ this is not json")
+    cfg = tmp_path / "bad_eval_config.py"
+    cfg.write_text(
+        "from detectron2.config import LazyConfig\n"
+        "from detectron2.data.datasets import register_coco_instances\n"
+        f"register_coco_instances('broken_val', {{}}, {str(bad_json)!r}, {str(tmp_path)!r})\n"
+        f"_base = LazyConfig.load({str(TOY_CONFIG)!r})\n"
+        "model, dataloader, optimizer, lr_multiplier, train = (_base.model, _base.dataloader,\n"
+        "    _base.optimizer, _base.lr_multiplier, _base.train)\n"
+        "dataloader.test.dataset.names = 'broken_val'\n"
+    )
+    out = tmp_path / "out"
+    proc = run_train_net(
+        "--config-file",
+        cfg,
+        f"train.output_dir={out}",
+        "train.max_iter=2",
+        "train.checkpointer.period=100",
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert f"cannot load dataset 'broken_val' (annotation file {bad_json})" in proc.stdout
+    assert (out / "last_checkpoint").read_text() == "model_final.pth"
+    state = safe_load_checkpoint(str(out / "model_final.pth"))
+    assert state["trainer"]["iteration"] == 1
