@@ -281,6 +281,28 @@ def test_yacs_config_builds_the_same_model():
     assert set(losses) == expected_loss_keys(num_aux=1)
 
 
+def test_yacs_example_file_merges():
+    from detectron2.config import get_cfg
+
+    from focus_detr.engine import REPO_ROOT
+    from focus_detr.modeling import add_dino_config
+
+    cfg = add_dino_config(get_cfg())
+    cfg.merge_from_file(str(REPO_ROOT / "projects/dino/configs/yacs/dino_r50_4scale_12ep.yaml"))
+    assert cfg.MODEL.META_ARCHITECTURE == "DINO" and cfg.MODEL.DINO.NUM_QUERIES == 900
+
+
+def test_mismatched_class_counts_are_errors():
+    cfg = tiny_cfg(num_classes=K)
+    cfg.model.denoising.num_classes = K + 1
+    with pytest.raises(ValueError, match="denoising"):
+        instantiate(cfg.model)
+    cfg = tiny_cfg(num_classes=K)
+    cfg.model.transformer.decoder.num_classes = K + 1
+    with pytest.raises(ValueError, match="decoder heads"):
+        instantiate(cfg.model)
+
+
 def test_r50_config_matches_yacs_defaults():
     """The yacs defaults build DINO-R50 with exactly the keys and shapes of the LazyConfig."""
     from detectron2.config import LazyConfig, get_cfg

@@ -1,5 +1,6 @@
 """Models of the DINO family: backbone helpers, neck, transformer, matcher, criterion, denoising,
 meta-architectures and checkpoint loading."""
+from .checkpoint import DetrCheckpointer, register_key_alias
 from .criterion import DINOCriterion
 from .denoising import ContrastiveDenoising, DenoisingMeta
 from .matcher import HungarianMatcher
@@ -13,6 +14,7 @@ __all__ = [
     "ContrastiveDenoising",
     "DINO",
     "DINOCriterion",
+    "DetrCheckpointer",
     "DINODecoder",
     "DINOTransformer",
     "DeformableDecoderLayer",
@@ -23,4 +25,5 @@ __all__ = [
     "EncoderOutput",
     "HungarianMatcher",
     "add_dino_config",
+    "register_key_alias",
 ]

@@ -51,6 +51,9 @@ class DINO(nn.Module):
         if decoder.num_classes != num_classes:
             raise ValueError(f"num_classes={num_classes} but the decoder heads predict "
                              f"{decoder.num_classes} classes")
+        if denoising is not None and denoising.num_classes != num_classes:
+            raise ValueError(f"num_classes={num_classes} but the denoising queries draw noise "
+                             f"labels from {denoising.num_classes} classes")
         self.backbone = backbone
         self.position_embedding = position_embedding
         self.neck = neck
