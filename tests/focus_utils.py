@@ -58,9 +58,8 @@ class Scene:
         self.features = [[torch.randn(dim, h, w, generator=g).to(dtype) for h, w in sizes]
                          for sizes in self.sizes]
         self.level_embed = torch.randn(len(strides), dim, generator=g).to(dtype) * 0.2
-        self.pad_generator = g
 
-    def _build(self, images: List[int], pad_seed: int) -> Tuple[EncoderInputs, torch.Tensor]:
+    def _build(self, images: List[int], pad_seed: int) -> EncoderInputs:
         n, num_levels = len(images), len(self.strides)
         shapes = [(max(self.sizes[i][l][0] for i in images), max(self.sizes[i][l][1] for i in images))
                   for l in range(num_levels)]
@@ -97,14 +96,14 @@ class Scene:
             tokens=torch.cat(tokens, 1), pos=torch.cat(pos, 1), padding_mask=padding_mask,
             spatial_shapes=spatial_shapes, level_start_index=level_start_index,
             valid_ratios=valid_ratios, reference_points=reference_points, strides=list(self.strides))
-        return inputs, spatial_shapes
+        return inputs
 
     def batch(self, images: Sequence[int] = None, pad_seed: int = 1) -> EncoderInputs:
         images = list(range(len(self.sizes))) if images is None else list(images)
-        return self._build(images, pad_seed)[0]
+        return self._build(images, pad_seed)
 
     def alone(self, i: int) -> EncoderInputs:
-        return self._build([i], 0)[0]
+        return self._build([i], 0)
 
     def batch_index(self, i: int, images: Sequence[int] = None) -> torch.Tensor:
         """Flat batch indices of image i's tokens, in image i's own flattened order."""

@@ -12,6 +12,8 @@ from focus_detr.modeling.focus import (
     ForegroundTokenSelector,
     TokenScoreNetwork,
     gather_tokens,
+    kept_foreground_recall,
+    kept_token_masks,
     object_token_scores,
     scatter_tokens,
 )
@@ -183,8 +185,8 @@ def test_mixed_size_batch_equals_each_image_alone():
 
 def test_padded_tokens_never_selected_or_changed():
     encoder, projection, head = build()
-    inputs = scene_inputs = Scene(SIZES, DIM).batch()
-    out = run(encoder, projection, head, scene_inputs)
+    inputs = Scene(SIZES, DIM).batch()
+    out = run(encoder, projection, head, inputs)
     pad = inputs.padding_mask
     assert pad.any()
     for key in ("kept", "object"):
@@ -267,3 +269,19 @@ def test_losses_and_gradients():
     out.extras["strides"] = [4, 8, 16, 32]
     with pytest.raises(ValueError, match="strides"):
         encoder.losses(out, targets)
+
+
+def test_kept_foreground_recall():
+    encoder, projection, head = build()
+    inputs = Scene(SIZES, DIM).batch()
+    out = run(encoder, projection, head, inputs)
+    masks = kept_token_masks(out.extras)
+    for layer, (index, valid) in enumerate(zip(out.extras["kept_index"], out.extras["kept_valid"])):
+        assert torch.equal(masks[layer].sum(1), valid.sum(1))
+    # labels = exactly the tokens layer 1 keeps plus as many never-kept valid tokens
+    never = ~masks.any(0) & ~inputs.padding_mask
+    labels = masks[1] | never
+    recall = kept_foreground_recall(out.extras, labels)
+    expected_1 = masks[1].sum() / (masks[1].sum() + never.sum())
+    assert torch.allclose(recall[1], expected_1.float())
+    assert recall[0] >= recall[1]  # nested cascade: layer 0 keeps a superset

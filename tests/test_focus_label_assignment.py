@@ -10,7 +10,6 @@ from focus_detr.modeling.focus import (
     foreground_focal_loss,
     overlapping_scale_ranges,
     pad_boxes,
-    sigmoid_focal_loss,
     target_boxes_xyxy,
 )
 
@@ -139,16 +138,18 @@ def naive_focal(logits, targets, alpha=0.25, gamma=2.0):
 
 def test_focal_loss_matches_formula_and_is_safe():
     torch.manual_seed(0)
-    logits = torch.randn(50, dtype=torch.float64) * 4
-    targets = torch.rand(50) > 0.7
-    assert torch.allclose(sigmoid_focal_loss(logits, targets), naive_focal(logits, targets), atol=1e-12)
-    extreme = torch.tensor([-200.0, 200.0, -200.0, 200.0])
-    t = torch.tensor([True, False, False, True])
-    loss = sigmoid_focal_loss(extreme, t)
-    assert torch.allclose(loss, torch.tensor([0.25 * 200, 0.75 * 200, 0.0, 0.0]))
-    assert torch.isnan(naive_focal(extreme, t)).any() or torch.isinf(naive_focal(extreme, t)).any()
-    x = torch.randn(7, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda v: sigmoid_focal_loss(v, t.repeat(2)[:7]), (x,))
+    logits = torch.randn(1, 50, dtype=torch.float64) * 4
+    targets = torch.rand(1, 50) > 0.7
+    expected = naive_focal(logits, targets).sum() / targets.sum()
+    assert torch.allclose(foreground_focal_loss(logits, targets), expected, atol=1e-12)
+    # saturated logits: the naive log(p_t) overflows, the loss stays finite and exact
+    extreme = torch.tensor([[-200.0, 200.0, -200.0, 200.0]])
+    t = torch.tensor([[True, False, False, True]])
+    assert not torch.isfinite(naive_focal(extreme, t).sum())
+    assert torch.allclose(foreground_focal_loss(extreme, t), torch.tensor((0.25 * 200 + 0.75 * 200) / 2))
+    x = torch.randn(2, 7, dtype=torch.float64, requires_grad=True)
+    labels = torch.rand(2, 7) > 0.5
+    assert torch.autograd.gradcheck(lambda v: foreground_focal_loss(v, labels), (x,))
 
 
 def test_foreground_focal_loss_normalisation_and_padding():

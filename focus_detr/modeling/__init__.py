@@ -4,7 +4,7 @@ from .checkpoint import DetrCheckpointer, register_key_alias
 from .criterion import DINOCriterion
 from .denoising import ContrastiveDenoising, DenoisingMeta
 from .matcher import HungarianMatcher
-from .meta_arch import DINO, add_dino_config
+from .meta_arch import DINO, FocusDETR, add_dino_config, add_focus_detr_config
 from .neck import ChannelMapper
 from .transformer import (DeformableDecoderLayer, DeformableEncoder, DeformableEncoderLayer,
                           DINODecoder, DINOTransformer, EncoderInputs, EncoderOutput)
@@ -23,7 +23,9 @@ __all__ = [
     "DenoisingMeta",
     "EncoderInputs",
     "EncoderOutput",
+    "FocusDETR",
     "HungarianMatcher",
     "add_dino_config",
+    "add_focus_detr_config",
     "register_key_alias",
 ]

@@ -3,14 +3,11 @@ foreground loss, multi-category object scores, dual-attention encoder layer, Foc
 
 Each is usable on its own in other DETR-like models.
 """
-from .checkpoint_keys import (
-    DETREX_FOCUS_DETR_ALIASES,
-    DETREX_FOCUS_DETR_RENAMES,
-    convert_detrex_focus_detr_keys,
-)
+from .analysis import kept_foreground_recall, kept_token_masks
+from .checkpoint_keys import FOCUS_DETR_KEY_ALIASES
 from .dual_attention_layer import DualAttentionEncoderLayer
 from .focus_encoder import FocusEncoder, target_boxes_xyxy
-from .foreground_loss import ForegroundLoss, foreground_focal_loss, sigmoid_focal_loss
+from .foreground_loss import ForegroundLoss, foreground_focal_loss
 from .foreground_token_selector import (
     MODULATION_TARGETS,
     MODULATIONS,
@@ -29,9 +26,7 @@ from .score_network import TokenScoreNetwork
 from .token_ops import gather_tokens, level_valid_sizes, resize_valid_region, scatter_tokens
 
 __all__ = [
-    "DETREX_FOCUS_DETR_ALIASES",
-    "DETREX_FOCUS_DETR_RENAMES",
-    "convert_detrex_focus_detr_keys",
+    "FOCUS_DETR_KEY_ALIASES",
     "DualAttentionEncoderLayer",
     "FocusEncoder",
     "ForegroundLabelAssigner",
@@ -46,12 +41,13 @@ __all__ = [
     "TokenSelection",
     "foreground_focal_loss",
     "gather_tokens",
+    "kept_foreground_recall",
+    "kept_token_masks",
     "level_valid_sizes",
     "object_token_scores",
     "overlapping_scale_ranges",
     "pad_boxes",
     "resize_valid_region",
     "scatter_tokens",
-    "sigmoid_focal_loss",
     "target_boxes_xyxy",
 ]

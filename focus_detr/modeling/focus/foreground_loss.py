@@ -2,26 +2,11 @@
 from typing import Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
+from torchvision.ops import sigmoid_focal_loss
 
 from .label_assignment import ForegroundLabelAssigner, pad_boxes
 
-__all__ = ["sigmoid_focal_loss", "foreground_focal_loss", "ForegroundLoss"]
-
-
-def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
-                       gamma: float = 2.0) -> torch.Tensor:
-    """Elementwise focal loss -alpha_t (1 - p_t)^gamma log(p_t), with log(p_t) taken from
-    `binary_cross_entropy_with_logits` so that it stays finite for any logit.
-    A negative `alpha` disables the class weighting."""
-    targets = targets.to(logits.dtype)
-    prob = logits.sigmoid()
-    cross_entropy = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p_t = prob * targets + (1.0 - prob) * (1.0 - targets)
-    loss = cross_entropy * (1.0 - p_t) ** gamma
-    if alpha >= 0:
-        loss = (alpha * targets + (1.0 - alpha) * (1.0 - targets)) * loss
-    return loss
+__all__ = ["foreground_focal_loss", "ForegroundLoss"]
 
 
 def foreground_focal_loss(logits: torch.Tensor, labels: torch.Tensor,
@@ -37,7 +22,8 @@ def foreground_focal_loss(logits: torch.Tensor, labels: torch.Tensor,
     Returns:
         scalar loss.
     """
-    loss = sigmoid_focal_loss(logits, labels, alpha, gamma)
+    # torchvision's form takes log(p_t) from binary_cross_entropy_with_logits: finite for any logit
+    loss = sigmoid_focal_loss(logits, labels.to(logits.dtype), alpha, gamma, reduction="none")
     if padding_mask is not None:
         loss = loss.masked_fill(padding_mask, 0.0)
         labels = labels & ~padding_mask
