@@ -156,3 +156,24 @@ def test_sparse_encoder_trains_on_images_without_objects(models):
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("swap_config, focus_model", [
+    (TINY, "projects/focus_detr/configs/models/focus_detr_tiny.py"),
+    (R50, "projects/focus_detr/configs/models/focus_detr_r50.py"),
+])
+def test_focus_choice_is_the_focus_projects_encoder(swap_config, focus_model):
+    """Swapping to `focus` gives the Focus-DETR project's own encoder (names, shapes and
+    hyperparameters), so the comparison is against the real thing."""
+    cfg = apply_overrides(LazyConfig.load(swap_config), ["model.transformer.encoder.name=focus"])
+    ours = instantiate(cfg.model.transformer.encoder)
+    theirs = instantiate(LazyConfig.load(str(REPO_ROOT / focus_model)).model.transformer.encoder)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == \
+        {k: v.shape for k, v in theirs.state_dict().items()}
+    for a, b in ((ours.selector, theirs.selector), (ours.layers[0], theirs.layers[0])):
+        for attr in ("keep_ratio", "modulation", "modulation_target", "num_object_tokens",
+                     "object_score"):
+            assert getattr(a, attr, None) == getattr(b, attr, None), attr
+    assert ours.selector.cascade_ratios.tolist() == theirs.selector.cascade_ratios.tolist()
+    assert ours.foreground_loss.weight == theirs.foreground_loss.weight
+    assert ours.foreground_loss.assigner.scale_ranges == theirs.foreground_loss.assigner.scale_ranges

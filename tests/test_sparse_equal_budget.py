@@ -15,12 +15,9 @@ from focus_detr.engine import REPO_ROOT
 TINY = str(REPO_ROOT / "projects/sparse_detr/configs/dino_sparse_tiny_synthetic.py")
 ITERS = 24
 EVAL_IMAGES = 8
-# a smaller per-step cost for CI, both models alike: batch 2, shorter image sides, fewer queries
+# a smaller per-step cost for CI, both models alike: batch 2, fewer queries
 SMALL = [
     "dataloader.train.total_batch_size=2",
-    "dataloader.train.mapper.augmentation.1.short_edge_length=[192,224]",
-    "dataloader.train.mapper.augmentation_with_crop.3.short_edge_length=[192,224]",
-    "dataloader.test.mapper.augmentation.0.short_edge_length=224",
     "model.transformer.num_queries=50",
     "model.select_box_nums_for_evaluation=50",
 ]
