@@ -4,6 +4,7 @@ initial weights outside the encoder, same data order). A short run: it checks th
 comparison runs and reports AP and the foreground recall of the kept tokens, and that each
 token scorer learns from its own supervision; the measured numbers of a longer budget are in
 the README."""
+
 import importlib.util
 import math
 
@@ -25,7 +26,8 @@ SMALL = [
 
 def load_tool():
     spec = importlib.util.spec_from_file_location(
-        "sweep_keep_ratio", REPO_ROOT / "tools/sweep_keep_ratio.py")
+        "sweep_keep_ratio", REPO_ROOT / "tools/sweep_keep_ratio.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -36,10 +38,26 @@ def test_sparse_vs_focus_at_equal_budget(capsys):
     tool = load_tool()
     threads = torch.get_num_threads()
     try:
-        rows = tool.main([
-            "--config-file", TINY, "--encoders", "sparse", "focus", "--keep-ratios", "0.3",
-            "--no-flops", "--no-latency", "--train-iters", str(ITERS),
-            "--eval-images", str(EVAL_IMAGES), "--threads", "2", *SMALL])
+        rows = tool.main(
+            [
+                "--config-file",
+                TINY,
+                "--encoders",
+                "sparse",
+                "focus",
+                "--keep-ratios",
+                "0.3",
+                "--no-flops",
+                "--no-latency",
+                "--train-iters",
+                str(ITERS),
+                "--eval-images",
+                str(EVAL_IMAGES),
+                "--threads",
+                "2",
+                *SMALL,
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     table = capsys.readouterr().out
@@ -48,7 +66,10 @@ def test_sparse_vs_focus_at_equal_budget(capsys):
     for row in rows:
         for key in ("AP", "AP50", "APs", "APm", "APl"):  # NaN: no object of that size
             assert 0.0 <= row[key] <= 100.0 or (key != "AP" and math.isnan(row[key])), (
-                row["encoder"], key, row[key])
+                row["encoder"],
+                key,
+                row[key],
+            )
         assert row["fg_tokens"] > 100  # the val images have foreground at every level
         assert 0.0 <= row["fg_recall_mean"] <= 1.0 and 0.0 <= row["fg_recall_first"] <= 1.0
         assert row["total_loss_last"] < row["total_loss_first"]

@@ -8,13 +8,14 @@ swaps it, every weight name outside `transformer.encoder` stays DINO's:
     model.transformer.encoder.name=dense | sparse | focus
     model.transformer.encoder.keep_ratio=0.1 .. 0.5
 """
+
 from focus_detr.modeling.encoders import swappable_encoder
 
-from ...dino.configs.dino_r50_4scale_36ep import (dataloader, lr_multiplier, model, optimizer,
-                                                   train)
+from ...dino.configs.dino_r50_4scale_36ep import dataloader, lr_multiplier, model, optimizer, train
 
-model.transformer.encoder = swappable_encoder(model.transformer.encoder, name="sparse",
-                                              keep_ratio=0.3)
+model.transformer.encoder = swappable_encoder(
+    model.transformer.encoder, name="sparse", keep_ratio=0.3
+)
 
 train.output_dir = "./output/dino_sparse_r50_4scale_36ep"
 dataloader.evaluator.output_dir = train.output_dir

@@ -13,14 +13,18 @@ The Focus choice is the tiny Focus-DETR's encoder (projects/focus_detr/configs/m
 focus_detr_tiny.py): cascade (1.0, 0.5), i.e. 0.4 / 0.2 of the valid tokens (mean 0.3), and 100
 object tokens.
 """
+
 from focus_detr.modeling.encoders import swappable_encoder
 
-from ...dino.configs.dino_tiny_synthetic import (dataloader, lr_multiplier, model, optimizer,
-                                                  train)
+from ...dino.configs.dino_tiny_synthetic import dataloader, lr_multiplier, model, optimizer, train
 
 model.transformer.encoder = swappable_encoder(
-    model.transformer.encoder, name="sparse", keep_ratio=0.3, cascade_ratios=(1.0, 0.5),
-    num_object_tokens=100)
+    model.transformer.encoder,
+    name="sparse",
+    keep_ratio=0.3,
+    cascade_ratios=(1.0, 0.5),
+    num_object_tokens=100,
+)
 
 train.output_dir = "./output/dino_sparse_tiny_synthetic"
 dataloader.evaluator.output_dir = train.output_dir
