@@ -1,6 +1,7 @@
 """Encoders as interchangeable parts of one DINO transformer: dense, Sparse DETR and Focus build
 from the same config with one override, share every non-encoder key, bring their own losses and
 train (forward/backward) and infer."""
+
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
@@ -42,8 +43,11 @@ def build(*overrides, seed=0):
 
 
 def outside_encoder(model):
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()
-            if not k.startswith("transformer.encoder.")}
+    return {
+        k: tuple(v.shape)
+        for k, v in model.state_dict().items()
+        if not k.startswith("transformer.encoder.")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -67,17 +71,20 @@ def test_one_override_builds_each_encoder_and_shares_every_other_key(models):
     assert not result.unexpected_keys
     assert result.missing_keys and all(
         k.startswith(("transformer.encoder.score_network.", "transformer.encoder.aux_"))
-        for k in result.missing_keys)
+        for k in result.missing_keys
+    )
     result = models["focus"].load_state_dict(models["dense"].state_dict(), strict=False)
     assert all(k.startswith("transformer.encoder.") for k in result.missing_keys)
     assert all(k.startswith("transformer.encoder.") for k in result.unexpected_keys)
 
 
 def test_shared_knobs_reach_every_choice():
-    cfg = tiny_cfg("model.transformer.encoder.keep_ratio=0.2",
-                   "model.transformer.encoder.num_layers=3",
-                   "model.transformer.encoder.choices.focus.selector.cascade_ratios=[1.0,0.8,0.6]",
-                   "model.transformer.encoder.choices.dense.layer.num_points=2")
+    cfg = tiny_cfg(
+        "model.transformer.encoder.keep_ratio=0.2",
+        "model.transformer.encoder.num_layers=3",
+        "model.transformer.encoder.choices.focus.selector.cascade_ratios=[1.0,0.8,0.6]",
+        "model.transformer.encoder.choices.dense.layer.num_points=2",
+    )
     for name in ENCODER_NAMES:
         cfg.model.transformer.encoder.name = name
         encoder = instantiate(cfg.model.transformer.encoder)
@@ -115,8 +122,7 @@ def test_train_and_infer_with_each_encoder(models, name):
     model.zero_grad()
     total.backward()
     grads = {k: p.grad for k, p in model.named_parameters() if p.requires_grad}
-    assert all(g is not None and torch.isfinite(g).all() for g in grads.values()
-               if g is not None)
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values() if g is not None)
     scorer = [k for k in grads if "score_network" in k]
     if name == "dense":
         assert not scorer
@@ -143,10 +149,16 @@ def test_r50_config_is_dino_r50_with_a_sparse_encoder():
     dino = instantiate(LazyConfig.load(DINO_R50_MODEL).model)
     assert outside_encoder(sparse) == outside_encoder(dino)
     # the sparse encoder's layers are the DINO encoder's layers (same names and shapes)
-    layers = {k: tuple(v.shape) for k, v in sparse.state_dict().items()
-              if k.startswith("transformer.encoder.layers.")}
-    assert layers == {k: tuple(v.shape) for k, v in dino.state_dict().items()
-                      if k.startswith("transformer.encoder.layers.")}
+    layers = {
+        k: tuple(v.shape)
+        for k, v in sparse.state_dict().items()
+        if k.startswith("transformer.encoder.layers.")
+    }
+    assert layers == {
+        k: tuple(v.shape)
+        for k, v in dino.state_dict().items()
+        if k.startswith("transformer.encoder.layers.")
+    }
 
 
 def test_sparse_encoder_trains_on_images_without_objects(models):
@@ -156,3 +168,35 @@ def test_sparse_encoder_trains_on_images_without_objects(models):
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize(
+    "swap_config, focus_model",
+    [
+        (TINY, "projects/focus_detr/configs/models/focus_detr_tiny.py"),
+        (R50, "projects/focus_detr/configs/models/focus_detr_r50.py"),
+    ],
+)
+def test_focus_choice_is_the_focus_projects_encoder(swap_config, focus_model):
+    """Swapping to `focus` gives the Focus-DETR project's own encoder (names, shapes and
+    hyperparameters), so the comparison is against the real thing."""
+    cfg = apply_overrides(LazyConfig.load(swap_config), ["model.transformer.encoder.name=focus"])
+    ours = instantiate(cfg.model.transformer.encoder)
+    theirs = instantiate(LazyConfig.load(str(REPO_ROOT / focus_model)).model.transformer.encoder)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in theirs.state_dict().items()
+    }
+    for a, b in ((ours.selector, theirs.selector), (ours.layers[0], theirs.layers[0])):
+        for attr in (
+            "keep_ratio",
+            "modulation",
+            "modulation_target",
+            "num_object_tokens",
+            "object_score",
+        ):
+            assert getattr(a, attr, None) == getattr(b, attr, None), attr
+    assert ours.selector.cascade_ratios.tolist() == theirs.selector.cascade_ratios.tolist()
+    assert ours.foreground_loss.weight == theirs.foreground_loss.weight
+    assert (
+        ours.foreground_loss.assigner.scale_ranges == theirs.foreground_loss.assigner.scale_ranges
+    )

@@ -1,4 +1,5 @@
 """Sparse DETR's decoder cross-attention map (DAM), its targets and the attention-map loss."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -77,10 +78,11 @@ def grid_sample_adjoint(loc, w, shapes, starts):
     tokens = torch.zeros(n, total, dtype=loc.dtype, requires_grad=True)
     out = 0.0
     for lvl, ((h, wd), start) in enumerate(zip(shapes.tolist(), starts.tolist())):
-        v = tokens[:, start:start + h * wd].view(n, 1, h, wd)
+        v = tokens[:, start : start + h * wd].view(n, 1, h, wd)
         grid = (2 * loc[..., lvl, :, :] - 1).permute(1, 0, 2, 3, 4, 5).reshape(n, -1, points, 2)
-        sampled = F.grid_sample(v, grid, mode="bilinear", padding_mode="zeros",
-                                align_corners=False)  # (n, 1, layers*q*heads, points)
+        sampled = F.grid_sample(
+            v, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )  # (n, 1, layers*q*heads, points)
         weights = w[..., lvl, :].permute(1, 0, 2, 3, 4).reshape(n, 1, -1, points)
         out = out + (sampled * weights).sum()
     (grad,) = torch.autograd.grad(out, tokens)
@@ -93,21 +95,29 @@ def test_random_sampling_matches_grid_sample_adjoint_float64():
     starts = torch.cat([torch.zeros(1, dtype=torch.long), shapes.prod(1).cumsum(0)[:-1]])
     layers, n, q, heads, levels, points = 3, 2, 5, 4, 3, 4
     # some locations outside [0, 1] too: their corners outside the grid get nothing
-    loc = torch.rand(layers, n, q, heads, levels, points, 2, generator=g,
-                     dtype=torch.float64) * 1.3 - 0.15
+    loc = (
+        torch.rand(layers, n, q, heads, levels, points, 2, generator=g, dtype=torch.float64) * 1.3
+        - 0.15
+    )
     w = torch.rand(layers, n, q, heads, levels * points, generator=g, dtype=torch.float64)
     w = w.softmax(-1).view(layers, n, q, heads, levels, points)
     dam = decoder_attention_map(loc, w, shapes, starts)
-    torch.testing.assert_close(dam, grid_sample_adjoint(loc, w, shapes, starts), rtol=1e-12,
-                               atol=1e-12)
+    torch.testing.assert_close(
+        dam, grid_sample_adjoint(loc, w, shapes, starts), rtol=1e-12, atol=1e-12
+    )
     # summed over layers: the map of all layers is the sum of each layer's map
-    per_layer = sum(decoder_attention_map(loc[i:i + 1], w[i:i + 1], shapes, starts)
-                    for i in range(layers))
+    per_layer = sum(
+        decoder_attention_map(loc[i : i + 1], w[i : i + 1], shapes, starts) for i in range(layers)
+    )
     torch.testing.assert_close(dam, per_layer, rtol=1e-12, atol=1e-12)
     # mass is conserved when every corner is inside the grid
     inner = loc.clamp(0.3, 0.7)
-    torch.testing.assert_close(decoder_attention_map(inner, w, shapes, starts).sum(1),
-                               w.sum(dim=(0, 2, 3, 4, 5)), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        decoder_attention_map(inner, w, shapes, starts).sum(1),
+        w.sum(dim=(0, 2, 3, 4, 5)),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_map_is_detached():
@@ -136,10 +146,10 @@ def test_keep_counts():
 
 
 def test_targets_top_valid_tokens_and_padding_never_a_target():
-    scores = torch.tensor([[0.1, 0.9, 0.3, 0.7, 5.0, 6.0],
-                           [0.2, 0.1, 0.0, 0.4, 0.3, 0.5]])
-    padding = torch.tensor([[False, False, False, False, True, True],
-                            [False, False, False, False, False, False]])
+    scores = torch.tensor([[0.1, 0.9, 0.3, 0.7, 5.0, 6.0], [0.2, 0.1, 0.0, 0.4, 0.3, 0.5]])
+    padding = torch.tensor(
+        [[False, False, False, False, True, True], [False, False, False, False, False, False]]
+    )
     counts = torch.tensor([2, 3])
     targets = top_count_targets(scores, padding, counts)
     # image 0: the padded tokens have the largest attention but are never targets
@@ -166,14 +176,21 @@ def test_masked_multilabel_soft_margin_loss():
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(3, 11, generator=g, dtype=torch.float64)
     targets = (torch.rand(3, 11, generator=g) > 0.6).double()
-    torch.testing.assert_close(masked_multilabel_soft_margin_loss(logits, targets),
-                               F.multilabel_soft_margin_loss(logits, targets))
+    torch.testing.assert_close(
+        masked_multilabel_soft_margin_loss(logits, targets),
+        F.multilabel_soft_margin_loss(logits, targets),
+    )
     padding = torch.zeros(3, 11, dtype=torch.bool)
     padding[1, 7:] = True
     padding[2, 4:] = True
-    expected = torch.stack([F.multilabel_soft_margin_loss(logits[i, ~padding[i]][None],
-                                                          targets[i, ~padding[i]][None])
-                            for i in range(3)]).mean()
+    expected = torch.stack(
+        [
+            F.multilabel_soft_margin_loss(
+                logits[i, ~padding[i]][None], targets[i, ~padding[i]][None]
+            )
+            for i in range(3)
+        ]
+    ).mean()
     loss = masked_multilabel_soft_margin_loss(logits, targets, padding)
     torch.testing.assert_close(loss, expected)
     # padded logits do not matter

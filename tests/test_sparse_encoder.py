@@ -1,6 +1,7 @@
 """`SparseDetrEncoder`: a per-image float64 reference, batch/padding invariance, the dense
 encoder as the keep-ratio-1 limit, and its losses (attention-map target from the matching
 decoder queries only, auxiliary encoder loss on valid kept slots)."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -21,11 +22,15 @@ SIZES = [(64, 96), (48, 80), (8, 8), (40, 40)]  # 128, 81, 4 and 39 tokens
 
 def build(keep_ratio=0.3, seed=0, dtype=torch.float64, aux_loss=True):
     torch.manual_seed(seed)
-    layer = DeformableEncoderLayer(DIM, num_heads=4, num_levels=4, num_points=2,
-                                   feedforward_dim=64)
-    encoder = SparseDetrEncoder(layer, LAYERS, keep_ratio=keep_ratio, num_classes=CLASSES,
-                                aux_loss=aux_loss,
-                                aux_criterion=DINOCriterion(CLASSES, HungarianMatcher()))
+    layer = DeformableEncoderLayer(DIM, num_heads=4, num_levels=4, num_points=2, feedforward_dim=64)
+    encoder = SparseDetrEncoder(
+        layer,
+        LAYERS,
+        keep_ratio=keep_ratio,
+        num_classes=CLASSES,
+        aux_loss=aux_loss,
+        aux_criterion=DINOCriterion(CLASSES, HungarianMatcher()),
+    )
     for p in encoder.parameters():  # non-trivial weights everywhere (MSDA init zeroes some)
         p.data.add_(torch.randn_like(p) * 0.05)
     return encoder.to(dtype), Projection(DIM).to(dtype)
@@ -48,8 +53,15 @@ def reference_encoder(encoder, inputs):
     kept = torch.argsort(logits, descending=True)[:count]
     memory = tokens.clone()
     for layer in encoder.layers:
-        q = layer(memory[kept][None], pos[kept][None], refs[kept][None], inputs.spatial_shapes,
-                  inputs.level_start_index, None, value=memory[None])[0]
+        q = layer(
+            memory[kept][None],
+            pos[kept][None],
+            refs[kept][None],
+            inputs.spatial_shapes,
+            inputs.level_start_index,
+            None,
+            value=memory[None],
+        )[0]
         memory = memory.clone()
         memory[kept] = q
     return memory, set(kept.tolist())
@@ -86,9 +98,15 @@ def test_values_are_the_updated_map():
     memory = inputs.tokens
     refs = inputs.reference_points.flatten(2)
     for layer in encoder.layers:
-        q = layer(memory[:, index[0]], inputs.pos[:, index[0]],
-                  refs[:, index[0]].view(1, -1, 4, 2), inputs.spatial_shapes,
-                  inputs.level_start_index, None, value=inputs.tokens)
+        q = layer(
+            memory[:, index[0]],
+            inputs.pos[:, index[0]],
+            refs[:, index[0]].view(1, -1, 4, 2),
+            inputs.spatial_shapes,
+            inputs.level_start_index,
+            None,
+            value=inputs.tokens,
+        )
         memory = memory.clone()
         memory[:, index[0]] = q
     assert (memory - out.memory).abs().max() > 1e-3
@@ -150,8 +168,12 @@ def fake_outputs(encoder_output, n, num_dn, num_queries, seed=0, dtype=torch.flo
     shape = (2, n, num_dn + num_queries, 4, 4, 2)
     loc = torch.rand(*shape, 2, generator=g, dtype=dtype)
     w = torch.rand(*shape, generator=g, dtype=dtype).flatten(-2).softmax(-1).view(shape)
-    return {"encoder_output": encoder_output, "sampling_locations": loc, "attention_weights": w,
-            "dn_meta": SimpleNamespace(num_queries=num_dn) if num_dn else None}
+    return {
+        "encoder_output": encoder_output,
+        "sampling_locations": loc,
+        "attention_weights": w,
+        "dn_meta": SimpleNamespace(num_queries=num_dn) if num_dn else None,
+    }
 
 
 def targets_for(n, seed=0):
@@ -161,8 +183,12 @@ def targets_for(n, seed=0):
         m = 1 + i % 3
         centre = torch.rand(m, 2, generator=g, dtype=torch.float64) * 0.6 + 0.2
         size = torch.rand(m, 2, generator=g, dtype=torch.float64) * 0.3 + 0.05
-        targets.append({"labels": torch.randint(0, CLASSES, (m,), generator=g),
-                        "boxes": torch.cat([centre, size], -1)})
+        targets.append(
+            {
+                "labels": torch.randint(0, CLASSES, (m,), generator=g),
+                "boxes": torch.cat([centre, size], -1),
+            }
+        )
     return targets
 
 
@@ -178,8 +204,10 @@ def test_attention_map_target_ignores_denoising_queries():
     loc = outputs["sampling_locations"].clone()
     loc[:, :, :6] = torch.rand_like(loc[:, :, :6])
     changed["sampling_locations"] = loc
-    torch.testing.assert_close(encoder.losses(changed, targets_for(len(SIZES)))
-                               ["loss_mask_prediction"], losses["loss_mask_prediction"])
+    torch.testing.assert_close(
+        encoder.losses(changed, targets_for(len(SIZES)))["loss_mask_prediction"],
+        losses["loss_mask_prediction"],
+    )
     # other matching queries: another loss; and the gradient reaches the score network
     changed["sampling_locations"] = torch.rand_like(loc)
     other = encoder.losses(changed, targets_for(len(SIZES)))["loss_mask_prediction"]
@@ -189,9 +217,13 @@ def test_attention_map_target_ignores_denoising_queries():
     # the targets: keep-count valid tokens per image
     extras = out.extras
     t = encoder.attention_map_loss.targets(
-        outputs["sampling_locations"][:, :, 6:], outputs["attention_weights"][:, :, 6:],
-        extras["spatial_shapes"], extras["level_start_index"], extras["padding_mask"],
-        extras["keep_counts"])
+        outputs["sampling_locations"][:, :, 6:],
+        outputs["attention_weights"][:, :, 6:],
+        extras["spatial_shapes"],
+        extras["level_start_index"],
+        extras["padding_mask"],
+        extras["keep_counts"],
+    )
     assert t.sum(1).tolist() == sparse_keep_counts(extras["padding_mask"], 0.3).tolist()
     assert not bool((t.bool() & extras["padding_mask"]).any())
 
@@ -216,8 +248,11 @@ def test_auxiliary_loss_on_valid_kept_slots():
     targets = targets_for(len(SIZES))
     outputs = fake_outputs(out, len(SIZES), 0, 10)
     losses = encoder.losses(outputs, targets)
-    expected_names = {f"{base}_enc_{i}" for base in ("loss_class", "loss_bbox", "loss_giou")
-                      for i in range(LAYERS - 1)} | {"loss_mask_prediction"}
+    expected_names = {
+        f"{base}_enc_{i}"
+        for base in ("loss_class", "loss_bbox", "loss_giou")
+        for i in range(LAYERS - 1)
+    } | {"loss_mask_prediction"}
     assert set(losses) == expected_names
     # invalid slots (images with fewer kept tokens than the batch's largest count) never matter
     valid = extras["kept_valid"][0]
@@ -229,12 +264,20 @@ def test_auxiliary_loss_on_valid_kept_slots():
         torch.testing.assert_close(again[name], value)
     # main weights: box terms are 5x, GIoU 2x the unweighted criterion terms
     unweighted = encoder.aux_criterion.loss_boxes(
-        extras["aux_boxes"][0], targets,
-        [encoder.aux_criterion.matcher({"pred_logits": extras["aux_logits"][0][i:i + 1, :c],
-                                        "pred_boxes": extras["aux_boxes"][0][i:i + 1, :c]},
-                                       [targets[i]])[0]
-         for i, c in enumerate(valid.sum(1).tolist())],
-        encoder.aux_criterion.num_boxes(targets, "cpu"))
+        extras["aux_boxes"][0],
+        targets,
+        [
+            encoder.aux_criterion.matcher(
+                {
+                    "pred_logits": extras["aux_logits"][0][i : i + 1, :c],
+                    "pred_boxes": extras["aux_boxes"][0][i : i + 1, :c],
+                },
+                [targets[i]],
+            )[0]
+            for i, c in enumerate(valid.sum(1).tolist())
+        ],
+        encoder.aux_criterion.num_boxes(targets, "cpu"),
+    )
     torch.testing.assert_close(losses["loss_bbox_enc_0"], 5.0 * unweighted["loss_bbox"])
     torch.testing.assert_close(losses["loss_giou_enc_0"], 2.0 * unweighted["loss_giou"])
     sum(losses.values()).backward()
@@ -250,7 +293,7 @@ def test_auxiliary_boxes_start_at_the_token_proposals():
     encoder = SparseDetrEncoder(layer, 2, num_classes=CLASSES).to(torch.float64)
     projection = Projection(DIM).to(torch.float64)
     out = run(encoder, projection, scene.batch(), train=True)
-    (h0, w0) = scene.sizes[0][0]
+    h0, w0 = scene.sizes[0][0]
     index = out.extras["kept_index"][0][0]
     boxes = out.extras["aux_boxes"][0][0]
     for slot, token in enumerate(index.tolist()):
@@ -267,11 +310,16 @@ def test_auxiliary_boxes_start_at_the_token_proposals():
 def test_kept_foreground_hits():
     from focus_detr.modeling.sparse import kept_foreground_hits
 
-    foreground = torch.tensor([[False, True, False, True, False],
-                               [True, False, True, False, False]])
-    extras = {"kept_index": [torch.tensor([[3, 1, 0], [2, 0, 0]]), torch.tensor([[3], [0]])],
-              "kept_valid": [torch.tensor([[True, True, False], [True, False, False]]),
-                             torch.tensor([[True], [False]])]}
+    foreground = torch.tensor(
+        [[False, True, False, True, False], [True, False, True, False, False]]
+    )
+    extras = {
+        "kept_index": [torch.tensor([[3, 1, 0], [2, 0, 0]]), torch.tensor([[3], [0]])],
+        "kept_valid": [
+            torch.tensor([[True, True, False], [True, False, False]]),
+            torch.tensor([[True], [False]]),
+        ],
+    }
     # image 1's invalid slots point at its foreground token 0: they must not count
     hits, total = kept_foreground_hits(extras, foreground)
     assert hits.tolist() == [3, 1] and total == 4

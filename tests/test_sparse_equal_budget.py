@@ -1,10 +1,13 @@
 """Equal training budget on the built-in dataset: "DINO + Sparse DETR" vs Focus-DETR at the same
 keep ratio, end to end through tools/sweep_keep_ratio.py (same config, one override apart, same
-initial weights outside the encoder, same data order). A short run: it checks that the
-comparison runs and reports AP and the foreground recall of the kept tokens, and that each
-token scorer learns from its own supervision; the measured numbers of a longer budget are in
-the README."""
+initial weights outside the encoder, same data order). A short run (100 iterations at batch 2,
+under a minute on 2 idle cores): the comparison runs and reports AP and the foreground recall of
+the kept tokens, each token scorer learns from its own supervision, and Focus-DETR's selector
+keeps more of the ground-truth foreground than Sparse DETR's. AP after so few iterations is
+near 0 for both; the numbers of the full tiny schedule are in the README."""
+
 import importlib.util
+import math
 
 import pytest
 import torch
@@ -12,14 +15,11 @@ import torch
 from focus_detr.engine import REPO_ROOT
 
 TINY = str(REPO_ROOT / "projects/sparse_detr/configs/dino_sparse_tiny_synthetic.py")
-ITERS = 30
-EVAL_IMAGES = 12
-# a smaller per-step cost for CI, both models alike: batch 2, shorter image sides, fewer queries
+ITERS = 100
+EVAL_IMAGES = 50
+# a smaller per-step cost for CI, both models alike: batch 2, fewer queries
 SMALL = [
     "dataloader.train.total_batch_size=2",
-    "dataloader.train.mapper.augmentation.1.short_edge_length=[192,224]",
-    "dataloader.train.mapper.augmentation_with_crop.3.short_edge_length=[192,224]",
-    "dataloader.test.mapper.augmentation.0.short_edge_length=224",
     "model.transformer.num_queries=50",
     "model.select_box_nums_for_evaluation=50",
 ]
@@ -27,7 +27,8 @@ SMALL = [
 
 def load_tool():
     spec = importlib.util.spec_from_file_location(
-        "sweep_keep_ratio", REPO_ROOT / "tools/sweep_keep_ratio.py")
+        "sweep_keep_ratio", REPO_ROOT / "tools/sweep_keep_ratio.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -38,18 +39,38 @@ def test_sparse_vs_focus_at_equal_budget(capsys):
     tool = load_tool()
     threads = torch.get_num_threads()
     try:
-        rows = tool.main([
-            "--config-file", TINY, "--encoders", "sparse", "focus", "--keep-ratios", "0.3",
-            "--no-flops", "--no-latency", "--train-iters", str(ITERS),
-            "--eval-images", str(EVAL_IMAGES), "--threads", "2", *SMALL])
+        rows = tool.main(
+            [
+                "--config-file",
+                TINY,
+                "--encoders",
+                "sparse",
+                "focus",
+                "--keep-ratios",
+                "0.3",
+                "--no-flops",
+                "--no-latency",
+                "--train-iters",
+                str(ITERS),
+                "--eval-images",
+                str(EVAL_IMAGES),
+                "--threads",
+                "2",
+                *SMALL,
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     table = capsys.readouterr().out
     assert "fg recall" in table and "AP" in table
     assert [(r["encoder"], r["keep_ratio"]) for r in rows] == [("sparse", 0.3), ("focus", 0.3)]
     for row in rows:
-        for key in ("AP", "AP50", "APs", "APm", "APl"):
-            assert 0.0 <= row[key] <= 100.0, (row["encoder"], key, row[key])
+        for key in ("AP", "AP50", "APs", "APm", "APl"):  # NaN: no object of that size
+            assert 0.0 <= row[key] <= 100.0 or (key != "AP" and math.isnan(row[key])), (
+                row["encoder"],
+                key,
+                row[key],
+            )
         assert row["fg_tokens"] > 100  # the val images have foreground at every level
         assert 0.0 <= row["fg_recall_mean"] <= 1.0 and 0.0 <= row["fg_recall_first"] <= 1.0
         assert row["total_loss_last"] < row["total_loss_first"]
@@ -59,6 +80,12 @@ def test_sparse_vs_focus_at_equal_budget(capsys):
     # recalls more than its mean
     assert sparse["fg_recall_mean"] == pytest.approx(sparse["fg_recall_first"])
     assert focus["fg_recall_first"] > focus["fg_recall_mean"]
+    # Focus-DETR's ground-truth-supervised selector keeps more of the foreground than Sparse
+    # DETR's attention-map-supervised one at the same budget (the paper's Fig. 1 / 4). Measured
+    # with these settings, seeds 0 / 1 / 2: mean recall Focus 0.549 / 0.603 / 0.578, Sparse
+    # 0.365 / 0.410 / 0.361; the margin 0.05 lies well below the smallest measured gap (0.14).
+    assert focus["fg_recall_mean"] > sparse["fg_recall_mean"] + 0.05
+    assert focus["fg_recall_mean"] > 1.5 * 0.3  # well above the share of kept tokens
     # each scorer learns from its own supervision within the budget
     assert sparse["loss_mask_prediction_last"] < sparse["loss_mask_prediction_first"]
     assert focus["select_loss_last"] < focus["select_loss_first"]

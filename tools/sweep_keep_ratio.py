@@ -27,6 +27,7 @@ the MSDA op's handle when this checkout has one (`MSDA_FLOP_HANDLES`: 5 multiply
 sampled channel), otherwise through its `grid_sample` calls (fvcore: 4 per sampled channel);
 `scaled_dot_product_attention` (QK^T and AV products) is counted here; element-wise ops are not.
 """
+
 import argparse
 import contextlib
 import copy
@@ -51,11 +52,15 @@ ENCODERS = ("dense", "sparse", "focus")
 # the paper's Table 6 (COCO val2017, R50, V100) and Table 1 for DINO: (AP, GFLOPs, FPS)
 PAPER = {
     ("dense", None): (50.9, 279, 14.2),
-    ("sparse", 0.1): (47.5, 126, 23.9), ("sparse", 0.2): (47.9, 139, 21.4),
-    ("sparse", 0.3): (48.2, 152, 20.2), ("sparse", 0.4): (48.4, 166, 18.6),
+    ("sparse", 0.1): (47.5, 126, 23.9),
+    ("sparse", 0.2): (47.9, 139, 21.4),
+    ("sparse", 0.3): (48.2, 152, 20.2),
+    ("sparse", 0.4): (48.4, 166, 18.6),
     ("sparse", 0.5): (48.4, 181, 18.1),
-    ("focus", 0.1): (48.9, 128, 23.7), ("focus", 0.2): (49.8, 141, 21.3),
-    ("focus", 0.3): (50.4, 154, 20.0), ("focus", 0.4): (50.4, 169, 18.5),
+    ("focus", 0.1): (48.9, 128, 23.7),
+    ("focus", 0.2): (49.8, 141, 21.3),
+    ("focus", 0.3): (50.4, 154, 20.0),
+    ("focus", 0.4): (50.4, 169, 18.5),
     ("focus", 0.5): (50.5, 183, 17.9),
 }
 
@@ -63,8 +68,9 @@ logger = logging.getLogger("sweep_keep_ratio")
 
 
 # ------------------------------------------------------------------------------------ config
-def load_config(config_file: str, encoder: str, keep_ratio: Optional[float],
-                opts: Sequence[str] = ()):
+def load_config(
+    config_file: str, encoder: str, keep_ratio: Optional[float], opts: Sequence[str] = ()
+):
     """The config with the encoder choice, keep ratio and extra `key=value` overrides."""
     from detectron2.config import LazyConfig
 
@@ -72,8 +78,10 @@ def load_config(config_file: str, encoder: str, keep_ratio: Optional[float],
 
     cfg = LazyConfig.load(config_file)
     if "choices" not in cfg.model.transformer.encoder:
-        raise ValueError(f"{config_file}: model.transformer.encoder is not swappable (build it "
-                         "with focus_detr.modeling.encoders.swappable_encoder)")
+        raise ValueError(
+            f"{config_file}: model.transformer.encoder is not swappable (build it "
+            "with focus_detr.modeling.encoders.swappable_encoder)"
+        )
     overrides = [f"model.transformer.encoder.name={encoder}"]
     if keep_ratio is not None:
         overrides.append(f"model.transformer.encoder.keep_ratio={keep_ratio}")
@@ -140,8 +148,10 @@ def count_flops(model: nn.Module, image: torch.Tensor) -> Dict[str, float]:
         analysis.uncalled_modules_warnings(False)
         total = analysis.total()
         by_module = analysis.by_module()
-    parts = {name: by_module.get(f"model.{name}", 0) / 1e9
-             for name in ("backbone", "neck", "transformer.encoder", "transformer.decoder")}
+    parts = {
+        name: by_module.get(f"model.{name}", 0) / 1e9
+        for name in ("backbone", "neck", "transformer.encoder", "transformer.decoder")
+    }
     return {"gflops": total / 1e9, **{f"gflops_{k}": v for k, v in parts.items()}}
 
 
@@ -190,10 +200,12 @@ def train(model: nn.Module, cfg, iters: int, seed: int) -> Dict[str, float]:
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     clip = cfg.train.clip_grad
-    trainer = DetrTrainer(model, loader, optimizer,
-                          clip_grad_params=clip.params if clip.enabled else None)
-    trainer.register_hooks([hooks.IterationTimer(),
-                            LRSchedulerHook(scheduler=instantiate(cfg.lr_multiplier))])
+    trainer = DetrTrainer(
+        model, loader, optimizer, clip_grad_params=clip.params if clip.enabled else None
+    )
+    trainer.register_hooks(
+        [hooks.IterationTimer(), LRSchedulerHook(scheduler=instantiate(cfg.lr_multiplier))]
+    )
     model.train()
     trainer.train(0, iters)
     history = trainer.storage.histories()
@@ -214,60 +226,58 @@ def _test_dataset(cfg, num_images: Optional[int]):
     return dataset[:num_images] if num_images else dataset
 
 
-def evaluate_ap(model: nn.Module, cfg, dataset, verbose: bool = False) -> Dict[str, float]:
-    """COCO box AP on `dataset` (a list of dataset dicts of the config's test set)."""
-    from detectron2.config import instantiate
-    from detectron2.data import build_detection_test_loader
+def evaluate(model: nn.Module, cfg, dataset, verbose: bool = False) -> Dict[str, float]:
+    """Box AP (the config's evaluator) and the foreground recall of the kept tokens on
+    `dataset` (dataset dicts of the config's test set), one image at a time with the test
+    resizing, in one pass.
 
-    loader = build_detection_test_loader(dataset, mapper=instantiate(cfg.dataloader.test.mapper),
-                                         num_workers=0)
-    evaluator_cfg = copy.deepcopy(cfg.dataloader.evaluator)
-    evaluator_cfg.output_dir = None
-    evaluator = instantiate(evaluator_cfg)
-    evaluator.reset()
-    model.eval()
-    with torch.no_grad():
-        for batch in loader:
-            evaluator.process(batch, model(batch))
-    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
-    with quiet:
-        results = evaluator.evaluate(img_ids=[d["image_id"] for d in dataset])
-    box = results.get("bbox", {}) if results else {}
-    return {k: float(box[k]) for k in ("AP", "AP50", "APs", "APm", "APl") if k in box}
-
-
-def evaluate_recall(model: nn.Module, cfg, dataset) -> Dict[str, float]:
-    """Foreground recall of the kept tokens on `dataset`, test-time resizing, one image at a
-    time: per layer, kept ground-truth foreground tokens / all of them (summed over images)."""
+    Recall of layer l: ground-truth foreground tokens (Focus-DETR's label assignment) that the
+    layer keeps / all of them, summed over the images; reported as the mean over layers and for
+    the first layer.
+    """
     from detectron2.config import instantiate
 
     from focus_detr.modeling.focus import ForegroundLabelAssigner, pad_boxes
     from focus_detr.modeling.sparse import kept_foreground_hits
 
     mapper_cfg = copy.deepcopy(cfg.dataloader.test.mapper)
-    mapper_cfg.is_train = True  # keep the annotations; no crop branch: deterministic resizing
+    mapper_cfg.is_train = True  # keep the annotations; no crop branch: the test resizing
     mapper_cfg.augmentation_with_crop = None
     mapper = instantiate(mapper_cfg)
+    evaluator_cfg = copy.deepcopy(cfg.dataloader.evaluator)
+    evaluator_cfg.output_dir = None
+    evaluator = instantiate(evaluator_cfg)
+    evaluator.reset()
     assigner = ForegroundLabelAssigner(strides=model.neck.strides)
     num_layers = model.transformer.encoder.num_layers
     hits, total = torch.zeros(num_layers, dtype=torch.int64), 0
     model.eval()
     with torch.no_grad():
         for record in dataset:
-            item = mapper(record)
-            if item is None or len(item["instances"]) == 0:
+            batch = [mapper(record)]
+            images = model.preprocess_image(batch)
+            out = model.compute_outputs(images)
+            evaluator.process(
+                batch,
+                model.postprocess(out["pred_logits"], out["pred_boxes"], images.image_sizes, batch),
+            )
+            if len(batch[0]["instances"]) == 0:
                 continue
-            targets = model.prepare_targets([item])
-            out = model.compute_outputs(model.preprocess_image([item]))
+            targets = model.prepare_targets(batch)
             inputs = out["encoder_inputs"]
             boxes, valid = pad_boxes([t["boxes_xyxy"] for t in targets])
             foreground = assigner(boxes, valid, inputs.spatial_shapes, inputs.padding_mask)
             h, t = kept_foreground_hits(out["encoder_output"].extras, foreground.cpu(), num_layers)
             hits += h
             total += t
+    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    with quiet:
+        results = evaluator.evaluate(img_ids=[d["image_id"] for d in dataset])
+    box = results.get("bbox", {}) if results else {}
+    row = {k: float(box[k]) for k in ("AP", "AP50", "APs", "APm", "APl") if k in box}
     recall = (hits.double() / max(total, 1)).tolist()
-    return {"fg_recall_mean": sum(recall) / len(recall), "fg_recall_first": recall[0],
-            "fg_tokens": total}
+    row.update(fg_recall_mean=sum(recall) / len(recall), fg_recall_first=recall[0], fg_tokens=total)
+    return row
 
 
 # ------------------------------------------------------------------------------------ sweep
@@ -281,10 +291,14 @@ def sweep(args) -> List[Dict[str, Any]]:
     dataset = None
     shared_init = None
     if args.train_iters:  # every model starts from the same weights outside the encoder
-        reference = build_model(load_config(args.config_file, "dense", None, args.opts), "cpu",
-                                args.seed)
-        shared_init = {k: v for k, v in reference.state_dict().items()
-                       if not k.startswith("transformer.encoder.")}
+        reference = build_model(
+            load_config(args.config_file, "dense", None, args.opts), "cpu", args.seed
+        )
+        shared_init = {
+            k: v
+            for k, v in reference.state_dict().items()
+            if not k.startswith("transformer.encoder.")
+        }
         del reference
     rows = []
     for encoder in args.encoders:
@@ -293,8 +307,11 @@ def sweep(args) -> List[Dict[str, Any]]:
             name = encoder if ratio is None else f"{encoder}@{ratio:g}"
             cfg = load_config(args.config_file, encoder, ratio, args.opts)
             model = build_model(cfg, device, args.seed)
-            row: Dict[str, Any] = {"encoder": encoder, "keep_ratio": ratio,
-                                   "params_m": count_params(model) / 1e6}
+            row: Dict[str, Any] = {
+                "encoder": encoder,
+                "keep_ratio": ratio,
+                "params_m": count_params(model) / 1e6,
+            }
             if not args.no_flops:
                 row.update(count_flops(model, image))
             if not args.no_latency:
@@ -312,27 +329,39 @@ def sweep(args) -> List[Dict[str, Any]]:
             if trained:
                 if dataset is None:
                     dataset = _test_dataset(cfg, args.eval_images)
-                row.update(evaluate_ap(model, cfg, dataset, args.verbose))
-                row.update(evaluate_recall(model, cfg, dataset))
+                row.update(evaluate(model, cfg, dataset, args.verbose))
             paper = PAPER.get((encoder, None if ratio is None else round(ratio, 2)))
             if paper is not None and args.show_paper:
                 row.update(paper_ap=paper[0], paper_gflops=paper[1], paper_fps=paper[2])
             rows.append(row)
-            print(f"[{name}] " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                           for k, v in row.items()), flush=True)
+            print(
+                f"[{name}] "
+                + ", ".join(
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                ),
+                flush=True,
+            )
             del model
             gc.collect()
     return rows
 
 
 COLUMNS = [  # (key, header, format)
-    ("encoder", "encoder", "{}"), ("keep_ratio", "keep", "{:g}"),
-    ("gflops", "GFLOPs", "{:.2f}"), ("gflops_transformer.encoder", "enc GFLOPs", "{:.2f}"),
-    ("params_m", "params (M)", "{:.2f}"), ("latency_s", "latency (s)", "{:.3f}"),
-    ("AP", "AP", "{:.1f}"), ("AP50", "AP50", "{:.1f}"), ("APs", "APs", "{:.1f}"),
-    ("APm", "APm", "{:.1f}"), ("APl", "APl", "{:.1f}"),
-    ("fg_recall_mean", "fg recall", "{:.3f}"), ("fg_recall_first", "fg recall L0", "{:.3f}"),
-    ("paper_gflops", "paper GFLOPs", "{}"), ("paper_fps", "paper FPS", "{}"),
+    ("encoder", "encoder", "{}"),
+    ("keep_ratio", "keep", "{:g}"),
+    ("gflops", "GFLOPs", "{:.2f}"),
+    ("gflops_transformer.encoder", "enc GFLOPs", "{:.2f}"),
+    ("params_m", "params (M)", "{:.2f}"),
+    ("latency_s", "latency (s)", "{:.3f}"),
+    ("AP", "AP", "{:.1f}"),
+    ("AP50", "AP50", "{:.1f}"),
+    ("APs", "APs", "{:.1f}"),
+    ("APm", "APm", "{:.1f}"),
+    ("APl", "APl", "{:.1f}"),
+    ("fg_recall_mean", "fg recall", "{:.3f}"),
+    ("fg_recall_first", "fg recall L0", "{:.3f}"),
+    ("paper_gflops", "paper GFLOPs", "{}"),
+    ("paper_fps", "paper FPS", "{}"),
     ("paper_ap", "paper AP", "{}"),
 ]
 
@@ -340,42 +369,70 @@ COLUMNS = [  # (key, header, format)
 def format_table(rows: List[Dict[str, Any]], show_paper: bool) -> str:
     from tabulate import tabulate
 
-    columns = [c for c in COLUMNS if any(c[0] in r for r in rows)
-               and (show_paper or not c[0].startswith("paper"))]
-    body = [[fmt.format(r[key]) if r.get(key) is not None else "-" for key, _, fmt in columns]
-            for r in rows]
+    columns = [
+        c
+        for c in COLUMNS
+        if any(c[0] in r for r in rows) and (show_paper or not c[0].startswith("paper"))
+    ]
+    body = [
+        [fmt.format(r[key]) if r.get(key) is not None else "-" for key, _, fmt in columns]
+        for r in rows
+    ]
     return tabulate(body, headers=[h for _, h, _ in columns], tablefmt="pipe")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", default=DEFAULT_CONFIG,
-                        help="a config with a swappable encoder (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config-file",
+        default=DEFAULT_CONFIG,
+        help="a config with a swappable encoder (default: %(default)s)",
+    )
     parser.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=ENCODERS)
-    parser.add_argument("--keep-ratios", nargs="+", type=float,
-                        default=[0.1, 0.2, 0.3, 0.4, 0.5])
-    parser.add_argument("--image-size", nargs=2, type=int, default=[800, 1216],
-                        metavar=("H", "W"), help="input of the cost measurements")
+    parser.add_argument("--keep-ratios", nargs="+", type=float, default=[0.1, 0.2, 0.3, 0.4, 0.5])
+    parser.add_argument(
+        "--image-size",
+        nargs=2,
+        type=int,
+        default=[800, 1216],
+        metavar=("H", "W"),
+        help="input of the cost measurements",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-flops", action="store_true")
     parser.add_argument("--no-latency", action="store_true")
-    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
-                        help="weights of one model: NAME is dense, sparse@RATIO or focus@RATIO")
-    parser.add_argument("--train-iters", type=int, default=0,
-                        help="train every model this many iterations before evaluating")
-    parser.add_argument("--eval-images", type=int, default=0,
-                        help="evaluate on the first N test images (0: all)")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="weights of one model: NAME is dense, sparse@RATIO or focus@RATIO",
+    )
+    parser.add_argument(
+        "--train-iters",
+        type=int,
+        default=0,
+        help="train every model this many iterations before evaluating",
+    )
+    parser.add_argument(
+        "--eval-images", type=int, default=0, help="evaluate on the first N test images (0: all)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--show-paper", action="store_true",
-                        help="add the paper's Table 1/6 values (COCO, V100) as columns")
+    parser.add_argument(
+        "--show-paper",
+        action="store_true",
+        help="add the paper's Table 1/6 values (COCO, V100) as columns",
+    )
     parser.add_argument("--output", help="also write the rows as JSON here")
     parser.add_argument("--verbose", action="store_true", help="print the COCO evaluation")
-    parser.add_argument("opts", nargs="*", default=[],
-                        help="config overrides key=value applied to every model")
+    parser.add_argument(
+        "opts", nargs="*", default=[], help="config overrides key=value applied to every model"
+    )
     args = parser.parse_args(argv)
     for c in args.checkpoint:
         if "=" not in c:
@@ -392,9 +449,12 @@ def main(argv=None) -> List[Dict[str, Any]]:
         torch.set_num_threads(args.threads)
     import focus_detr.data  # noqa: F401  (registers the built-in dataset)
 
-    print(f"config {args.config_file}; image {args.image_size[0]}x{args.image_size[1]}, "
-          f"batch 1, device {args.device}, {torch.get_num_threads()} CPU threads; "
-          f"{msda_flop_convention()}", flush=True)
+    print(
+        f"config {args.config_file}; image {args.image_size[0]}x{args.image_size[1]}, "
+        f"batch 1, device {args.device}, {torch.get_num_threads()} CPU threads; "
+        f"{msda_flop_convention()}",
+        flush=True,
+    )
     rows = sweep(args)
     print(format_table(rows, args.show_paper))
     if args.output:

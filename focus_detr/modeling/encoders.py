@@ -22,6 +22,7 @@ entries); every choice takes its layer dimensions from the dense layer config
 (`${..dense.layer}`). Override a choice's own settings under
 `model.transformer.encoder.choices.<name>.*` (e.g. `...choices.dense.layer.num_points=2`).
 """
+
 import copy
 from typing import Any, Mapping, Optional, Sequence
 
@@ -32,8 +33,12 @@ __all__ = ["ENCODER_NAMES", "build_encoder", "swappable_encoder"]
 ENCODER_NAMES = ("dense", "sparse", "focus")
 
 
-def build_encoder(name: str, choices: Mapping[str, Any], keep_ratio: Optional[float] = None,
-                  num_layers: Optional[int] = None) -> nn.Module:
+def build_encoder(
+    name: str,
+    choices: Mapping[str, Any],
+    keep_ratio: Optional[float] = None,
+    num_layers: Optional[int] = None,
+) -> nn.Module:
     """Build the encoder `choices[name]`.
 
     Args:
@@ -47,25 +52,34 @@ def build_encoder(name: str, choices: Mapping[str, Any], keep_ratio: Optional[fl
     from detectron2.config import instantiate
 
     if name not in choices:
-        raise ValueError(f"unknown encoder {name!r}; the config offers {sorted(choices)} "
-                         "(set model.transformer.encoder.name)")
+        raise ValueError(
+            f"unknown encoder {name!r}; the config offers {sorted(choices)} "
+            "(set model.transformer.encoder.name)"
+        )
     choice = choices[name]
     encoder = choice if isinstance(choice, nn.Module) else instantiate(choice)
     if not isinstance(encoder, nn.Module):
         raise TypeError(f"encoder choice {name!r} built a {type(encoder).__name__}, not a module")
     depth = getattr(encoder, "num_layers", None)
     if num_layers is not None and depth is not None and depth != num_layers:
-        raise ValueError(f"encoder choice {name!r} has {depth} layers but the config asks for "
-                         f"{num_layers} (model.transformer.encoder.num_layers); e.g. give the "
-                         "Focus cascade_ratios one entry per layer")
+        raise ValueError(
+            f"encoder choice {name!r} has {depth} layers but the config asks for "
+            f"{num_layers} (model.transformer.encoder.num_layers); e.g. give the "
+            "Focus cascade_ratios one entry per layer"
+        )
     return encoder
 
 
-def swappable_encoder(dense, name: str = "dense", keep_ratio: float = 0.3,
-                      num_classes: Any = "${model.num_classes}",
-                      criterion: Any = "${model.criterion}",
-                      cascade_ratios: Sequence[float] = (1.0, 0.8, 0.6, 0.6, 0.4, 0.2),
-                      num_object_tokens: int = 300, strides: Sequence[int] = (8, 16, 32, 64)):
+def swappable_encoder(
+    dense,
+    name: str = "dense",
+    keep_ratio: float = 0.3,
+    num_classes: Any = "${model.num_classes}",
+    criterion: Any = "${model.criterion}",
+    cascade_ratios: Sequence[float] = (1.0, 0.8, 0.6, 0.6, 0.4, 0.2),
+    num_object_tokens: int = 300,
+    strides: Sequence[int] = (8, 16, 32, 64),
+):
     """LazyCall config of `build_encoder` offering the three encoders.
 
     Args:
@@ -83,9 +97,15 @@ def swappable_encoder(dense, name: str = "dense", keep_ratio: float = 0.3,
     """
     from detectron2.config import LazyCall as L
 
-    from .focus import (PUBLISHED_SCALE_RANGES, DualAttentionEncoderLayer, FocusEncoder,
-                        ForegroundLabelAssigner, ForegroundLoss, ForegroundTokenSelector,
-                        TokenScoreNetwork)
+    from .focus import (
+        PUBLISHED_SCALE_RANGES,
+        DualAttentionEncoderLayer,
+        FocusEncoder,
+        ForegroundLabelAssigner,
+        ForegroundLoss,
+        ForegroundTokenSelector,
+        TokenScoreNetwork,
+    )
     from .sparse import AttentionMapLoss, SparseDetrEncoder
 
     if name not in ENCODER_NAMES:
@@ -95,8 +115,9 @@ def swappable_encoder(dense, name: str = "dense", keep_ratio: float = 0.3,
         layer="${..dense.layer}",
         num_layers="${...num_layers}",
         keep_ratio="${...keep_ratio}",
-        score_network=L(TokenScoreNetwork)(in_dim="${...dense.layer.embed_dim}",
-                                           hidden_dim="${...dense.layer.embed_dim}"),
+        score_network=L(TokenScoreNetwork)(
+            in_dim="${...dense.layer.embed_dim}", hidden_dim="${...dense.layer.embed_dim}"
+        ),
         attention_map_loss=L(AttentionMapLoss)(weight=1.0, name="loss_mask_prediction"),
         num_classes=num_classes,
         aux_loss=True,
@@ -105,8 +126,9 @@ def swappable_encoder(dense, name: str = "dense", keep_ratio: float = 0.3,
     layer = "${...dense.layer."  # from a key of choices.focus.<part>
     focus = L(FocusEncoder)(
         selector=L(ForegroundTokenSelector)(
-            score_network=L(TokenScoreNetwork)(in_dim="${....dense.layer.embed_dim}",
-                                               hidden_dim="${....dense.layer.embed_dim}"),
+            score_network=L(TokenScoreNetwork)(
+                in_dim="${....dense.layer.embed_dim}", hidden_dim="${....dense.layer.embed_dim}"
+            ),
             num_levels=layer + "num_levels}",
             modulation="top_down",
             modulation_target="features",
@@ -114,18 +136,29 @@ def swappable_encoder(dense, name: str = "dense", keep_ratio: float = 0.3,
             cascade_ratios=tuple(cascade_ratios),
         ),
         layer=L(DualAttentionEncoderLayer)(
-            embed_dim=layer + "embed_dim}", num_heads=layer + "num_heads}",
-            feedforward_dim=layer + "feedforward_dim}", dropout=layer + "attn_dropout}",
-            num_levels=layer + "num_levels}", num_points=layer + "num_points}",
-            num_object_tokens=num_object_tokens),
+            embed_dim=layer + "embed_dim}",
+            num_heads=layer + "num_heads}",
+            feedforward_dim=layer + "feedforward_dim}",
+            dropout=layer + "attn_dropout}",
+            num_levels=layer + "num_levels}",
+            num_points=layer + "num_points}",
+            num_object_tokens=num_object_tokens,
+        ),
         foreground_loss=L(ForegroundLoss)(
-            assigner=L(ForegroundLabelAssigner)(strides=tuple(strides),
-                                                scale_ranges=PUBLISHED_SCALE_RANGES),
-            weight=1.5, name="select_loss"),
+            assigner=L(ForegroundLabelAssigner)(
+                strides=tuple(strides), scale_ranges=PUBLISHED_SCALE_RANGES
+            ),
+            weight=1.5,
+            name="select_loss",
+        ),
     )
     # the depth is one knob too: the dense and sparse choices read it, Focus's is checked
     dense = copy.deepcopy(dense)
     num_layers = dense.num_layers
     dense.num_layers = "${...num_layers}"
-    return L(build_encoder)(name=name, keep_ratio=keep_ratio, num_layers=num_layers,
-                            choices=dict(dense=dense, sparse=sparse, focus=focus))
+    return L(build_encoder)(
+        name=name,
+        keep_ratio=keep_ratio,
+        num_layers=num_layers,
+        choices=dict(dense=dense, sparse=sparse, focus=focus),
+    )

@@ -1,5 +1,6 @@
 """Sparse DETR's encoder for the DINO family (the paper's "DINO + Sparse DETR" baseline): one
 top-k token selection before the encoder, supervised by the decoder cross-attention map."""
+
 from .attention_map import decoder_attention_map, sparse_keep_counts, top_count_targets
 from .kept_recall import kept_foreground_hits
 from .losses import AttentionMapLoss, EncoderAuxiliaryLoss, masked_multilabel_soft_margin_loss

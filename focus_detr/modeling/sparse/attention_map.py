@@ -14,6 +14,7 @@ coordinate x * W - 0.5 of that level's token grid, whose token centres sit at in
 The published Sparse DETR uses x * W (no -0.5), half a token off its own sampling;
 `pixel_offset=0.0` reproduces that.
 """
+
 import torch
 
 from ..focus.token_ops import scatter_tokens
@@ -21,9 +22,13 @@ from ..focus.token_ops import scatter_tokens
 __all__ = ["decoder_attention_map", "top_count_targets", "sparse_keep_counts"]
 
 
-def decoder_attention_map(sampling_locations: torch.Tensor, attention_weights: torch.Tensor,
-                          spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
-                          pixel_offset: float = 0.5) -> torch.Tensor:
+def decoder_attention_map(
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    pixel_offset: float = 0.5,
+) -> torch.Tensor:
     """Splat attention weights bilinearly onto the flattened token grid.
 
     Args:
@@ -40,15 +45,20 @@ def decoder_attention_map(sampling_locations: torch.Tensor, attention_weights: t
         points. Detached (a target, not a prediction).
     """
     if sampling_locations.dim() != 7 or sampling_locations.shape[-1] != 2:
-        raise ValueError("sampling_locations must be (layers, N, Q, heads, L, P, 2), got "
-                         f"{tuple(sampling_locations.shape)}")
+        raise ValueError(
+            "sampling_locations must be (layers, N, Q, heads, L, P, 2), got "
+            f"{tuple(sampling_locations.shape)}"
+        )
     if attention_weights.shape != sampling_locations.shape[:-1]:
-        raise ValueError(f"attention_weights {tuple(attention_weights.shape)} do not match "
-                         f"sampling_locations {tuple(sampling_locations.shape)}")
+        raise ValueError(
+            f"attention_weights {tuple(attention_weights.shape)} do not match "
+            f"sampling_locations {tuple(sampling_locations.shape)}"
+        )
     num_levels = sampling_locations.shape[4]
     if spatial_shapes.shape != (num_levels, 2):
-        raise ValueError(f"spatial_shapes must be ({num_levels}, 2), got "
-                         f"{tuple(spatial_shapes.shape)}")
+        raise ValueError(
+            f"spatial_shapes must be ({num_levels}, 2), got " f"{tuple(spatial_shapes.shape)}"
+        )
     n = sampling_locations.shape[1]
     total = int(spatial_shapes.prod(1).sum())
     # batch first, every (layer, query, head) as one row of samples: (N, M, L, P, ...)
@@ -58,7 +68,9 @@ def decoder_attention_map(sampling_locations: torch.Tensor, attention_weights: t
     height = shapes[:, 0].view(-1, 1)  # (L, 1) broadcasts against (..., L, P)
     width = shapes[:, 1].view(-1, 1)
     start = level_start_index.to(loc.device).view(-1, 1)
-    pixel = loc * torch.stack([shapes[:, 1], shapes[:, 0]], -1).to(loc.dtype)[:, None] - pixel_offset
+    pixel = (
+        loc * torch.stack([shapes[:, 1], shapes[:, 0]], -1).to(loc.dtype)[:, None] - pixel_offset
+    )
     corner = pixel.floor()
     frac = pixel - corner
     corner = corner.long()
@@ -67,8 +79,9 @@ def decoder_attention_map(sampling_locations: torch.Tensor, attention_weights: t
         for dy in (0, 1):
             x = corner[..., 0] + dx
             y = corner[..., 1] + dy
-            bilinear = (frac[..., 0] if dx else 1 - frac[..., 0]) * \
-                       (frac[..., 1] if dy else 1 - frac[..., 1])
+            bilinear = (frac[..., 0] if dx else 1 - frac[..., 0]) * (
+                frac[..., 1] if dy else 1 - frac[..., 1]
+            )
             inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
             index = torch.where(inside, start + y * width + x, torch.zeros_like(x))
             mass = torch.where(inside, weights * bilinear, torch.zeros_like(bilinear))
@@ -84,8 +97,9 @@ def sparse_keep_counts(padding_mask: torch.Tensor, keep_ratio: float) -> torch.T
     return torch.minimum(count, valid)
 
 
-def top_count_targets(scores: torch.Tensor, padding_mask: torch.Tensor,
-                      counts: torch.Tensor) -> torch.Tensor:
+def top_count_targets(
+    scores: torch.Tensor, padding_mask: torch.Tensor, counts: torch.Tensor
+) -> torch.Tensor:
     """Binary targets: the `counts[n]` highest-scored VALID tokens of image n are 1.
 
     Args:
@@ -98,8 +112,9 @@ def top_count_targets(scores: torch.Tensor, padding_mask: torch.Tensor,
     """
     valid_tokens = (~padding_mask).sum(1)
     if bool((counts > valid_tokens).any()):
-        raise ValueError(f"target counts {counts.tolist()} exceed the valid tokens "
-                         f"{valid_tokens.tolist()}")
+        raise ValueError(
+            f"target counts {counts.tolist()} exceed the valid tokens " f"{valid_tokens.tolist()}"
+        )
     k = int(counts.max()) if counts.numel() else 0
     index = scores.detach().masked_fill(padding_mask, float("-inf")).topk(k, dim=1).indices
     slot_valid = torch.arange(k, device=scores.device)[None] < counts[:, None]

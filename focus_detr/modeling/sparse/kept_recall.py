@@ -3,6 +3,7 @@ ground truth labels foreground (Focus-DETR's label assignment, paper Eq. 1), the
 an encoder layer keeps (updates). Works for every encoder that reports its kept sets as
 `kept_index` / `kept_valid` lists (one entry per layer) in `EncoderOutput.extras` (Sparse DETR,
 Focus-DETR); an encoder without kept sets (dense) updates every valid token."""
+
 from typing import Tuple
 
 import torch
@@ -10,8 +11,9 @@ import torch
 __all__ = ["kept_foreground_hits"]
 
 
-def kept_foreground_hits(extras: dict, foreground: torch.Tensor, num_layers: int = 1
-                         ) -> Tuple[torch.Tensor, int]:
+def kept_foreground_hits(
+    extras: dict, foreground: torch.Tensor, num_layers: int = 1
+) -> Tuple[torch.Tensor, int]:
     """Kept foreground tokens per layer, summed over the batch.
 
     Args:

@@ -1,6 +1,7 @@
 """Supervision of the Sparse DETR encoder: the token score network learns the decoder
 cross-attention map (multilabel soft margin loss), and optionally each encoder layer's kept tokens
 predict objects through their own class and box heads (Hungarian-matched DETR losses)."""
+
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -12,8 +13,9 @@ from .attention_map import decoder_attention_map, top_count_targets
 __all__ = ["masked_multilabel_soft_margin_loss", "AttentionMapLoss", "EncoderAuxiliaryLoss"]
 
 
-def masked_multilabel_soft_margin_loss(logits: torch.Tensor, targets: torch.Tensor,
-                                       padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def masked_multilabel_soft_margin_loss(
+    logits: torch.Tensor, targets: torch.Tensor, padding_mask: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """`F.multilabel_soft_margin_loss` with the tokens as labels, padded tokens left out: per image
     the mean over its valid tokens of the binary cross entropy, then the mean over images.
 
@@ -39,30 +41,47 @@ class AttentionMapLoss:
         pixel_offset: see :func:`decoder_attention_map`. Default 0.5 (matches the sampling).
     """
 
-    def __init__(self, weight: float = 1.0, name: str = "loss_mask_prediction",
-                 pixel_offset: float = 0.5):
+    def __init__(
+        self, weight: float = 1.0, name: str = "loss_mask_prediction", pixel_offset: float = 0.5
+    ):
         self.weight = weight
         self.name = name
         self.pixel_offset = pixel_offset
 
-    def targets(self, sampling_locations: torch.Tensor, attention_weights: torch.Tensor,
-                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
-                padding_mask: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    def targets(
+        self,
+        sampling_locations: torch.Tensor,
+        attention_weights: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+        padding_mask: torch.Tensor,
+        counts: torch.Tensor,
+    ) -> torch.Tensor:
         """(N, S) binary targets: the top `counts` valid tokens of the attention map (of the
         given decoder queries: pass only the matching queries, not the denoising ones)."""
         with torch.no_grad():
-            dam = decoder_attention_map(sampling_locations, attention_weights, spatial_shapes,
-                                        level_start_index, self.pixel_offset)
+            dam = decoder_attention_map(
+                sampling_locations,
+                attention_weights,
+                spatial_shapes,
+                level_start_index,
+                self.pixel_offset,
+            )
             return top_count_targets(dam, padding_mask, counts)
 
-    def __call__(self, logits: torch.Tensor, targets: torch.Tensor,
-                 padding_mask: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return {self.name: self.weight * masked_multilabel_soft_margin_loss(logits, targets,
-                                                                            padding_mask)}
+    def __call__(
+        self, logits: torch.Tensor, targets: torch.Tensor, padding_mask: torch.Tensor
+    ) -> Dict[str, torch.Tensor]:
+        return {
+            self.name: self.weight
+            * masked_multilabel_soft_margin_loss(logits, targets, padding_mask)
+        }
 
     def __repr__(self) -> str:
-        return (f"AttentionMapLoss(weight={self.weight}, name={self.name!r}, "
-                f"pixel_offset={self.pixel_offset})")
+        return (
+            f"AttentionMapLoss(weight={self.weight}, name={self.name!r}, "
+            f"pixel_offset={self.pixel_offset})"
+        )
 
 
 class EncoderAuxiliaryLoss:
@@ -86,24 +105,33 @@ class EncoderAuxiliaryLoss:
         weights = self.criterion.weight_dict
         return weights[name] if name in weights else self.criterion.weight(base)
 
-    def match(self, logits: torch.Tensor, boxes: torch.Tensor, slot_valid: torch.Tensor,
-              targets: List[Dict[str, torch.Tensor]]):
+    def match(
+        self,
+        logits: torch.Tensor,
+        boxes: torch.Tensor,
+        slot_valid: torch.Tensor,
+        targets: List[Dict[str, torch.Tensor]],
+    ):
         """Per image, match only its valid kept slots (a prefix of the slot list)."""
         counts = slot_valid.sum(1).tolist()
         indices = []
         for i, (count, target) in enumerate(zip(counts, targets)):  # scipy matches per image
-            out = {"pred_logits": logits[i:i + 1, :count], "pred_boxes": boxes[i:i + 1, :count]}
+            out = {"pred_logits": logits[i : i + 1, :count], "pred_boxes": boxes[i : i + 1, :count]}
             indices.append(self.criterion.matcher(out, [target])[0])
         return indices
 
-    def __call__(self, logits: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor],
-                 slot_valid: torch.Tensor, targets: List[Dict[str, torch.Tensor]]
-                 ) -> Dict[str, torch.Tensor]:
+    def __call__(
+        self,
+        logits: Sequence[torch.Tensor],
+        boxes: Sequence[torch.Tensor],
+        slot_valid: torch.Tensor,
+        targets: List[Dict[str, torch.Tensor]],
+    ) -> Dict[str, torch.Tensor]:
         """Args:
-            logits: per encoder layer (N, K, num_classes) kept-token class logits.
-            boxes: per encoder layer (N, K, 4) normalized cxcywh boxes.
-            slot_valid: (N, K) bool, valid kept slots (a prefix per image).
-            targets: per image `labels` (n,), `boxes` (n, 4) normalized cxcywh.
+        logits: per encoder layer (N, K, num_classes) kept-token class logits.
+        boxes: per encoder layer (N, K, 4) normalized cxcywh boxes.
+        slot_valid: (N, K) bool, valid kept slots (a prefix per image).
+        targets: per image `labels` (n,), `boxes` (n, 4) normalized cxcywh.
         """
         if not logits:
             return {}

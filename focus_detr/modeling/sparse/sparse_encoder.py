@@ -22,6 +22,7 @@ Supervision (`losses`, added by the meta-architecture in training):
   have their own `_enc` loss), boxes relative to each token's two-stage proposal box, Hungarian
   matched, at the main loss weights.
 """
+
 import copy
 import math
 from typing import Dict, List, Optional, Tuple
@@ -44,36 +45,44 @@ __all__ = ["SparseDetrEncoder"]
 
 class SparseDetrEncoder(nn.Module):
     """Args:
-        layer: the encoder layer to replicate (a `DeformableEncoderLayer`: called as
-            layer(query, query_pos, reference_points, spatial_shapes, level_start_index,
-            padding_mask, value=full_map)).
-        num_layers: encoder layers. Default 6.
-        keep_ratio: rho, fraction of each image's valid tokens kept. Default 0.3 (Table 1).
-        score_network: token scorer; default `TokenScoreNetwork(embed_dim, embed_dim)` (published).
-        attention_map_loss: default `AttentionMapLoss()` (weight 1, `loss_mask_prediction`).
-        num_classes: classes of the auxiliary class heads. Default 80.
-        aux_loss: auxiliary encoder loss on/off. Default True (published).
-        num_aux_layers: layers with auxiliary heads (the first ones). Default None =
-            num_layers - 1.
-        aux_criterion: matcher, loss terms and weights of the auxiliary loss; default a
-            `DINOCriterion(num_classes, HungarianMatcher())` (DINO's costs and main weights).
-            Configs pass the model's criterion so both stay the same.
-        box_head_layers: layers of each auxiliary box MLP. Default 3.
-        prior_prob: initial foreground probability of the auxiliary class heads. Default 0.01.
-        proposal_base_size, proposal_valid_range: the two-stage proposal boxes the auxiliary
-            boxes are relative to; must match the transformer's. Defaults 0.05, (0.01, 0.99).
+    layer: the encoder layer to replicate (a `DeformableEncoderLayer`: called as
+        layer(query, query_pos, reference_points, spatial_shapes, level_start_index,
+        padding_mask, value=full_map)).
+    num_layers: encoder layers. Default 6.
+    keep_ratio: rho, fraction of each image's valid tokens kept. Default 0.3 (Table 1).
+    score_network: token scorer; default `TokenScoreNetwork(embed_dim, embed_dim)` (published).
+    attention_map_loss: default `AttentionMapLoss()` (weight 1, `loss_mask_prediction`).
+    num_classes: classes of the auxiliary class heads. Default 80.
+    aux_loss: auxiliary encoder loss on/off. Default True (published).
+    num_aux_layers: layers with auxiliary heads (the first ones). Default None =
+        num_layers - 1.
+    aux_criterion: matcher, loss terms and weights of the auxiliary loss; default a
+        `DINOCriterion(num_classes, HungarianMatcher())` (DINO's costs and main weights).
+        Configs pass the model's criterion so both stay the same.
+    box_head_layers: layers of each auxiliary box MLP. Default 3.
+    prior_prob: initial foreground probability of the auxiliary class heads. Default 0.01.
+    proposal_base_size, proposal_valid_range: the two-stage proposal boxes the auxiliary
+        boxes are relative to; must match the transformer's. Defaults 0.05, (0.01, 0.99).
     """
 
     needs_decoder_sampling = True  # the attention-map target needs the decoder's sampling
 
-    def __init__(self, layer: nn.Module, num_layers: int = 6, keep_ratio: float = 0.3,
-                 score_network: Optional[nn.Module] = None,
-                 attention_map_loss: Optional[AttentionMapLoss] = None,
-                 num_classes: int = 80, aux_loss: bool = True,
-                 num_aux_layers: Optional[int] = None,
-                 aux_criterion: Optional[nn.Module] = None, box_head_layers: int = 3,
-                 prior_prob: float = 0.01, proposal_base_size: float = 0.05,
-                 proposal_valid_range: Tuple[float, float] = (0.01, 0.99)):
+    def __init__(
+        self,
+        layer: nn.Module,
+        num_layers: int = 6,
+        keep_ratio: float = 0.3,
+        score_network: Optional[nn.Module] = None,
+        attention_map_loss: Optional[AttentionMapLoss] = None,
+        num_classes: int = 80,
+        aux_loss: bool = True,
+        num_aux_layers: Optional[int] = None,
+        aux_criterion: Optional[nn.Module] = None,
+        box_head_layers: int = 3,
+        prior_prob: float = 0.01,
+        proposal_base_size: float = 0.05,
+        proposal_valid_range: Tuple[float, float] = (0.01, 0.99),
+    ):
         super().__init__()
         if not 0.0 < keep_ratio <= 1.0:
             raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
@@ -87,18 +96,21 @@ class SparseDetrEncoder(nn.Module):
         self.num_layers = num_layers
         self.keep_ratio = keep_ratio
         self.score_network = score_network if score_network is not None else TokenScoreNetwork(c, c)
-        self.attention_map_loss = (attention_map_loss if attention_map_loss is not None
-                                   else AttentionMapLoss())
+        self.attention_map_loss = (
+            attention_map_loss if attention_map_loss is not None else AttentionMapLoss()
+        )
         self.num_classes = num_classes
         self.proposal_base_size = proposal_base_size
         self.proposal_valid_range = tuple(proposal_valid_range)
         self.num_aux_layers = num_aux_layers if aux_loss else 0
         self.init_weights()
         # built after init_weights, which would re-initialize their matrices
-        self.aux_class_heads = nn.ModuleList(nn.Linear(c, num_classes)
-                                             for _ in range(self.num_aux_layers))
-        self.aux_box_heads = nn.ModuleList(MLP(c, c, 4, box_head_layers)
-                                           for _ in range(self.num_aux_layers))
+        self.aux_class_heads = nn.ModuleList(
+            nn.Linear(c, num_classes) for _ in range(self.num_aux_layers)
+        )
+        self.aux_box_heads = nn.ModuleList(
+            MLP(c, c, 4, box_head_layers) for _ in range(self.num_aux_layers)
+        )
         bias = -math.log((1 - prior_prob) / prior_prob)
         for head in self.aux_class_heads:
             nn.init.constant_(head.bias, bias)
@@ -145,9 +157,13 @@ class SparseDetrEncoder(nn.Module):
         """(N, S, 4) unsigmoided two-stage proposal box of every token (+inf where invalid)."""
         shapes = [tuple(hw) for hw in inputs.spatial_shapes.tolist()]
         sizes = level_valid_sizes(inputs.padding_mask, shapes, inputs.level_start_index.tolist())
-        proposals, _ = token_proposals(inputs.spatial_shapes, sizes.flip(-1).to(inputs.tokens),
-                                       inputs.padding_mask, self.proposal_base_size,
-                                       self.proposal_valid_range)
+        proposals, _ = token_proposals(
+            inputs.spatial_shapes,
+            sizes.flip(-1).to(inputs.tokens),
+            inputs.padding_mask,
+            self.proposal_base_size,
+            self.proposal_valid_range,
+        )
         return proposals
 
     # ---- forward -----------------------------------------------------------------------------
@@ -164,7 +180,8 @@ class SparseDetrEncoder(nn.Module):
         k = index.shape[1]
         query_pos = gather_tokens(pos, index)
         reference = gather_tokens(inputs.reference_points.reshape(n, s, -1), index).view(
-            n, k, *inputs.reference_points.shape[2:])
+            n, k, *inputs.reference_points.shape[2:]
+        )
         aux = self.training and self.num_aux_layers > 0
         kept_proposals = gather_tokens(self.token_proposals(inputs), index) if aux else None
         aux_logits: List[torch.Tensor] = []
@@ -172,23 +189,36 @@ class SparseDetrEncoder(nn.Module):
         memory = tokens
         query = gather_tokens(tokens, index)
         for layer_id, layer in enumerate(self.layers):
-            query = layer(query, query_pos, reference, inputs.spatial_shapes,
-                          inputs.level_start_index, padding_mask, value=memory)
+            query = layer(
+                query,
+                query_pos,
+                reference,
+                inputs.spatial_shapes,
+                inputs.level_start_index,
+                padding_mask,
+                value=memory,
+            )
             memory = scatter_tokens(memory, index, query, valid)
             if aux and layer_id < self.num_aux_layers:
                 aux_logits.append(self.aux_class_heads[layer_id](query))
                 aux_boxes.append((self.aux_box_heads[layer_id](query) + kept_proposals).sigmoid())
-        extras = dict(token_logits=logits, keep_counts=counts,
-                      kept_index=[index] * self.num_layers, kept_valid=[valid] * self.num_layers,
-                      padding_mask=padding_mask, spatial_shapes=inputs.spatial_shapes,
-                      level_start_index=inputs.level_start_index)
+        extras = dict(
+            token_logits=logits,
+            keep_counts=counts,
+            kept_index=[index] * self.num_layers,
+            kept_valid=[valid] * self.num_layers,
+            padding_mask=padding_mask,
+            spatial_shapes=inputs.spatial_shapes,
+            level_start_index=inputs.level_start_index,
+        )
         if aux:
             extras.update(aux_logits=aux_logits, aux_boxes=aux_boxes)
         return EncoderOutput(memory=memory, extras=extras)
 
     # ---- supervision -------------------------------------------------------------------------
-    def losses(self, outputs: Dict, targets: List[Dict[str, torch.Tensor]]
-               ) -> Dict[str, torch.Tensor]:
+    def losses(
+        self, outputs: Dict, targets: List[Dict[str, torch.Tensor]]
+    ) -> Dict[str, torch.Tensor]:
         """Weighted encoder losses: the attention-map loss and, if enabled, the auxiliary
         encoder losses.
 
@@ -199,25 +229,36 @@ class SparseDetrEncoder(nn.Module):
             targets: per image `labels` (n,), `boxes` (n, 4) normalized cxcywh.
         """
         if "sampling_locations" not in outputs or "attention_weights" not in outputs:
-            raise KeyError("SparseDetrEncoder.losses needs the decoder's `sampling_locations` "
-                           "and `attention_weights` in the outputs: run the transformer with "
-                           "return_sampling=True (DINO does so in training because this encoder "
-                           "sets needs_decoder_sampling)")
+            raise KeyError(
+                "SparseDetrEncoder.losses needs the decoder's `sampling_locations` "
+                "and `attention_weights` in the outputs: run the transformer with "
+                "return_sampling=True (DINO does so in training because this encoder "
+                "sets needs_decoder_sampling)"
+            )
         extras = outputs["encoder_output"].extras
         dn_meta = outputs.get("dn_meta")
         num_dn = dn_meta.num_queries if dn_meta is not None else 0
         padding_mask = extras["padding_mask"]
         dam_targets = self.attention_map_loss.targets(
-            outputs["sampling_locations"][:, :, num_dn:], outputs["attention_weights"][:, :, num_dn:],
-            extras["spatial_shapes"], extras["level_start_index"], padding_mask,
-            extras["keep_counts"])
+            outputs["sampling_locations"][:, :, num_dn:],
+            outputs["attention_weights"][:, :, num_dn:],
+            extras["spatial_shapes"],
+            extras["level_start_index"],
+            padding_mask,
+            extras["keep_counts"],
+        )
         losses = self.attention_map_loss(extras["token_logits"], dam_targets, padding_mask)
         if self.num_aux_layers and "aux_logits" in extras:
-            losses.update(EncoderAuxiliaryLoss(self.aux_criterion)(
-                extras["aux_logits"], extras["aux_boxes"], extras["kept_valid"][0], targets))
+            losses.update(
+                EncoderAuxiliaryLoss(self.aux_criterion)(
+                    extras["aux_logits"], extras["aux_boxes"], extras["kept_valid"][0], targets
+                )
+            )
         return losses
 
     def extra_repr(self) -> str:
-        return (f"keep_ratio={self.keep_ratio}, num_layers={self.num_layers}, "
-                f"num_aux_layers={self.num_aux_layers}, "
-                f"attention_map_loss={self.attention_map_loss}")
+        return (
+            f"keep_ratio={self.keep_ratio}, num_layers={self.num_layers}, "
+            f"num_aux_layers={self.num_aux_layers}, "
+            f"attention_map_loss={self.attention_map_loss}"
+        )
