@@ -18,6 +18,7 @@ from focus_detr.modeling.focus import ForegroundLabelAssigner
 from tests.tools_utils import DENSE, FOCUS, SMALL_INPUT, SPARSE, tiny_model
 
 NAN = float("nan")
+DINO_TINY = "projects/dino/configs/dino_tiny_synthetic.py"
 
 
 def _same(a, b):
@@ -120,6 +121,7 @@ def test_evaluator_without_ground_truth_source_is_an_error():
 @pytest.mark.parametrize("encoder", [FOCUS, SPARSE])
 def test_recorded_selection_matches_the_encoder(encoder):
     _, model = tiny_model(encoder)
+    model.return_token_selection = False  # the config records; the context manager must
     x = synthetic_inputs(*SMALL_INPUT)[0]
     with record_token_selection(model), torch.no_grad():
         out = model([x])[0]
@@ -141,6 +143,10 @@ def test_recorded_selection_matches_the_encoder(encoder):
         assert len(set(kept.tolist())) == kept.numel()
     with torch.no_grad():  # flag restored: plain outputs again
         assert "token_selection" not in model([x])[0]
+    model.return_token_selection = True  # ... and a flag that was on stays on
+    with record_token_selection(model):
+        pass
+    assert model.return_token_selection is True
 
 
 def test_dense_model_records_nothing():
@@ -156,12 +162,15 @@ def test_evaluator_config_line_with_coco_ap_on_dataset_images(tmp_path):
     from detectron2.config import instantiate
     from detectron2.evaluation import COCOEvaluator, inference_on_dataset
 
-    from focus_detr.analysis import dataset_inputs
+    from focus_detr.analysis import dataset_inputs, load_config
     from focus_detr.evaluation import GroundTruthBoxes, with_token_selection
 
     cfg, model = tiny_model(FOCUS)
+    cfg.dataloader.evaluator = load_config(DINO_TINY).dataloader.evaluator  # plain COCOEvaluator
     cfg.dataloader.evaluator.output_dir = str(tmp_path)  # COCOEvaluator writes its results
     cfg.dataloader.evaluator = with_token_selection(cfg.dataloader.evaluator)
+    # the line is idempotent: configs importing a config that has it may repeat it
+    assert with_token_selection(cfg.dataloader.evaluator) is cfg.dataloader.evaluator
     evaluator = instantiate(cfg.dataloader.evaluator)
     coco, selection = evaluator._evaluators
     assert isinstance(coco, COCOEvaluator) and coco._metadata.name == "synthetic_shapes_val"
@@ -197,9 +206,11 @@ def test_evaluator_config_line_with_coco_ap_on_dataset_images(tmp_path):
     [
         "projects/focus_detr/configs/focus_detr_tiny_synthetic.py",
         "projects/focus_detr/configs/focus_detr_r50_4scale_36ep.py",
+        "projects/sparse_detr/configs/dino_sparse_tiny_synthetic.py",
+        "projects/sparse_detr/configs/dino_sparse_r50_4scale_36ep.py",
     ],
 )
-def test_focus_configs_log_selection_quality_beside_coco_ap(config, tmp_path):
+def test_selecting_configs_log_selection_quality_beside_coco_ap(config, tmp_path):
     from detectron2.config import LazyConfig, instantiate
     from detectron2.evaluation import COCOEvaluator
 

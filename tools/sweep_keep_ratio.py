@@ -245,6 +245,8 @@ def evaluate(model: nn.Module, cfg, dataset, verbose: bool = False) -> Dict[str,
     mapper_cfg.augmentation_with_crop = None
     mapper = instantiate(mapper_cfg)
     evaluator_cfg = copy.deepcopy(cfg.dataloader.evaluator)
+    if "evaluators" in evaluator_cfg:  # with_token_selection: the recall is computed here
+        evaluator_cfg = evaluator_cfg.evaluators[0]
     evaluator_cfg.output_dir = None
     evaluator = instantiate(evaluator_cfg)
     evaluator.reset()

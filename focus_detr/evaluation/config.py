@@ -20,7 +20,14 @@ def with_token_selection(
     In a project config::
 
         dataloader.evaluator = with_token_selection(dataloader.evaluator)
+
+    An evaluator config that already has a `TokenSelectionEvaluator` is returned unchanged (a
+    config imported from one that adds it can repeat the line).
     """
+    if evaluator.get("_target_") is DatasetEvaluators and any(
+        e.get("_target_") is TokenSelectionEvaluator for e in evaluator.evaluators
+    ):
+        return evaluator
     first = copy.deepcopy(evaluator)
     if "dataset_name" in first:
         first.dataset_name = dataset_names

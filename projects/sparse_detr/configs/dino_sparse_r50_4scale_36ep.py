@@ -9,6 +9,7 @@ swaps it, every weight name outside `transformer.encoder` stays DINO's:
     model.transformer.encoder.keep_ratio=0.1 .. 0.5
 """
 
+from focus_detr.evaluation import with_token_selection
 from focus_detr.modeling.encoders import swappable_encoder
 
 from ...dino.configs.dino_r50_4scale_36ep import dataloader, lr_multiplier, model, optimizer, train
@@ -18,4 +19,7 @@ model.transformer.encoder = swappable_encoder(
 )
 
 train.output_dir = "./output/dino_sparse_r50_4scale_36ep"
-dataloader.evaluator.output_dir = train.output_dir
+# COCO AP and the kept tokens' precision/recall against the foreground labels, in one pass (a
+# dense encoder keeps every token: its selection metrics are skipped with a warning)
+dataloader.evaluator = with_token_selection(dataloader.evaluator)
+model.return_token_selection = True

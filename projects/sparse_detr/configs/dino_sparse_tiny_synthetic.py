@@ -14,6 +14,7 @@ focus_detr_tiny.py): cascade (1.0, 0.5), i.e. 0.4 / 0.2 of the valid tokens (mea
 object tokens.
 """
 
+from focus_detr.evaluation import with_token_selection
 from focus_detr.modeling.encoders import swappable_encoder
 
 from ...dino.configs.dino_tiny_synthetic import dataloader, lr_multiplier, model, optimizer, train
@@ -27,4 +28,7 @@ model.transformer.encoder = swappable_encoder(
 )
 
 train.output_dir = "./output/dino_sparse_tiny_synthetic"
-dataloader.evaluator.output_dir = train.output_dir
+# COCO AP and the kept tokens' precision/recall against the foreground labels, in one pass (a
+# dense encoder keeps every token: its selection metrics are skipped with a warning)
+dataloader.evaluator = with_token_selection(dataloader.evaluator)
+model.return_token_selection = True
