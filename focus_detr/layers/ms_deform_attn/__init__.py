@@ -14,11 +14,12 @@ from .backends import (
 )
 from .flops import MSDA_FLOP_HANDLES, ms_deform_attn_flops
 from .functional import ms_deform_attn
-from .module import MultiScaleDeformableAttention
+from .module import MultiScaleDeformableAttention, project_values
 
 __all__ = [
     "ms_deform_attn",
     "MultiScaleDeformableAttention",
+    "project_values",
     "MSDA_FLOP_HANDLES",
     "ms_deform_attn_flops",
     "BACKENDS",

@@ -111,6 +111,7 @@ class DualAttentionEncoderLayer(nn.Module):
         spatial_shapes: torch.Tensor,
         level_start_index: torch.Tensor,
         class_head: Optional[nn.Module] = None,
+        projected_value: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, dict]:
         """Update one layer's kept tokens.
 
@@ -124,6 +125,9 @@ class DualAttentionEncoderLayer(nn.Module):
             value_padding_mask: (N, S) bool, True at padded value tokens; or None.
             spatial_shapes, level_start_index: (L, 2), (L,) int64.
             class_head: MLP_C (num_classes logits); None ranks object tokens by foreground logit.
+            projected_value: (N, S, C) `value` already through the cross attention's value
+                projection and padding mask (`project_values`: all layers' in one product), or
+                None to project here.
         Returns:
             (N, K, C) updated kept tokens, and a dict with `object_index` (N, k) positions in the
             kept list, `object_valid` (N, k) and `object_scores` (N, K).
@@ -142,11 +146,12 @@ class DualAttentionEncoderLayer(nn.Module):
             objects = self.self_attention(objects, query_pos=objects_pos, key_padding_mask=ignore)
             objects = self.norm2(objects)
             query = scatter_tokens(query, index, objects, valid)
+        extra = {} if projected_value is None else {"projected_value": projected_value}
         query = self.cross_attention(query, value=value, query_pos=query_pos,
                                      key_padding_mask=value_padding_mask,
                                      reference_points=reference_points,
                                      spatial_shapes=spatial_shapes,
-                                     level_start_index=level_start_index)
+                                     level_start_index=level_start_index, **extra)
         query = self.norms[0](query)
         query = self.ffns[0](query)
         query = self.norms[1](query)

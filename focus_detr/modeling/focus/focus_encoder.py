@@ -2,8 +2,7 @@
 layers), implementing the transformer/encoder contract of `encoder_api`.
 
 Layer l updates only the tokens its image keeps in that layer (the cascade: fewer each layer);
-they are gathered from the current full token map and scattered back, so tokens never kept keep
-their input values. Padded tokens are never scored into the selection, kept, attended to
+tokens never kept keep their input values. Padded tokens are never scored into the selection, kept, attended to
 (their values are masked in the deformable attention) or labelled foreground.
 """
 import copy
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from ...layers import MultiScaleDeformableAttention
+from ...layers.ms_deform_attn import project_values
 from ..transformer.encoder_api import EncoderInputs, EncoderOutput
 from .dual_attention_layer import DualAttentionEncoderLayer
 from .foreground_loss import ForegroundLoss
@@ -20,6 +20,17 @@ from .foreground_token_selector import ForegroundTokenSelector
 from .token_ops import gather_tokens, scatter_tokens
 
 __all__ = ["FocusEncoder", "target_boxes_xyxy"]
+
+
+def _write_prefix(ranked: torch.Tensor, query: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """`ranked[:, :k]` <- `query` (N, k, C) at the `valid` (N, k) slots; in place when no gradient
+    is recorded, else out of place."""
+    k = query.shape[1]
+    update = torch.where(valid[..., None], query, ranked[:, :k])
+    if torch.is_grad_enabled():
+        return torch.cat([update, ranked[:, k:]], 1)
+    ranked[:, :k] = update
+    return ranked
 
 
 def target_boxes_xyxy(target: dict, image_size: Optional[Sequence[int]] = None) -> torch.Tensor:
@@ -86,35 +97,58 @@ class FocusEncoder(nn.Module):
         selection = self.selector(features, padding_mask, inputs.spatial_shapes,
                                   inputs.level_start_index)
         n, s, _ = tokens.shape
-        flat_reference = inputs.reference_points.reshape(n, s, -1)
-        memory = tokens
+        # Every layer keeps a prefix of the same ranking, so the layers work on the ranked tokens
+        # (gathered once) and the result is scattered into the full map once; this equals
+        # gathering from and scattering into the full map in every layer.
+        ranking = selection.ranking
+        ranked = gather_tokens(tokens, ranking)
+        ranked_pos = gather_tokens(pos, ranking)
+        ranked_reference = gather_tokens(inputs.reference_points.reshape(n, s, -1), ranking).view(
+            n, ranking.shape[1], *inputs.reference_points.shape[2:])
+        ranked_logits = gather_tokens(selection.logits, ranking)
+        values = self._projected_values(tokens, padding_mask)
         extras: Dict[str, object] = dict(
             foreground_logits=selection.logits, selection=selection, padding_mask=padding_mask,
             spatial_shapes=inputs.spatial_shapes, strides=inputs.strides,
             kept_index=[], kept_valid=[], object_index=[], object_valid=[], object_scores=[])
         for layer_id, layer in enumerate(self.layers):
             index, valid = selection.kept(layer_id)
+            k = index.shape[1]
             query, info = layer(
-                gather_tokens(memory, index),
-                gather_tokens(pos, index),
-                gather_tokens(flat_reference, index).view(n, index.shape[1],
-                                                          *inputs.reference_points.shape[2:]),
-                gather_tokens(selection.logits, index),
+                ranked[:, :k],
+                ranked_pos[:, :k],
+                ranked_reference[:, :k],
+                ranked_logits[:, :k],
                 valid,
                 value=tokens,
                 value_padding_mask=padding_mask,
                 spatial_shapes=inputs.spatial_shapes,
                 level_start_index=inputs.level_start_index,
                 class_head=inputs.class_head,
+                projected_value=values[layer_id] if values is not None else None,
             )
-            memory = scatter_tokens(memory, index, query, valid)
+            ranked = _write_prefix(ranked, query, valid)
             extras["kept_index"].append(index)
             extras["kept_valid"].append(valid)
             if "object_index" in info:
                 extras["object_index"].append(torch.gather(index, 1, info["object_index"]))
                 extras["object_valid"].append(info["object_valid"])
                 extras["object_scores"].append(info["object_scores"])
+        ever_kept = torch.arange(ranking.shape[1], device=ranking.device)[None] < (
+            selection.keep_counts.max(1).values[:, None] if selection.keep_counts.numel()
+            else ranking.new_zeros(n, 1))
+        memory = scatter_tokens(tokens, ranking, ranked, ever_kept)
         return EncoderOutput(memory=memory, extras=extras)
+
+    def _projected_values(self, tokens: torch.Tensor, padding_mask: torch.Tensor
+                          ) -> Optional[List[torch.Tensor]]:
+        """Every layer's deformable-attention values (the same original tokens, each layer's own
+        projection) in one matrix product; None when a layer's cross attention is not a
+        `MultiScaleDeformableAttention` (it then projects its values itself)."""
+        attentions = [layer.cross_attention for layer in self.layers]
+        if not all(isinstance(a, MultiScaleDeformableAttention) for a in attentions):
+            return None
+        return project_values(attentions, tokens, padding_mask)
 
     def losses(self, outputs, targets: List[dict],
                image_sizes: Optional[List[Sequence[int]]] = None) -> Dict[str, torch.Tensor]:

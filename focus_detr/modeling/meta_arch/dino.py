@@ -9,6 +9,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
 from ...layers import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
+from ...layers.folded_conv import fold_conv_norms
 
 __all__ = ["DINO"]
 
@@ -39,6 +40,10 @@ class DINO(nn.Module):
         return_token_selection: in inference, also return each image's token selection of a
             sparse encoder (Focus, Sparse DETR) as ``"token_selection"`` (see
             `focus_detr.analysis.selection`), for `TokenSelectionEvaluator`. Default False.
+        fold_backbone_norms: fold the backbone's frozen batch norms into their convolutions
+            wherever no gradient flows (inference; channels-last on CPU): the same outputs up to
+            float rounding, ~1.6x faster ResNet on CPU; parameters, state-dict keys and the
+            training path unchanged (`focus_detr.layers.folded_conv`). Default True.
     """
 
     @configurable
@@ -49,7 +54,7 @@ class DINO(nn.Module):
                  pixel_std: Sequence[float] = (58.395, 57.120, 57.375),
                  select_box_nums_for_evaluation: int = 300, input_format: str = "RGB",
                  size_divisibility: int = 0, aux_loss: bool = True,
-                 return_token_selection: bool = False):
+                 return_token_selection: bool = False, fold_backbone_norms: bool = True):
         super().__init__()
         decoder = transformer.decoder
         if decoder.num_classes != num_classes:
@@ -59,6 +64,8 @@ class DINO(nn.Module):
             raise ValueError(f"num_classes={num_classes} but the denoising queries draw noise "
                              f"labels from {denoising.num_classes} classes")
         self.backbone = backbone
+        if fold_backbone_norms:
+            fold_conv_norms(backbone)
         self.position_embedding = position_embedding
         self.neck = neck
         self.transformer = transformer

@@ -10,6 +10,7 @@ from torch import nn
 
 from ...layers import (FFN, MLP, MultiheadAttention, MultiScaleDeformableAttention,
                        get_sine_pos_embed, inverse_sigmoid)
+from ...layers.ms_deform_attn import project_values
 
 __all__ = ["DeformableDecoderLayer", "DINODecoder", "deformable_sampling"]
 
@@ -50,11 +51,13 @@ class DeformableDecoderLayer(nn.Module):
 
     def forward(self, query, query_pos, memory, memory_padding_mask, reference_points,
                 spatial_shapes, level_start_index, self_attn_mask=None,
-                return_sampling: bool = False):
+                return_sampling: bool = False, projected_memory=None):
         """Args:
             query, query_pos: (N, Q, C); memory: (N, S, C); memory_padding_mask: (N, S).
             reference_points: (N, Q, L, 4) boxes in each level's padded frame.
             self_attn_mask: (Q, Q) bool, True where query i may not see query j.
+            projected_memory: (N, S, C) `memory` already through the cross attention's
+                `project_value` (the decoder projects all layers' at once), or None.
         Returns:
             (N, Q, C), and the cross attention's (locations, weights) if `return_sampling`.
         """
@@ -62,9 +65,10 @@ class DeformableDecoderLayer(nn.Module):
         cross = self.attentions[1]
         sampling = (deformable_sampling(cross, x + query_pos, reference_points, spatial_shapes)
                     if return_sampling else None)
+        extra = {} if projected_memory is None else {"projected_value": projected_memory}
         x = cross(x, value=memory, query_pos=query_pos, key_padding_mask=memory_padding_mask,
                   reference_points=reference_points, spatial_shapes=spatial_shapes,
-                  level_start_index=level_start_index)
+                  level_start_index=level_start_index, **extra)
         x = self.norms[2](self.ffns[0](self.norms[1](x)))
         return x, sampling
 
@@ -152,12 +156,19 @@ class DINODecoder(nn.Module):
         x, ref, ref_for_output = query, reference_boxes, reference_boxes
         out = {k: [] for k in ("logits", "boxes", "references", "hidden_states")}
         sampling = []
+        # the memory is the same for every layer: all value projections in one product
+        if all(isinstance(layer, DeformableDecoderLayer) for layer in self.layers):
+            projected = project_values([layer.attentions[1] for layer in self.layers], memory,
+                                       memory_padding_mask)
+        else:
+            projected = [None] * len(self.layers)
         for i, layer in enumerate(self.layers):
             ref_input = ref[:, :, None] * ratios
             query_pos = self.ref_point_head(
                 get_sine_pos_embed(ref_input[:, :, 0], num_pos_feats=self.embed_dim // 2))
+            extra = {} if projected[i] is None else {"projected_memory": projected[i]}
             x, samp = layer(x, query_pos, memory, memory_padding_mask, ref_input, spatial_shapes,
-                            level_start_index, self_attn_mask, return_sampling)
+                            level_start_index, self_attn_mask, return_sampling, **extra)
             refined = (self.bbox_embed[i](x) + inverse_sigmoid(ref)).sigmoid()
             hidden = self.norm(x)
             out["hidden_states"].append(hidden)

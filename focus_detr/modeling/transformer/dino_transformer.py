@@ -16,9 +16,10 @@ class DINOTransformer(nn.Module):
 
     Query selection (DINO's "mixed query selection"): the encoder output goes through the
     proposal projection (`enc_output` + `enc_output_norm`, padded and out-of-range tokens zeroed
-    first), the decoder's extra heads score and regress every token relative to its proposal box,
-    and the `num_queries` tokens of highest max-class logit become the decoder's reference boxes
-    (detached); the decoder's content queries are the learnt `tgt_embed` rows. Padded tokens are
+    first), the decoder's extra class head scores every token, the `num_queries` tokens of highest
+    max-class logit are selected and the extra box head regresses them relative to their proposal
+    boxes (it is per-token, so only the selected tokens need it); their boxes become the decoder's
+    reference boxes (detached); the decoder's content queries are the learnt `tgt_embed` rows. Padded tokens are
     never selected while valid ones remain.
 
     Args:
@@ -102,16 +103,18 @@ class DINOTransformer(nn.Module):
         # two-stage proposals and query selection
         projected = self.project_proposals(memory, invalid)
         enc_logits = self.decoder.proposal_class_head(projected)
-        enc_boxes = self.decoder.proposal_box_head(projected) + proposals  # unsigmoided
         scores = enc_logits.max(-1).values
         k = min(self.num_queries, scores.shape[1])
         topk_scores, topk = scores.masked_fill(padding_mask, float("-inf")).topk(k, dim=1)
-        topk_boxes = enc_boxes.gather(1, topk[..., None].expand(-1, -1, 4))
+        # the box head (a per-token MLP) only on the selected tokens: the same boxes, S/k less work
+        selected = projected.gather(1, topk[..., None].expand(-1, -1, self.embed_dim))
+        topk_boxes = (self.decoder.proposal_box_head(selected)
+                      + proposals.gather(1, topk[..., None].expand(-1, -1, 4)))  # unsigmoided
         n = memory.shape[0]
         if self.tgt_embed is not None:
             target = self.tgt_embed.weight[:k][None].expand(n, -1, -1)
         else:
-            target = projected.gather(1, topk[..., None].expand(-1, -1, self.embed_dim)).detach()
+            target = selected.detach()
         reference = topk_boxes.detach().sigmoid()
         if dn_queries is not None:
             target = torch.cat([dn_queries[0], target], 1)
