@@ -129,7 +129,8 @@ def test_backbone_and_neck_parts_equal_their_own_counts(focus_analysis):
 
 def test_heads_part_is_the_two_stage_proposal_heads(focus_analysis):
     """The transformer's own work outside encoder and decoder: the proposal projection
-    (linear + LayerNorm) and the proposal class and box heads over every token."""
+    (linear + LayerNorm) and the proposal class head over every token, the proposal box head
+    over the selected proposals only (it is per-token)."""
     model, image, parts = focus_analysis
     h, w = image.shape[-2:]
     sizes = [(-(-h // 8), -(-w // 8))]  # stride 8; each stride-2 conv rounds up
@@ -138,6 +139,8 @@ def test_heads_part_is_the_two_stage_proposal_heads(focus_analysis):
         sizes.append((-(-ph // 2), -(-pw // 2)))
     assert sizes == [(12, 16), (6, 8), (3, 4), (2, 2)]
     tokens = sum(a * b for a, b in sizes)
+    proposals = min(model.transformer.num_queries, tokens)
+    assert proposals < tokens  # the box head's count differs from an every-token count
     c = model.transformer.embed_dim
     k = model.num_classes
     box_layers = len(model.transformer.decoder.proposal_box_head.layers)
@@ -146,10 +149,7 @@ def test_heads_part_is_the_two_stage_proposal_heads(focus_analysis):
         c * c  # enc_output
         + 5 * c  # LayerNorm: fvcore counts 5 per element (affine)
         + c * k  # proposal class head
-        + c * c
-        + c * c
-        + c * 4
-    )  # proposal box MLP c-c-c-4
+    ) + proposals * (c * c + c * c + c * 4)  # proposal box MLP c-c-c-4
     assert parts["heads"] == expected
 
 
