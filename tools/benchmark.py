@@ -15,7 +15,9 @@ quartiles and min/max; on CUDA every clock reading is synchronized. The part bre
 `backbone`, `neck`, `transformer.encoder`, `transformer.decoder` (forward hooks), "rest" is the
 remainder (two-stage heads, query selection, pre/post-processing). GFLOPs by part come from
 `focus_detr.analysis.flops` (fvcore, one image). On CPU the default is 2 threads, the setting
-of the published anchors printed beside our numbers.
+of the published anchors printed beside our numbers. The models fold their backbone's frozen
+batch norms at inference (`DINO(fold_backbone_norms=True)`, the default); the override
+`model.fold_backbone_norms=False` times the unfolded backbone, as the published code runs it.
 """
 
 import argparse
@@ -119,12 +121,6 @@ def parse_args(argv=None):
         help="deformable-attention backend for every model "
         "(sets $FOCUS_DETR_MSDA_BACKEND: pytorch = the published code's path, ext, "
         "triton, detrex; default auto)",
-    )
-    p.add_argument(
-        "--optimize",
-        action="store_true",
-        help="fold batch norms into convolutions and run backbone and neck in "
-        "channels-last layout (inference-only speed-ups; GFLOPs counted before)",
     )
     p.add_argument(
         "--detail",
@@ -246,15 +242,6 @@ def main(argv=None):
                 flops[label] = model_part_counts(
                     flop_analysis(model, [inputs[label][0]["image"]]), model
                 )
-
-    if args.optimize:
-        from focus_detr.analysis.optimize import optimize_for_inference
-
-        for label, model in models.items():
-            done = optimize_for_inference(model)
-            print(
-                f"{label}: folded {done['folded_norms']} batch norms, channels-last backbone/neck"
-            )
 
     timers = {}
     for label, model in models.items() if not args.no_breakdown else ():
@@ -470,7 +457,7 @@ def main(argv=None):
                     checkpoint=checkpoints[label],
                     tool="benchmark",
                     msda_backend=resolve_backend(args.msda_backend, device),
-                    optimized=args.optimize,
+                    folded_norms=bool(getattr(models[label], "fold_backbone_norms", False)),
                     input_size=(
                         f"dataset:{args.dataset_inputs}"
                         if args.dataset_inputs

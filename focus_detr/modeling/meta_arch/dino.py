@@ -64,6 +64,7 @@ class DINO(nn.Module):
             raise ValueError(f"num_classes={num_classes} but the denoising queries draw noise "
                              f"labels from {denoising.num_classes} classes")
         self.backbone = backbone
+        self.fold_backbone_norms = fold_backbone_norms
         if fold_backbone_norms:
             fold_conv_norms(backbone)
         self.position_embedding = position_embedding
