@@ -204,3 +204,27 @@ def test_focus_encoder_training_path_equals_reference_with_gradients():
     (g_fast,) = torch.autograd.grad((out.memory[0] * weight).sum(), inputs.tokens)
     (g_ref,) = torch.autograd.grad((memory * weight).sum(), inputs.tokens)
     torch.testing.assert_close(g_fast, g_ref, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape, identity", [((2, 37, 8), False), ((1, 64, 8), True)])
+def test_ffn_in_chunks_at_inference_equals_one_pass(shape, identity):
+    """Chunked rows (inference only; the last chunk shorter) give the one-pass result; training
+    and autograd take the one-pass path."""
+    from focus_detr.layers import FFN
+
+    torch.manual_seed(0)
+    ffn = FFN(embed_dim=8, feedforward_dim=16, inference_chunk=10).double().eval()
+    x = torch.randn(*shape, dtype=torch.float64)
+    residual = torch.randn(*shape, dtype=torch.float64) if identity else None
+    expected = (x if residual is None else residual) + ffn.layers[1](
+        torch.relu(ffn.layers[0][0](x)))
+    with torch.no_grad():
+        chunked = ffn(x, residual)
+    torch.testing.assert_close(chunked, expected, rtol=0, atol=1e-12)
+    x.requires_grad_(True)
+    out = ffn(x, residual)  # grad enabled: one pass, differentiable
+    out.sum().backward()
+    torch.testing.assert_close(out.detach(), expected, rtol=0, atol=1e-12)
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="inference_chunk"):
+        FFN(embed_dim=8, feedforward_dim=16, inference_chunk=-1)
