@@ -4,6 +4,7 @@ from .box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, generalized_box_iou
 from .mlp import FFN, MLP
 from .ms_deform_attn import MultiScaleDeformableAttention, ms_deform_attn
 from .position_embedding import PositionEmbeddingSine, get_sine_pos_embed
+from .weight_init import init_deformable_transformer
 
 __all__ = [
     "FFN",
@@ -15,6 +16,7 @@ __all__ = [
     "box_xyxy_to_cxcywh",
     "generalized_box_iou",
     "get_sine_pos_embed",
+    "init_deformable_transformer",
     "inverse_sigmoid",
     "ms_deform_attn",
 ]

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ...layers import MultiScaleDeformableAttention
+from ...layers import MultiScaleDeformableAttention, init_deformable_transformer
 from ...layers.ms_deform_attn import project_values
 from ..transformer.encoder_api import EncoderInputs, EncoderOutput
 from .dual_attention_layer import DualAttentionEncoderLayer
@@ -76,12 +76,7 @@ class FocusEncoder(nn.Module):
         """The published initialisation: Xavier-uniform matrices (attention, FFN, score network),
         then Deformable-DETR's init of the deformable attention; modulation coefficients keep
         their uniform init."""
-        for p in self.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
-        for m in self.modules():
-            if isinstance(m, MultiScaleDeformableAttention):
-                m.init_weights()
+        init_deformable_transformer(self)
 
     def forward(self, inputs: EncoderInputs) -> EncoderOutput:
         """Returns the full token map and, in `extras`:

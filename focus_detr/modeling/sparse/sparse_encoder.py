@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ...layers import MLP, MultiScaleDeformableAttention
+from ...layers import MLP, init_deformable_transformer
 from ..criterion import DINOCriterion
 from ..focus.score_network import TokenScoreNetwork
 from ..focus.token_ops import gather_tokens, level_valid_sizes, scatter_tokens
@@ -124,12 +124,7 @@ class SparseDetrEncoder(nn.Module):
     def init_weights(self):
         """Xavier-uniform matrices (layers, score network), then Deformable-DETR's init of the
         deformable attention."""
-        for p in self.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
-        for m in self.modules():
-            if isinstance(m, MultiScaleDeformableAttention):
-                m.init_weights()
+        init_deformable_transformer(self)
 
     # ---- selection ---------------------------------------------------------------------------
     def score_tokens(self, inputs: EncoderInputs) -> torch.Tensor:

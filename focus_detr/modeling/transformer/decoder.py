@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ...layers import (FFN, MLP, MultiheadAttention, MultiScaleDeformableAttention,
+                       init_deformable_transformer,
                        get_sine_pos_embed, inverse_sigmoid)
 from ...layers.ms_deform_attn import project_values
 
@@ -119,12 +120,7 @@ class DINODecoder(nn.Module):
     def init_weights(self):
         """Xavier-uniform matrices of the layers and query-position head, then Deformable-DETR's
         init of the deformable attention (the heads keep PyTorch's default init)."""
-        for p in self.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
-        for m in self.modules():
-            if isinstance(m, MultiScaleDeformableAttention):
-                m.init_weights()
+        init_deformable_transformer(self)
 
     @property
     def proposal_class_head(self) -> nn.Module:

@@ -5,7 +5,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ...layers import FFN, MultiScaleDeformableAttention
+from ...layers import FFN, MultiScaleDeformableAttention, init_deformable_transformer
 from .encoder_api import EncoderInputs, EncoderOutput
 
 __all__ = ["DeformableEncoderLayer", "DeformableEncoder"]
@@ -76,12 +76,7 @@ class DeformableEncoder(nn.Module):
 
     def init_weights(self):
         """Xavier-uniform matrices, then Deformable-DETR's init of the attention modules."""
-        for p in self.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
-        for m in self.modules():
-            if isinstance(m, MultiScaleDeformableAttention):
-                m.init_weights()
+        init_deformable_transformer(self)
 
     def forward(self, inputs: EncoderInputs) -> EncoderOutput:
         x = inputs.tokens
