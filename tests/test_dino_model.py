@@ -5,7 +5,6 @@ import copy
 
 import pytest
 import torch
-from detectron2.config import LazyCall as L
 from detectron2.config import instantiate
 from detectron2.structures import Instances
 

@@ -6,7 +6,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch import nn
 
 from focus_detr.modeling import DeformableEncoder, DeformableEncoderLayer, DINOCriterion
 from focus_detr.modeling import HungarianMatcher

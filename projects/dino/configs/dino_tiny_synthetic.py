@@ -33,11 +33,11 @@ dataloader.train.num_workers = 1
 optimizer.lr = 4e-4
 optimizer.params.lr_factor_func.factor = 1.0
 
-train.max_iter = 1200
+train.max_iter = 2000
 lr_multiplier = multistep_schedule(train.max_iter, int(train.max_iter * 0.9), warmup_iters=50)
 train.device = "cpu"
 train.eval_period = 0  # evaluate once, at the end
-train.checkpointer.period = 600
+train.checkpointer.period = 500
 train.log_period = 20
 train.output_dir = "./output/dino_tiny_synthetic"
 train.seed = 42

@@ -1,6 +1,6 @@
 """Tiny DINO + Sparse DETR encoder (keep ratio 0.3) on the built-in synthetic shapes dataset.
 
-`projects/dino/configs/dino_tiny_synthetic.py` (tiny model, small images, 1200 iterations) with a
+`projects/dino/configs/dino_tiny_synthetic.py` (tiny model, small images, 2000 iterations) with a
 swappable encoder: the same config trains the three encoders at the same keep ratio and depth,
 e.g.
 
