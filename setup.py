@@ -33,6 +33,7 @@ setup(
         "opencv-python-headless>=4.8",  # detectron2 Visualizer (tools/demo.py)
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "timm>=1.0"],
+        "swin": ["timm>=1.0"],  # TimmBackbone: the Swin configs
     },
 )

@@ -1,4 +1,5 @@
-"""Backbone helpers (detectron2's `ResNet` is the backbone; these build its stages)."""
+"""Backbones: detectron2's `ResNet` (these helpers build its stages) and timm models (Swin)."""
 from .resnet import make_resnet_stages, resnet_out_channels
+from .timm_backbone import TimmBackbone
 
-__all__ = ["make_resnet_stages", "resnet_out_channels"]
+__all__ = ["TimmBackbone", "make_resnet_stages", "resnet_out_channels"]
