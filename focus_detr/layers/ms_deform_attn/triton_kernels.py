@@ -60,12 +60,11 @@ def _corner(value_base, start, yi, xi, h, w, q_mask, d_offs, d_mask, row,
 
 
 @triton.jit
-def msda_fwd_kernel(
-    value_ptr, shapes_ptr, starts_ptr, loc_ptr, attw_ptr, out_ptr,
-    S, Q, D,
-    M: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
-    BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, ACC: tl.constexpr,
-):
+def _program_block(S, Q, D, M: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr,
+                   EVEN_D: tl.constexpr):
+    """This program's (batch, head) pair and query block, shared by forward and backward:
+    query/channel offsets and masks, the value row stride, the offset of its (batch, head) in
+    the value (and grad_value) tensor, and the flat (n, q, m) index of its queries."""
     pid_q = tl.program_id(0)
     pid_nm = tl.program_id(1)
     n = pid_nm // M
@@ -78,9 +77,22 @@ def msda_fwd_kernel(
     else:
         d_mask = d_offs < D
     row = M * D  # elements between consecutive value tokens
-    value_base = value_ptr + n.to(tl.int64) * S * row + m * D
+    batch_offset = n.to(tl.int64) * S * row + m * D
     # flat (n, q, m) index; locations/weights of one (n, q, m) are L*P consecutive entries
     nqm = ((n * Q + q_offs) * M + m).to(tl.int64)
+    return q_offs, d_offs, q_mask, d_mask, row, batch_offset, nqm
+
+
+@triton.jit
+def msda_fwd_kernel(
+    value_ptr, shapes_ptr, starts_ptr, loc_ptr, attw_ptr, out_ptr,
+    S, Q, D,
+    M: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
+    BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, ACC: tl.constexpr,
+):
+    q_offs, d_offs, q_mask, d_mask, row, batch_offset, nqm = _program_block(
+        S, Q, D, M, BLOCK_Q, BLOCK_D, EVEN_D)
+    value_base = value_ptr + batch_offset
     lp_base = nqm * (L * P)
     acc = tl.zeros((BLOCK_Q, BLOCK_D), dtype=ACC)
     for lvl in range(L):
@@ -111,22 +123,10 @@ def msda_bwd_kernel(
     M: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, ACC: tl.constexpr,
 ):
-    pid_q = tl.program_id(0)
-    pid_nm = tl.program_id(1)
-    n = pid_nm // M
-    m = pid_nm % M
-    q_offs = pid_q * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    d_offs = tl.arange(0, BLOCK_D)
-    q_mask = q_offs < Q
-    if EVEN_D:  # a constant mask along channels keeps the row loads vectorised
-        d_mask = tl.full((BLOCK_D,), 1, tl.int1)
-    else:
-        d_mask = d_offs < D
-    row = M * D
-    batch_offset = n.to(tl.int64) * S * row + m * D
+    q_offs, d_offs, q_mask, d_mask, row, batch_offset, nqm = _program_block(
+        S, Q, D, M, BLOCK_Q, BLOCK_D, EVEN_D)
     value_base = value_ptr + batch_offset
     grad_value_base = grad_value_ptr + batch_offset
-    nqm = ((n * Q + q_offs) * M + m).to(tl.int64)
     lp_base = nqm * (L * P)
     g = tl.load(grad_out_ptr + nqm[:, None] * D + d_offs[None, :],
                 mask=q_mask[:, None] & d_mask[None, :], other=0.0).to(ACC)
