@@ -1,7 +1,6 @@
 """Bad input gives a clear error naming the file or key, or is skipped with a warning; no
 checkpoint is lost."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -14,9 +13,10 @@ from detectron2.data import transforms as T
 from detectron2.data.datasets import register_coco_instances
 from torch import nn
 
-from conftest import REPO_ROOT, TOY_CONFIG, run_train_net
+from conftest import TOY_CONFIG, run_train_net
 from focus_detr.data import DetrDatasetMapper, get_detection_dataset_dicts
 from focus_detr.engine import SafeDetectionCheckpointer, safe_load_checkpoint
+from tests.tools_utils import load_tool
 
 
 def _register(json_file, image_root):
@@ -150,17 +150,8 @@ def test_undecodable_image_skipped_in_training(tmp_path, image_dir):
     assert set(seen) == {str(d / "ok0.jpg"), str(d / "ok1.jpg")}
 
 
-def _train_net_module():
-    spec = importlib.util.spec_from_file_location(
-        "train_net_under_test", REPO_ROOT / "tools" / "train_net.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_unknown_override_key_names_the_key():
-    tn = _train_net_module()
+    tn = load_tool("train_net")
     args = tn.default_argument_parser().parse_args(
         ["--config-file", str(TOY_CONFIG), "train.max_iters=5"]
     )
@@ -176,7 +167,7 @@ def test_unknown_override_key_names_the_key():
 
 
 def test_missing_config_file_is_named(tmp_path):
-    tn = _train_net_module()
+    tn = load_tool("train_net")
     args = tn.default_argument_parser().parse_args(["--config-file", str(tmp_path / "nope.py")])
     with pytest.raises(FileNotFoundError, match="nope.py"):
         tn.load_config(args)

@@ -1,7 +1,6 @@
 """Checkpoint compatibility: detrex DINO-R50 key names and shapes, torchvision and detectron2
 model-zoo ImageNet backbones, registered key aliases."""
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,19 +16,12 @@ from focus_detr.modeling.checkpoint import (DetrCheckpointer, apply_key_aliases,
                                             register_key_alias)
 
 from dino_utils import R50_MODEL
+from reference_keys import read_keys_tsv
 
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def reference_keys():
-    keys, total = {}, None
-    for line in (FIXTURES / "dino_r50_detrex_keys.tsv").read_text().splitlines():
-        if line.startswith("# params"):
-            total = int(line.split()[-1])
-        elif line:
-            name, shape, dtype = line.split("\t")
-            keys[name] = (tuple(int(s) for s in shape.strip("()").split(",") if s.strip()), dtype)
-    return keys, total
+    return read_keys_tsv("dino_r50_detrex_keys.tsv")
 
 
 def test_r50_state_dict_matches_detrex_keys_and_shapes():

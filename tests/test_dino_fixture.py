@@ -18,10 +18,9 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 
 from focus_detr.layers import MultiScaleDeformableAttention
-from focus_detr.modeling.checkpoint import DetrCheckpointer
-from synth_weights import state_dict as synth_state_dict
 
 from dino_utils import R50_MODEL
+from reference_keys import load_synthesized
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -44,22 +43,9 @@ def fixture():
 @pytest.fixture(scope="module")
 def model(fixture, tmp_path_factory):
     model = instantiate(LazyConfig.load(R50_MODEL).model).eval()
-    keys = []
-    for line in (FIXTURES / "dino_r50_detrex_keys.tsv").read_text().splitlines():
-        if not line.startswith("#"):
-            name, shape, _ = line.split("\t")
-            keys.append((name, tuple(int(s) for s in shape.strip("()").split(",") if s.strip())))
     meta = fixture["meta"]
-    weights = synth_state_dict(keys, fixture["aliases"], salt=meta["salt"],
-                               constant_rows=meta["constant_rows"])
-    path = tmp_path_factory.mktemp("ckpt") / "dino_r50_synth.pth"
-    torch.save({"model": weights}, path)
-    del weights
-    checkpointer = DetrCheckpointer(model)
-    incompatible = checkpointer._load_model(checkpointer._load_file(str(path)))
-    assert not incompatible.missing_keys and not incompatible.unexpected_keys
-    assert not incompatible.incorrect_shapes
-    return model
+    return load_synthesized(model, "dino_r50_detrex_keys.tsv", fixture["aliases"], meta["salt"],
+                            meta["constant_rows"], tmp_path_factory.mktemp("ckpt"))
 
 
 def run(model, image, backend):

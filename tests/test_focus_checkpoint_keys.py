@@ -1,25 +1,17 @@
 """Published (detrex) Focus-DETR-R50 key names load into this implementation through the key
 aliases the Focus package registers with the checkpointer."""
-import ast
-from pathlib import Path
-
 import torch
 
 from focus_detr.modeling.checkpoint import apply_key_aliases, key_aliases
 from focus_detr.modeling.focus import FOCUS_DETR_KEY_ALIASES, FocusEncoder
+from reference_keys import read_keys_tsv
 
-KEYS_TSV = Path(__file__).parent / "fixtures" / "focus_detr_r50_detrex_keys.tsv"
 FOCUS_SPECIFIC = ("transformer.encoder.", "transformer.enc_mask_predictor.", "transformer.alpha",
                   "enhance_MCSP_layerlist.")
 
 
 def published_keys():
-    out = {}
-    for line in KEYS_TSV.read_text().splitlines():
-        if not line.startswith("#"):
-            name, shape, _ = line.split("\t")
-            out[name] = tuple(ast.literal_eval(shape))
-    return out
+    return {k: shape for k, (shape, _) in read_keys_tsv("focus_detr_r50_detrex_keys.tsv")[0].items()}
 
 
 def test_aliases_are_registered():

@@ -7,7 +7,6 @@ projects/focus_detr/tools/make_test_fixture.py; tolerances from the fixture's RE
 perturbation of the reference itself x ~10-100). Also: the published key list loads with no
 missing or unexpected keys, and in a mixed-size batch padding changes no output of valid images.
 """
-import ast
 from pathlib import Path
 
 import pytest
@@ -15,21 +14,13 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import LazyConfig, instantiate
 
-from focus_detr.modeling.checkpoint import DetrCheckpointer, apply_key_aliases
-from synth_weights import state_dict as synth_state_dict
+from focus_detr.modeling.checkpoint import apply_key_aliases
+from reference_keys import load_synthesized, read_keys_tsv
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parents[1]
 CONFIG = ROOT / "projects/focus_detr/configs/models/focus_detr_r50.py"
-
-
-def published_keys():
-    keys = []
-    for line in (FIXTURES / "focus_detr_r50_detrex_keys.tsv").read_text().splitlines():
-        if not line.startswith("#"):
-            name, shape, _ = line.split("\t")
-            keys.append((name, tuple(ast.literal_eval(shape))))
-    return keys
+KEYS = "focus_detr_r50_detrex_keys.tsv"
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +34,8 @@ def model(reference, tmp_path_factory):
     with the fixture's synthesized weights under the published key names."""
     torch.set_num_threads(2)
     model = instantiate(LazyConfig.load(str(CONFIG)).model).eval()
-    weights = synth_state_dict(published_keys(), reference["aliases"], salt=reference["salt"],
-                               constant_rows=reference["constant_rows"])
-    path = tmp_path_factory.mktemp("ckpt") / "focus_detr_r50_synth.pth"
-    torch.save({"model": weights}, path)
-    del weights
-    checkpointer = DetrCheckpointer(model)
-    incompatible = checkpointer._load_model(checkpointer._load_file(str(path)))
-    assert not incompatible.missing_keys and not incompatible.unexpected_keys
-    assert not incompatible.incorrect_shapes
-    return model
+    return load_synthesized(model, KEYS, reference["aliases"], reference["salt"],
+                            reference["constant_rows"], tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +55,7 @@ def runs(model, reference):
 
 
 def test_published_keys_load_without_missing_or_unexpected(model):
-    keys = dict(published_keys())
+    keys = {k: shape for k, (shape, _) in read_keys_tsv(KEYS)[0].items()}
     converted = apply_key_aliases({k: torch.zeros(s) for k, s in keys.items()}, model.state_dict().keys())
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert {k: tuple(v.shape) for k, v in converted.items()} == ours

@@ -1,6 +1,5 @@
 """tools/install_detectron2.py and the detectron2 runtime it installs."""
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -17,20 +16,12 @@ import torch
 from conftest import REPO_ROOT, subprocess_env
 
 import detectron2
+from tests.tools_utils import load_tool
 
 INSTALLED = Path(detectron2.__file__).parent
 
 
-def _installer():
-    spec = importlib.util.spec_from_file_location(
-        "install_detectron2", REPO_ROOT / "tools" / "install_detectron2.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-inst = _installer()
+inst = load_tool("install_detectron2")
 ours = pytest.mark.skipif(
     inst.read_patch_level(INSTALLED) is None,
     reason="detectron2 here is a user's own build, not this installer's",

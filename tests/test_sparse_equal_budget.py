@@ -6,13 +6,13 @@ the kept tokens, each token scorer learns from its own supervision, and Focus-DE
 keeps more of the ground-truth foreground than Sparse DETR's. AP after so few iterations is
 near 0 for both; the numbers of the full tiny schedule are in the README."""
 
-import importlib.util
 import math
 
 import pytest
 import torch
 
 from focus_detr.engine import REPO_ROOT
+from tests.tools_utils import load_tool
 
 TINY = str(REPO_ROOT / "projects/sparse_detr/configs/dino_sparse_tiny_synthetic.py")
 ITERS = 100
@@ -25,18 +25,9 @@ SMALL = [
 ]
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "sweep_keep_ratio", REPO_ROOT / "tools/sweep_keep_ratio.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_sparse_vs_focus_at_equal_budget(capsys):
-    tool = load_tool()
+    tool = load_tool("sweep_keep_ratio")
     threads = torch.get_num_threads()
     try:
         rows = tool.main(

@@ -1,6 +1,5 @@
 """tools/train_net.py end to end on the test-only ToyDetector (CPU, a few iterations)."""
 
-import importlib.util
 import json
 import re
 
@@ -9,6 +8,7 @@ import torch
 
 from conftest import REPO_ROOT, TOY_CONFIG, run_train_net
 from focus_detr.engine import safe_load_checkpoint
+from tests.tools_utils import load_tool
 
 
 def _ap(stdout):
@@ -60,17 +60,8 @@ def test_eval_only_loads_the_checkpoint(toy_run, tmp_path):
     assert _ap(proc.stdout) == _ap(stdout)  # same weights, same data: the same AP
 
 
-def _train_net_module():
-    spec = importlib.util.spec_from_file_location(
-        "train_net_under_test", REPO_ROOT / "tools" / "train_net.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_eval_only_checkpoint_choice(tmp_path):
-    tn = _train_net_module()
+    tn = load_tool("train_net")
     args = tn.default_argument_parser().parse_args(
         ["--eval-only", "--config-file", str(TOY_CONFIG), f"train.output_dir={tmp_path}"]
     )
