@@ -51,7 +51,7 @@ class TimmBackbone(Backbone):
                                       out_indices=tuple(out_indices), **kwargs)
         fmt = getattr(self.body, "output_fmt", "NCHW")
         self._channels_last_output = str(getattr(fmt, "value", fmt)) == "NHWC"
-        self._size_divisibility_input = int(size_divisibility)
+        self._pad_multiple = int(size_divisibility)
         self._out_features = list(out_features)
         channels = self.body.feature_info.channels()
         strides = self.body.feature_info.reduction()
@@ -66,7 +66,7 @@ class TimmBackbone(Backbone):
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """x: (N, 3, H, W) -> {name: (N, C, ceil(H / stride), ceil(W / stride))}."""
         h, w = x.shape[-2:]
-        d = self._size_divisibility_input
+        d = self._pad_multiple
         x = F.pad(x, (0, (-w) % d, 0, (-h) % d))
         outputs: Dict[str, torch.Tensor] = {}
         for name, feature in zip(self._out_features, self.body(x)):
