@@ -8,6 +8,8 @@ from typing import Tuple
 
 import torch
 
+from ..focus.analysis import kept_token_masks
+
 __all__ = ["kept_foreground_hits"]
 
 
@@ -28,11 +30,5 @@ def kept_foreground_hits(
     total = int(foreground.sum())
     if "kept_index" not in extras:
         return torch.full((num_layers,), total, dtype=torch.int64), total
-    hits = []
-    for index, valid in zip(extras["kept_index"], extras["kept_valid"]):
-        kept = torch.zeros_like(foreground)
-        # invalid slots point to an extra column that is dropped
-        target = torch.where(valid, index, torch.full_like(index, foreground.shape[1]))
-        kept = torch.cat([kept, kept[:, :1]], 1).scatter(1, target, True)[:, :-1]
-        hits.append(int((kept & foreground).sum()))
-    return torch.tensor(hits, dtype=torch.int64), total
+    kept = kept_token_masks(extras, foreground.shape[1]).to(foreground.device)
+    return (kept & foreground[None]).flatten(1).sum(1).to(torch.int64).cpu(), total
