@@ -35,7 +35,6 @@ import gc
 import io
 import json
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -96,63 +95,15 @@ def build_model(cfg, device: str, seed: int) -> nn.Module:
 
 
 # ------------------------------------------------------------------------------------ costs
-class _TensorForward(nn.Module):
-    """(1, 3, H, W) image -> (logits, boxes): the detector as a tensor function for fvcore."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor):
-        from detectron2.structures import ImageList
-
-        x = (image - self.model.pixel_mean) / self.model.pixel_std
-        out = self.model.compute_outputs(ImageList(x, [tuple(image.shape[-2:])]))
-        return out["pred_logits"], out["pred_boxes"]
-
-
-def _sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
-    """scaled_dot_product_attention: QK^T and AV multiply-adds."""
-    q, k, v = (inputs[i].type().sizes() for i in range(3))
-    batch = math.prod(q[:-2])
-    return batch * q[-2] * k[-2] * (q[-1] + v[-1])
-
-
-def flop_handles() -> Dict[str, Any]:
-    handles = {"aten::scaled_dot_product_attention": _sdpa_flop_jit}
-    try:
-        from focus_detr.layers.ms_deform_attn import MSDA_FLOP_HANDLES
-    except ImportError:  # deformable attention runs as grid_sample calls: fvcore counts those
-        return handles
-    handles.update(MSDA_FLOP_HANDLES)
-    return handles
-
-
-def msda_flop_convention() -> str:
-    try:
-        from focus_detr.layers.ms_deform_attn import MSDA_FLOP_HANDLES  # noqa: F401
-    except ImportError:
-        return "deformable attention counted through grid_sample (4 multiply-adds per channel)"
-    return "deformable attention counted by MSDA_FLOP_HANDLES (5 multiply-adds per channel)"
-
-
 def count_flops(model: nn.Module, image: torch.Tensor) -> Dict[str, float]:
-    """GFLOPs of one eval-mode forward (total and per top-level part)."""
-    from fvcore.nn import FlopCountAnalysis
+    """GFLOPs of one eval-mode forward, total and per model part (`focus_detr.analysis.flops`:
+    fvcore, deformable attention counted by its FLOP handle)."""
+    from focus_detr.analysis.flops import flop_analysis, model_part_counts
 
     model.eval()
     with torch.no_grad():
-        analysis = FlopCountAnalysis(_TensorForward(model), (image[None],))
-        analysis.set_op_handle(**flop_handles())
-        analysis.unsupported_ops_warnings(False)
-        analysis.uncalled_modules_warnings(False)
-        total = analysis.total()
-        by_module = analysis.by_module()
-    parts = {
-        name: by_module.get(f"model.{name}", 0) / 1e9
-        for name in ("backbone", "neck", "transformer.encoder", "transformer.decoder")
-    }
-    return {"gflops": total / 1e9, **{f"gflops_{k}": v for k, v in parts.items()}}
+        parts = model_part_counts(flop_analysis(model, [image]), model)
+    return {"gflops": parts.pop("total") / 1e9, **{f"gflops_{k}": v / 1e9 for k, v in parts.items()}}
 
 
 def count_params(model: nn.Module) -> int:
@@ -352,7 +303,7 @@ COLUMNS = [  # (key, header, format)
     ("encoder", "encoder", "{}"),
     ("keep_ratio", "keep", "{:g}"),
     ("gflops", "GFLOPs", "{:.2f}"),
-    ("gflops_transformer.encoder", "enc GFLOPs", "{:.2f}"),
+    ("gflops_encoder", "enc GFLOPs", "{:.2f}"),
     ("params_m", "params (M)", "{:.2f}"),
     ("latency_s", "latency (s)", "{:.3f}"),
     ("AP", "AP", "{:.1f}"),
@@ -454,7 +405,7 @@ def main(argv=None) -> List[Dict[str, Any]]:
     print(
         f"config {args.config_file}; image {args.image_size[0]}x{args.image_size[1]}, "
         f"batch 1, device {args.device}, {torch.get_num_threads()} CPU threads; "
-        f"{msda_flop_convention()}",
+        "deformable attention counted by MSDA_FLOP_HANDLES (5 multiply-adds per channel)",
         flush=True,
     )
     rows = sweep(args)
