@@ -171,22 +171,26 @@ class MultiScaleDeformableAttention(nn.Module):
 
 def project_values(modules: Sequence[MultiScaleDeformableAttention], value: torch.Tensor,
                    key_padding_mask: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
-    """`[m.project_value(value, key_padding_mask) for m in modules]` as one matrix product with
-    the stacked projection weights (several layers attending into the same map, e.g. the
-    decoder's memory or Focus-DETR's original features): one wide GEMM instead of one per module.
-    Differentiable like the separate projections.
+    """`[m.project_value(value, key_padding_mask) for m in modules]` as one batched matrix
+    product with the stacked projection weights (several layers attending into the same map, e.g.
+    the decoder's memory or Focus-DETR's original features). The product is batched over modules,
+    (M, N*S, C), so that each module's values come out contiguous with no copy: a wide (N*S, M*C)
+    product split into modules costs a copy per module plus the masked copy, as much as the
+    product itself on a CPU. Differentiable like the separate projections.
 
     Args:
         modules: modules with equal `embed_dim`, batch-first value layout.
         value: (N, S, C); key_padding_mask: (N, S) bool or None.
     Returns:
-        One (N, S, C) contiguous tensor per module.
+        One (N, S, C) contiguous tensor per module (views into one (M, N, S, C) buffer).
     """
     if len(modules) == 1:
         return [modules[0].project_value(value, key_padding_mask)]
-    weight = torch.cat([m.value_proj.weight for m in modules])
-    bias = torch.cat([m.value_proj.bias for m in modules])
-    projected = torch.nn.functional.linear(value, weight, bias)  # (N, S, M * C)
+    n, s, c = value.shape
+    weight = torch.stack([m.value_proj.weight for m in modules]).transpose(1, 2)  # (M, C, C')
+    bias = torch.stack([m.value_proj.bias for m in modules])[:, None]  # (M, 1, C')
+    flat = value.reshape(1, n * s, c).expand(len(modules), n * s, c)  # a view, no copy
+    projected = torch.baddbmm(bias, flat, weight)  # (M, N*S, C')
     if key_padding_mask is not None:
-        projected = projected.masked_fill(key_padding_mask[..., None], 0.0)
-    return [v.contiguous() for v in projected.split([m.embed_dim for m in modules], -1)]
+        projected = projected.masked_fill_(key_padding_mask.reshape(1, n * s, 1), 0.0)
+    return [v.view(n, s, -1) for v in projected.unbind(0)]
