@@ -190,6 +190,24 @@ def test_benchmark_prints_published_anchors():
         tool.main(["--config-file", TINY_CONFIG, "--labels", "a", "b"])
 
 
+def test_sweep_keep_ratio_costs(capsys):
+    """Cost columns only (no training): FLOPs fall with the keep ratio, every row is timed."""
+    tool = load_tool("sweep_keep_ratio")
+    threads = torch.get_num_threads()
+    try:
+        rows = tool.main(["--config-file", TINY_CONFIG, "--encoders", "dense", "focus", "sparse",
+                          "--keep-ratios", "0.2", "0.5", "--image-size", *map(str, SMALL_INPUT),
+                          "--warmup", "0", "--repeats", "2", "--device", "cpu", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert [(r["encoder"], r["keep_ratio"]) for r in rows] == [
+        ("dense", None), ("focus", 0.2), ("focus", 0.5), ("sparse", 0.2), ("sparse", 0.5)]
+    assert all(r["latency_s"] > 0 and r["params_m"] > 0 for r in rows)
+    dense, focus_low, focus_high, sparse_low, sparse_high = (r["gflops_encoder"] for r in rows)
+    assert focus_low < focus_high < dense and sparse_low < sparse_high < dense
+    assert "latency (s)" in capsys.readouterr().out
+
+
 def test_visualize_tokens_with_comparison(tmp_path, capsys):
     tool = load_tool("visualize_tokens")
     out = tmp_path / "tokens"

@@ -36,7 +36,6 @@ import io
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -112,24 +111,14 @@ def count_params(model: nn.Module) -> int:
 
 def measure_latency(model: nn.Module, image: torch.Tensor, warmup: int, repeats: int) -> float:
     """Seconds of one full inference (preprocessing to detections), batch 1: the best of
-    `repeats` runs after `warmup` (the least disturbed by other load on the machine)."""
+    `repeats` runs after `warmup` (the least disturbed by other load on the machine), timed by
+    `focus_detr.analysis.latency` (CUDA synchronized)."""
+    from focus_detr.analysis.latency import measure_interleaved
+
     model.eval()
-    device = image.device
     inputs = [{"image": image}]
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    times = []
-    with torch.no_grad():
-        for i in range(warmup + repeats):
-            sync()
-            start = time.perf_counter()
-            model(inputs)
-            sync()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
+    times = measure_interleaved({"model": lambda: model(inputs)}, rounds=repeats, warmup=warmup,
+                                devices={"model": image.device})["model"].total
     return min(times)
 
 
