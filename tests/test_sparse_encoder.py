@@ -93,7 +93,7 @@ def test_values_are_the_updated_map():
     encoder, projection = build()
     inputs = attach_projection(scene.alone(0), projection)
     out = run(encoder, projection, inputs)
-    index, valid = out.extras["kept_index"][0], out.extras["kept_valid"][0]
+    index = out.extras["kept_index"][0]  # one image: every slot valid
     memory = inputs.tokens
     refs = inputs.reference_points.flatten(2)
     for layer in encoder.layers:
@@ -304,23 +304,3 @@ def test_auxiliary_boxes_start_at_the_token_proposals():
             torch.testing.assert_close(boxes[slot], box)
         else:  # out-of-range proposals are +inf, as in two-stage DINO
             assert torch.equal(boxes[slot], torch.ones(4, dtype=torch.float64))
-
-
-def test_kept_foreground_hits():
-    from focus_detr.modeling.sparse import kept_foreground_hits
-
-    foreground = torch.tensor(
-        [[False, True, False, True, False], [True, False, True, False, False]]
-    )
-    extras = {
-        "kept_index": [torch.tensor([[3, 1, 0], [2, 0, 0]]), torch.tensor([[3], [0]])],
-        "kept_valid": [
-            torch.tensor([[True, True, False], [True, False, False]]),
-            torch.tensor([[True], [False]]),
-        ],
-    }
-    # image 1's invalid slots point at its foreground token 0: they must not count
-    hits, total = kept_foreground_hits(extras, foreground)
-    assert hits.tolist() == [3, 1] and total == 4
-    hits, total = kept_foreground_hits({}, foreground, num_layers=2)  # dense: every token
-    assert hits.tolist() == [4, 4] and total == 4

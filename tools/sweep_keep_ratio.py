@@ -167,58 +167,52 @@ def _test_dataset(cfg, num_images: Optional[int]):
 
 
 def evaluate(model: nn.Module, cfg, dataset, verbose: bool = False) -> Dict[str, float]:
-    """Box AP (the config's evaluator) and the foreground recall of the kept tokens on
+    """Box AP (the config's box evaluator) and the foreground recall of the kept tokens
+    (`TokenSelectionEvaluator`: Focus-DETR's label assignment, counts summed over the images) on
     `dataset` (dataset dicts of the config's test set), one image at a time with the test
     resizing, in one pass.
 
-    Recall of layer l: ground-truth foreground tokens (Focus-DETR's label assignment) that the
-    layer keeps / all of them, summed over the images; reported as the mean over layers and for
-    the first layer.
+    The recall is reported as the mean over the encoder layers and for the first layer (a dense
+    encoder updates every token: 1.0), with the first layer's recall per feature level.
     """
     from detectron2.config import instantiate
 
-    from focus_detr.modeling.focus import ForegroundLabelAssigner, pad_boxes
-    from focus_detr.modeling.sparse import kept_foreground_hits
+    from focus_detr.analysis.selection import record_token_selection
+    from focus_detr.evaluation import TokenSelectionEvaluator
 
     mapper_cfg = copy.deepcopy(cfg.dataloader.test.mapper)
     mapper_cfg.is_train = True  # keep the annotations; no crop branch: the test resizing
     mapper_cfg.augmentation_with_crop = None
     mapper = instantiate(mapper_cfg)
     evaluator_cfg = copy.deepcopy(cfg.dataloader.evaluator)
-    if "evaluators" in evaluator_cfg:  # with_token_selection: the recall is computed here
+    if "evaluators" in evaluator_cfg:  # with_token_selection: ours runs on every encoder below
         evaluator_cfg = evaluator_cfg.evaluators[0]
     evaluator_cfg.output_dir = None
-    evaluator = instantiate(evaluator_cfg)
-    evaluator.reset()
-    assigner = ForegroundLabelAssigner(strides=model.neck.strides)
-    num_layers = model.transformer.encoder.num_layers
-    hits, total = torch.zeros(num_layers, dtype=torch.int64), 0
+    evaluators = [instantiate(evaluator_cfg), TokenSelectionEvaluator(distributed=False)]
+    selects = False  # a dense encoder reports no selection (and keeps every token)
+    for evaluator in evaluators:
+        evaluator.reset()
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), record_token_selection(model):
         for record in dataset:
             batch = [mapper(record)]
-            images = model.preprocess_image(batch)
-            out = model.compute_outputs(images)
-            evaluator.process(
-                batch,
-                model.postprocess(out["pred_logits"], out["pred_boxes"], images.image_sizes, batch),
-            )
-            if len(batch[0]["instances"]) == 0:
-                continue
-            targets = model.prepare_targets(batch)
-            inputs = out["encoder_inputs"]
-            boxes, valid = pad_boxes([t["boxes_xyxy"] for t in targets])
-            foreground = assigner(boxes, valid, inputs.spatial_shapes, inputs.padding_mask)
-            h, t = kept_foreground_hits(out["encoder_output"].extras, foreground.cpu(), num_layers)
-            hits += h
-            total += t
+            outputs = model(batch)
+            selects = selects or "token_selection" in outputs[0]
+            for evaluator in evaluators:
+                evaluator.process(batch, outputs)
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
-        results = evaluator.evaluate(img_ids=[d["image_id"] for d in dataset])
+        results = evaluators[0].evaluate(img_ids=[d["image_id"] for d in dataset])
+        selection = evaluators[1].evaluate().get("token_selection", {}) if selects else {}
     box = results.get("bbox", {}) if results else {}
     row = {k: float(box[k]) for k in ("AP", "AP50", "APs", "APm", "APl") if k in box}
-    recall = (hits.double() / max(total, 1)).tolist()
-    row.update(fg_recall_mean=sum(recall) / len(recall), fg_recall_first=recall[0], fg_tokens=total)
+    layers = [v / 100 for k, v in selection.items() if k.startswith("layer") and
+              k.endswith("_recall")]
+    levels = {k: v / 100 for k, v in selection.items() if k.startswith("recall_l")}
+    if not selects:
+        layers, levels = [1.0], {}
+    row.update(fg_recall_mean=sum(layers) / len(layers), fg_recall_first=layers[0])
+    row.update({f"fg_{k}": v for k, v in levels.items()})
     return row
 
 

@@ -2,7 +2,6 @@
 top-k token selection before the encoder, supervised by the decoder cross-attention map."""
 
 from .attention_map import decoder_attention_map, sparse_keep_counts, top_count_targets
-from .kept_recall import kept_foreground_hits
 from .losses import AttentionMapLoss, EncoderAuxiliaryLoss, masked_multilabel_soft_margin_loss
 from .sparse_encoder import SparseDetrEncoder
 
@@ -11,7 +10,6 @@ __all__ = [
     "EncoderAuxiliaryLoss",
     "SparseDetrEncoder",
     "decoder_attention_map",
-    "kept_foreground_hits",
     "masked_multilabel_soft_margin_loss",
     "sparse_keep_counts",
     "top_count_targets",
