@@ -153,7 +153,7 @@ def train_and_evaluate(overrides: Sequence[str] = (), iters: int = 300, batch_si
     coefficients = selector.modulation_coefficients
     return {"history": history, "keep_ratio": selector.keep_ratio,
             "modulation_coefficients": None if coefficients is None else [
-                round(float(c), 4) for c in coefficients],
+                round(float(c), 4) for c in coefficients.detach()],
             "layer_keep_fractions": [round(float(c) * selector.foreground_ratio, 3)
                                      for c in selector.cascade_ratios],
             "seconds": round(time.time() - start, 1)}
