@@ -28,7 +28,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from torch import nn
 
-__all__ = ["ENCODER_NAMES", "build_encoder", "swappable_encoder"]
+__all__ = ["ENCODER_NAMES", "build_encoder", "focus_encoder_config", "swappable_encoder"]
 
 ENCODER_NAMES = ("dense", "sparse", "focus")
 
@@ -97,15 +97,7 @@ def swappable_encoder(
     """
     from detectron2.config import LazyCall as L
 
-    from .focus import (
-        PUBLISHED_SCALE_RANGES,
-        DualAttentionEncoderLayer,
-        FocusEncoder,
-        ForegroundLabelAssigner,
-        ForegroundLoss,
-        ForegroundTokenSelector,
-        TokenScoreNetwork,
-    )
+    from .focus import TokenScoreNetwork
     from .sparse import AttentionMapLoss, SparseDetrEncoder
 
     if name not in ENCODER_NAMES:
@@ -123,34 +115,18 @@ def swappable_encoder(
         aux_loss=True,
         aux_criterion=criterion,
     )
-    layer = "${...dense.layer."  # from a key of choices.focus.<part>
-    focus = L(FocusEncoder)(
-        selector=L(ForegroundTokenSelector)(
-            score_network=L(TokenScoreNetwork)(
-                in_dim="${....dense.layer.embed_dim}", hidden_dim="${....dense.layer.embed_dim}"
-            ),
-            num_levels=layer + "num_levels}",
-            modulation="top_down",
-            modulation_target="features",
-            keep_ratio="${....keep_ratio}",
-            cascade_ratios=tuple(cascade_ratios),
-        ),
-        layer=L(DualAttentionEncoderLayer)(
-            embed_dim=layer + "embed_dim}",
-            num_heads=layer + "num_heads}",
-            feedforward_dim=layer + "feedforward_dim}",
-            dropout=layer + "attn_dropout}",
-            num_levels=layer + "num_levels}",
-            num_points=layer + "num_points}",
-            num_object_tokens=num_object_tokens,
-        ),
-        foreground_loss=L(ForegroundLoss)(
-            assigner=L(ForegroundLabelAssigner)(
-                strides=tuple(strides), scale_ranges=PUBLISHED_SCALE_RANGES
-            ),
-            weight=1.5,
-            name="select_loss",
-        ),
+    layer = "${...dense.layer."  # from a key of choices.focus.layer
+    focus = focus_encoder_config(
+        embed_dim=layer + "embed_dim}",
+        num_heads=layer + "num_heads}",
+        feedforward_dim=layer + "feedforward_dim}",
+        dropout=layer + "attn_dropout}",
+        num_levels=layer + "num_levels}",
+        num_points=layer + "num_points}",
+        keep_ratio="${....keep_ratio}",  # from choices.focus.selector
+        cascade_ratios=cascade_ratios,
+        num_object_tokens=num_object_tokens,
+        strides=strides,
     )
     # the depth is one knob too: the dense and sparse choices read it, Focus's is checked
     dense = copy.deepcopy(dense)
@@ -161,4 +137,69 @@ def swappable_encoder(
         keep_ratio=keep_ratio,
         num_layers=num_layers,
         choices=dict(dense=dense, sparse=sparse, focus=focus),
+    )
+
+
+def focus_encoder_config(
+    *,
+    embed_dim: Any = 256,
+    num_heads: Any = 8,
+    feedforward_dim: Any = 2048,
+    dropout: Any = 0.0,
+    num_levels: Any = 4,
+    num_points: Any = 4,
+    keep_ratio: Any = 0.3,
+    cascade_ratios: Sequence[float] = (1.0, 0.8, 0.6, 0.6, 0.4, 0.2),
+    num_object_tokens: int = 300,
+    strides: Sequence[int] = (8, 16, 32, 64),
+):
+    """LazyCall config of a `FocusEncoder` with the published method settings spelled out: top-down
+    modulation of the score network's features with coefficients drawn in [-0.3, 0.3], object
+    score = product of raw logits, the published label-assignment ranges, focal `select_loss` of
+    weight 1.5. One tree for the Focus-DETR configs and the swappable encoder's `focus` choice;
+    override its parts as usual (e.g. `model.transformer.encoder.selector.modulation_target=
+    logits`).
+
+    Args (defaults: the published Focus-DETR-R50; any may be an interpolation string):
+        embed_dim, num_heads, feedforward_dim, dropout, num_levels, num_points: the
+            dual-attention layer's sizes; the score network and the selector read embed_dim and
+            num_levels from the layer (`${...layer.embed_dim}`), so they are set in one place.
+        keep_ratio: the paper's alpha. Default 0.3.
+        cascade_ratios: per-layer keep ratios (one per encoder layer). Default the published six.
+        num_object_tokens: top-k object tokens of the self-attention. Default 300.
+        strides: feature strides of the label assignment. Default (8, 16, 32, 64).
+    """
+    from detectron2.config import LazyCall as L
+
+    from .focus import (
+        PUBLISHED_SCALE_RANGES,
+        DualAttentionEncoderLayer,
+        FocusEncoder,
+        ForegroundLabelAssigner,
+        ForegroundLoss,
+        ForegroundTokenSelector,
+        TokenScoreNetwork,
+    )
+
+    return L(FocusEncoder)(
+        selector=L(ForegroundTokenSelector)(
+            # "${...layer.x}" from a key of selector.score_network is this encoder's layer.x
+            score_network=L(TokenScoreNetwork)(
+                in_dim="${...layer.embed_dim}", hidden_dim="${...layer.embed_dim}"),
+            num_levels="${..layer.num_levels}",
+            modulation="top_down",
+            modulation_target="features",  # "logits": coarse scores reach the finer levels
+            coefficient_init_range=0.3,
+            keep_ratio=keep_ratio,
+            cascade_ratios=tuple(cascade_ratios),
+        ),
+        layer=L(DualAttentionEncoderLayer)(
+            embed_dim=embed_dim, num_heads=num_heads, feedforward_dim=feedforward_dim,
+            dropout=dropout, num_levels=num_levels, num_points=num_points,
+            num_object_tokens=num_object_tokens, object_score="logit_product"),
+        foreground_loss=L(ForegroundLoss)(
+            assigner=L(ForegroundLabelAssigner)(
+                strides=tuple(strides), scale_ranges=PUBLISHED_SCALE_RANGES,
+                size_measure="max_side_distance"),
+            weight=1.5, alpha=0.25, gamma=2.0, name="select_loss"),
     )

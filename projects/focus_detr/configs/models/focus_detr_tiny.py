@@ -2,38 +2,12 @@
 layout at half width, embed dim 64, 3 decoder layers, 100 queries) with the Focus encoder: 2
 dual-attention layers with cascade (1.0, 0.5) at keep ratio 0.3 (0.4 / 0.2 of the valid tokens)
 and 100 object tokens (the number of queries; published: 300 of 900)."""
-from detectron2.config import LazyCall as L
-
 from focus_detr.modeling import FocusDETR
-from focus_detr.modeling.focus import (
-    PUBLISHED_SCALE_RANGES,
-    DualAttentionEncoderLayer,
-    FocusEncoder,
-    ForegroundLabelAssigner,
-    ForegroundLoss,
-    ForegroundTokenSelector,
-    TokenScoreNetwork,
-)
+from focus_detr.modeling.encoders import focus_encoder_config
 
 from ....dino.configs.models.dino_tiny import EMBED_DIM, model
 
 model._target_ = FocusDETR
-model.transformer.encoder = L(FocusEncoder)(
-    selector=L(ForegroundTokenSelector)(
-        score_network=L(TokenScoreNetwork)(in_dim=EMBED_DIM, hidden_dim=EMBED_DIM),
-        num_levels=4,
-        modulation="top_down",
-        modulation_target="features",
-        coefficient_init_range=0.3,
-        keep_ratio=0.3,
-        cascade_ratios=(1.0, 0.5),
-    ),
-    layer=L(DualAttentionEncoderLayer)(
-        embed_dim=EMBED_DIM, num_heads=4, feedforward_dim=4 * EMBED_DIM, dropout=0.0,
-        num_levels=4, num_points=4, num_object_tokens=100, object_score="logit_product"),
-    foreground_loss=L(ForegroundLoss)(
-        assigner=L(ForegroundLabelAssigner)(
-            strides=(8, 16, 32, 64), scale_ranges=PUBLISHED_SCALE_RANGES,
-            size_measure="max_side_distance"),
-        weight=1.5),
-)
+model.transformer.encoder = focus_encoder_config(
+    embed_dim=EMBED_DIM, num_heads=4, feedforward_dim=4 * EMBED_DIM, dropout=0.0, num_levels=4,
+    num_points=4, keep_ratio=0.3, cascade_ratios=(1.0, 0.5), num_object_tokens=100)
