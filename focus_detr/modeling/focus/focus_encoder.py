@@ -2,8 +2,8 @@
 layers), implementing the transformer/encoder contract of `encoder_api`.
 
 Layer l updates only the tokens its image keeps in that layer (the cascade: fewer each layer);
-tokens never kept keep their input values. Padded tokens are never scored into the selection, kept, attended to
-(their values are masked in the deformable attention) or labelled foreground.
+tokens never kept keep their input values. Padded tokens are never scored into the selection,
+kept, attended to (their values are masked in the deformable attention) or labelled foreground.
 """
 import copy
 from typing import Dict, List, Optional, Sequence
