@@ -18,11 +18,13 @@ from focus_detr.analysis import (
 )
 from focus_detr.analysis.model_io import image_list
 from focus_detr.layers import MultiScaleDeformableAttention
+from focus_detr.layers.ms_deform_attn import project_values
 from tests.tools_utils import (
     DENSE,
     FOCUS,
     FOCUS_TINY,
     SMALL_INPUT,
+    SPARSE,
     TINY_CONFIG,
     load_tool,
     tiny_model,
@@ -86,6 +88,42 @@ def test_scaled_dot_product_attention_flops_match_analytic_count():
     # q/k/v and output projections + q k^T and attention x v (each N * L * L * C)
     expected = 3 * n * length * c * c + n * length * c * c + 2 * n * length * length * c
     assert _count(Wrapper().eval(), (x,)) == expected
+
+
+def test_batched_value_projections_count_like_separate_ones():
+    """`project_values` runs several layers' value projections as one `baddbmm`, which fvcore
+    does not know: counted as the same number of linear layers."""
+    n, s, c, layers = 2, 11, 16, 3
+    attns = nn.ModuleList(
+        MultiScaleDeformableAttention(embed_dim=c, num_heads=4, num_levels=1, num_points=2,
+                                      batch_first=True) for _ in range(layers))
+
+    class Batched(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attns = attns
+
+        def forward(self, value):
+            return tuple(project_values(list(self.attns), value))
+
+    class Separate(Batched):
+        def forward(self, value):
+            return tuple(a.project_value(value) for a in self.attns)
+
+    value = torch.randn(n, s, c)
+    assert _count(Batched(), (value,)) == _count(Separate(), (value,)) == layers * n * s * c * c
+
+
+@pytest.mark.parametrize("encoder", [DENSE, FOCUS, SPARSE])
+def test_no_op_of_a_model_goes_uncounted(encoder):
+    """Every traced op is counted or deliberately left out (elementwise work): an op fvcore
+    does not know would silently drop out of the totals (as `baddbmm` once did)."""
+    _, model = tiny_model(encoder)
+    image = synthetic_inputs(*SMALL_INPUT)[0]["image"]
+    with torch.no_grad():
+        analysis = flop_analysis(model, [image])
+        assert analysis.total() > 0
+    assert dict(analysis.unsupported_ops()) == {}
 
 
 @pytest.fixture(scope="module")

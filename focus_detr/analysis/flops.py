@@ -2,8 +2,8 @@
 
 Counting convention (fvcore's): one fused multiply-add = one flop; convolutions, linear layers,
 matrix products and normalizations are counted by fvcore's handles; elementwise arithmetic,
-softmax, sigmoid, top-k, gather/scatter are not (fvcore leaves them out). Two ops fvcore does not
-know are counted here:
+softmax, sigmoid, top-k, gather/scatter are not (fvcore leaves them out). Three ops fvcore does
+not know are counted here:
 
 - deformable attention (`focus_detr::ms_deform_attn`, through the op's `MSDA_FLOP_HANDLES`):
   5 multiply-adds per sampled point and channel (4 for the bilinear corners, 1 for the attention
@@ -13,6 +13,8 @@ know are counted here:
 - scaled-dot-product attention (`aten::scaled_dot_product_attention`, what
   `nn.MultiheadAttention` runs with need_weights=False): 2 * N * heads * Lq * Lk * head_dim
   (q k^T and attention x v), the count fvcore gives the equivalent bmm path.
+- batched matrix product plus bias (`aten::baddbmm`, e.g. `project_values`: several layers' value
+  projections of one map in one call): B * n * k * m, the count of B separate linear layers.
 
 Parts (a partition: they sum to the total exactly): backbone; neck (channel mapper + position
 embedding); encoder (`transformer.encoder`, including the heads it calls, e.g. Focus's shared
@@ -43,6 +45,7 @@ __all__ = [
     "model_part_counts",
     "module_counts",
     "model_part_parameters",
+    "baddbmm_flop_jit",
     "sdpa_flop_jit",
     "sdpa_flops",
 ]
@@ -78,8 +81,19 @@ def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     return sdpa_flops(batch, q[-2], k[-2], q[-1], v[-1])
 
 
+def baddbmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """fvcore handle of `aten::baddbmm(bias, batch1 (B, n, k), batch2 (B, k, m), ...)`: the
+    product's B * n * k * m multiply-adds (the bias add is elementwise, not counted, as for
+    fvcore's `addmm`)."""
+    a, b = _sizes(inputs[1]), _sizes(inputs[2])
+    if len(a) != 3 or len(b) != 3:
+        raise ValueError(f"baddbmm FLOP handle: expected 3-d batches, got shapes {a} and {b}")
+    return a[0] * a[1] * a[2] * b[2]
+
+
 FLOP_HANDLES: Dict[str, Callable] = dict(MSDA_FLOP_HANDLES)
 FLOP_HANDLES["aten::scaled_dot_product_attention"] = sdpa_flop_jit
+FLOP_HANDLES["aten::baddbmm"] = baddbmm_flop_jit
 
 
 def _output_numel(inputs: List[Any], outputs: List[Any]) -> int:
@@ -158,6 +172,8 @@ _IGNORED_OPS = (
     "aten::zero_",
     "aten::ones_like",
     "aten::zeros_like",
+    "aten::empty_like",
+    "aten::numel",
     "aten::arange",
     "aten::linspace",
     "aten::log_sigmoid",
