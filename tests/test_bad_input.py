@@ -31,6 +31,20 @@ def _write(tmp_path, coco):
     return path
 
 
+def _annotation(ann_id, image_id, bbox=(5, 5, 20, 20)):
+    """One COCO box annotation of category 1."""
+    area = max(bbox[2], 0) * max(bbox[3], 0)
+    return {"id": ann_id, "image_id": image_id, "category_id": 1, "bbox": list(bbox),
+            "area": area, "iscrowd": 0}
+
+
+def _register_dataset(tmp_path, image_root, images, annotations):
+    """A registered one-category COCO dataset of `images` and `annotations`; its name."""
+    coco = {"images": images, "annotations": annotations,
+            "categories": [{"id": 1, "name": "thing"}]}
+    return _register(_write(tmp_path, coco), image_root)
+
+
 @pytest.fixture
 def image_dir(tmp_path, synthetic_splits):
     """Two real images (from the built-in val split) and one undecodable file."""
@@ -70,25 +84,8 @@ def test_unregistered_dataset_lists_the_registered_ones():
 
 def test_degenerate_boxes_dropped_with_warning(tmp_path, image_dir):
     d, infos = image_dir
-    anns = [
-        {
-            "id": 1,
-            "image_id": 1,
-            "category_id": 1,
-            "bbox": [5, 5, 20, 20],
-            "area": 400,
-            "iscrowd": 0,
-        },
-        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [5, 5, 0, 20], "area": 0, "iscrowd": 0},
-        {"id": 3, "image_id": 2, "category_id": 1, "bbox": [5, 5, -3, 20], "area": 0, "iscrowd": 0},
-    ]
-    name = _register(
-        _write(
-            tmp_path,
-            {"images": infos[:2], "annotations": anns, "categories": [{"id": 1, "name": "thing"}]},
-        ),
-        d,
-    )
+    anns = [_annotation(1, 1), _annotation(2, 1, (5, 5, 0, 20)), _annotation(3, 2, (5, 5, -3, 20))]
+    name = _register_dataset(tmp_path, d, infos[:2], anns)
     with pytest.warns(UserWarning, match=f"'{name}': dropped 2 annotation.*ok0.jpg"):
         dicts = get_detection_dataset_dicts(name, filter_empty=False)
     assert [len(x["annotations"]) for x in dicts] == [1, 0]
@@ -99,47 +96,14 @@ def test_degenerate_boxes_dropped_with_warning(tmp_path, image_dir):
 
 def test_image_without_annotations(tmp_path, image_dir):
     d, infos = image_dir
-    anns = [
-        {
-            "id": 1,
-            "image_id": 1,
-            "category_id": 1,
-            "bbox": [5, 5, 20, 20],
-            "area": 400,
-            "iscrowd": 0,
-        }
-    ]
-    name = _register(
-        _write(
-            tmp_path,
-            {"images": infos[:2], "annotations": anns, "categories": [{"id": 1, "name": "thing"}]},
-        ),
-        d,
-    )
+    name = _register_dataset(tmp_path, d, infos[:2], [_annotation(1, 1)])
     assert len(get_detection_dataset_dicts(name, filter_empty=False)) == 2  # evaluation keeps it
     assert len(get_detection_dataset_dicts(name, filter_empty=True)) == 1  # training skips it
 
 
 def test_undecodable_image_skipped_in_training(tmp_path, image_dir):
     d, infos = image_dir
-    anns = [
-        {
-            "id": i,
-            "image_id": i,
-            "category_id": 1,
-            "bbox": [5, 5, 20, 20],
-            "area": 400,
-            "iscrowd": 0,
-        }
-        for i in (1, 2, 3)
-    ]
-    name = _register(
-        _write(
-            tmp_path,
-            {"images": infos, "annotations": anns, "categories": [{"id": 1, "name": "thing"}]},
-        ),
-        d,
-    )
+    name = _register_dataset(tmp_path, d, infos, [_annotation(i, i) for i in (1, 2, 3)])
     mapper = DetrDatasetMapper([T.RandomFlip()], None, is_train=True)
     loader = build_detection_train_loader(
         dataset=get_detection_dataset_dicts(name), mapper=mapper, total_batch_size=2, num_workers=0
