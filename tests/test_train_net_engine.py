@@ -242,7 +242,6 @@ def test_checkpoints_save_atomically_and_load_weights_only(tmp_path):
     opt = torch.optim.AdamW(model.parameters())
     model(torch.ones(1, 2)).sum().backward()
     opt.step()
-    from detectron2.engine import hooks  # noqa: F401
 
     hook = LRSchedulerHook(optimizer=opt, scheduler=instantiate(multistep_schedule(10, 5)))
 

@@ -4,7 +4,7 @@ timm (PyPI, optional: ``pip install timm``) provides Swin and many other backbon
 ``pretrained=False`` nothing is downloaded, so it runs offline; weights come from a checkpoint
 with this model's keys (``backbone.body.*``) through `train.init_checkpoint`.
 """
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import torch
 import torch.nn.functional as F
