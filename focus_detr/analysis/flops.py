@@ -142,6 +142,8 @@ _IGNORED_OPS = (
     "aten::scatter",
     "aten::scatter_",
     "aten::gather",
+    "aten::index_select",
+    "aten::index_copy_",
     "aten::masked_fill",
     "aten::masked_fill_",
     "aten::lt",
