@@ -183,6 +183,31 @@ def test_mixed_size_batch_equals_each_image_alone():
         assert torch.allclose(other_padding.memory[i, where], batch.memory[i, where], atol=1e-6)
 
 
+def test_spatial_query_order_changes_nothing():
+    """The layers' per-token part runs in token-index order (local deformable-attention reads);
+    output, selections and gradients equal those of the kept list's own (score) order."""
+    encoder, projection, head = build(dtype=torch.float64)
+    inputs = attach_projection(Scene(SIZES, DIM, dtype=torch.float64).batch(), projection, head)
+    results = []
+    for spatial in (True, False):
+        encoder.spatial_query_order = spatial
+        encoder.zero_grad()
+        out = encoder(inputs)
+        out.memory.pow(2).sum().backward()
+        results.append((out, {n: p.grad.clone() for n, p in encoder.named_parameters()
+                              if p.grad is not None}))
+    (spatial, spatial_grads), (ranked, ranked_grads) = results
+    index, valid = ranked.extras["kept_index"][0], ranked.extras["kept_valid"][0]
+    assert not torch.equal(index[0], index[0].sort().values)  # score order is not spatial
+    assert torch.allclose(spatial.memory, ranked.memory, rtol=0, atol=1e-12)
+    for key in ("kept_index", "kept_valid", "object_index", "object_valid"):
+        assert all(torch.equal(a, b) for a, b in zip(spatial.extras[key], ranked.extras[key]))
+    assert spatial_grads.keys() == ranked_grads.keys()
+    assert "layers.5.attentions.1.sampling_offsets.weight" in ranked_grads
+    for name, grad in ranked_grads.items():
+        assert torch.allclose(spatial_grads[name], grad, rtol=0, atol=1e-12), name
+
+
 def test_padded_tokens_never_selected_or_changed():
     encoder, projection, head = build()
     inputs = Scene(SIZES, DIM).batch()

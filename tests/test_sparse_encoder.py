@@ -131,6 +131,40 @@ def test_mixed_size_batch_equals_each_image_alone():
         assert {int(flat[j]) for j in kept_set(alone, 0)} == kept
 
 
+def test_spatial_query_order_changes_nothing_but_the_order():
+    """Kept tokens in token order (local deformable-attention reads) or by score: the same kept
+    sets, valid slots a prefix, and the same memory, auxiliary losses and gradients."""
+    scene = Scene(SIZES, DIM, seed=4, dtype=torch.float64)
+    encoder, projection = build()
+    targets = targets_for(len(SIZES))
+    results = []
+    for spatial in (True, False):
+        encoder.spatial_query_order = spatial
+        encoder.zero_grad()
+        out = run(encoder, projection, scene.batch(), train=True)
+        losses = encoder.losses(fake_outputs(out, len(SIZES), 0, 10), targets)
+        (out.memory.pow(2).sum() + sum(losses.values())).backward()
+        grads = {n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None}
+        results.append((out, losses, grads))
+    (spatial, spatial_losses, spatial_grads), (ranked, ranked_losses, ranked_grads) = results
+    index, valid = spatial.extras["kept_index"][0], spatial.extras["kept_valid"][0]
+    counts = spatial.extras["keep_counts"]
+    assert torch.equal(valid, ranked.extras["kept_valid"][0])  # a prefix of counts slots
+    for b, c in enumerate(counts.tolist()):
+        assert torch.equal(index[b, :c], index[b, :c].sort().values)
+        assert kept_set(spatial, b) == kept_set(ranked, b)
+    assert not torch.equal(index, ranked.extras["kept_index"][0])  # the order did change
+    assert torch.allclose(spatial.memory, ranked.memory, rtol=0, atol=1e-12)
+    assert spatial_losses.keys() == ranked_losses.keys()
+    for name, value in ranked_losses.items():
+        torch.testing.assert_close(spatial_losses[name], value, rtol=1e-10, atol=1e-12)
+    assert spatial_grads.keys() == ranked_grads.keys()
+    assert {"layers.2.attentions.0.sampling_offsets.weight", "aux_box_heads.0.layers.0.weight",
+            "score_network.layer1.0.weight"} <= ranked_grads.keys()
+    for name, grad in ranked_grads.items():
+        torch.testing.assert_close(spatial_grads[name], grad, rtol=1e-9, atol=1e-12)
+
+
 def test_padded_features_never_matter():
     scene = Scene(SIZES, DIM, seed=7, dtype=torch.float64)
     encoder, projection = build()

@@ -112,6 +112,7 @@ class DualAttentionEncoderLayer(nn.Module):
         level_start_index: torch.Tensor,
         class_head: Optional[nn.Module] = None,
         projected_value: Optional[torch.Tensor] = None,
+        query_order: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, dict]:
         """Update one layer's kept tokens.
 
@@ -128,6 +129,12 @@ class DualAttentionEncoderLayer(nn.Module):
             projected_value: (N, S, C) `value` already through the cross attention's value
                 projection and padding mask (`project_values`: all layers' in one product), or
                 None to project here.
+            query_order: (N, K) int64, a permutation of the kept slots in which the per-token
+                part (cross attention, FFN, norms) runs; the output keeps the input's order.
+                The result does not depend on it; the encoder passes the kept tokens' spatial
+                order, in which neighbouring queries sample neighbouring features (the kept
+                list is in score order), which makes the deformable attention's memory reads
+                local: about twice as fast on a CPU.
         Returns:
             (N, K, C) updated kept tokens, and a dict with `object_index` (N, k) positions in the
             kept list, `object_valid` (N, k) and `object_scores` (N, K).
@@ -146,6 +153,9 @@ class DualAttentionEncoderLayer(nn.Module):
             objects = self.self_attention(objects, query_pos=objects_pos, key_padding_mask=ignore)
             objects = self.norm2(objects)
             query = scatter_tokens(query, index, objects, valid)
+        if query_order is not None:
+            query, query_pos, reference_points = (
+                gather_tokens(t, query_order) for t in (query, query_pos, reference_points))
         extra = {} if projected_value is None else {"projected_value": projected_value}
         query = self.cross_attention(query, value=value, query_pos=query_pos,
                                      key_padding_mask=value_padding_mask,
@@ -155,4 +165,6 @@ class DualAttentionEncoderLayer(nn.Module):
         query = self.norms[0](query)
         query = self.ffns[0](query)
         query = self.norms[1](query)
+        if query_order is not None:
+            query = gather_tokens(query, query_order.argsort(1))  # back to the kept list's order
         return query, info

@@ -58,12 +58,17 @@ class FocusEncoder(nn.Module):
         layer: one `DualAttentionEncoderLayer`, deep-copied once per encoder layer.
         foreground_loss: supervision of the selector (`losses`); default `ForegroundLoss()`
             (published label assignment, focal loss, weight 1.5, name `select_loss`).
+        spatial_query_order: run each layer's per-token part over the kept tokens in token-index
+            (spatial) order instead of score order (`DualAttentionEncoderLayer`'s `query_order`):
+            same result, local memory reads in the deformable attention. Default True.
     """
 
     def __init__(self, selector: Optional[ForegroundTokenSelector] = None,
                  layer: Optional[DualAttentionEncoderLayer] = None,
-                 foreground_loss: Optional[ForegroundLoss] = None):
+                 foreground_loss: Optional[ForegroundLoss] = None,
+                 spatial_query_order: bool = True):
         super().__init__()
+        self.spatial_query_order = spatial_query_order
         self.selector = selector if selector is not None else ForegroundTokenSelector()
         layer = layer if layer is not None else DualAttentionEncoderLayer()
         self.layers = nn.ModuleList([copy.deepcopy(layer) for _ in range(self.selector.num_layers)])
@@ -121,6 +126,7 @@ class FocusEncoder(nn.Module):
                 level_start_index=inputs.level_start_index,
                 class_head=inputs.class_head,
                 projected_value=values[layer_id] if values is not None else None,
+                query_order=index.argsort(1) if self.spatial_query_order else None,
             )
             ranked = _write_prefix(ranked, query, valid)
             extras["kept_index"].append(index)
