@@ -151,6 +151,26 @@ def test_project_values_equals_each_modules_projection():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_value_projections_zero_exactly_the_padded_tokens():
+    """A mask without padded tokens (skipped on CPU) gives the unmasked projection; a partial
+    mask zeroes exactly its tokens, through one module and through `project_values`."""
+    torch.manual_seed(1)
+    modules = [MultiScaleDeformableAttention(16, 4, 2, 2, batch_first=True) for _ in range(2)]
+    for m in modules:
+        nn.init.normal_(m.value_proj.bias)
+    value = torch.randn(2, 10, 16)
+    unpadded = torch.zeros(2, 10, dtype=torch.bool)
+    padded = unpadded.clone()
+    padded[0, 6:] = True
+    for project in (lambda mask: [m.project_value(value, mask) for m in modules],
+                    lambda mask: project_values(modules, value, mask)):
+        plain = project(None)
+        assert all(torch.equal(a, b) for a, b in zip(project(unpadded), plain))
+        for out, ref in zip(project(padded), plain):
+            assert (out[padded] == 0).all() and torch.equal(out[~padded], ref[~padded])
+            assert (ref[padded] != 0).all()
+
+
 def test_decoder_with_one_value_product_equals_per_layer_projections(monkeypatch):
     model = dino_utils.tiny_model().double().eval()
     batch = dino_utils.make_batch([(64, 96), (48, 64)], [2, 3])

@@ -80,7 +80,7 @@ class MultiScaleDeformableAttention(nn.Module):
                       key_padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """`value_proj`, then zeros at padded tokens: (N, S, C) -> (N, S, C)."""
         value = self.value_proj(value)
-        if key_padding_mask is not None:
+        if _has_padding(key_padding_mask):
             value = value.masked_fill(key_padding_mask[..., None], 0.0)
         return value
 
@@ -169,6 +169,16 @@ class MultiScaleDeformableAttention(nn.Module):
         return self.dropout(out) + identity
 
 
+def _has_padding(key_padding_mask: Optional[torch.Tensor]) -> bool:
+    """Whether masking is needed: a CPU mask is checked for a padded token (an unpadded batch,
+    e.g. one image, skips a pass over all layers' values); elsewhere checking would cost a
+    device sync, so any mask is applied."""
+    if key_padding_mask is None:
+        return False
+    return key_padding_mask.device.type != "cpu" or torch.jit.is_tracing() \
+        or bool(key_padding_mask.any())
+
+
 def project_values(modules: Sequence[MultiScaleDeformableAttention], value: torch.Tensor,
                    key_padding_mask: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
     """`[m.project_value(value, key_padding_mask) for m in modules]` as one batched matrix
@@ -191,6 +201,6 @@ def project_values(modules: Sequence[MultiScaleDeformableAttention], value: torc
     bias = torch.stack([m.value_proj.bias for m in modules])[:, None]  # (M, 1, C')
     flat = value.reshape(1, n * s, c).expand(len(modules), n * s, c)  # a view, no copy
     projected = torch.baddbmm(bias, flat, weight)  # (M, N*S, C')
-    if key_padding_mask is not None:
+    if _has_padding(key_padding_mask):
         projected = projected.masked_fill_(key_padding_mask.reshape(1, n * s, 1), 0.0)
     return [v.view(n, s, -1) for v in projected.unbind(0)]
