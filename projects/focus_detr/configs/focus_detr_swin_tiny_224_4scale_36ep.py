@@ -1,8 +1,9 @@
 """Focus-DETR with a Swin-T backbone, 4 scales, 36 epochs on COCO: the R50 36-epoch recipe
-(`focus_detr_r50_4scale_36ep.py`) with timm's Swin-T (`models/focus_detr_swin_tiny_224.py`).
+(`focus_detr_r50_4scale_36ep.py`) with the published Swin-T (`models/focus_detr_swin_tiny_224.py`).
 
-ImageNet weights: timm downloads nothing here; give a checkpoint whose keys follow this model
-(`backbone.body.*`, timm's feature-extractor names) with `train.init_checkpoint=...`.
+Weights: the published Focus-DETR Swin-T checkpoint loads by key (`train.init_checkpoint=...`);
+nothing is downloaded. ImageNet Swin-T weights from the original Swin release name the same
+tensors without the `backbone.` prefix (and add a classifier head), so prefix them first.
 """
 from .focus_detr_r50_4scale_36ep import dataloader, lr_multiplier, model, optimizer, train
 from .models.focus_detr_swin_tiny_224 import SWIN_TINY, SWIN_TINY_OUTPUTS
