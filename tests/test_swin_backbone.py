@@ -7,7 +7,11 @@ import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
 
+from torch import nn
+
+from focus_detr.modeling import DetrCheckpointer
 from focus_detr.modeling.backbone import SwinTransformer, TimmBackbone
+from focus_detr.modeling.checkpoint import convert_swin_classifier
 
 CONFIGS = Path(__file__).resolve().parents[1] / "projects/focus_detr/configs"
 
@@ -98,6 +102,35 @@ def test_shift_mask_separates_the_regions_the_roll_joined():
     corner = mask[3].view(7, 7, 7, 7)
     assert corner[0, 0, 3, 3] == 0 and corner[0, 0, 0, 4] == -100 and corner[0, 0, 4, 0] == -100
     assert corner[4, 4, 6, 6] == 0 and (mask == mask.transpose(1, 2)).all()
+
+
+def test_imagenet_swin_classifier_weights_load_as_backbone(tmp_path):
+    """An original-release ImageNet Swin file ({"model": trunk + final norm + head + shifted
+    blocks' attn_mask buffers}, unprefixed) initializes the backbone; only the output norms,
+    which the classifier lacks, keep their initialization."""
+    torch.manual_seed(0)
+    trunk = SwinTransformer(**SMALL, out_indices=(3,))
+    for p in trunk.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    classifier = {k: v for k, v in trunk.state_dict().items() if not k.startswith("norm3")}
+    classifier.update({"norm.weight": torch.rand(128), "norm.bias": torch.rand(128),
+                       "head.weight": torch.randn(1000, 128), "head.bias": torch.zeros(1000),
+                       "layers.0.blocks.1.attn_mask": torch.zeros(64, 49, 49)})
+    path = tmp_path / "swin_classifier.pth"
+    torch.save({"model": classifier}, path)
+    model = nn.Module()
+    model.backbone = SwinTransformer(**SMALL, out_indices=(1, 2, 3))
+    checkpointer = DetrCheckpointer(model)
+    incompatible = checkpointer._load_model(checkpointer._load_file(str(path)))
+    assert incompatible.unexpected_keys == [] and incompatible.incorrect_shapes == []
+    assert sorted(incompatible.missing_keys) == [
+        f"backbone.norm{i}.{p}" for i in (1, 2, 3) for p in ("bias", "weight")]
+    loaded = model.backbone.state_dict()
+    for key, value in classifier.items():
+        if key.startswith(("layers.", "patch_embed.")) and not key.endswith("attn_mask"):
+            assert torch.equal(loaded[key], value), key
+    with pytest.raises(KeyError, match="pos_drop.x"):
+        convert_swin_classifier({"patch_embed.proj.weight": 0, "head.weight": 1, "pos_drop.x": 2})
 
 
 def test_trains_with_stochastic_depth_and_bad_arguments_are_named():

@@ -1,5 +1,6 @@
 """Checkpoint loading: detrex state dicts (with registered key aliases), detectron2 model-zoo
-files and torchvision ResNet ImageNet weights, all through detectron2's `DetectionCheckpointer`.
+files, torchvision ResNet and original-release Swin ImageNet weights, all through detectron2's
+`DetectionCheckpointer`.
 
 Key aliases: detrex registers some modules under several names (Focus-DETR's shared encoder class
 head appears as `class_embed.6`, `transformer.encoder.enhance_MCSP.{i}.*` and
@@ -18,7 +19,9 @@ from detectron2.checkpoint import DetectionCheckpointer
 __all__ = [
     "DetrCheckpointer",
     "apply_key_aliases",
+    "convert_swin_classifier",
     "convert_torchvision_resnet",
+    "is_swin_classifier",
     "is_torchvision_resnet",
     "key_aliases",
     "register_key_alias",
@@ -102,10 +105,32 @@ def convert_torchvision_resnet(state_dict: Dict[str, torch.Tensor],
     return out
 
 
+def is_swin_classifier(state_dict: Dict[str, torch.Tensor]) -> bool:
+    """An ImageNet Swin state dict of the original release (unprefixed `patch_embed.*`,
+    `layers.*`, a classifier `head.*`)."""
+    return "patch_embed.proj.weight" in state_dict and "head.weight" in state_dict
+
+
+def convert_swin_classifier(state_dict: Dict[str, torch.Tensor],
+                            prefix: str = "backbone.") -> Dict[str, torch.Tensor]:
+    """Original Swin classifier names -> `SwinTransformer` backbone names (with `prefix`): the
+    same tensor names; the classifier (`head.*`), its final `norm.*` (the backbone normalizes
+    each output stage with its own, freshly initialized `norm{i}`) and the shifted blocks'
+    precomputed `attn_mask` buffers are dropped."""
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith(("head.", "norm.")) or key.endswith(".attn_mask"):
+            continue
+        if not key.startswith(("patch_embed.", "layers.", "absolute_pos_embed")):
+            raise KeyError(f"unexpected key {key!r} in a Swin classifier state dict")
+        out[prefix + key] = value
+    return out
+
+
 class DetrCheckpointer(DetectionCheckpointer):
-    """`DetectionCheckpointer` that also loads torchvision ResNet state dicts (as backbone
-    initialization) and detrex checkpoints with registered key aliases; `.pth`/`.pt` files are
-    read with `torch.load(weights_only=True)`."""
+    """`DetectionCheckpointer` that also loads torchvision ResNet and original Swin ImageNet state
+    dicts (as backbone initialization) and detrex checkpoints with registered key aliases;
+    `.pth`/`.pt` files are read with `torch.load(weights_only=True)`."""
 
     def _load_file(self, filename: str):
         if filename.endswith((".pth", ".pt")):
@@ -118,6 +143,10 @@ class DetrCheckpointer(DetectionCheckpointer):
         if is_torchvision_resnet(state):
             logger.info("Converting a torchvision ResNet state dict to backbone.* keys")
             state = convert_torchvision_resnet(state)
+            checkpoint["matching_heuristics"] = False
+        elif is_swin_classifier(state):
+            logger.info("Converting an ImageNet Swin state dict to backbone.* keys")
+            state = convert_swin_classifier(state)
             checkpoint["matching_heuristics"] = False
         checkpoint["model"] = apply_key_aliases(state, self.model.state_dict().keys())
         return super()._load_model(checkpoint)

@@ -1,9 +1,9 @@
 """Focus-DETR with a Swin-T backbone, 4 scales, 36 epochs on COCO: the R50 36-epoch recipe
 (`focus_detr_r50_4scale_36ep.py`) with the published Swin-T (`models/focus_detr_swin_tiny_224.py`).
 
-Weights: the published Focus-DETR Swin-T checkpoint loads by key (`train.init_checkpoint=...`);
-nothing is downloaded. ImageNet Swin-T weights from the original Swin release name the same
-tensors without the `backbone.` prefix (and add a classifier head), so prefix them first.
+Weights (`train.init_checkpoint=...`, nothing is downloaded): the published Focus-DETR Swin-T
+checkpoint loads by key; the original release's ImageNet Swin-T file
+(`swin_tiny_patch4_window7_224.pth`) is converted on load into the backbone's initialization.
 """
 from .focus_detr_r50_4scale_36ep import dataloader, lr_multiplier, model, optimizer, train
 from .models.focus_detr_swin_tiny_224 import SWIN_TINY, SWIN_TINY_OUTPUTS
