@@ -181,3 +181,22 @@ def test_swin_tiny_focus_detr_trains_and_infers_with_the_r50_models_other_keys()
     with torch.no_grad():
         out = model([{"image": torch.rand(3, 64, 96) * 255, "height": 64, "width": 96}])
     assert out[0]["instances"].pred_boxes.tensor.shape == (300, 4)
+
+
+@pytest.mark.parametrize("size, params", [
+    ("tiny_224", 27.5e6), ("small_224", 48.8e6), ("base_384", 86.9e6), ("large_224", 195.0e6),
+    ("large_384", 195.0e6)])
+def test_published_swin_model_configs(size, params):
+    """Every published Focus-DETR Swin model config: its backbone's stages 1-3 feed the channel
+    mapper with matching channels and strides; sizes as published (millions of parameters)."""
+    cfg = LazyConfig.load(str(CONFIGS / "models" / f"focus_detr_swin_{size}.py"))
+    backbone = instantiate(cfg.model.backbone)
+    assert isinstance(backbone, SwinTransformer)
+    shapes = backbone.output_shape()
+    assert list(cfg.model.neck.in_features) == list(shapes) == ["p1", "p2", "p3"]
+    for name, spec in shapes.items():
+        given = cfg.model.neck.input_shapes[name]
+        assert (given.channels, given.stride) == (spec.channels, spec.stride)
+    window = backbone.layers[0].window_size
+    assert window == (12 if size.endswith("384") else 7)
+    assert abs(sum(p.numel() for p in backbone.parameters()) - params) < 0.02 * params

@@ -6,11 +6,9 @@ checkpoint loads by key; the original release's ImageNet Swin-T file
 (`swin_tiny_patch4_window7_224.pth`) is converted on load into the backbone's initialization.
 """
 from .focus_detr_r50_4scale_36ep import dataloader, lr_multiplier, model, optimizer, train
-from .models.focus_detr_swin_tiny_224 import SWIN_TINY, SWIN_TINY_OUTPUTS
+from .models.swin_backbones import SWIN_TINY_224, use_swin
 
-model.backbone = SWIN_TINY
-model.neck.input_shapes = SWIN_TINY_OUTPUTS
-model.neck.in_features = list(SWIN_TINY_OUTPUTS)
+use_swin(model, SWIN_TINY_224)
 
 train.init_checkpoint = ""  # the R-50 ImageNet weights do not apply
 train.output_dir = "./output/focus_detr_swin_tiny_224_4scale_36ep"
