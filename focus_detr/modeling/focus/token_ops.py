@@ -14,7 +14,8 @@ __all__ = ["gather_tokens", "scatter_tokens", "level_valid_sizes", "resize_valid
 
 
 def _flat_rows(index: torch.Tensor, rows_per_image: int) -> torch.Tensor:
-    """(N, K) per-image row indices -> (N*K,) rows of the (N * rows_per_image, ...) flattened map."""
+    """(N, K) per-image row indices -> (N*K,) rows of the flattened (N * rows_per_image, ...)
+    map."""
     offsets = torch.arange(index.shape[0], device=index.device)[:, None] * rows_per_image
     return (index + offsets).reshape(-1)
 

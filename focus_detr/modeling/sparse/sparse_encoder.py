@@ -174,9 +174,10 @@ class SparseDetrEncoder(nn.Module):
     def forward(self, inputs: EncoderInputs) -> EncoderOutput:
         """Returns the full token map and, in `extras`: `token_logits` (N, S) score-network
         logits; `keep_counts` (N,); per layer (the same set in every layer) `kept_index`
-        (N, K) and `kept_valid` (N, K) (`select`); `padding_mask`, `spatial_shapes`, `level_start_index`;
-        in training with auxiliary heads, per auxiliary layer `aux_logits` (N, K, classes) and
-        `aux_boxes` (N, K, 4) normalized cxcywh of the kept tokens."""
+        (N, K) and `kept_valid` (N, K) (as `select` returns them); `padding_mask`,
+        `spatial_shapes`, `level_start_index`; in training with auxiliary heads, per auxiliary
+        layer `aux_logits` (N, K, classes) and `aux_boxes` (N, K, 4) normalized cxcywh of the
+        kept tokens."""
         tokens, pos, padding_mask = inputs.tokens, inputs.pos, inputs.padding_mask
         n, s, _ = tokens.shape
         logits = self.score_tokens(inputs)
