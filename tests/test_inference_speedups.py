@@ -151,6 +151,22 @@ def test_project_values_equals_each_modules_projection():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_project_values_under_autocast_cast_the_map_once():
+    """Under CPU autocast the map is cast to bfloat16 once and every module's projection equals
+    its own autocast projection (same dtype, same numbers)."""
+    torch.manual_seed(2)
+    modules = [MultiScaleDeformableAttention(16, 4, 2, 2, batch_first=True) for _ in range(3)]
+    value = torch.randn(2, 10, 16)
+    mask = torch.zeros(2, 10, dtype=torch.bool)
+    mask[0, 8:] = True
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        together = project_values(modules, value, mask)
+        separate = [m.project_value(value, mask) for m in modules]
+    for a, b in zip(together, separate):
+        assert a.dtype == b.dtype == torch.bfloat16
+        assert torch.equal(a, b)
+
+
 def test_value_projections_zero_exactly_the_padded_tokens():
     """A mask without padded tokens (skipped on CPU) gives the unmasked projection; a partial
     mask zeroes exactly its tokens, through one module and through `project_values`."""

@@ -18,7 +18,6 @@ from focus_detr.analysis import (
 )
 from focus_detr.analysis.model_io import image_list
 from focus_detr.layers import MultiScaleDeformableAttention
-from focus_detr.layers.ms_deform_attn import project_values
 from tests.tools_utils import (
     DENSE,
     FOCUS,
@@ -91,27 +90,30 @@ def test_scaled_dot_product_attention_flops_match_analytic_count():
     assert _count(Wrapper().eval(), (x,)) == expected
 
 
-def test_batched_value_projections_count_like_separate_ones():
-    """`project_values` runs several layers' value projections as one `baddbmm`, which fvcore
-    does not know: counted as the same number of linear layers."""
+def test_batched_projections_count_like_separate_ones():
+    """Several layers' projections of one map as one `baddbmm`, which fvcore does not know:
+    counted as the same number of linear layers."""
     n, s, c, layers = 2, 11, 16, 3
-    attns = nn.ModuleList(
-        MultiScaleDeformableAttention(embed_dim=c, num_heads=4, num_levels=1, num_points=2,
-                                      batch_first=True) for _ in range(layers))
+    linears = nn.ModuleList(nn.Linear(c, c) for _ in range(layers))
 
     class Batched(nn.Module):
         def __init__(self):
             super().__init__()
-            self.attns = attns
+            self.linears = linears
 
         def forward(self, value):
-            return tuple(project_values(list(self.attns), value))
+            weight = torch.stack([m.weight for m in self.linears]).transpose(1, 2)
+            bias = torch.stack([m.bias for m in self.linears])[:, None]
+            flat = value.reshape(1, n * s, c).expand(layers, n * s, c)
+            return torch.baddbmm(bias, flat, weight)
 
     class Separate(Batched):
         def forward(self, value):
-            return tuple(a.project_value(value) for a in self.attns)
+            return tuple(m(value) for m in self.linears)
 
     value = torch.randn(n, s, c)
+    batched = Batched()(value).view(layers, n, s, c)
+    torch.testing.assert_close(batched, torch.stack(Separate()(value)))
     assert _count(Batched(), (value,)) == _count(Separate(), (value,)) == layers * n * s * c * c
 
 

@@ -13,8 +13,8 @@ not know are counted here:
 - scaled-dot-product attention (`aten::scaled_dot_product_attention`, what
   `nn.MultiheadAttention` runs with need_weights=False): 2 * N * heads * Lq * Lk * head_dim
   (q k^T and attention x v), the count fvcore gives the equivalent bmm path.
-- batched matrix product plus bias (`aten::baddbmm`, e.g. `project_values`: several layers' value
-  projections of one map in one call): B * n * k * m, the count of B separate linear layers.
+- batched matrix product plus bias (`aten::baddbmm`, e.g. several layers' projections of one map
+  in one call): B * n * k * m, the count of B separate linear layers.
 
 Parts (a partition: they sum to the total exactly): backbone; neck (channel mapper + position
 embedding); encoder (`transformer.encoder`, including the heads it calls, e.g. Focus's shared

@@ -127,7 +127,7 @@ class DualAttentionEncoderLayer(nn.Module):
             spatial_shapes, level_start_index: (L, 2), (L,) int64.
             class_head: MLP_C (num_classes logits); None ranks object tokens by foreground logit.
             projected_value: (N, S, C) `value` already through the cross attention's value
-                projection and padding mask (`project_values`: all layers' in one product), or
+                projection and padding mask (`project_values`: all layers' at once), or
                 None to project here.
             query_order: (N, K) int64, a permutation of the kept slots in which the per-token
                 part (cross attention, FFN, norms) runs; the output keeps the input's order.

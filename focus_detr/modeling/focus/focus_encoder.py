@@ -144,7 +144,7 @@ class FocusEncoder(nn.Module):
     def _projected_values(self, tokens: torch.Tensor, padding_mask: torch.Tensor
                           ) -> Optional[List[torch.Tensor]]:
         """Every layer's deformable-attention values (the same original tokens, each layer's own
-        projection) in one matrix product; None when a layer's cross attention is not a
+        projection) up front; None when a layer's cross attention is not a
         `MultiScaleDeformableAttention` (it then projects its values itself)."""
         attentions = [layer.cross_attention for layer in self.layers]
         if not all(isinstance(a, MultiScaleDeformableAttention) for a in attentions):

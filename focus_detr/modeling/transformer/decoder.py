@@ -152,7 +152,7 @@ class DINODecoder(nn.Module):
         x, ref, ref_for_output = query, reference_boxes, reference_boxes
         out = {k: [] for k in ("logits", "boxes", "references", "hidden_states")}
         sampling = []
-        # the memory is the same for every layer: all value projections in one product
+        # the memory is the same for every layer: all value projections up front (one cast)
         if all(isinstance(layer, DeformableDecoderLayer) for layer in self.layers):
             projected = project_values([layer.attentions[1] for layer in self.layers], memory,
                                        memory_padding_mask)
