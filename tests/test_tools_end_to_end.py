@@ -190,6 +190,33 @@ def test_benchmark_prints_published_anchors():
         tool.main(["--config-file", TINY_CONFIG, "--labels", "a", "b"])
 
 
+def test_benchmark_calibrates_against_the_published_backbone(tmp_path, capsys):
+    """--calibrate times detectron2's ResNet-50 exactly as the published R50 configs build it
+    (frozen batch norms, not folded) and scales the anchors by its time over the anchors' 0.79 s."""
+    from detectron2.layers import FrozenBatchNorm2d
+    from detectron2.modeling.backbone import ResNet
+
+    tool = load_tool("benchmark")
+    _, backbone = tool.calibration_runner(torch.device("cpu"))
+    assert type(backbone) is ResNet and not backbone.training
+    norms = [m for m in backbone.modules() if isinstance(m, FrozenBatchNorm2d)]
+    assert len(norms) == 53  # the stem's and every block's: none folded into its convolution
+    assert {k: v.channels for k, v in backbone.output_shape().items()} == {
+        "res3": 512, "res4": 1024, "res5": 2048}
+
+    bench_json = tmp_path / "bench.json"
+    summary = tool.main(["--config-file", FOCUS_TINY, "--labels", "focus", "--runs", "1",
+                         "--warmup", "0", "--device", "cpu", "--no-flops", "--no-breakdown",
+                         "--calibrate", "--json", str(bench_json)])
+    printed = capsys.readouterr().out
+    calibration = json.loads(bench_json.read_text())["calibration"]
+    assert calibration["factor"] == pytest.approx(calibration["seconds"]["median"] / 0.79)
+    assert f"{calibration['factor']:.2f}x the anchors' time" in printed
+    # at the anchors' input size the anchor table adds the scaled published time
+    assert summary["focus"]["published_s_scaled"] == pytest.approx(2.10 * calibration["factor"])
+    assert "published s, scaled" in printed
+
+
 def test_sweep_keep_ratio_costs(capsys):
     """Cost columns only (no training): FLOPs fall with the keep ratio, every row is timed."""
     tool = load_tool("sweep_keep_ratio")

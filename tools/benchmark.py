@@ -18,6 +18,11 @@ remainder (two-stage heads, query selection, pre/post-processing). GFLOPs by par
 of the published anchors printed beside our numbers. The models fold their backbone's frozen
 batch norms at inference (`DINO(fold_backbone_norms=True)`, the default); the override
 `model.fold_backbone_norms=False` times the unfolded backbone, as the published code runs it.
+
+The anchors were measured on another machine (or day): `--calibrate` also times, in the same
+rounds, the published R50 models' own backbone code (detectron2's ResNet-50 from the DINO-R50
+config, frozen batch norms unfolded) at 800x1216, whose anchor is 0.79 s; the ratio says how this
+machine compares, and the anchor table adds the published times scaled by it.
 """
 
 import argparse
@@ -68,6 +73,11 @@ PUBLISHED_ANCHORS = OrderedDict(
 )
 PUBLISHED_BACKBONE_CPU_S = 0.79
 ANCHOR_INPUT_SIZE = (800, 1216)
+# The published R50 models' backbone: detectron2's ResNet-50 with frozen batch norms, the same
+# code the published code runs. Timed unfolded (as the published code runs it) by --calibrate.
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CALIBRATION_CONFIG = REPO_ROOT / "projects" / "dino" / "configs" / "models" / "dino_r50.py"
+CALIBRATION_LABEL = "published backbone"
 
 
 def parse_args(argv=None):
@@ -150,6 +160,13 @@ def parse_args(argv=None):
         help="profile one inference per config with torch.profiler; print the top K "
         "ops by self time",
     )
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="also time the published code's own backbone (detectron2's ResNet-50, frozen batch "
+        "norms unfolded) on one 800x1216 image in the same rounds; its ratio to the anchors' "
+        f"{PUBLISHED_BACKBONE_CPU_S} s says how this machine compares with the anchors' one",
+    )
     p.add_argument("--results", help="append one JSON line per config (fps, latency, gflops, ap)")
     p.add_argument("--json", help="write the full measurements to this JSON file")
     args = p.parse_args(argv)
@@ -185,6 +202,18 @@ def _runner(model, inputs):
         return model([x])
 
     return run
+
+
+def calibration_runner(device):
+    """(runner, backbone): one forward of the published R50 models' backbone as the published
+    code runs it (detectron2's ResNet-50 from the config, no norm folding, contiguous NCHW
+    float32 input) on a synthesized normalized 800x1216 image."""
+    from detectron2.config import instantiate
+
+    backbone = instantiate(load_config(str(CALIBRATION_CONFIG)).model.backbone).to(device).eval()
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn(1, 3, *ANCHOR_INPUT_SIZE, generator=generator).to(device)
+    return (lambda: backbone(image)), backbone
 
 
 def _profile(model, inputs, top_k: int, label: str) -> str:
@@ -255,15 +284,23 @@ def main(argv=None):
     def progress(r, name, seconds):
         print(f"  round {r + 1}/{args.runs} {name}: {seconds:.3f} s", flush=True)
 
+    runners = {k: _runner(m, inputs[k]) for k, m in models.items()}
+    if args.calibrate:
+        runners[CALIBRATION_LABEL] = calibration_runner(device)[0]
     results = measure_interleaved(
-        {k: _runner(m, inputs[k]) for k, m in models.items()},
-        args.runs,
-        args.warmup,
-        timers,
-        {k: device for k in models},
-        progress,
-        args.clock,
+        runners, args.runs, args.warmup, timers, {k: device for k in runners}, progress, args.clock
     )
+    calibration = None
+    if args.calibrate:
+        seconds = spread(results.pop(CALIBRATION_LABEL).total)
+        calibration = dict(seconds=seconds, factor=seconds["median"] / PUBLISHED_BACKBONE_CPU_S)
+        print(
+            f"\nCalibration: the published code's backbone (detectron2 ResNet-50, frozen batch "
+            f"norms unfolded, one 800x1216 image) takes {seconds['median']:.3f} s here "
+            f"(q1-q3 {seconds['q1']:.3f}-{seconds['q3']:.3f}) against the anchors' "
+            f"{PUBLISHED_BACKBONE_CPU_S} s: this machine runs that same code "
+            f"{calibration['factor']:.2f}x the anchors' time."
+        )
 
     # ---- summary table --------------------------------------------------------------------
     base = labels[0]
@@ -372,12 +409,15 @@ def main(argv=None):
         anchor_size and device.type == "cpu" and threads == 2 and args.clock == "wall"
     )
     rows = []
+    factor = calibration["factor"] if calibration else None
     for label in labels if anchor_size else ():
         anchor = PUBLISHED_ANCHORS.get(infos[label]["method"])
         if anchor is None:
             continue
         ours_s = summary[label]["seconds"]["median"]
         ours_backbone = summary[label].get("parts_s", {}).get("backbone")
+        scaled = anchor["cpu_s"] * factor if anchor["cpu_s"] and factor else None
+        summary[label]["published_s_scaled"] = scaled
         rows.append(
             [
                 label,
@@ -385,6 +425,8 @@ def main(argv=None):
                 anchor["cpu_s"],
                 ours_s,
                 (anchor["cpu_s"] / ours_s) if anchor["cpu_s"] else None,
+                scaled,
+                (scaled / ours_s) if scaled else None,
                 PUBLISHED_BACKBONE_CPU_S,
                 ours_backbone,
                 anchor["gflops"],
@@ -400,7 +442,9 @@ def main(argv=None):
         )
         print(
             f"\nPublished anchors beside ours ({note}). Published code: CPU, 2 threads, one "
-            "800x1216 image; fvcore counts of the same input; paper: Table 1."
+            "800x1216 image; fvcore counts of the same input; paper: Table 1. Scaled: the "
+            "anchor times the --calibrate factor (an estimate: it assumes the whole published "
+            "model slows as its backbone does)."
         )
         print(
             markdown_table(
@@ -410,6 +454,8 @@ def main(argv=None):
                     "published s",
                     "ours s",
                     "published/ours",
+                    "published s, scaled",
+                    "scaled/ours",
                     "published backbone s",
                     "ours backbone s",
                     "published GFLOPs (fvcore)",
@@ -479,6 +525,7 @@ def main(argv=None):
                     "configs": summary,
                     "raw_seconds": {k: r.total for k, r in results.items()},
                     "raw_parts": {k: r.parts for k, r in results.items()},
+                    "calibration": calibration,
                 },
                 f,
                 indent=1,
