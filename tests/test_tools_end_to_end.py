@@ -215,6 +215,11 @@ def test_benchmark_calibrates_against_the_published_backbone(tmp_path, capsys):
     # at the anchors' input size the anchor table adds the scaled published time
     assert summary["focus"]["published_s_scaled"] == pytest.approx(2.10 * calibration["factor"])
     assert "published s, scaled" in printed
+    threads = torch.get_num_threads()
+    with pytest.raises(SystemExit, match="anchors' setting .CPU, 2 threads, wall clock.; this run: "
+                       "cpu, 1 thread"):
+        tool.main(["--config-file", FOCUS_TINY, "--device", "cpu", "--threads", "1", "--calibrate"])
+    assert torch.get_num_threads() == threads  # refused before touching the thread pool
 
 
 def test_sweep_keep_ratio_costs(capsys):

@@ -235,6 +235,11 @@ def main(argv=None):
         os.environ[ENV_VAR] = args.msda_backend
     device = resolve_device(args.device)
     threads = args.threads if args.threads is not None else (2 if device.type == "cpu" else None)
+    if args.calibrate and (device.type != "cpu" or threads != 2 or args.clock != "wall"):
+        raise SystemExit(
+            "--calibrate compares this machine with the anchors' setting (CPU, 2 threads, wall "
+            f"clock); this run: {device.type}, {threads} thread(s), {args.clock} clock"
+        )
     threads = set_threads(threads)
     labels = _labels(args)
     models, inputs, infos, cfgs, checkpoints = OrderedDict(), {}, {}, {}, {}
