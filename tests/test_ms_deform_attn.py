@@ -503,6 +503,27 @@ def test_module_reference_point_formulas_by_hand():
         attn.sampling_locations(query, torch.zeros(1, 1, 1, 3), shapes)
 
 
+def test_module_sampling_locations_keep_the_references_precision_under_autocast():
+    """Under bfloat16 autocast the offsets come out of their projection in bfloat16, but the
+    per-level scale and the sum stay in the references' float32: the locations equal the float64
+    formula on those same offsets to float32 rounding (dividing in bfloat16, as before, was off
+    by up to 5e-4 here, 2^-9 of the offset term)."""
+    torch.manual_seed(0)
+    attn = MultiScaleDeformableAttention(embed_dim=16, num_heads=2, num_levels=2, num_points=2,
+                                         batch_first=True)
+    with torch.no_grad():
+        attn.sampling_offsets.bias.uniform_(-4.0, 4.0)
+    query, shapes = torch.randn(1, 5, 16), torch.tensor([[100, 152], [13, 19]])
+    ref = torch.rand(1, 5, 2, 2)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        offsets = attn.sampling_offsets(query).view(1, 5, 2, 2, 2, 2)
+        points = attn.sampling_locations(query, ref, shapes)
+    assert offsets.dtype == torch.bfloat16 and points.dtype == torch.float32
+    wh = shapes.flip(-1).double()[None, None, None, :, None]
+    expected = ref.double()[:, :, None, :, None] + offsets.double() / wh
+    assert (points.double() - expected).abs().max() < 2e-7
+
+
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_padded_tokens_never_influence_output(backend):
     attn = _module(backend)

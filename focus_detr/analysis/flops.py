@@ -117,6 +117,8 @@ _IGNORED_OPS = (
     "aten::mul_",
     "aten::div",
     "aten::div_",
+    "aten::addcmul",
+    "aten::reciprocal",
     "aten::sigmoid",
     "aten::sigmoid_",
     "aten::softmax",
