@@ -34,6 +34,6 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "timm>=1.0"],
-        "swin": ["timm>=1.0"],  # TimmBackbone: the Swin configs
+        "timm": ["timm>=1.0"],  # TimmBackbone (any timm feature extractor)
     },
 )
