@@ -24,6 +24,11 @@ def read_keys_tsv(name: str) -> Tuple[Dict[str, Tuple[Tuple[int, ...], str]], Op
     return keys, total
 
 
+def read_key_shapes(name: str) -> Dict[str, Tuple[int, ...]]:
+    """{key: shape} of fixtures/<name>."""
+    return {key: shape for key, (shape, _) in read_keys_tsv(name)[0].items()}
+
+
 def load_synthesized(model, keys_file: str, aliases: dict, salt: str, constant_rows,
                      directory: Path):
     """Writes the fixture's synthesized weights (`synth_weights.state_dict` with `aliases`,

@@ -19,7 +19,6 @@ from dino_utils import R50_MODEL
 from reference_keys import read_keys_tsv
 
 
-
 def reference_keys():
     return read_keys_tsv("dino_r50_detrex_keys.tsv")
 

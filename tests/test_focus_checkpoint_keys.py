@@ -4,14 +4,14 @@ import torch
 
 from focus_detr.modeling.checkpoint import apply_key_aliases, key_aliases
 from focus_detr.modeling.focus import FOCUS_DETR_KEY_ALIASES, FocusEncoder
-from reference_keys import read_keys_tsv
+from reference_keys import read_key_shapes
 
 FOCUS_SPECIFIC = ("transformer.encoder.", "transformer.enc_mask_predictor.", "transformer.alpha",
                   "enhance_MCSP_layerlist.")
 
 
 def published_keys():
-    return {k: shape for k, (shape, _) in read_keys_tsv("focus_detr_r50_detrex_keys.tsv")[0].items()}
+    return read_key_shapes("focus_detr_r50_detrex_keys.tsv")
 
 
 def test_aliases_are_registered():

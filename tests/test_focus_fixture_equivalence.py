@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from detectron2.config import LazyConfig, instantiate
 
 from focus_detr.modeling.checkpoint import apply_key_aliases
-from reference_keys import load_synthesized, read_keys_tsv
+from reference_keys import load_synthesized, read_key_shapes
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parents[1]
@@ -55,7 +55,7 @@ def runs(model, reference):
 
 
 def test_published_keys_load_without_missing_or_unexpected(model):
-    keys = {k: shape for k, (shape, _) in read_keys_tsv(KEYS)[0].items()}
+    keys = read_key_shapes(KEYS)
     converted = apply_key_aliases({k: torch.zeros(s) for k, s in keys.items()}, model.state_dict().keys())
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert {k: tuple(v.shape) for k, v in converted.items()} == ours

@@ -32,7 +32,8 @@ import sys
 from collections import OrderedDict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's focus_detr
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # this checkout's focus_detr
 
 import torch  # noqa: E402
 
@@ -75,7 +76,6 @@ PUBLISHED_BACKBONE_CPU_S = 0.79
 ANCHOR_INPUT_SIZE = (800, 1216)
 # The published R50 models' backbone: detectron2's ResNet-50 with frozen batch norms, the same
 # code the published code runs. Timed unfolded (as the published code runs it) by --calibrate.
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CALIBRATION_CONFIG = REPO_ROOT / "projects" / "dino" / "configs" / "models" / "dino_r50.py"
 CALIBRATION_LABEL = "published backbone"
 
