@@ -6,6 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# One intra-op thread for every test, whichever files are selected: the suite runs on 2 shared
+# cores, mostly small ops and child processes, where a second thread spins more than it computes.
+# A test that wants more sets it in a fixture and restores it (test_focus_fixture_equivalence).
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOY_CONFIG = REPO_ROOT / "tests" / "toy_config.py"

@@ -15,7 +15,6 @@ from focus_detr.modeling.sparse import SparseDetrEncoder
 
 from dino_utils import make_batch
 
-torch.set_num_threads(1)
 
 TINY = str(REPO_ROOT / "projects/sparse_detr/configs/dino_sparse_tiny_synthetic.py")
 R50 = str(REPO_ROOT / "projects/sparse_detr/configs/dino_sparse_r50_4scale_36ep.py")

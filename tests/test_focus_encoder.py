@@ -20,7 +20,6 @@ from focus_detr.modeling.focus import (
 
 from focus_utils import Projection, Scene, attach_projection
 
-torch.set_num_threads(1)
 
 DIM, CLASSES = 32, 7
 SIZES = [(64, 96), (48, 80), (8, 8), (40, 40)]  # 128, 81, 4 and 39 tokens

@@ -28,11 +28,19 @@ def reference():
     return torch.load(FIXTURES / "focus_detr_r50_reference.pt", weights_only=True)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def two_threads():
+    """This module's full-size R50 inferences on 2 threads; the rest of the suite keeps 1."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def model(reference, tmp_path_factory):
     """Focus-DETR-R50 from our config, loaded through our checkpointer (key aliases applied)
     with the fixture's synthesized weights under the published key names."""
-    torch.set_num_threads(2)
     model = instantiate(LazyConfig.load(str(CONFIG)).model).eval()
     return load_synthesized(model, KEYS, reference["aliases"], reference["salt"],
                             reference["constant_rows"], tmp_path_factory.mktemp("ckpt"))

@@ -13,7 +13,6 @@ from focus_detr.modeling.focus import (
     target_boxes_xyxy,
 )
 
-torch.set_num_threads(1)
 
 SHAPES = [(8, 8), (4, 4), (2, 2), (1, 1)]  # levels of a 64 x 64 input, strides 8 .. 64
 STARTS = [0, 64, 80, 84]

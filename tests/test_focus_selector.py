@@ -14,7 +14,6 @@ from focus_detr.modeling.focus import (
     resize_valid_region,
 )
 
-torch.set_num_threads(1)
 
 # detrex key names and shapes of `transformer.enc_mask_predictor` (reference state-dict list)
 PUBLISHED_SCORE_NETWORK_KEYS = {

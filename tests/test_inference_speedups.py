@@ -19,8 +19,6 @@ import dino_utils
 from test_focus_encoder import DIM, build, reference_encoder
 from focus_utils import Scene, attach_projection
 
-torch.set_num_threads(1)
-
 
 def _randomize(norm):
     with torch.no_grad():

@@ -15,8 +15,6 @@ from focus_detr.layers import enable_reduced_precision
 from dino_utils import make_batch
 from test_focus_meta_arch import tiny_cfg
 
-torch.set_num_threads(1)
-
 
 def _focus_pair():
     """The tiny Focus-DETR in float32 and with bfloat16 backbone/neck/encoder, same weights."""

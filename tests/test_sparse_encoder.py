@@ -13,7 +13,6 @@ from focus_detr.modeling.sparse import SparseDetrEncoder, sparse_keep_counts
 
 from focus_utils import Projection, Scene, attach_projection
 
-torch.set_num_threads(1)
 
 DIM, CLASSES, LAYERS = 32, 5, 3
 SIZES = [(64, 96), (48, 80), (8, 8), (40, 40)]  # 128, 81, 4 and 39 tokens
