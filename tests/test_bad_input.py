@@ -16,6 +16,7 @@ from torch import nn
 from conftest import TOY_CONFIG, run_train_net
 from focus_detr.data import DetrDatasetMapper, get_detection_dataset_dicts
 from focus_detr.engine import SafeDetectionCheckpointer, safe_load_checkpoint
+from focus_detr.modeling import CheckpointMismatchError, DetrCheckpointer
 from tests.tools_utils import load_tool
 
 
@@ -188,6 +189,33 @@ def test_corrupt_or_missing_checkpoint_is_named(tmp_path):
         ckpt.load(str(bad))
     with pytest.raises(FileNotFoundError, match="other.pth"):
         ckpt.load(str(tmp_path / "other.pth"))
+
+
+def test_strict_loading_names_every_kind_of_mismatch(tmp_path):
+    """strict=True (evaluation, tools): missing, unexpected and wrongly shaped keys each raise,
+    naming the file and the keys; an exact checkpoint loads; the default only logs them."""
+    source = _Tiny()
+    exact = tmp_path / "exact.pth"
+    torch.save({"model": source.state_dict()}, exact)
+    target = _Tiny()
+    DetrCheckpointer(target, strict=True).load(str(exact))
+    assert torch.equal(target.fc.weight, source.fc.weight)
+
+    cases = {
+        "missing": ({"fc.weight": torch.zeros(2, 3)}, r"1 missing keys \(fc\.bias\)"),
+        "unexpected": ({**source.state_dict(), "head.weight": torch.zeros(1)},
+                       r"1 unexpected keys \(head\.weight\)"),
+        "shape": ({"fc.weight": torch.zeros(5, 3), "fc.bias": torch.zeros(2)},
+                  r"1 shape mismatches \(fc\.weight: checkpoint \(5, 3\), model \(2, 3\)\)"),
+    }
+    for name, (state, pattern) in cases.items():
+        path = tmp_path / f"{name}.pth"
+        torch.save({"model": state}, path)
+        for checkpointer in (DetrCheckpointer, SafeDetectionCheckpointer):
+            with pytest.raises(CheckpointMismatchError, match=f"checkpoint .*{name}.pth does not "
+                                                              f"fit _Tiny: {pattern}"):
+                checkpointer(_Tiny(), strict=True).load(str(path))
+        DetrCheckpointer(_Tiny()).load(str(path))  # default: partial loads stay allowed
 
 
 def test_failing_evaluation_keeps_the_final_checkpoint(tmp_path):

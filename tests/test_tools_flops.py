@@ -304,6 +304,25 @@ def test_tools_load_a_checkpoint(tmp_path, capsys):
     assert f"weights: {path}" in capsys.readouterr().out
 
 
+def test_tools_refuse_a_checkpoint_of_another_model(tmp_path):
+    """The tools' loading is strict: a dense DINO checkpoint given to the Focus config fails,
+    naming the file and the Focus-only weights; a corrupt file fails naming it."""
+    from focus_detr.analysis import build_model, load_config
+    from focus_detr.modeling import CheckpointMismatchError
+
+    _, dense = tiny_model(DENSE)
+    path = tmp_path / "dino.pth"
+    torch.save({"model": dense.state_dict()}, path)
+    cfg = load_config(TINY_CONFIG, [FOCUS, f"train.init_checkpoint={path}"])
+    with pytest.raises(CheckpointMismatchError, match=f"{path} does not fit \\w+: "
+                                                      r"\d+ missing keys \(.*selector"):
+        build_model(cfg)
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match=f"cannot load checkpoint {corrupt}"):
+        build_model(load_config(TINY_CONFIG, [FOCUS, f"train.init_checkpoint={corrupt}"]))
+
+
 def test_flop_count_does_not_depend_on_the_callers_grad_mode():
     """fvcore traces lazily; the count must not change with the grad mode at query time."""
     from detectron2.layers import FrozenBatchNorm2d

@@ -60,6 +60,24 @@ def test_eval_only_loads_the_checkpoint(toy_run, tmp_path):
     assert _ap(proc.stdout) == _ap(stdout)  # same weights, same data: the same AP
 
 
+def test_eval_only_refuses_a_checkpoint_that_does_not_fit(toy_run, tmp_path):
+    """A checkpoint missing a weight (another model, backbone only) fails --eval-only with the
+    key named, instead of evaluating random weights."""
+    out, _ = toy_run
+    state = safe_load_checkpoint(str(out / "model_final.pth"))["model"]
+    dropped = sorted(state)[-1]
+    del state[dropped]
+    path = tmp_path / "partial.pth"
+    torch.save({"model": state}, path)
+    proc = run_train_net("--eval-only", "--config-file", TOY_CONFIG,
+                         f"train.init_checkpoint={path}", f"train.output_dir={tmp_path}",
+                         check=False)
+    assert proc.returncode != 0
+    assert "CheckpointMismatchError" in proc.stdout
+    assert f"checkpoint {path} does not fit" in proc.stdout and dropped in proc.stdout
+    assert "Evaluation results for bbox" not in proc.stdout
+
+
 def test_eval_only_checkpoint_choice(tmp_path):
     tn = load_tool("train_net")
     args = tn.default_argument_parser().parse_args(

@@ -194,8 +194,10 @@ def do_eval_only(args, cfg):
     model = instantiate(cfg.model).to(device)
     ema = build_ema(cfg, model)
     model = create_ddp_model(model, device, **cfg.train.ddp)
+    # strict: evaluating a checkpoint that leaves weights random (another model, backbone only,
+    # another num_classes) must fail, not report a meaningless AP
     checkpointer = SafeDetectionCheckpointer(
-        model, cfg.train.output_dir, **({"ema": ema} if ema is not None else {})
+        model, cfg.train.output_dir, strict=True, **({"ema": ema} if ema is not None else {})
     )
     checkpointer.load(path)
     return unwrap_model(model), checkpointer, do_test(cfg, model, ema)

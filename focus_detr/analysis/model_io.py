@@ -71,20 +71,22 @@ def build_model(cfg, device="cpu", checkpoint: Optional[str] = None) -> nn.Modul
 
     Args:
         checkpoint: weights file (detrex/detectron2/this project's .pth, loaded `weights_only`
-            through `DetrCheckpointer`, so published key names work); default
+            through `SafeDetectionCheckpointer`, so published key names work; strict: a
+            checkpoint that misses any of the model's weights, holds others or other shapes
+            raises `CheckpointMismatchError`, a missing or corrupt file an error naming it); default
             `cfg.train.init_checkpoint` when the config has one. Without any, the model keeps its
             random initialization and a warning says so.
     """
     from detectron2.config import instantiate
 
-    from ..modeling.checkpoint import DetrCheckpointer
+    from ..engine.checkpoint import SafeDetectionCheckpointer
 
     model = instantiate(cfg.model)
     if checkpoint is None and "train" in cfg:
         checkpoint = cfg.train.get("init_checkpoint", None) or None
     model.to(device).eval()
     if checkpoint:
-        DetrCheckpointer(model).load(checkpoint)
+        SafeDetectionCheckpointer(model, strict=True).load(checkpoint)
         logger.info(f"loaded weights from {checkpoint}")
     else:
         logger.warning(

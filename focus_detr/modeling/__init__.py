@@ -1,6 +1,6 @@
 """Models of the DINO family: backbone helpers, neck, transformer, matcher, criterion, denoising,
 meta-architectures and checkpoint loading."""
-from .checkpoint import DetrCheckpointer, register_key_alias
+from .checkpoint import CheckpointMismatchError, DetrCheckpointer, register_key_alias
 from .criterion import DINOCriterion
 from .denoising import ContrastiveDenoising, DenoisingMeta
 from .matcher import HungarianMatcher
@@ -11,6 +11,7 @@ from .transformer import (DeformableDecoderLayer, DeformableEncoder, DeformableE
 
 __all__ = [
     "ChannelMapper",
+    "CheckpointMismatchError",
     "ContrastiveDenoising",
     "DINO",
     "DINOCriterion",

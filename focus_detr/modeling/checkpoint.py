@@ -17,6 +17,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 __all__ = [
+    "CheckpointMismatchError",
     "DetrCheckpointer",
     "apply_key_aliases",
     "convert_swin_classifier",
@@ -127,10 +128,58 @@ def convert_swin_classifier(state_dict: Dict[str, torch.Tensor],
     return out
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint loaded with `strict=True` does not hold exactly the model's weights."""
+
+
+def _describe_mismatch(incompatible, model_name: str, shown: int = 5) -> str:
+    """One message naming the missing, unexpected and wrongly shaped keys ('' when none)."""
+    parts = []
+    wrong_shape = {k for k, _, _ in incompatible.incorrect_shapes}  # fvcore also lists as missing
+    missing = [k for k in incompatible.missing_keys if k not in wrong_shape]
+    for what, keys in (("missing", missing),
+                       ("unexpected", incompatible.unexpected_keys)):
+        if keys:
+            more = f", ... {len(keys) - shown} more" if len(keys) > shown else ""
+            parts.append(f"{len(keys)} {what} keys ({', '.join(keys[:shown])}{more})")
+    if incompatible.incorrect_shapes:
+        shapes = [f"{k}: checkpoint {tuple(c)}, model {tuple(m)}"
+                  for k, c, m in incompatible.incorrect_shapes[:shown]]
+        parts.append(f"{len(incompatible.incorrect_shapes)} shape mismatches ({'; '.join(shapes)})")
+    if not parts:
+        return ""
+    return (f"does not fit {model_name}: {'; '.join(parts)}. A checkpoint of another model, "
+            f"backbone only, or another num_classes? Evaluation and the tools need every weight.")
+
+
 class DetrCheckpointer(DetectionCheckpointer):
     """`DetectionCheckpointer` that also loads torchvision ResNet and original Swin ImageNet state
     dicts (as backbone initialization) and detrex checkpoints with registered key aliases;
-    `.pth`/`.pt` files are read with `torch.load(weights_only=True)`."""
+    `.pth`/`.pt` files are read with `torch.load(weights_only=True)`.
+
+    Args (beyond `DetectionCheckpointer`'s):
+        strict: raise `CheckpointMismatchError` naming the keys when the checkpoint's model
+            weights (after key aliases) miss any of the model's, hold others or other shapes,
+            instead of only logging them. For evaluation and inference, where a partial load
+            silently leaves random weights; training initialization (an ImageNet backbone) is
+            partial by nature and keeps the default False.
+    """
+
+    def __init__(self, model, save_dir: str = "", *, strict: bool = False, **kwargs):
+        super().__init__(model, save_dir, **kwargs)
+        self.strict = strict
+
+    def load(self, path, checkpointables=None):
+        try:
+            return super().load(path, checkpointables=checkpointables)
+        except CheckpointMismatchError as e:
+            raise CheckpointMismatchError(f"checkpoint {path} {e}") from None
+
+    def _log_incompatible_keys(self, incompatible) -> None:
+        message = _describe_mismatch(incompatible, type(self.model).__name__) if self.strict else ""
+        if message:
+            raise CheckpointMismatchError(message)
+        super()._log_incompatible_keys(incompatible)
 
     def _load_file(self, filename: str):
         if filename.endswith((".pth", ".pt")):
