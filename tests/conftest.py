@@ -9,8 +9,9 @@ import pytest
 import torch
 
 # One intra-op thread for every test, whichever files are selected: the suite runs on 2 shared
-# cores, mostly small ops and child processes, where a second thread spins more than it computes.
-# A test that wants more sets it in a fixture and restores it (test_focus_fixture_equivalence).
+# cores, mostly small ops and child processes, where a second thread spins more than it computes
+# (the tiny DINO's learning test took > 900 s on 2 threads, ~210 s on one). A test that wants
+# more sets it in a fixture and restores it (test_focus_fixture_equivalence).
 torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +72,21 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_settings():
+    """The tools' `main` sets the thread count and the attention backend ($FOCUS_DETR_MSDA_BACKEND)
+    for their process; called in-process by a test, they must not leak into the next tests."""
+    from focus_detr.layers.ms_deform_attn.backends import ENV_VAR
+
+    threads, backend = torch.get_num_threads(), os.environ.get(ENV_VAR)
+    yield
+    torch.set_num_threads(threads)
+    if backend is None:
+        os.environ.pop(ENV_VAR, None)
+    else:
+        os.environ[ENV_VAR] = backend
 
 
 @pytest.fixture(scope="session")

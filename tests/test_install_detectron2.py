@@ -54,6 +54,27 @@ def test_unexpected_sdist_text_is_an_error(tmp_path):
         inst.apply_source_fixes(tmp_path)
 
 
+@pytest.mark.parametrize("data_filter", [True, False], ids=["tarfile-filter", "own-checks"])
+def test_sdist_extraction_refuses_members_outside_the_target(tmp_path, monkeypatch, data_filter):
+    """With tarfile's "data" filter (Python >= 3.12 and backports) or without it (older 3.9-3.11
+    patch releases): plain members are extracted, a member escaping the folder is refused."""
+    if not data_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    payload = tmp_path / "payload.txt"
+    payload.write_text("ok")
+    good, bad = tmp_path / "good.tar.gz", tmp_path / "bad.tar.gz"
+    with tarfile.open(good, "w:gz") as tar:
+        tar.add(payload, arcname="pkg-0.6/setup.py")
+    with tarfile.open(bad, "w:gz") as tar:
+        tar.add(payload, arcname="pkg-0.6/setup.py")
+        tar.add(payload, arcname="../escaped.txt")
+    inst.extract_sdist(good, tmp_path / "out")
+    assert (tmp_path / "out" / "pkg-0.6" / "setup.py").read_text() == "ok"
+    with pytest.raises((RuntimeError, tarfile.TarError), match="escaped.txt"):
+        inst.extract_sdist(bad, tmp_path / "out2")
+    assert not (tmp_path / "escaped.txt").exists()
+
+
 def test_patch_level_marker(tmp_path):
     assert inst.read_patch_level(tmp_path) is None  # not ours: left alone
     (tmp_path / inst.PATCH_MARKER).write_text("Patched by focus_detr ...\n")
@@ -176,8 +197,7 @@ def _cached_sdist():
 @pytest.mark.skipif(not _cached_sdist().is_file(), reason="sdist not in the installer's cache")
 def test_patching_the_real_sdist_gives_an_importable_package(tmp_path):
     """The whole patch set on the released sdist (offline, from the cache), imported from source."""
-    with tarfile.open(_cached_sdist()) as tar:
-        tar.extractall(tmp_path, filter="data")
+    inst.extract_sdist(_cached_sdist(), tmp_path)
     src = tmp_path / f"{inst.SDIST_NAME}-{inst.SDIST_VERSION}"
     assert inst.patch_tree(src) > 10
     assert (

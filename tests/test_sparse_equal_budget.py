@@ -9,7 +9,6 @@ near 0 for both; the numbers of the full tiny schedule are in the README."""
 import math
 
 import pytest
-import torch
 
 from focus_detr.engine import REPO_ROOT
 from tests.tools_utils import load_tool
@@ -28,30 +27,26 @@ SMALL = [
 @pytest.mark.slow
 def test_sparse_vs_focus_at_equal_budget(capsys):
     tool = load_tool("sweep_keep_ratio")
-    threads = torch.get_num_threads()
-    try:
-        rows = tool.main(
-            [
-                "--config-file",
-                TINY,
-                "--encoders",
-                "sparse",
-                "focus",
-                "--keep-ratios",
-                "0.3",
-                "--no-flops",
-                "--no-latency",
-                "--train-iters",
-                str(ITERS),
-                "--eval-images",
-                str(EVAL_IMAGES),
-                "--threads",
-                "2",
-                *SMALL,
-            ]
-        )
-    finally:
-        torch.set_num_threads(threads)
+    rows = tool.main(
+        [
+            "--config-file",
+            TINY,
+            "--encoders",
+            "sparse",
+            "focus",
+            "--keep-ratios",
+            "0.3",
+            "--no-flops",
+            "--no-latency",
+            "--train-iters",
+            str(ITERS),
+            "--eval-images",
+            str(EVAL_IMAGES),
+            "--threads",
+            "2",
+            *SMALL,
+        ]
+    )
     table = capsys.readouterr().out
     assert "fg recall" in table and "AP" in table
     assert [(r["encoder"], r["keep_ratio"]) for r in rows] == [("sparse", 0.3), ("focus", 0.3)]

@@ -153,6 +153,27 @@ def sha256(path):
     return h.hexdigest()
 
 
+def extract_sdist(sdist: Path, dest) -> None:
+    """Unpack the sdist into `dest`, refusing members that would land outside it or are links.
+
+    tarfile's "data" filter does exactly that, but only from Python 3.12 (and the 3.9.17 /
+    3.10.12 / 3.11.4 backports); older patch releases, which setup.py allows, get the same
+    checks here.
+    """
+    with tarfile.open(sdist) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+            return
+        root = Path(dest).resolve()
+        for member in tar.getmembers():
+            target = (root / member.name).resolve()
+            if not (member.isfile() or member.isdir()) or (
+                    target != root and root not in target.parents):
+                raise RuntimeError(f"refusing to extract {member.name!r} from {sdist}: "
+                                   f"not a plain file or directory inside {root}")
+        tar.extractall(dest)
+
+
 def fetch_sdist(cache):
     """The verified sdist path, downloaded with pip (respecting pip's config) when not cached."""
     sdist = cache / SDIST_FILE
@@ -313,8 +334,7 @@ def main(argv=None):
             own_wheel.unlink()  # built by an older patch level
         sdist = fetch_sdist(cache)
         with tempfile.TemporaryDirectory() as tmp:
-            with tarfile.open(sdist) as tar:
-                tar.extractall(tmp, filter="data")
+            extract_sdist(sdist, tmp)
             src = Path(tmp) / f"{SDIST_NAME}-{SDIST_VERSION}"
             n = patch_tree(src)
             log(f"patched {src}: {n} removed numpy/Pillow aliases replaced")
