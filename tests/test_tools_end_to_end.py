@@ -1,5 +1,6 @@
 """The tools end to end on CPU on the tiny config (random init, small inputs): benchmark,
-visualize_tokens, demo, plot_ap_flops; and the latency helpers' bookkeeping (no timing asserts)."""
+benchmark_msda, visualize_tokens, demo, plot_ap_flops; and the latency helpers' bookkeeping (no
+timing asserts)."""
 
 import json
 
@@ -179,15 +180,31 @@ def test_benchmark_side_by_side(tmp_path, capsys):
     assert records[1]["keep_ratio"] == pytest.approx(0.2)
 
 
-def test_benchmark_prints_published_anchors():
+def test_benchmark_anchor_rows():
+    """The anchor table's ratios and calibration scaling, on a made-up summary and anchors."""
     tool = load_tool("benchmark")
-    rows = tool.PUBLISHED_ANCHORS
-    assert rows["dense"]["cpu_s"] == 5.89 and rows["focus"]["cpu_s"] == 2.10
-    assert rows["dense"]["gflops"] == 267 and rows["focus"]["gflops"] == 168
-    assert rows["dense"]["paper_gflops"] == 279 and rows["focus"]["paper_gflops"] == 154
-    assert tool.PUBLISHED_BACKBONE_CPU_S == 0.79
-    with pytest.raises(SystemExit):
-        tool.main(["--config-file", TINY_CONFIG, "--labels", "a", "b"])
+    anchors = {
+        "focus": dict(name="F", cpu_s=2.10, gflops=160.0, paper_gflops=150.0),
+        "sparse": dict(name="S", cpu_s=None, gflops=None, paper_gflops=140.0),  # time unpublished
+    }
+
+    def ours(method, seconds, gflops):
+        return dict(info={"method": method}, seconds={"median": seconds},
+                    parts_s={"backbone": 0.4}, gflops=gflops)
+
+    summary = {"mine": ours("focus", 1.05, 80.0), "other": ours("sparse", 0.5, 70.0),
+               "plain": ours("custom", 1.0, 90.0)}  # no anchor for this method: no row
+    mine, other = tool.anchor_rows(summary, factor=1.5, anchors=anchors)
+    assert (mine["config"], mine["published model"], other["config"]) == ("mine", "F", "other")
+    assert mine["published/ours"] == pytest.approx(2.00)  # 2.10 s / 1.05 s
+    assert mine["published s, scaled"] == pytest.approx(3.15)  # 2.10 s x 1.5
+    assert mine["scaled/ours"] == pytest.approx(3.00)  # 3.15 s / 1.05 s
+    assert (mine["ours s"], mine["ours backbone s"], mine["ours GFLOPs"]) == (1.05, 0.4, 80.0)
+    assert other["published/ours"] is None and other["published s, scaled"] is None
+    assert other["scaled/ours"] is None
+    uncalibrated, _ = tool.anchor_rows(summary, anchors=anchors)
+    assert uncalibrated["published/ours"] == pytest.approx(2.00)
+    assert uncalibrated["published s, scaled"] is None and uncalibrated["scaled/ours"] is None
 
 
 def test_benchmark_calibrates_against_the_published_backbone(tmp_path, capsys):
@@ -222,6 +239,33 @@ def test_benchmark_calibrates_against_the_published_backbone(tmp_path, capsys):
     assert torch.get_num_threads() == threads  # refused before touching the thread pool
 
 
+def test_benchmark_msda_table(capsys, monkeypatch):
+    """One row per (dtype, available backend) of the decoder shape; speed-ups over pytorch."""
+    from focus_detr.layers.ms_deform_attn import available_backends
+
+    monkeypatch.setenv("KINETO_LOG_LEVEL", "5")  # the tool sets it when unset
+    tool = load_tool("benchmark_msda")
+    tool.main(["--device", "cpu", "--shapes", "decoder", "--dtype", "float32,float64",
+               "--repeat", "1", "--warmup", "0"])
+    lines = capsys.readouterr().out.splitlines()
+    header = [c.strip() for c in lines[1].strip("|").split("|")]
+    rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+            for line in lines if line.startswith("| decoder |")]
+    backends = available_backends(torch.device("cpu"))
+    assert "pytorch" in backends
+    assert [(r["dtype"], r["backend"]) for r in rows] == [
+        (d, b) for d in ("float32", "float64") for b in backends]
+    assert all(r["queries"] == "900" for r in rows)
+    for dtype in ("float32", "float64"):
+        base = next(r for r in rows if r["dtype"] == dtype and r["backend"] == "pytorch")
+        for r in (r for r in rows if r["dtype"] == dtype):
+            assert float(r["fwd ms"]) > 0 and float(r["fwd+bwd ms"]) > 0
+            assert float(r["peak MiB"]) >= 0
+            for time, speedup in (("fwd ms", "fwd speedup"), ("fwd+bwd ms", "fwd+bwd speedup")):
+                expected = float(base[time]) / float(r[time])  # from the rounded times
+                assert float(r[speedup].rstrip("x")) == pytest.approx(expected, rel=0.02, abs=0.01)
+
+
 def test_sweep_keep_ratio_costs(capsys):
     """Cost columns only (no training): FLOPs fall with the keep ratio, every row is timed."""
     tool = load_tool("sweep_keep_ratio")
@@ -238,6 +282,27 @@ def test_sweep_keep_ratio_costs(capsys):
     dense, focus_low, focus_high, sparse_low, sparse_high = (r["gflops_encoder"] for r in rows)
     assert focus_low < focus_high < dense and sparse_low < sparse_high < dense
     assert "latency (s)" in capsys.readouterr().out
+
+
+def test_sweep_evaluates_given_weights_as_they_are(tmp_path):
+    """--checkpoint weights are evaluated untrained even with --train-iters, and must fit: the
+    dense model's weights given for focus@0.5 fail, naming the file."""
+    from focus_detr.modeling import CheckpointMismatchError
+
+    tool = load_tool("sweep_keep_ratio")
+    paths = {}
+    for encoder, ratio in (("focus", 0.5), ("dense", None)):
+        model = tool.build_model(tool.load_config(TINY_CONFIG, encoder, ratio), "cpu", 0)
+        paths[encoder] = tmp_path / f"{encoder}.pth"
+        torch.save({"model": model.state_dict()}, paths[encoder])
+    common = ["--config-file", TINY_CONFIG, "--encoders", "focus", "--keep-ratios", "0.5",
+              "--no-flops", "--no-latency", "--eval-images", "2", "--device", "cpu",
+              "--train-iters", "2", "--image-size", *map(str, SMALL_INPUT)]
+    (row,) = tool.main(common + ["--checkpoint", f"focus@0.5={paths['focus']}"])
+    assert 0.0 <= row["AP"] <= 100.0
+    assert not any("loss" in key for key in row)  # not trained
+    with pytest.raises(CheckpointMismatchError, match="dense.pth does not fit"):
+        tool.main(common + ["--checkpoint", f"focus@0.5={paths['dense']}"])
 
 
 def test_visualize_tokens_with_comparison(tmp_path, capsys):
@@ -271,8 +336,24 @@ def test_visualize_tokens_with_comparison(tmp_path, capsys):
     for key in ("kept0", "kept1", "object0", "object1"):
         assert 0.0 <= image["selection"][key]["keep_fraction"] <= 1.0
     assert image["selection"]["kept0"]["keep_fraction"] == pytest.approx(0.4, abs=0.01)
-    assert "compare_sparse" in image and "compare_focus" in image
+    compare = image["compare"]
+    assert (compare["compare_config"]["method"], compare["config"]["method"]) == ("sparse", "focus")
+    assert compare["config"]["recall"] == pytest.approx(image["selection"]["kept0"]["recall"])
     assert "precision" in capsys.readouterr().out
+
+
+def test_visualize_tokens_compares_two_models_of_one_method(tmp_path):
+    """Two Focus-DETR models (keep ratio 0.3 and 0.15): each keeps its own metrics entry."""
+    tool = load_tool("visualize_tokens")
+    out = tmp_path / "tokens"
+    tool.main(["--config-file", FOCUS_TINY, "--compare-config", FOCUS_TINY,
+               "model.transformer.encoder.selector.keep_ratio=0.15", "--dataset-samples", "1",
+               "--output", str(out)])
+    compare = json.loads((out / "selection_metrics.json").read_text())["images"][0]["compare"]
+    assert compare["config"]["method"] == compare["compare_config"]["method"] == "focus"
+    # the first layer keeps 4/3 of the keep ratio (cascade 1.0, 0.5)
+    assert compare["config"]["keep_fraction"] == pytest.approx(0.4, abs=0.01)
+    assert compare["compare_config"]["keep_fraction"] == pytest.approx(0.2, abs=0.01)
 
 
 def test_visualize_tokens_rejects_a_dense_model(tmp_path):

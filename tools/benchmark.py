@@ -78,6 +78,20 @@ ANCHOR_INPUT_SIZE = (800, 1216)
 # code the published code runs. Timed unfolded (as the published code runs it) by --calibrate.
 CALIBRATION_CONFIG = REPO_ROOT / "projects" / "dino" / "configs" / "models" / "dino_r50.py"
 CALIBRATION_LABEL = "published backbone"
+ANCHOR_COLUMNS = [
+    "config",
+    "published model",
+    "published s",
+    "ours s",
+    "published/ours",
+    "published s, scaled",
+    "scaled/ours",
+    "published backbone s",
+    "ours backbone s",
+    "published GFLOPs (fvcore)",
+    "ours GFLOPs",
+    "paper GFLOPs",
+]
 
 
 def parse_args(argv=None):
@@ -150,7 +164,7 @@ def parse_args(argv=None):
         nargs="+",
         metavar="FILE",
         help="per config: a detectron2 metrics.json (or results JSON) to read bbox/AP "
-        "from, for the results file",
+        "from, for the results file (instead of --eval)",
     )
     p.add_argument(
         "--profile",
@@ -174,6 +188,11 @@ def parse_args(argv=None):
         p.error(f"{len(args.labels)} labels for {len(args.config_file)} configs")
     if args.metrics and len(args.metrics) != len(args.config_file):
         p.error(f"{len(args.metrics)} metrics files for {len(args.config_file)} configs")
+    if args.metrics and args.eval:  # both give each config's AP
+        p.error("--eval and --metrics both give the AP: use one")
+    for path in args.metrics or ():  # read after the timing rounds: check before them
+        if not os.path.isfile(path):
+            p.error(f"--metrics: file not found: {path}")
     if args.runs <= 0 or args.warmup < 0:
         p.error("--runs must be positive and --warmup non-negative")
     return args
@@ -214,6 +233,35 @@ def calibration_runner(device):
     generator = torch.Generator().manual_seed(0)
     image = torch.randn(1, 3, *ANCHOR_INPUT_SIZE, generator=generator).to(device)
     return (lambda: backbone(image)), backbone
+
+
+def anchor_rows(summary, factor=None, anchors=PUBLISHED_ANCHORS):
+    """The published-anchor table: per config whose method has an anchor, a dict of
+    `ANCHOR_COLUMNS` from its `summary` entry (info, seconds, parts_s, gflops); with a
+    --calibrate `factor`, the anchor's time scaled by it."""
+    rows = []
+    for label, ours in summary.items():
+        anchor = anchors.get(ours["info"]["method"])
+        if anchor is None:
+            continue
+        ours_s = ours["seconds"]["median"]
+        scaled = anchor["cpu_s"] * factor if anchor["cpu_s"] and factor else None
+        values = [
+            label,
+            anchor["name"],
+            anchor["cpu_s"],
+            ours_s,
+            (anchor["cpu_s"] / ours_s) if anchor["cpu_s"] else None,
+            scaled,
+            (scaled / ours_s) if scaled else None,
+            PUBLISHED_BACKBONE_CPU_S,
+            ours.get("parts_s", {}).get("backbone"),
+            anchor["gflops"],
+            ours["gflops"],
+            anchor["paper_gflops"],
+        ]
+        rows.append(dict(zip(ANCHOR_COLUMNS, values)))
+    return rows
 
 
 def _profile(model, inputs, top_k: int, label: str) -> str:
@@ -413,32 +461,10 @@ def main(argv=None):
     at_anchor_setting = (
         anchor_size and device.type == "cpu" and threads == 2 and args.clock == "wall"
     )
-    rows = []
     factor = calibration["factor"] if calibration else None
-    for label in labels if anchor_size else ():
-        anchor = PUBLISHED_ANCHORS.get(infos[label]["method"])
-        if anchor is None:
-            continue
-        ours_s = summary[label]["seconds"]["median"]
-        ours_backbone = summary[label].get("parts_s", {}).get("backbone")
-        scaled = anchor["cpu_s"] * factor if anchor["cpu_s"] and factor else None
-        summary[label]["published_s_scaled"] = scaled
-        rows.append(
-            [
-                label,
-                anchor["name"],
-                anchor["cpu_s"],
-                ours_s,
-                (anchor["cpu_s"] / ours_s) if anchor["cpu_s"] else None,
-                scaled,
-                (scaled / ours_s) if scaled else None,
-                PUBLISHED_BACKBONE_CPU_S,
-                ours_backbone,
-                anchor["gflops"],
-                summary[label]["gflops"],
-                anchor["paper_gflops"],
-            ]
-        )
+    rows = anchor_rows(summary, factor) if anchor_size else []
+    for row in rows:
+        summary[row["config"]]["published_s_scaled"] = row["published s, scaled"]
     if rows:
         note = (
             "same setting as the anchors"
@@ -451,26 +477,7 @@ def main(argv=None):
             "anchor times the --calibrate factor (an estimate: it assumes the whole published "
             "model slows as its backbone does)."
         )
-        print(
-            markdown_table(
-                [
-                    "config",
-                    "published model",
-                    "published s",
-                    "ours s",
-                    "published/ours",
-                    "published s, scaled",
-                    "scaled/ours",
-                    "published backbone s",
-                    "ours backbone s",
-                    "published GFLOPs (fvcore)",
-                    "ours GFLOPs",
-                    "paper GFLOPs",
-                ],
-                rows,
-                2,
-            )
-        )
+        print(markdown_table(ANCHOR_COLUMNS, [[r[c] for c in ANCHOR_COLUMNS] for r in rows], 2))
 
     # ---- profile, evaluation, results -----------------------------------------------------
     for label in labels if args.profile else ():

@@ -33,24 +33,51 @@ import time
 LEVELS = [(100, 167), (50, 84), (25, 42), (13, 21)]
 HEADS, HEAD_DIM, POINTS = 8, 32, 4
 SHAPES = {"encoder": 1.0, "encoder30": 0.3, "decoder": 900}
+DTYPES = ("float32", "bfloat16", "float16", "float64")  # torch attribute names
+
+
+def _count(minimum):
+    """argparse type: an int >= `minimum`."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _names(allowed):
+    """argparse type: a comma list of names out of `allowed`."""
+    def parse(text):
+        names = text.split(",")
+        unknown = [n for n in names if n not in allowed]
+        if unknown:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(map(repr, unknown))}; choose from {','.join(allowed)}")
+        return names
+    return parse
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--dtype", default=None,
-                   help="comma list of float32,bfloat16,float16,float64 (default: float32 on "
-                        "CPU, float32,bfloat16 on CUDA)")
-    p.add_argument("--repeat", type=int, default=None,
+    p.add_argument("--dtype", type=_names(DTYPES), default=None,
+                   help=f"comma list of {','.join(DTYPES)} (default: float32 on CPU, "
+                        "float32,bfloat16 on CUDA)")
+    p.add_argument("--repeat", type=_count(1), default=None,
                    help="timed runs per measurement, median reported (default 5 CPU, 20 CUDA)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
-    p.add_argument("--shapes", default="encoder,encoder30,decoder",
+    p.add_argument("--warmup", type=_count(0), default=1, help="untimed runs first (default 1)")
+    p.add_argument("--shapes", type=_names(tuple(SHAPES)), default=list(SHAPES),
                    help=f"comma list of {','.join(SHAPES)}")
     p.add_argument("--backends", default=None,
                    help="comma list (default: every backend available on the device)")
-    p.add_argument("--batch", type=int, default=1, help="images per batch (default 1)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch and OpenMP)")
+    p.add_argument("--batch", type=_count(1), default=1, help="images per batch (default 1)")
+    p.add_argument("--threads", type=_count(1), default=None,
+                   help="CPU threads (torch and OpenMP)")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall: elapsed time (default); cpu: CPU time of this process, all "
                         "threads summed (CPU only; robust on a shared machine, use --threads 1)")
@@ -156,15 +183,12 @@ def main(argv=None):
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtypes = [getattr(torch, d) for d in (args.dtype or (
-        "float32,bfloat16" if device.type == "cuda" else "float32")).split(",")]
-    repeat = args.repeat or (20 if device.type == "cuda" else 5)
+        ["float32", "bfloat16"] if device.type == "cuda" else ["float32"]))]
+    repeat = args.repeat if args.repeat is not None else (20 if device.type == "cuda" else 5)
     if args.clock == "cpu" and device.type != "cpu":
         sys.exit("--clock cpu measures CPU time: use it with --device cpu")
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    shapes = args.shapes.split(",")
-    for name in shapes:
-        if name not in SHAPES:
-            sys.exit(f"unknown shape {name!r}; choose from {list(SHAPES)}")
+    shapes = args.shapes
     backends = args.backends.split(",") if args.backends else available_backends(device)
     for b in backends:
         if b not in BACKENDS:
@@ -224,7 +248,7 @@ def main(argv=None):
                               + q * args.batch * HEADS * HEAD_DIM) * elem
                 sampled = 4 * weights.numel() * HEAD_DIM * elem
                 footers.append((shape, dtype, compulsory, sampled))
-            del value, loc, weights
+            value = loc = weights = None  # freed before the next inputs (no del: fwd names them)
     if footers:
         bw = bandwidth(torch, device)
         print(f"\nDevice copy bandwidth {bw / 1e9:.0f} GB/s. Memory-bound floors (forward):")

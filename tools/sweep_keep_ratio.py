@@ -217,8 +217,25 @@ def evaluate(model: nn.Module, cfg, dataset, verbose: bool = False) -> Dict[str,
 
 
 # ------------------------------------------------------------------------------------ sweep
+def model_name(encoder: str, ratio: Optional[float]) -> str:
+    """dense, or ENCODER@RATIO: the row label and the `--checkpoint` NAME."""
+    return encoder if ratio is None else f"{encoder}@{ratio:g}"
+
+
+def load_shared_init(model: nn.Module, shared_init: Dict[str, torch.Tensor], name: str) -> None:
+    """Load the reference weights outside the encoder into `model`; raise unless they cover
+    every parameter and buffer outside `transformer.encoder.` and all fit the model."""
+    result = model.load_state_dict(shared_init, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("transformer.encoder.")]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(
+            f"{name}: keys outside the encoder differ from the reference model's: missing "
+            f"{missing[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
+
+
 def sweep(args) -> List[Dict[str, Any]]:
-    from focus_detr.modeling.checkpoint import DetrCheckpointer
+    from focus_detr.engine.checkpoint import SafeDetectionCheckpointer
 
     device = args.device
     generator = torch.Generator().manual_seed(args.seed)
@@ -240,7 +257,7 @@ def sweep(args) -> List[Dict[str, Any]]:
     for encoder in args.encoders:
         ratios = [None] if encoder == "dense" else args.keep_ratios
         for ratio in ratios:
-            name = encoder if ratio is None else f"{encoder}@{ratio:g}"
+            name = model_name(encoder, ratio)
             cfg = load_config(args.config_file, encoder, ratio, args.opts)
             model = build_model(cfg, device, args.seed)
             row: Dict[str, Any] = {
@@ -252,17 +269,12 @@ def sweep(args) -> List[Dict[str, Any]]:
                 row.update(count_flops(model, image))
             if not args.no_latency:
                 row["latency_s"] = measure_latency(model, image, args.warmup, args.repeats)
-            trained = False
-            if args.train_iters:
-                missing = model.load_state_dict(shared_init, strict=False).unexpected_keys
-                if missing:
-                    raise RuntimeError(f"{name}: keys outside the encoder differ: {missing[:5]}")
+            if name in checkpoints:  # given weights are evaluated as they are, not trained on
+                SafeDetectionCheckpointer(model, strict=True).load(checkpoints[name])
+            elif args.train_iters:
+                load_shared_init(model, shared_init, name)
                 row.update(train(model, cfg, args.train_iters, args.seed))
-                trained = True
-            if name in checkpoints:
-                DetrCheckpointer(model).load(checkpoints[name])
-                trained = True
-            if trained:
+            if name in checkpoints or args.train_iters:
                 if dataset is None:
                     dataset = _test_dataset(cfg, args.eval_images)
                 row.update(evaluate(model, cfg, dataset, args.verbose))
@@ -347,13 +359,14 @@ def parse_args(argv=None):
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help="weights of one model: NAME is dense, sparse@RATIO or focus@RATIO",
+        help="weights of one model, evaluated as they are (not trained by --train-iters; every "
+        "weight must fit): NAME is dense, sparse@RATIO or focus@RATIO",
     )
     parser.add_argument(
         "--train-iters",
         type=int,
         default=0,
-        help="train every model this many iterations before evaluating",
+        help="train every model without a --checkpoint this many iterations before evaluating",
     )
     parser.add_argument(
         "--eval-images", type=int, default=0, help="evaluate on the first N test images (0: all)"
@@ -370,11 +383,33 @@ def parse_args(argv=None):
         "opts", nargs="*", default=[], help="config overrides key=value applied to every model"
     )
     args = parser.parse_args(argv)
-    for c in args.checkpoint:
-        if "=" not in c:
-            parser.error(f"--checkpoint {c!r}: expected NAME=PATH")
     if any(not 0 < r <= 1 for r in args.keep_ratios):
         parser.error(f"--keep-ratios must lie in (0, 1], got {args.keep_ratios}")
+    if args.train_iters < 0:
+        parser.error(f"--train-iters must be non-negative, got {args.train_iters}")
+    if args.eval_images < 0:  # dataset[:-n] would silently drop the last n images
+        parser.error(f"--eval-images must be non-negative (0: all), got {args.eval_images}")
+    if args.repeats <= 0 and not args.no_latency:  # the latency is the best of the repeats
+        parser.error(f"--repeats must be positive, got {args.repeats}")
+    # a NAME matching no planned model would be skipped silently, a bad PATH fail after hours
+    names = [
+        model_name(e, r)
+        for e in args.encoders
+        for r in ([None] if e == "dense" else args.keep_ratios)
+    ]
+    seen = set()
+    for c in args.checkpoint:
+        name, sep, path = c.partition("=")
+        if not sep:
+            parser.error(f"--checkpoint {c!r}: expected NAME=PATH")
+        if name not in names:
+            parser.error(f"--checkpoint {c!r}: no model named {name!r} in this sweep; "
+                         f"the models are {', '.join(names)}")
+        if name in seen:
+            parser.error(f"--checkpoint {c!r}: a second checkpoint for {name!r}")
+        seen.add(name)
+        if "://" not in path and not Path(path).is_file():  # URLs: detectron2's PathManager
+            parser.error(f"--checkpoint {c!r}: file not found: {path}")
     return args
 
 

@@ -15,7 +15,9 @@ Per image, PNG files (panels on the model's input image, darkened):
   as dots coloured by level;
 - `<name>_compare.png` (Fig. 1), with `--compare-config`: the ground truth, the other model's
   selection (e.g. Sparse DETR) and this one's, side by side;
-and `selection_metrics.json`: precision/recall per image, level and layer, and over all images.
+and `selection_metrics.json`: precision/recall per image, level and layer, and over all images
+(with `--compare-config`, each image's "compare" entry holds both models' first-layer selection
+metrics under "config" and "compare_config").
 Without a checkpoint the model is randomly initialized (a warning says so): the drawings then
 show an untrained selector.
 """
@@ -286,9 +288,10 @@ def main(argv=None):
             o_cfg, o_model, o_info = other
             o_sel = select(o_model, x)
             panels = []
-            for sel, inf, cfg_path in (
-                (o_sel, o_info, args.compare_config[0]),
-                (selection, info, args.config_file[0]),
+            # keyed by role, not method: both models may be of one method (two checkpoints)
+            for role, sel, inf in (
+                ("compare_config", o_sel, o_info),
+                ("config", selection, info),
             ):
                 index = sel["kept_index"][0]
                 caption = f"{inf['method']}: {index.numel()} kept"
@@ -296,7 +299,11 @@ def main(argv=None):
                     m = _metrics(sel, fg)["kept0"]
                     p, r = _pr(m)
                     caption += f", P {_fmt(p)} R {_fmt(r)}"
-                    record[f"compare_{inf['method']}"] = m.summary()
+                    record.setdefault("compare", {})[role] = {
+                        "method": inf["method"],
+                        "weights": inf["weights"],
+                        **m.summary(),
+                    }
                 panels.append((_dots(image, sel, index), caption))
             written.append(os.path.join(args.output, f"{name}_compare.png"))
             draw_compare(
