@@ -18,8 +18,9 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=("focus_detr", "focus_detr.*")),
     install_requires=[
-        "torch>=2.0",  # tested with 2.14.1; no exact pin so that users keep their build
-        "torchvision>=0.15",
+        "torch>=2.4",  # torch.library.custom_op, device-type autocast queries; tested with 2.14.1;
+        # no exact pin so that users keep their build
+        "torchvision>=0.19",  # the torch 2.4 release
         "numpy>=1.26",
         "Pillow>=10.3",
         "scipy>=1.10",

@@ -247,3 +247,60 @@ def test_failing_evaluation_keeps_the_final_checkpoint(tmp_path):
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
     state = safe_load_checkpoint(str(out / "model_final.pth"))
     assert state["trainer"]["iteration"] == 1
+
+
+def test_parts_that_do_not_fit_fail_at_construction():
+    """Config mistakes between the model's parts fail when the model is built, naming the
+    mismatch, instead of deep in the first forward pass."""
+    from detectron2.config import instantiate
+
+    from dino_utils import tiny_cfg
+
+    cases = [
+        ("model.neck.num_outs", 5, "the neck outputs 5 levels but the transformer has "
+                                   "num_feature_levels=4"),
+        ("model.neck.out_channels", 32, r"the neck outputs \[32\] channels but the "
+                                        r"transformer's embed_dim is \d+"),
+        ("model.position_embedding.num_pos_feats", 8, r"num_pos_feats=8 gives 16 channels"),
+        ("model.input_format", "RBG", "input_format must be 'RGB' or 'BGR', got 'RBG'"),
+    ]
+    for key, value, message in cases:
+        cfg = tiny_cfg()
+        *path, leaf = key.split(".")
+        node = cfg
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+        with pytest.raises(ValueError, match=message):
+            instantiate(cfg.model)
+
+
+@pytest.mark.parametrize("box, label, problem", [
+    ([30.0, 10.0, 20.0, 40.0], 1, "inverted"),
+    ([10.0, 10.0, 10.0, 40.0], 1, "zero width"),
+    ([10.0, 10.0, float("nan"), 40.0], 1, "not finite"),
+    ([10.0, 10.0, 20.0, 40.0], 5, "label = num_classes"),
+    ([10.0, 10.0, 20.0, 40.0], -1, "negative label"),
+])
+def test_bad_ground_truth_reaching_the_model_is_named(box, label, problem):
+    """A box with no positive width/height or not finite, or a label outside [0, num_classes),
+    that reaches the model (another mapper than DetrDatasetMapper) fails naming the image, its
+    file and the box, instead of a negative GIoU loss or an index error in the label embedding."""
+    from detectron2.structures import Boxes
+
+    from dino_utils import make_batch, tiny_model
+
+    model = tiny_model(num_classes=5).train()
+    batch = make_batch([(64, 64), (64, 64)], [2, 2], 5)
+    instances = batch[1]["instances"]
+    boxes = instances.gt_boxes.tensor.clone()
+    boxes[1] = torch.tensor(box)
+    instances.gt_boxes = Boxes(boxes)
+    instances.gt_classes[1] = label
+    batch[1]["file_name"] = "images/bad.jpg"
+    with pytest.raises(ValueError, match=r"image 1 of the batch \(images/bad\.jpg\): ground-truth "
+                                         r"box .* with label -?\d+: boxes must be finite"):
+        model(batch)
+    batch[1]["instances"] = instances[:1]
+    losses = model(batch)  # the same batch without the bad box trains
+    assert torch.isfinite(sum(losses.values()))

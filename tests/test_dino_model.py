@@ -180,22 +180,22 @@ def test_image_without_objects_trains_without_nan(model):
         model.zero_grad()
 
 
-def test_fewer_tokens_than_queries(model):
-    """A 32 x 32 image has 16 + 4 + 1 + 1 = 22 tokens < 30 queries: every token is a proposal."""
-    batch = make_batch([(32, 32)], [1], K)
+def test_image_too_small_for_the_query_budget_is_named(model):
+    """A 32 x 32 image has 16 + 4 + 1 + 1 = 22 tokens < 30 queries: alone or batched, in
+    inference or training, the error names the image and its token count (no padded token
+    becomes a query, no image gets fewer queries than its batch mates)."""
+    message = (r"image {} of the batch is too small for the query budget: 22 tokens "
+               r"\(levels HxW 4x4, 2x2, 1x1, 1x1\) for num_queries=30")
     model.eval()
-    with torch.no_grad():
-        out = model.compute_outputs(model.preprocess_image(batch))
-        res = model(batch)
-    assert out["pred_logits"].shape == (1, 22, K)
-    assert sorted(out["enc_topk_indices"][0].tolist()) == list(range(22))
-    assert len(res[0]["instances"]) == 20
-    # training, mixed batch (the tiny config's BatchNorm needs more than one 1 x 1 map): the
-    # small image has fewer valid tokens than queries, padded ones fill its proposal list
+    with torch.no_grad(), pytest.raises(ValueError, match=message.format(0)):
+        model(make_batch([(32, 32)], [1], K))
     model.train()
-    batch = make_batch([(32, 32), (96, 128)], [1, 2], K)
-    losses = model(batch)
-    assert torch.isfinite(sum(losses.values()))
+    with pytest.raises(ValueError, match=message.format(1)):
+        model(make_batch([(96, 128), (32, 32)], [2, 1], K))
+    model.eval()
+    with torch.no_grad():  # 36 + 9 + 4 + 1 = 50 tokens: enough
+        out = model.compute_outputs(model.preprocess_image(make_batch([(48, 48)], [1], K)))
+    assert out["pred_logits"].shape == (1, Q, K)
 
 
 class EncoderWithLoss(DeformableEncoder):

@@ -261,3 +261,15 @@ def test_mixed_batch_keeps_own_counts_and_never_padding():
             scores = selection.logits[b].masked_fill(mask[b], float("-inf"))
             threshold = scores[kept].min()
             assert (scores > threshold).sum() < len(kept)
+
+
+def test_keep_ratio_beyond_the_cascade_is_refused():
+    """keep_ratio is the mean kept fraction: with the published cascade (max / mean = 1 / 0.6)
+    above 0.6 the first layer would keep more than every token and the mean would fall short."""
+    ForegroundTokenSelector(keep_ratio=0.6)  # the first layer keeps all: allowed
+    with pytest.raises(ValueError, match=r"keep_ratio=0.7 .* asks layer 0 to keep 1.17x the "
+                                         r"valid tokens; with this cascade keep_ratio can be at "
+                                         r"most 0.6"):
+        ForegroundTokenSelector(keep_ratio=0.7)
+    with pytest.raises(ValueError, match="layer 1 .* at most 0.75"):
+        ForegroundTokenSelector(keep_ratio=0.8, cascade_ratios=(0.5, 1.0))

@@ -169,6 +169,10 @@ def test_swin_tiny_focus_detr_trains_and_infers_with_the_r50_models_other_keys()
             "backbone.patch_embed.proj.weight"} <= keys - r50_keys
     assert {k for k in r50_keys - keys if not k.startswith("backbone.")} == set()
 
+    swin_cfg.model.transformer.num_queries = 50  # the small images below have 83 and 128 tokens
+    torch.manual_seed(0)
+    model = instantiate(swin_cfg.model)
+    backbone = model.backbone
     model.train()
     batch = [{"image": torch.rand(3, 64, 96) * 255, "instances": make_instances(64, 96, 2)},
              {"image": torch.rand(3, 48, 80) * 255, "instances": make_instances(48, 80, 1)}]

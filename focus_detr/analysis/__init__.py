@@ -4,6 +4,7 @@ FLOPs by model part (fvcore, deformable and scaled-dot-product attention counted
 part with interleaved runs, per-image token selections and their precision/recall, and the
 JSON-lines results file."""
 
+from .accuracy import evaluate_model
 from .flops import (
     ACTIVATION_HANDLES,
     FLOP_HANDLES,
@@ -60,6 +61,7 @@ __all__ = [
     "dataset_inputs",
     "describe_encoder",
     "detail_parts",
+    "evaluate_model",
     "flop_analysis",
     "has_token_selection",
     "image_list",

@@ -11,6 +11,8 @@ from torch import nn
 
 from .functional import ms_deform_attn
 
+__all__ = ["MultiScaleDeformableAttention", "project_values"]
+
 
 class MultiScaleDeformableAttention(nn.Module):
     """Each query attends to `num_points` bilinear samples per head and level around its reference.

@@ -71,7 +71,8 @@ class ForegroundTokenSelector(nn.Module):
         modulation_target: "features" (published) or "logits" (see the module docstring).
         coefficient_init_range: modulation coefficients start uniform in [-r, r]. Default 0.3.
         keep_ratio: mean fraction of valid tokens kept per encoder layer (the paper's alpha of
-            Table 6). Default 0.3.
+            Table 6), at most mean(c) / max(c) (0.6 for the default cascade: its first layer then
+            keeps every token). Default 0.3.
         cascade_ratios: relative keep count per encoder layer. Default (1, .8, .6, .6, .4, .2).
             Layer l keeps int(c_l * (int(valid * keep_ratio / mean(c)) + 1)) tokens (c_l as float32,
             the published arithmetic: 0.5 / 0.4 / 0.3 / 0.3 / 0.2 / 0.1 of the valid tokens by
@@ -104,7 +105,15 @@ class ForegroundTokenSelector(nn.Module):
         self.modulation = modulation
         self.modulation_target = modulation_target
         self.keep_ratio = keep_ratio
-        self.foreground_ratio = keep_ratio / (math.fsum(cascade_ratios) / len(cascade_ratios))
+        mean_cascade = math.fsum(cascade_ratios) / len(cascade_ratios)
+        self.foreground_ratio = keep_ratio / mean_cascade
+        if self.foreground_ratio * max(cascade_ratios) > 1.0 + 1e-9:
+            # the widest layer would keep more than all tokens: clamped, the mean falls short
+            raise ValueError(
+                f"keep_ratio={keep_ratio} with cascade_ratios={tuple(cascade_ratios)} asks layer "
+                f"{list(cascade_ratios).index(max(cascade_ratios))} to keep "
+                f"{self.foreground_ratio * max(cascade_ratios):.3g}x the valid tokens; with this "
+                f"cascade keep_ratio can be at most {mean_cascade / max(cascade_ratios):.3g}")
         self.register_buffer("cascade_ratios", torch.tensor(cascade_ratios, dtype=torch.float32),
                              persistent=False)
         if modulation != "none":

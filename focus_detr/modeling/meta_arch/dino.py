@@ -20,8 +20,12 @@ class DINO(nn.Module):
     """DINO: backbone -> neck -> sine positions -> `transformer` (encoder, two-stage query
     selection, decoder) -> set losses in training, top-k (query, class) detections in inference.
 
-    Padding is masked everywhere in the transformer, in training AND inference, so an image's
-    transformer outputs do not depend on the other images of its batch.
+    Padding is masked in the transformer, in training and inference: padded tokens are never
+    kept, scored, attended to or selected as queries, so what the padded region holds changes no
+    output. The padded size itself still reaches the decoder, as in the published model: its
+    query positions embed the reference boxes scaled into the padded frame (valid ratios), so an
+    image's decoder outputs in a batch differ slightly from the same image alone (published
+    checkpoints are trained that way).
 
     Args:
         backbone: detectron2 `Backbone` (dict of feature maps).
@@ -35,7 +39,10 @@ class DINO(nn.Module):
         pixel_mean, pixel_std: input normalization, in `input_format` channel order.
         select_box_nums_for_evaluation: detections kept per image (top over queries x classes).
             Default 300.
-        input_format: channel order of the input images. Default "RGB".
+        input_format: channel order of the input images ("RGB" or "BGR"), as the data mapper
+            reads them (`img_format`); an attribute as in detectron2's models (for code that
+            draws the inputs): the images are not converted, `pixel_mean`/`pixel_std` must be
+            given in this order. Default "RGB".
         size_divisibility: pad the batch to a multiple of this. Default 0.
         aux_loss: supervise every decoder layer. Default True.
         return_token_selection: in inference, also return each image's token selection of a
@@ -68,6 +75,8 @@ class DINO(nn.Module):
                  reduced_precision_modules: Sequence[str] = ("backbone", "neck",
                                                              "transformer.encoder")):
         super().__init__()
+        if input_format not in ("RGB", "BGR"):
+            raise ValueError(f"input_format must be 'RGB' or 'BGR', got {input_format!r}")
         decoder = transformer.decoder
         if decoder.num_classes != num_classes:
             raise ValueError(f"num_classes={num_classes} but the decoder heads predict "
@@ -75,6 +84,7 @@ class DINO(nn.Module):
         if denoising is not None and denoising.num_classes != num_classes:
             raise ValueError(f"num_classes={num_classes} but the denoising queries draw noise "
                              f"labels from {denoising.num_classes} classes")
+        self._check_parts_fit(position_embedding, neck, transformer)
         self.backbone = backbone
         self.fold_backbone_norms = fold_backbone_norms
         if fold_backbone_norms:
@@ -98,6 +108,25 @@ class DINO(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self.reduced_precision = reduced_precision
         enable_reduced_precision(self, reduced_precision_modules, reduced_precision)
+
+    @staticmethod
+    def _check_parts_fit(position_embedding: nn.Module, neck: nn.Module,
+                         transformer: nn.Module) -> None:
+        """Config mistakes that would otherwise fail deep in the first forward pass."""
+        embed_dim = transformer.embed_dim
+        if hasattr(neck, "output_shape"):
+            shapes = neck.output_shape()
+            if len(shapes) != transformer.num_feature_levels:
+                raise ValueError(f"the neck outputs {len(shapes)} levels but the transformer has "
+                                 f"num_feature_levels={transformer.num_feature_levels}")
+            channels = sorted({s.channels for s in shapes})
+            if channels != [embed_dim]:
+                raise ValueError(f"the neck outputs {channels} channels but the transformer's "
+                                 f"embed_dim is {embed_dim}")
+        feats = getattr(position_embedding, "num_pos_feats", None)
+        if feats is not None and 2 * feats != embed_dim:
+            raise ValueError(f"position_embedding.num_pos_feats={feats} gives {2 * feats} "
+                             f"channels (x and y), the transformer's embed_dim is {embed_dim}")
 
     @classmethod
     def from_config(cls, cfg):
@@ -136,7 +165,29 @@ class DINO(nn.Module):
             targets.append({"labels": inst.gt_classes.long(),
                             "boxes": box_xyxy_to_cxcywh(xyxy / scale), "boxes_xyxy": xyxy,
                             "image_size": torch.as_tensor([h, w], device=self.device)})
+        self._check_targets(targets, batched_inputs)
         return targets
+
+    def _check_targets(self, targets: List[Dict[str, torch.Tensor]],
+                       batched_inputs: List[Dict[str, Any]]) -> None:
+        """Raise on a box that is not finite or has no positive width and height, or a label
+        outside [0, num_classes): the losses would be meaningless (a negative GIoU loss) or fail
+        without naming the image. `DetrDatasetMapper` drops such boxes; other mappers may not.
+        One check for the whole batch."""
+        boxes = torch.cat([t["boxes_xyxy"] for t in targets])
+        labels = torch.cat([t["labels"] for t in targets])
+        bad = (~torch.isfinite(boxes).all(-1) | (boxes[:, 2] <= boxes[:, 0])
+               | (boxes[:, 3] <= boxes[:, 1]) | (labels < 0) | (labels >= self.num_classes))
+        if not bool(bad.any()):
+            return
+        first = int(bad.nonzero()[0, 0])
+        counts = torch.tensor([len(t["labels"]) for t in targets]).cumsum(0)
+        image = int((counts <= first).sum())
+        name = batched_inputs[image].get("file_name", "")
+        raise ValueError(
+            f"image {image} of the batch{f' ({name})' if name else ''}: ground-truth box "
+            f"{boxes[first].tolist()} (x0, y0, x1, y1) with label {int(labels[first])}: boxes "
+            f"must be finite with x1 > x0 and y1 > y0, labels in [0, {self.num_classes})")
 
     # ---- network -----------------------------------------------------------------------------
     def compute_outputs(self, images: ImageList,

@@ -2,7 +2,7 @@
 from .decoder import DeformableDecoderLayer, DINODecoder, deformable_sampling
 from .dino_transformer import DINOTransformer
 from .encoder import DeformableEncoder, DeformableEncoderLayer
-from .encoder_api import EncoderInputs, EncoderOutput
+from .encoder_api import EncoderInputs, EncoderLossHooks, EncoderOutput
 
 __all__ = [
     "DINODecoder",
@@ -11,6 +11,7 @@ __all__ = [
     "DeformableEncoder",
     "DeformableEncoderLayer",
     "EncoderInputs",
+    "EncoderLossHooks",
     "EncoderOutput",
     "deformable_sampling",
 ]

@@ -19,8 +19,10 @@ class DINOTransformer(nn.Module):
     first), the decoder's extra class head scores every token, the `num_queries` tokens of highest
     max-class logit are selected and the extra box head regresses them relative to their proposal
     boxes (it is per-token, so only the selected tokens need it); their boxes become the decoder's
-    reference boxes (detached); the decoder's content queries are the learnt `tgt_embed` rows. Padded tokens are
-    never selected while valid ones remain.
+    reference boxes (detached); the decoder's content queries are the learnt `tgt_embed` rows.
+    Padded tokens are never selected: an image with fewer tokens than `num_queries` is too small
+    for the query budget and raises a `ValueError` naming it (in a batch it would otherwise get
+    padded tokens as queries, alone fewer queries than its batch mates).
 
     Args:
         encoder: any encoder implementing the contract of `encoder_api` (swap it by config).
@@ -57,6 +59,22 @@ class DINOTransformer(nn.Module):
             nn.init.xavier_uniform_(self.tgt_embed.weight)
         nn.init.xavier_uniform_(self.enc_output.weight)
 
+    def check_query_budget(self, sizes: torch.Tensor) -> None:
+        """Raise unless every image has at least `num_queries` tokens.
+
+        Args:
+            sizes: (N, L, 2) valid (width, height) of each image at each level (`valid_sizes`).
+        """
+        counts = sizes.prod(-1).sum(-1)
+        smallest = int(counts.argmin())
+        if int(counts[smallest]) < self.num_queries:
+            levels = ", ".join(f"{h:.0f}x{w:.0f}" for w, h in sizes[smallest].tolist())
+            raise ValueError(
+                f"image {smallest} of the batch is too small for the query budget: "
+                f"{int(counts[smallest])} tokens (levels HxW {levels}) for num_queries="
+                f"{self.num_queries}; enlarge the image (e.g. the test-time resize) or lower "
+                f"model.transformer.num_queries")
+
     def project_proposals(self, memory: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:
         """(N, S, C) -> (N, S, C): zero the `invalid` tokens, then `enc_output`, `enc_output_norm`."""
         return self.enc_output_norm(self.enc_output(memory.masked_fill(invalid[..., None], 0.0)))
@@ -84,9 +102,13 @@ class DINOTransformer(nn.Module):
             enc_topk_scores (N, k): the selected two-stage proposals in score order;
             encoder_inputs, encoder_output; and sampling tensors if requested.
         """
+        if len(features) != self.num_feature_levels:
+            raise ValueError(f"{len(features)} feature levels for a transformer of "
+                             f"num_feature_levels={self.num_feature_levels}")
         tokens, pos, padding_mask, shapes, start = flatten_levels(
             features, masks, pos_embeds, self.level_embeds)
         sizes = valid_sizes(masks)
+        self.check_query_budget(sizes)
         ratios = sizes / shapes.flip(-1).to(sizes)[None]
         proposals, invalid = token_proposals(shapes, sizes, padding_mask,
                                              self.proposal_base_size, self.proposal_valid_range)
@@ -104,7 +126,7 @@ class DINOTransformer(nn.Module):
         projected = self.project_proposals(memory, invalid)
         enc_logits = self.decoder.proposal_class_head(projected)
         scores = enc_logits.max(-1).values
-        k = min(self.num_queries, scores.shape[1])
+        k = self.num_queries
         topk_scores, topk = scores.masked_fill(padding_mask, float("-inf")).topk(k, dim=1)
         # the box head (a per-token MLP) only on the selected tokens: the same boxes, S/k less work
         selected = projected.gather(1, topk[..., None].expand(-1, -1, self.embed_dim))

@@ -29,6 +29,8 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, runtime_checka
 import torch
 from torch import nn
 
+__all__ = ["EncoderInputs", "EncoderLossHooks", "EncoderOutput"]
+
 
 @dataclass
 class EncoderInputs:
