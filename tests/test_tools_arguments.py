@@ -84,16 +84,32 @@ def test_benchmark_metrics_files(tmp_path, capsys):
     metrics = tmp_path / "metrics.json"
     metrics.write_text('{"bbox/AP": 1.0}\n')
     two = ["--config-file", TINY_CONFIG, "--config-file", FOCUS_TINY]
-    args = tool.parse_args(two + ["--metrics", str(metrics), str(metrics)])
-    assert args.metrics == [str(metrics)] * 2
+    other = tmp_path / "results.json"
+    other.write_text('{"bbox": {"AP": 2.5}}')
+    args = tool.parse_args(two + ["--metrics", str(metrics), str(other)])
+    assert args.metrics == [str(metrics), str(other)] and args.metrics_ap == [1.0, 2.5]
     err = _parse_error(capsys, tool.parse_args, two + ["--metrics", str(metrics)])
     assert "1 metrics files for 2 configs" in err
     missing = tmp_path / "missing.json"
     err = _parse_error(capsys, tool.parse_args, two + ["--metrics", str(metrics), str(missing)])
-    assert f"--metrics: file not found: {missing}" in err
+    assert f"--metrics {missing}: metrics file not found: {missing}" in err
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"bbox/AP": 1.0}\n{"bbox/AP": \n')  # a run killed mid-write
+    err = _parse_error(capsys, tool.parse_args, two + ["--metrics", str(metrics), str(broken)])
+    assert f"{broken} is neither a JSON object nor JSON lines" in err
     err = _parse_error(capsys, tool.parse_args, two + ["--metrics", str(metrics), str(metrics),
                                                        "--eval"])
     assert "--eval and --metrics" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset-inputs", "-1"], "--dataset-inputs must be non-negative"),
+    (["--threads", "0"], "--threads must be positive, got 0"),
+    (["--input-size", "0", "64"], "--input-size must be positive, got [0, 64]"),
+])
+def test_benchmark_bad_counts(capsys, argv, message):
+    tool = load_tool("benchmark")
+    assert message in _parse_error(capsys, tool.parse_args, ["--config-file", TINY_CONFIG] + argv)
 
 
 def test_benchmark_label_count(capsys):

@@ -190,11 +190,21 @@ def parse_args(argv=None):
         p.error(f"{len(args.metrics)} metrics files for {len(args.config_file)} configs")
     if args.metrics and args.eval:  # both give each config's AP
         p.error("--eval and --metrics both give the AP: use one")
-    for path in args.metrics or ():  # read after the timing rounds: check before them
-        if not os.path.isfile(path):
-            p.error(f"--metrics: file not found: {path}")
+    args.metrics_ap = []  # read now: a missing or malformed file fails before the timing rounds
+    for path in args.metrics or ():
+        try:
+            args.metrics_ap.append(read_coco_ap(path))
+        except (OSError, ValueError) as e:
+            p.error(f"--metrics {path}: {e}")
     if args.runs <= 0 or args.warmup < 0:
         p.error("--runs must be positive and --warmup non-negative")
+    if args.dataset_inputs < 0:
+        p.error(f"--dataset-inputs must be non-negative (0: synthetic input), got "
+                f"{args.dataset_inputs}")
+    if args.threads is not None and args.threads <= 0:
+        p.error(f"--threads must be positive, got {args.threads}")
+    if min(args.input_size) <= 0:
+        p.error(f"--input-size must be positive, got {args.input_size}")
     return args
 
 
@@ -492,7 +502,7 @@ def main(argv=None):
             ap = evaluation.get("bbox", {}).get("AP")
             print(f"\n{label}: evaluation {json.dumps(evaluation, default=float)}")
         if args.metrics:
-            ap = read_coco_ap(args.metrics[i])
+            ap = args.metrics_ap[i]
         summary[label]["ap"] = ap
         if args.results:
             spec = args.config_file[i]

@@ -105,11 +105,14 @@ def read_coco_ap(metrics_path: str, key: str = "bbox/AP") -> Optional[float]:
         whole = json.loads(text)
     except json.JSONDecodeError:
         whole = None
-    rows = (
-        [whole]
-        if isinstance(whole, dict)
-        else [json.loads(l) for l in text.splitlines() if l.strip()]
-    )
+    try:
+        rows = (
+            [whole]
+            if isinstance(whole, dict)
+            else [json.loads(l) for l in text.splitlines() if l.strip()]
+        )
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{metrics_path} is neither a JSON object nor JSON lines: {e}") from e
     task, _, metric = key.partition("/")
     for row in rows:
         if key in row:
