@@ -10,7 +10,7 @@ from detectron2.structures import Instances
 
 from focus_detr.layers import ms_deform_attn
 from focus_detr.modeling import DINO, DeformableEncoder
-from focus_detr.modeling.transformer import EncoderOutput
+from focus_detr.modeling.transformer import EncoderOutput, deformable_sampling
 
 from dino_utils import make_batch, tiny_cfg, tiny_model
 
@@ -234,19 +234,31 @@ def test_encoder_swap_by_one_override_and_encoder_losses():
 
 def test_returned_sampling_is_what_the_cross_attention_uses(model):
     """Recompute the last decoder layer's cross attention from the returned locations and
-    weights: it reproduces the module's output."""
+    weights: it reproduces the module's output. The attention hands them back from its forward
+    (no second computation): they equal the stand-alone `deformable_sampling` of its inputs, and
+    the predictions equal those of a run without them."""
     model.eval()
     batch = make_batch([(96, 128)], [1], K)
     captured = {}
     attn = model.transformer.decoder.layers[-1].attentions[1]
 
     def hook(module, args, kwargs, output):
-        captured.update(kwargs, query=args[0], output=output)
+        assert kwargs.get("return_sampling") and isinstance(output, tuple)
+        captured.update(kwargs, query=args[0], output=output[0])
 
     handle = attn.register_forward_hook(hook, with_kwargs=True)
     with torch.no_grad():
         out = model.compute_outputs(model.preprocess_image(batch), return_sampling=True)
     handle.remove()
+    with torch.no_grad():
+        plain = model.compute_outputs(model.preprocess_image(batch))
+        alone = deformable_sampling(attn, captured["query"] + captured["query_pos"],
+                                    captured["reference_points"], captured["spatial_shapes"])
+    assert "sampling_locations" not in plain
+    for key in ("pred_logits", "pred_boxes"):
+        assert torch.equal(out[key], plain[key])
+    assert torch.equal(out["sampling_locations"][-1], alone[0])
+    assert torch.equal(out["attention_weights"][-1], alone[1])
     value = attn.value_proj(captured["value"]).masked_fill(
         captured["key_padding_mask"][..., None], 0.0)
     value = value.view(*value.shape[:2], attn.num_heads, -1)

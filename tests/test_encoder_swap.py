@@ -199,3 +199,38 @@ def test_focus_choice_is_the_focus_projects_encoder(swap_config, focus_model):
     assert (
         ours.foreground_loss.assigner.scale_ranges == theirs.foreground_loss.assigner.scale_ranges
     )
+
+
+def test_sparse_auxiliary_boxes_use_the_transformers_proposals():
+    """The auxiliary box heads regress from the transformer's own proposals: with a non-default
+    `proposal_base_size` their zero-initialized output is each kept token's proposal box with
+    that size, computed here by hand from the padding mask."""
+    base = 0.1
+    model = build("model.transformer.encoder.name=sparse",
+                  f"model.transformer.proposal_base_size={base}")
+    model.train()
+    batch = make_batch([(96, 128), (64, 96)], [2, 1], CLASSES, seed=1)
+    with torch.no_grad():
+        out = model.compute_outputs(model.preprocess_image(batch))
+    inputs, extras = out["encoder_inputs"], out["encoder_output"].extras
+    index, valid = extras["kept_index"][0], extras["kept_valid"][0]
+    boxes = extras["aux_boxes"][0]
+    shapes = inputs.spatial_shapes.tolist()
+    starts = inputs.level_start_index.tolist()
+    checked = 0
+    for b in range(index.shape[0]):
+        for slot in valid[b].nonzero()[:, 0].tolist():
+            token = int(index[b, slot])
+            level = max(i for i, s in enumerate(starts) if s <= token)
+            h, w = shapes[level]
+            mask = inputs.padding_mask[b, starts[level]:starts[level] + h * w].view(h, w)
+            vh, vw = int((~mask[:, 0]).sum()), int((~mask[0]).sum())
+            row, col = divmod(token - starts[level], w)
+            size = base * 2 ** level
+            box = torch.tensor([(col + 0.5) / vw, (row + 0.5) / vh, size, size])
+            if ((box > 0.01) & (box < 0.99)).all():
+                torch.testing.assert_close(boxes[b, slot], box.to(boxes))
+                checked += 1
+            else:  # out-of-range proposals are +inf, as in two-stage DINO
+                assert torch.equal(boxes[b, slot], torch.ones_like(boxes[b, slot]))
+    assert checked > 0

@@ -483,6 +483,36 @@ def test_module_sampling_locations_and_output(ref_dim, monkeypatch):
     assert (out - expected).abs().max() < 1e-10
 
 
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("ref_dim", [2, 4])
+def test_module_returns_the_sampling_it_used(ref_dim, batch_first):
+    """`return_sampling=True`: the same output, plus the locations and weights the attention
+    computed: they equal the stand-alone `deformable_sampling` exactly and the float64 formula
+    of `_expected_module_output`; batch-first in both layouts."""
+    from focus_detr.modeling.transformer.decoder import deformable_sampling
+
+    attn = _module(batch_first=batch_first)
+    query, value, pos, ref = _module_inputs(ref_dim=ref_dim)
+    layout = (lambda x: x.transpose(0, 1)) if batch_first else (lambda x: x)
+    with torch.no_grad():
+        plain = _run(attn, layout(query), layout(value), layout(pos), ref)
+        out, locations, weights = attn(
+            layout(query), value=layout(value), query_pos=layout(pos), reference_points=ref,
+            spatial_shapes=torch.tensor(SHAPES), level_start_index=level_start_index(SHAPES),
+            return_sampling=True)
+        alone = deformable_sampling(attn, (query + pos).transpose(0, 1), ref,
+                                    torch.tensor(SHAPES))
+        expected, expected_loc = _expected_module_output(attn, query, value, pos, ref)
+    assert torch.equal(out, plain)
+    assert (layout(out) - expected).abs().max() < 1e-10
+    assert locations.shape == (2, 5, 2, 2, 3, 2) and weights.shape == (2, 5, 2, 2, 3)
+    assert torch.equal(locations, alone[0]) and torch.equal(weights, alone[1])
+    assert (locations - expected_loc).abs().max() < 1e-12
+    q_in = (query + pos).transpose(0, 1)
+    expected_weights = attn.attention_weights(q_in).view(2, 5, 2, 6).softmax(-1)
+    assert (weights - expected_weights.view(2, 5, 2, 2, 3)).abs().max() < 1e-12
+
+
 def test_module_reference_point_formulas_by_hand():
     """One query, one head, one level, 2 points, offsets set by hand."""
     attn = MultiScaleDeformableAttention(embed_dim=4, num_heads=1, num_levels=1, num_points=2,

@@ -9,7 +9,9 @@ import torch
 
 from focus_detr.modeling import DeformableEncoder, DeformableEncoderLayer, DINOCriterion
 from focus_detr.modeling import HungarianMatcher
-from focus_detr.modeling.sparse import SparseDetrEncoder, sparse_keep_counts
+from focus_detr.modeling.focus import level_valid_sizes
+from focus_detr.modeling.sparse import EncoderAuxiliaryLoss, SparseDetrEncoder, sparse_keep_counts
+from focus_detr.modeling.transformer.multiscale import token_proposals
 
 from focus_utils import Projection, Scene, attach_projection
 
@@ -34,8 +36,19 @@ def build(keep_ratio=0.3, seed=0, dtype=torch.float64, aux_loss=True):
     return encoder.to(dtype), Projection(DIM).to(dtype)
 
 
+def attach_proposals(inputs):
+    """The two-stage proposals DINOTransformer hands to its encoder (default settings)."""
+    shapes = [tuple(hw) for hw in inputs.spatial_shapes.tolist()]
+    sizes = level_valid_sizes(inputs.padding_mask, shapes, inputs.level_start_index.tolist())
+    inputs.proposals, inputs.invalid_proposals = token_proposals(
+        inputs.spatial_shapes, sizes.flip(-1).to(inputs.tokens), inputs.padding_mask
+    )
+    return inputs
+
+
 def run(encoder, projection, inputs, train=False):
     attach_projection(inputs, projection)
+    attach_proposals(inputs)
     encoder.train(train)
     with torch.set_grad_enabled(train):
         return encoder(inputs)
@@ -194,6 +207,18 @@ def test_bad_arguments():
         SparseDetrEncoder(layer, 2, num_aux_layers=3)
 
 
+def test_training_with_auxiliary_heads_needs_the_proposals():
+    scene = Scene(SIZES[:1], DIM, seed=2, dtype=torch.float64)
+    encoder, projection = build()
+    inputs = attach_projection(scene.batch(), projection)
+    encoder.train()
+    with pytest.raises(ValueError, match="EncoderInputs.proposals"):
+        encoder(inputs)
+    encoder.eval()  # inference does not need them
+    with torch.no_grad():
+        encoder(inputs)
+
+
 # ------------------------------------------------------------------------------------ losses
 def fake_outputs(encoder_output, n, num_dn, num_queries, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
@@ -337,3 +362,47 @@ def test_auxiliary_boxes_start_at_the_token_proposals():
             torch.testing.assert_close(boxes[slot], box)
         else:  # out-of-range proposals are +inf, as in two-stage DINO
             assert torch.equal(boxes[slot], torch.ones(4, dtype=torch.float64))
+
+
+def test_batched_auxiliary_matching_equals_per_image_matching():
+    """One cost matrix per layer for the whole batch gives the pairs of the matcher run on each
+    image's valid slots alone: images with 0 targets, with fewer valid slots than targets, and
+    invalid slots holding exact copies of a target (the cheapest match, if they could match)."""
+    g = torch.Generator().manual_seed(0)
+    n, k = 5, 12
+    counts = [12, 7, 3, 9, 4]
+    num_targets = [3, 0, 5, 1, 2]
+    logits = torch.randn(n, k, CLASSES, generator=g, dtype=torch.float64)
+    boxes = torch.cat([torch.rand(n, k, 2, generator=g, dtype=torch.float64) * 0.6 + 0.2,
+                       torch.rand(n, k, 2, generator=g, dtype=torch.float64) * 0.3 + 0.05], -1)
+    targets = []
+    for i, m in enumerate(num_targets):
+        target = {
+            "labels": torch.randint(0, CLASSES, (m,), generator=g),
+            "boxes": torch.cat([torch.rand(m, 2, generator=g, dtype=torch.float64) * 0.6 + 0.2,
+                                torch.rand(m, 2, generator=g, dtype=torch.float64) * 0.3 + 0.05],
+                               -1),
+        }
+        targets.append(target)
+        if m:  # invalid slots: the first target's box with a confident logit of its class
+            boxes[i, counts[i]:] = target["boxes"][0]
+            logits[i, counts[i]:, target["labels"][0]] = 10.0
+    valid = torch.arange(k)[None] < torch.tensor(counts)[:, None]
+    matcher = HungarianMatcher()
+    batched = EncoderAuxiliaryLoss(DINOCriterion(CLASSES, matcher)).match(
+        logits, boxes, valid, targets)
+    assert len(batched) == n
+    for i, (count, m) in enumerate(zip(counts, num_targets)):
+        alone = matcher(
+            {"pred_logits": logits[i:i + 1, :count], "pred_boxes": boxes[i:i + 1, :count]},
+            [targets[i]],
+        )[0]
+        rows, cols = batched[i]
+        assert rows.dtype == cols.dtype == torch.int64
+        assert torch.equal(rows, alone[0]) and torch.equal(cols, alone[1])
+        assert len(rows) == min(count, m) and bool((rows < count).all())
+    # no targets in the whole batch: empty pairs for every image
+    empty = [{"labels": t["labels"][:0], "boxes": t["boxes"][:0]} for t in targets]
+    matched = EncoderAuxiliaryLoss(DINOCriterion(CLASSES, matcher)).match(
+        logits, boxes, valid, empty)
+    assert [(len(r), len(c)) for r, c in matched] == [(0, 0)] * n

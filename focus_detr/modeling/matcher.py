@@ -1,5 +1,5 @@
 """Hungarian matching of predictions to ground truth (focal class cost, L1 and GIoU box costs)."""
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -50,13 +50,16 @@ class HungarianMatcher(nn.Module):
         return cost - self.cost_giou * giou
 
     @torch.no_grad()
-    def forward(self, outputs: Dict[str, torch.Tensor], targets: List[Dict[str, torch.Tensor]]
+    def forward(self, outputs: Dict[str, torch.Tensor], targets: List[Dict[str, torch.Tensor]],
+                prediction_counts: Optional[Sequence[int]] = None
                 ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """Args:
             outputs: pred_logits (N, Q, K), pred_boxes (N, Q, 4) cxcywh.
             targets: per image labels (n_i,), boxes (n_i, 4) cxcywh.
+            prediction_counts: per image, only its first q_i predictions take part (e.g. Sparse
+                DETR's kept slots, padded to Q); default all Q.
         Returns:
-            per image (prediction indices, target indices), int64 on CPU, min(Q, n_i) pairs.
+            per image (prediction indices, target indices), int64 on CPU, min(q_i, n_i) pairs.
         """
         n, q = outputs["pred_logits"].shape[:2]
         labels = torch.cat([t["labels"] for t in targets])
@@ -69,9 +72,10 @@ class HungarianMatcher(nn.Module):
                                 outputs["pred_boxes"].flatten(0, 1).float(), labels, gt)
         cost = cost.view(n, q, -1).cpu()
         sizes = [len(t["labels"]) for t in targets]
+        counts = [q] * n if prediction_counts is None else prediction_counts
         result = []
         for i, c in enumerate(cost.split(sizes, -1)):
-            rows, cols = linear_sum_assignment(c[i].numpy())
+            rows, cols = linear_sum_assignment(c[i, :counts[i]].numpy())
             result.append((torch.as_tensor(rows, dtype=torch.int64),
                            torch.as_tensor(cols, dtype=torch.int64)))
         return result

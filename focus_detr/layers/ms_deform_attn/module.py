@@ -4,7 +4,7 @@ Constructor arguments, submodule names and forward arguments follow detrex, so d
 load unchanged and detrex-style layer code can call it.
 """
 import math
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -121,8 +121,9 @@ class MultiScaleDeformableAttention(nn.Module):
         spatial_shapes: Optional[torch.Tensor] = None,
         level_start_index: Optional[torch.Tensor] = None,
         projected_value: Optional[torch.Tensor] = None,
+        return_sampling: bool = False,
         **kwargs,
-    ) -> torch.Tensor:
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Attend from `query` into the multi-scale `value`.
 
         Args:
@@ -138,9 +139,15 @@ class MultiScaleDeformableAttention(nn.Module):
             projected_value: (N, S, C) batch-first `value` already through :meth:`project_value`
                 (e.g. several modules' projections of one map in one product, `project_values`);
                 then `value` and `key_padding_mask` are not used.
+            return_sampling: also return the sampling locations and attention weights used
+                (callers that need them, e.g. Sparse DETR's attention-map target, would
+                otherwise compute both a second time). Default False.
 
         Returns:
-            Same layout as `query`: identity + dropout(output_proj(attention)).
+            Same layout as `query`: identity + dropout(output_proj(attention)); with
+            `return_sampling` the tuple (output, locations (N, Q, heads, levels, points, 2)
+            normalized (x, y), weights (N, Q, heads, levels, points) softmax over levels x
+            points), locations and weights batch-first whatever `batch_first`.
         """
         if value is None:
             value = query
@@ -171,7 +178,8 @@ class MultiScaleDeformableAttention(nn.Module):
         out = self.output_proj(out)
         if not self.batch_first:
             out = out.transpose(0, 1)
-        return self.dropout(out) + identity
+        out = self.dropout(out) + identity
+        return (out, locations, weights) if return_sampling else out
 
 
 def _has_padding(key_padding_mask: Optional[torch.Tensor]) -> bool:

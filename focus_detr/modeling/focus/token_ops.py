@@ -10,6 +10,8 @@ from typing import Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..transformer.multiscale import valid_sizes
+
 __all__ = ["gather_tokens", "scatter_tokens", "level_valid_sizes", "resize_valid_region"]
 
 
@@ -60,14 +62,16 @@ def level_valid_sizes(padding_mask: torch.Tensor, spatial_shapes: Sequence[Tuple
                       level_start_index: Sequence[int]) -> torch.Tensor:
     """Valid (height, width) of every level of every image: (N, L, 2) int64.
 
-    Counts the unpadded tokens of each level's first column and first row (valid tokens form the
-    top-left rectangle of the level).
+    The transformer's count (`multiscale.valid_sizes`) on the flattened map's levels, in
+    (height, width) order.
+
+    Args:
+        padding_mask: (N, S) bool, True at padded tokens.
+        spatial_shapes: L x (H_l, W_l); level_start_index: L offsets into S.
     """
-    sizes = []
-    for (h, w), start in zip(spatial_shapes, level_start_index):
-        valid = ~padding_mask[:, start:start + h * w].view(-1, h, w)
-        sizes.append(torch.stack([valid[:, :, 0].sum(1), valid[:, 0, :].sum(1)], -1))
-    return torch.stack(sizes, 1)
+    masks = [padding_mask[:, start:start + h * w].view(-1, h, w)
+             for (h, w), start in zip(spatial_shapes, level_start_index)]
+    return valid_sizes(masks).flip(-1).long()
 
 
 def resize_valid_region(maps: torch.Tensor, src_valid: torch.Tensor, dst_shape: Tuple[int, int],

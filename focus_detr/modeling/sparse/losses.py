@@ -112,13 +112,18 @@ class EncoderAuxiliaryLoss:
         slot_valid: torch.Tensor,
         targets: List[Dict[str, torch.Tensor]],
     ):
-        """Per image, match only its valid kept slots (a prefix of the slot list)."""
-        counts = slot_valid.sum(1).tolist()
-        indices = []
-        for i, (count, target) in enumerate(zip(counts, targets)):  # scipy matches per image
-            out = {"pred_logits": logits[i : i + 1, :count], "pred_boxes": boxes[i : i + 1, :count]}
-            indices.append(self.criterion.matcher(out, [target])[0])
-        return indices
+        """Hungarian matching of each image's valid kept slots (a prefix of its slot list) to
+        its targets: one batched cost matrix, each image assigned on its valid rows only.
+
+        Args:
+            logits: (N, K, num_classes); boxes: (N, K, 4) normalized cxcywh.
+            slot_valid: (N, K) bool, True for the first counts[n] slots of image n.
+            targets: per image `labels` (n_i,), `boxes` (n_i, 4) normalized cxcywh.
+        Returns:
+            per image (slot indices, target indices), int64 on CPU, min(counts[n], n_i) pairs.
+        """
+        return self.criterion.matcher({"pred_logits": logits, "pred_boxes": boxes}, targets,
+                                      prediction_counts=slot_valid.sum(1).tolist())
 
     def __call__(
         self,

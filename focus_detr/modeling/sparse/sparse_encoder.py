@@ -19,13 +19,14 @@ Supervision (`losses`, added by the meta-architecture in training):
   decoder (denoising queries left out), multilabel soft margin loss, weight 1;
 - optionally the auxiliary encoder loss: class and box heads on the kept tokens after each of
   the first `num_layers - 1` layers (the last layer's output feeds the two-stage proposals, which
-  have their own `_enc` loss), boxes relative to each token's two-stage proposal box, Hungarian
-  matched, at the main loss weights.
+  have their own `_enc` loss), boxes relative to each token's two-stage proposal box (the
+  transformer's, handed over as `EncoderInputs.proposals`), Hungarian matched, at the main loss
+  weights.
 """
 
 import copy
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -33,10 +34,9 @@ from torch import nn
 from ...layers import MLP, init_deformable_transformer
 from ..criterion import DINOCriterion
 from ..focus.score_network import TokenScoreNetwork
-from ..focus.token_ops import gather_tokens, level_valid_sizes, scatter_tokens
+from ..focus.token_ops import gather_tokens, scatter_tokens
 from ..matcher import HungarianMatcher
 from ..transformer.encoder_api import EncoderInputs, EncoderOutput
-from ..transformer.multiscale import token_proposals
 from .attention_map import sparse_keep_counts
 from .losses import AttentionMapLoss, EncoderAuxiliaryLoss
 
@@ -61,8 +61,6 @@ class SparseDetrEncoder(nn.Module):
         Configs pass the model's criterion so both stay the same.
     box_head_layers: layers of each auxiliary box MLP. Default 3.
     prior_prob: initial foreground probability of the auxiliary class heads. Default 0.01.
-    proposal_base_size, proposal_valid_range: the two-stage proposal boxes the auxiliary
-        boxes are relative to; must match the transformer's. Defaults 0.05, (0.01, 0.99).
     spatial_query_order: keep the selected tokens in token-index (spatial) order rather than by
         score: the same set and result, but neighbouring queries sample neighbouring features,
         so the deformable attention's memory reads are local (faster). Default True.
@@ -83,8 +81,6 @@ class SparseDetrEncoder(nn.Module):
         aux_criterion: Optional[nn.Module] = None,
         box_head_layers: int = 3,
         prior_prob: float = 0.01,
-        proposal_base_size: float = 0.05,
-        proposal_valid_range: Tuple[float, float] = (0.01, 0.99),
         spatial_query_order: bool = True,
     ):
         super().__init__()
@@ -104,8 +100,6 @@ class SparseDetrEncoder(nn.Module):
             attention_map_loss if attention_map_loss is not None else AttentionMapLoss()
         )
         self.num_classes = num_classes
-        self.proposal_base_size = proposal_base_size
-        self.proposal_valid_range = tuple(proposal_valid_range)
         self.num_aux_layers = num_aux_layers if aux_loss else 0
         self.spatial_query_order = spatial_query_order
         self.init_weights()
@@ -157,19 +151,6 @@ class SparseDetrEncoder(nn.Module):
             index = index.gather(1, key.argsort(1))
         return index, valid, counts
 
-    def token_proposals(self, inputs: EncoderInputs) -> torch.Tensor:
-        """(N, S, 4) unsigmoided two-stage proposal box of every token (+inf where invalid)."""
-        shapes = [tuple(hw) for hw in inputs.spatial_shapes.tolist()]
-        sizes = level_valid_sizes(inputs.padding_mask, shapes, inputs.level_start_index.tolist())
-        proposals, _ = token_proposals(
-            inputs.spatial_shapes,
-            sizes.flip(-1).to(inputs.tokens),
-            inputs.padding_mask,
-            self.proposal_base_size,
-            self.proposal_valid_range,
-        )
-        return proposals
-
     # ---- forward -----------------------------------------------------------------------------
     def forward(self, inputs: EncoderInputs) -> EncoderOutput:
         """Returns the full token map and, in `extras`: `token_logits` (N, S) score-network
@@ -177,7 +158,8 @@ class SparseDetrEncoder(nn.Module):
         (N, K) and `kept_valid` (N, K) (as `select` returns them); `padding_mask`,
         `spatial_shapes`, `level_start_index`; in training with auxiliary heads, per auxiliary
         layer `aux_logits` (N, K, classes) and `aux_boxes` (N, K, 4) normalized cxcywh of the
-        kept tokens."""
+        kept tokens, relative to `inputs.proposals` (N, S, 4), which training with auxiliary
+        heads therefore requires (ValueError without)."""
         tokens, pos, padding_mask = inputs.tokens, inputs.pos, inputs.padding_mask
         n, s, _ = tokens.shape
         logits = self.score_tokens(inputs)
@@ -188,7 +170,15 @@ class SparseDetrEncoder(nn.Module):
             n, k, *inputs.reference_points.shape[2:]
         )
         aux = self.training and self.num_aux_layers > 0
-        kept_proposals = gather_tokens(self.token_proposals(inputs), index) if aux else None
+        kept_proposals = None
+        if aux:
+            if inputs.proposals is None:
+                raise ValueError(
+                    "the auxiliary encoder loss regresses boxes from the transformer's two-stage "
+                    "proposals: pass EncoderInputs.proposals (DINOTransformer does) or build the "
+                    "encoder with aux_loss=False"
+                )
+            kept_proposals = gather_tokens(inputs.proposals, index)
         aux_logits: List[torch.Tensor] = []
         aux_boxes: List[torch.Tensor] = []
         memory = tokens

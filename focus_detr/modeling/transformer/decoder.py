@@ -18,7 +18,8 @@ __all__ = ["DeformableDecoderLayer", "DINODecoder", "deformable_sampling"]
 
 def deformable_sampling(attn: MultiScaleDeformableAttention, query: torch.Tensor,
                         reference_points: torch.Tensor, spatial_shapes: torch.Tensor):
-    """Where and how strongly `attn` samples for batch-first `query` (query + pos, (N, Q, C)).
+    """Where and how strongly `attn` samples for batch-first `query` (query + pos, (N, Q, C)),
+    computed stand-alone (a forward with `return_sampling=True` returns the same tensors).
 
     Returns:
         locations (N, Q, heads, levels, points, 2) normalized (x, y);
@@ -63,13 +64,14 @@ class DeformableDecoderLayer(nn.Module):
             (N, Q, C), and the cross attention's (locations, weights) if `return_sampling`.
         """
         x = self.norms[0](self.attentions[0](query, query_pos, attn_mask=self_attn_mask))
-        cross = self.attentions[1]
-        sampling = (deformable_sampling(cross, x + query_pos, reference_points, spatial_shapes)
-                    if return_sampling else None)
         extra = {} if projected_memory is None else {"projected_value": projected_memory}
-        x = cross(x, value=memory, query_pos=query_pos, key_padding_mask=memory_padding_mask,
-                  reference_points=reference_points, spatial_shapes=spatial_shapes,
-                  level_start_index=level_start_index, **extra)
+        if return_sampling:  # the attention hands back what it computed: no second pass
+            extra["return_sampling"] = True
+        x = self.attentions[1](
+            x, value=memory, query_pos=query_pos, key_padding_mask=memory_padding_mask,
+            reference_points=reference_points, spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index, **extra)
+        x, sampling = (x[0], x[1:]) if return_sampling else (x, None)  # (locations, weights)
         x = self.norms[2](self.ffns[0](self.norms[1](x)))
         return x, sampling
 

@@ -35,6 +35,8 @@ class DINOTransformer(nn.Module):
             Default 0.05.
         proposal_valid_range: proposals with any coordinate outside this open range are invalid.
             Default (0.01, 0.99).
+        The proposals (and their invalid mask) also reach the encoder in `EncoderInputs`, so an
+        encoder regressing boxes from them (Sparse DETR's auxiliary heads) uses these settings.
     """
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, num_feature_levels: int = 4,
@@ -118,7 +120,8 @@ class DINOTransformer(nn.Module):
             reference_points=encoder_reference_points(shapes, ratios),
             proposal_projection=lambda x: self.project_proposals(x, invalid),
             class_head=self.decoder.proposal_class_head,
-            strides=list(strides) if strides is not None else None)
+            strides=list(strides) if strides is not None else None,
+            proposals=proposals, invalid_proposals=invalid)
         encoded: EncoderOutput = self.encoder(inputs)
         memory = encoded.memory
 

@@ -50,6 +50,13 @@ class EncoderInputs:
         class_head: the two-stage encoder class head (the decoder's class head `num_layers`),
             shared with encoders that score tokens by class (Focus's multi-category scores).
         strides: feature stride of each level in input pixels (for label assignment).
+        proposals: (N, S, 4) the transformer's two-stage proposal box of every token,
+            unsigmoided (cx, cy, w, h), +inf where `invalid_proposals`; encoders that predict
+            boxes relative to them (Sparse DETR's auxiliary heads) read these, so they always
+            agree with the transformer's proposal settings. The dense and Focus encoders
+            ignore them.
+        invalid_proposals: (N, S) bool, True at padded tokens and at tokens whose proposal lies
+            outside the valid range (the tokens `proposal_projection` zeroes).
     """
 
     tokens: torch.Tensor
@@ -62,6 +69,8 @@ class EncoderInputs:
     proposal_projection: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
     class_head: Optional[nn.Module] = None
     strides: Optional[List[int]] = None
+    proposals: Optional[torch.Tensor] = None
+    invalid_proposals: Optional[torch.Tensor] = None
 
 
 @dataclass

@@ -37,7 +37,12 @@ def flatten_levels(features: List[torch.Tensor], masks: List[torch.Tensor],
 
 def valid_sizes(masks: List[torch.Tensor]) -> torch.Tensor:
     """(N, L, 2) float: (valid width, valid height) of each level, counted from the masks
-    (padding is at the bottom and right, so the first row/column tell)."""
+    (padding is at the bottom and right, so the first row/column tell). The one count of the
+    package: `token_ops.level_valid_sizes` applies it to a flattened token map.
+
+    Args:
+        masks: L x (N, H_l, W_l) bool, True at padding.
+    """
     return torch.stack([torch.stack([(~m[:, 0, :]).sum(1), (~m[:, :, 0]).sum(1)], -1)
                         for m in masks], 1).float()
 
