@@ -312,6 +312,11 @@ def test_mismatched_class_counts_are_errors():
     cfg.model.transformer.decoder.num_classes = K + 1
     with pytest.raises(ValueError, match="decoder heads"):
         instantiate(cfg.model)
+    cfg = tiny_cfg(num_classes=K)
+    cfg.model.criterion.num_classes = K + 1
+    with pytest.raises(ValueError, match=f"num_classes={K} but the criterion was built "
+                                         f"for {K + 1} classes"):
+        instantiate(cfg.model)
 
 
 def test_r50_config_matches_yacs_defaults():

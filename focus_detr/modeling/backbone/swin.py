@@ -223,10 +223,6 @@ class SwinTransformer(Backbone):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    @property
-    def size_divisibility(self) -> int:
-        return 32
-
     def output_shape(self) -> Dict[str, ShapeSpec]:
         return {name: ShapeSpec(channels=self._out_feature_channels[name],
                                 stride=self._out_feature_strides[name])

@@ -81,6 +81,9 @@ class DINO(nn.Module):
         if decoder.num_classes != num_classes:
             raise ValueError(f"num_classes={num_classes} but the decoder heads predict "
                              f"{decoder.num_classes} classes")
+        if getattr(criterion, "num_classes", num_classes) != num_classes:
+            raise ValueError(f"num_classes={num_classes} but the criterion was built for "
+                             f"{criterion.num_classes} classes")
         if denoising is not None and denoising.num_classes != num_classes:
             raise ValueError(f"num_classes={num_classes} but the denoising queries draw noise "
                              f"labels from {denoising.num_classes} classes")
