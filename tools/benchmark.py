@@ -60,6 +60,11 @@ from focus_detr.analysis import (  # noqa: E402
     synthetic_inputs,
 )
 from focus_detr.analysis.report import markdown_table  # noqa: E402
+from focus_detr.engine.allocator import (  # noqa: E402
+    ALLOCATOR_ENV_VAR,
+    ALLOCATOR_SETTINGS,
+    configure_allocator,
+)
 from focus_detr.layers.ms_deform_attn import ENV_VAR, resolve_backend  # noqa: E402
 
 # Published anchors (issue 7, "Targets"): the published detrex code, CPU, 2 threads, one
@@ -140,6 +145,14 @@ def parse_args(argv=None):
         "biased against many-small-op models; see focus_detr.analysis.latency)",
     )
     p.add_argument("--no-flops", action="store_true", help="skip the GFLOPs count")
+    p.add_argument(
+        "--malloc",
+        choices=ALLOCATOR_SETTINGS,
+        default=None,
+        help="retain: glibc keeps freed memory for reuse instead of page-faulting large tensors "
+        "in again (focus_detr.engine.allocator); system: the C library's defaults "
+        f"(default: ${ALLOCATOR_ENV_VAR}, else retain)",
+    )
     p.add_argument(
         "--msda-backend",
         help="deformable-attention backend for every model "
@@ -299,6 +312,7 @@ def main(argv=None):
             f"clock); this run: {device.type}, {threads} thread(s), {args.clock} clock"
         )
     threads = set_threads(threads)
+    allocator = configure_allocator(args.malloc)
     labels = _labels(args)
     models, inputs, infos, cfgs, checkpoints = OrderedDict(), {}, {}, {}, {}
     for label, spec in zip(labels, args.config_file):
@@ -325,6 +339,7 @@ def main(argv=None):
         )
         + f"; {where}, batch 1; {args.warmup} warm-up + {args.runs} timed rounds, interleaved"
         + f"; deformable attention: {resolve_backend(args.msda_backend, device)} backend"
+        + f"; malloc: {allocator}"
     )
 
     flops = {}
@@ -522,6 +537,7 @@ def main(argv=None):
                     clock=args.clock,
                     device=str(device),
                     threads=threads,
+                    malloc=allocator,
                     checkpoint=checkpoints[label],
                     tool="benchmark",
                     msda_backend=resolve_backend(args.msda_backend, device),
@@ -542,6 +558,7 @@ def main(argv=None):
                 {
                     "device": str(device),
                     "threads": threads,
+                    "malloc": allocator,
                     "runs": args.runs,
                     "clock": args.clock,
                     "configs": summary,

@@ -26,6 +26,7 @@ import torch  # noqa: E402
 import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
 from focus_detr.analysis import build_model, load_config, resolve_device  # noqa: E402
 from focus_detr.analysis.model_io import image_file_inputs  # noqa: E402
+from focus_detr.engine.allocator import configure_allocator  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -104,6 +105,7 @@ def main(argv=None):
 
     args = parse_args(argv)
     device = resolve_device(args.device)
+    configure_allocator()  # large CPU tensors reused instead of page-faulted in per image
     cfg = load_config(args.config_file, args.opts)
     model = build_model(cfg, device, cfg.train.get("init_checkpoint", None) or None)
     metadata = _metadata(cfg, args.metadata)

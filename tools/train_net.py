@@ -30,6 +30,7 @@ from detectron2.utils import comm  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
+from focus_detr.engine.allocator import configure_allocator  # noqa: E402
 from focus_detr.engine.checkpoint import LRSchedulerHook, SafeDetectionCheckpointer  # noqa: E402
 from focus_detr.engine.config import apply_overrides  # noqa: E402
 from focus_detr.engine.distributed import (  # noqa: E402
@@ -233,7 +234,11 @@ def main(args, cfg=None):
     if launched_by_torchrun():
         init_torchrun_process_group(cfg.train.device)
     default_setup(cfg, args)  # logging, config.yaml, seeding, environment info
-    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="focus_detr")
+    logger = setup_logger(
+        cfg.train.output_dir, distributed_rank=comm.get_rank(), name="focus_detr"
+    )
+    # large CPU tensors reused instead of page-faulted in at every iteration
+    logger.info(f"malloc: {configure_allocator()}")
     if args.eval_only:
         model, checkpointer, results = do_eval_only(args, cfg)
     else:

@@ -1,5 +1,6 @@
 """Training and evaluation machinery used by tools/train_net.py."""
 
+from .allocator import ALLOCATOR_ENV_VAR, configure_allocator, retain_freed_memory
 from .checkpoint import LRSchedulerHook, SafeDetectionCheckpointer, safe_load_checkpoint
 from .config import apply_overrides, check_override_key
 from .distributed import create_ddp_model, init_torchrun_process_group, launched_by_torchrun
@@ -10,6 +11,7 @@ from .schedules import coco_schedule, epoch_schedule, iters_for_epochs, multiste
 from .trainer import DetrTrainer
 
 __all__ = [
+    "ALLOCATOR_ENV_VAR",
     "DetrTrainer",
     "EMAHook",
     "LRSchedulerHook",
@@ -19,6 +21,7 @@ __all__ = [
     "apply_overrides",
     "check_override_key",
     "coco_schedule",
+    "configure_allocator",
     "create_ddp_model",
     "epoch_schedule",
     "get_config",
@@ -29,6 +32,7 @@ __all__ = [
     "keyword_lr_factor",
     "launched_by_torchrun",
     "multistep_schedule",
+    "retain_freed_memory",
     "safe_load_checkpoint",
     "unwrap_model",
 ]
