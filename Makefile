@@ -36,6 +36,9 @@ $(STAMP): setup.py tools/install_detectron2.py Makefile
 	@# optional compiled CPU/CUDA kernels of the `ext` deformable-attention backend
 	$(PY) -m pip install --no-build-isolation $(MSDA_EXT) \
 	  || echo "WARNING: $(MSDA_EXT) did not build; the 'ext' backend is off (pytorch is used)"
+	@# our own CPU deformable-attention kernel (backend `native`), compiled once here (~30 s) rather
+	@# than at the first model call; without a compiler the `ext`/`pytorch` backends are used
+	$(PY) -c 'from focus_detr.layers.ms_deform_attn import backend_unavailable_reason as r; why = r("native", "cpu"); print("native deformable-attention kernel:", "WARNING: " + why if why else "built")'
 	$(PY) -c 'import torch, detectron2, focus_detr, focus_detr.data; print("set-up OK:", torch.__version__, "detectron2", detectron2.__version__)'
 	touch $@
 

@@ -17,6 +17,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=("focus_detr", "focus_detr.*")),
+    # the `native` deformable-attention backend compiles this source on first use
+    package_data={"focus_detr.layers.ms_deform_attn": ["csrc/*.cpp"]},
     install_requires=[
         "torch>=2.4",  # torch.library.custom_op, device-type autocast queries; tested with 2.14.1;
         # no exact pin so that users keep their build
@@ -32,6 +34,7 @@ setup(
         "tensorboard>=2.12",
         "tqdm>=4.60",
         "opencv-python-headless>=4.8",  # detectron2 Visualizer (tools/demo.py)
+        "ninja>=1.11",  # builds the `native` deformable-attention CPU kernel on first use
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "timm>=1.0"],

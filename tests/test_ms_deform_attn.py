@@ -28,6 +28,7 @@ from focus_detr.layers.ms_deform_attn import (  # noqa: E402
     detrex_backend,
     ext_backend,
     module as module_mod,
+    native_backend,
     triton_backend,
 )
 from focus_detr.layers.ms_deform_attn.op import ms_deform_attn_op  # noqa: E402
@@ -50,10 +51,12 @@ def _call(backend, value, loc, weights, shapes=SHAPES):
 # ---------------------------------------------------------------- numerics of every backend
 
 
-def test_cpu_backends_include_pytorch_and_ext():
+def test_cpu_backends_include_pytorch_native_and_ext():
     assert "pytorch" in CPU_BACKENDS
     # ext is installed by `make setup`; when it failed to build this says so instead of passing
     assert "ext" in CPU_BACKENDS, backends_mod.backend_unavailable_reason("ext", "cpu")
+    # native compiles on first use (a C++ compiler and ninja are part of the set-up)
+    assert "native" in CPU_BACKENDS, backends_mod.backend_unavailable_reason("native", "cpu")
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -110,6 +113,43 @@ def test_mixed_dtypes_compute_in_the_wider_dtype():
     expected = reference_ms_deform_attn(value.to(torch.bfloat16), SHAPES, loc.float(),
                                         weights.float())
     assert (out.double() - expected).abs().max() < 1e-5
+
+
+@pytest.mark.skipif("native" not in CPU_BACKENDS, reason="native kernel did not build")
+@pytest.mark.parametrize("value_dtype", [torch.bfloat16, torch.float16])
+def test_native_reads_reduced_precision_values_without_a_cast(value_dtype, monkeypatch):
+    value, loc, weights = random_inputs(1, 5, 2, 30, SHAPES, points=2, seed=4)
+    value = value.to(value_dtype)
+    seen = []
+    forward = native_backend.forward
+    monkeypatch.setattr(native_backend, "forward",
+                        lambda v, *args: seen.append(v.dtype) or forward(v, *args))
+    with torch.no_grad():
+        out = _call("native", value, loc.float(), weights.float())
+    assert seen == [value_dtype] and out.dtype == torch.float32
+    # the values are exact in float32: same numbers as the float32 reference on them
+    expected = reference_ms_deform_attn(value.double(), SHAPES, loc.float().double(),
+                                        weights.float().double())
+    assert (out.double() - expected).abs().max() < 1e-5
+    # where a gradient is needed the value is cast (the backward computes in one dtype)
+    seen.clear()
+    args = [value.requires_grad_(), loc.float().requires_grad_(), weights.float()]
+    _call("native", *args).sum().backward()
+    assert seen == [torch.float32] and value.grad.dtype == value_dtype
+
+
+def test_native_unavailable_reasons(monkeypatch):
+    assert "CPU only" in native_backend.unavailable_reason(torch.device("cuda"))
+
+    def fail(**kwargs):
+        raise RuntimeError("Error building extension 'focus_detr_msda_cpu'\nmore lines")
+
+    from torch.utils import cpp_extension
+    monkeypatch.setattr(cpp_extension, "load", fail)
+    module, reason = native_backend._load.__wrapped__()  # uncached: a fresh build attempt
+    assert module is None
+    assert "ms_deform_attn_cpu.cpp) did not build: RuntimeError: Error building extension" in reason
+    assert "more lines" not in reason and "compiler" in reason
 
 
 def test_backends_agree_with_level_start_index_none_and_list_shapes():
@@ -178,7 +218,8 @@ def test_bad_shapes_raise_clear_errors():
 
 
 def test_selection_rule_argument_env_auto(monkeypatch):
-    assert resolve_backend(None, "cpu") == ("ext" if "ext" in CPU_BACKENDS else "pytorch")
+    assert resolve_backend(None, "cpu") == next(
+        b for b in ("native", "ext", "pytorch") if b in CPU_BACKENDS)
     monkeypatch.setenv(ENV_VAR, "pytorch")
     assert resolve_backend(None, "cpu") == "pytorch"
     assert resolve_backend("auto", "cpu") == "pytorch"  # "auto" defers to the environment
@@ -186,8 +227,23 @@ def test_selection_rule_argument_env_auto(monkeypatch):
     monkeypatch.setenv(ENV_VAR, "nonsense")
     with pytest.raises(ValueError, match=rf"unknown .*'nonsense'.*\${ENV_VAR}"):
         resolve_backend(None, "cpu")
-    with pytest.raises(ValueError, match="choose one of .*'pytorch', 'ext', 'detrex', 'triton'"):
+    with pytest.raises(ValueError,
+                       match="choose one of .*'pytorch', 'native', 'ext', 'detrex', 'triton'"):
         resolve_backend("cuda_op", "cpu")
+
+
+def test_auto_order_on_cpu(monkeypatch):
+    avail = {"native": None, "ext": None}
+    for name, mod in (("native", native_backend), ("ext", ext_backend)):
+        monkeypatch.setattr(mod, "unavailable_reason",
+                            lambda device, dtype=None, name=name: avail[name])
+    assert resolve_backend(None, "cpu") == "native"
+    avail["native"] = "no compiler"
+    assert resolve_backend(None, "cpu") == "ext"
+    avail["ext"] = "no ext"
+    assert resolve_backend(None, "cpu") == "pytorch"
+    with pytest.raises(BackendUnavailableError, match="'native'.*no compiler"):
+        resolve_backend("native", "cpu")
 
 
 def test_auto_order_on_cuda(monkeypatch):
@@ -215,6 +271,7 @@ def test_auto_order_on_cuda(monkeypatch):
 def test_ext_unavailable_falls_back_and_explains(monkeypatch):
     monkeypatch.setattr(ext_backend, "_load", lambda: (None, "torch_ms_deform_attn failed to "
                                                              "import (ImportError: nope)"))
+    monkeypatch.setattr(native_backend, "_load", lambda: (None, "no compiler"))
     assert resolve_backend(None, "cpu") == "pytorch"
     with pytest.raises(BackendUnavailableError,
                        match=r"'ext'.*nope.*pip install --no-build-isolation "

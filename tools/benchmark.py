@@ -156,7 +156,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--msda-backend",
         help="deformable-attention backend for every model "
-        "(sets $FOCUS_DETR_MSDA_BACKEND: pytorch = the published code's path, ext, "
+        "(sets $FOCUS_DETR_MSDA_BACKEND: pytorch = the published code's path, native, ext, "
         "triton, detrex; default auto)",
     )
     p.add_argument(

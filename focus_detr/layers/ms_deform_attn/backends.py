@@ -6,9 +6,10 @@ key ``...backend=``) > the environment variable ``FOCUS_DETR_MSDA_BACKEND`` > ``
 ``auto`` takes the first available backend of `AUTO_ORDER` for the tensors' device type:
 CUDA: triton, detrex, ext, pytorch (the fused, build-free Triton kernels first, then the compiled
 CUDA ops, which share one algorithm; GPU timings pending, see README);
-CPU: ext, pytorch (tools/benchmark_msda.py, DINO-R50 shapes: ext 1.7-4.6x faster forward and
-2-3.9x faster forward+backward than pytorch; triton runs on CPU only under its slow interpreter
-and is never chosen automatically there).
+CPU: native, ext, pytorch (our own C++ kernels, compiled on first use, then the PyPI package's;
+tools/benchmark_msda.py, DINO-R50 shapes: ext 1.7-4.6x faster forward and 2-3.9x faster
+forward+backward than pytorch, native faster than ext, README; triton runs on CPU only under its
+slow interpreter and is never chosen automatically there).
 A backend that was asked for explicitly but cannot run raises `BackendUnavailableError` saying
 why and what to install; it never silently falls back.
 """
@@ -17,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from . import detrex_backend, ext_backend, pytorch_backend, triton_backend
+from . import detrex_backend, ext_backend, native_backend, pytorch_backend, triton_backend
 
 __all__ = [
     "ENV_VAR", "BACKENDS", "AUTO_ORDER", "BackendUnavailableError", "available_backends",
@@ -27,6 +28,7 @@ __all__ = [
 ENV_VAR = "FOCUS_DETR_MSDA_BACKEND"
 IMPLEMENTATIONS = {
     "pytorch": pytorch_backend,
+    "native": native_backend,
     "ext": ext_backend,
     "detrex": detrex_backend,
     "triton": triton_backend,
@@ -34,7 +36,7 @@ IMPLEMENTATIONS = {
 BACKENDS: Tuple[str, ...] = tuple(IMPLEMENTATIONS)
 AUTO_ORDER: Dict[str, Tuple[str, ...]] = {
     "cuda": ("triton", "detrex", "ext", "pytorch"),
-    "cpu": ("ext", "pytorch"),
+    "cpu": ("native", "ext", "pytorch"),
 }
 _AUTO_OTHER = ("ext", "pytorch")  # e.g. mps
 

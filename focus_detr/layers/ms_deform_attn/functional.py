@@ -3,18 +3,20 @@
 Backends (README "Deformable attention backends"):
 
 - ``pytorch``: pure PyTorch (`grid_sample` per level), any device and floating dtype.
+- ``native``: our own C++ CPU kernels, compiled on first use (`native_backend`).
 - ``ext``: the compiled kernels of ``torch-ms-deform-attn`` 0.1.1 (CPU/OpenMP, CUDA if built so).
 - ``detrex``: detrex's compiled CUDA op (``detrex._C``), CUDA tensors only.
 - ``triton``: fused Triton kernels, CUDA (or CPU under ``TRITON_INTERPRET=1``).
 
 Selection: explicit ``backend`` argument (the module's ``backend`` attribute / config key) >
-``$FOCUS_DETR_MSDA_BACKEND`` > ``auto`` (CUDA: triton, detrex, ext, pytorch; CPU: ext, pytorch;
-first available). See :mod:`.backends`.
+``$FOCUS_DETR_MSDA_BACKEND`` > ``auto`` (CUDA: triton, detrex, ext, pytorch; CPU: native, ext,
+pytorch; first available). See :mod:`.backends`.
 """
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
+from . import native_backend
 from .backends import resolve_backend
 from .op import ms_deform_attn_op
 
@@ -58,6 +60,15 @@ def _check(value, spatial_shapes, level_start_index, sampling_locations, attenti
                     f"fit in value's {value.shape[1]} tokens")
 
 
+def _reads_reduced_value(value, dtype, *others) -> bool:
+    """Whether a bfloat16/float16 `value` can go to the `native` kernel as it is: beside float32
+    or float64 locations and weights, where no gradient is needed (inference under autocast)."""
+    return (value.dtype in native_backend.REDUCED_VALUE_DTYPES
+            and dtype in (torch.float32, torch.float64)
+            and not (torch.is_grad_enabled()
+                     and any(t.requires_grad for t in (value,) + others)))
+
+
 def ms_deform_attn(
     value: torch.Tensor,
     spatial_shapes: Union[torch.Tensor, Sequence[Tuple[int, int]]],
@@ -79,12 +90,14 @@ def ms_deform_attn(
         sampling_locations: (N, Q, heads, levels, points, 2), (x, y) normalised to [0, 1] per
             level (0 and 1 are the outer edges of the border pixels; outside reads zeros).
         attention_weights: (N, Q, heads, levels, points), used as given (no softmax).
-        backend: ``"pytorch"``, ``"ext"``, ``"detrex"``, ``"triton"``; None or ``"auto"`` defer
-            to ``$FOCUS_DETR_MSDA_BACKEND``, then to the automatic choice (module docstring).
+        backend: ``"pytorch"``, ``"native"``, ``"ext"``, ``"detrex"``, ``"triton"``; None or
+            ``"auto"`` defer to ``$FOCUS_DETR_MSDA_BACKEND``, then to the automatic choice (module
+            docstring).
 
     Returns:
         (N, Q, heads * head_dim), in the common dtype of the floating inputs (under autocast a
-        bfloat16 value with float32 locations computes in float32: locations keep full precision).
+        bfloat16 value with float32 locations computes in float32: locations keep full precision;
+        the `native` backend reads such a value without casting it when no gradient is needed).
 
     Raises:
         ValueError / TypeError: inconsistent shapes or dtypes, unknown backend.
@@ -99,8 +112,11 @@ def ms_deform_attn(
     dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype),
                                 attention_weights.dtype)
     name = resolve_backend(backend, device, dtype)
+    if not (name == "native" and _reads_reduced_value(value, dtype, sampling_locations,
+                                                      attention_weights)):
+        value = value.to(dtype)
     return ms_deform_attn_op(
-        value.to(dtype).contiguous(), spatial_shapes,
+        value.contiguous(), spatial_shapes,
         _as_index_tensor(level_start_index, device).contiguous(),
         sampling_locations.to(device, dtype).contiguous(),
         attention_weights.to(device, dtype).contiguous(), name)

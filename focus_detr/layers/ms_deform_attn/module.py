@@ -25,7 +25,7 @@ class MultiScaleDeformableAttention(nn.Module):
         img2col_step: accepted for detrex compatibility; no backend here needs it. Default 64.
         dropout: dropout on the output projection. Default 0.1 (detrex's default).
         batch_first: inputs and output are (N, L, C) if True, else (L, N, C). Default False.
-        backend: deformable-attention backend, "pytorch", "ext", "detrex" or "triton" (see
+        backend: deformable-attention backend, "pytorch", "native", "ext", "detrex" or "triton" (see
             :func:`ms_deform_attn`); None or "auto" defers to $FOCUS_DETR_MSDA_BACKEND, then to
             the automatic choice. A plain attribute: set it on a built model or by config.
     """
@@ -197,9 +197,10 @@ def project_values(modules: Sequence[MultiScaleDeformableAttention], value: torc
     """`[m.project_value(value, key_padding_mask) for m in modules]` for several layers attending
     into the same map (the decoder's memory, Focus-DETR's original features), with the shared work
     done once: under autocast `value` is cast once (each projection would cast it again), and a
-    CPU mask without padded tokens is dropped once instead of checked per module. One product per module, each output contiguous: a batched
-    `baddbmm` over an expanded `value` is slower on CPU (it copies the expanded batch, and under
-    autocast the cast materializes it: 60 ms of copies per call for 6 x 20k tokens).
+    CPU mask without padded tokens is dropped once instead of checked per module. One product per
+    module, each output contiguous: a batched `baddbmm` over an expanded `value` is slower on CPU
+    (it copies the expanded batch, and under autocast the cast materializes it: 60 ms of copies
+    per call for 6 x 20k tokens).
 
     Args:
         modules: modules with equal `embed_dim`, batch-first value layout.

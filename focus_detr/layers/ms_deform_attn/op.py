@@ -5,8 +5,9 @@ Every backend runs behind the same `torch.library` custom op (its backward is th
 - autograd is wired once for all backends (each provides forward and backward functions);
 - a jit trace (fvcore's `FlopCountAnalysis`) shows one named node whatever the backend, which
   `MSDA_FLOP_HANDLES` counts; torch.compile sees an opaque op with a fake (meta) kernel.
-The op takes contiguous tensors of one dtype and device, spatial shapes and level starts as int64
-tensors on that device, and a resolved backend name; :func:`ms_deform_attn` prepares them.
+The op takes contiguous tensors of one dtype and device (except a bfloat16/float16 value for the
+`native` backend's inference), spatial shapes and level starts as int64 tensors on that device,
+and a resolved backend name; :func:`ms_deform_attn` prepares them.
 """
 from typing import Tuple
 
@@ -31,8 +32,8 @@ def ms_deform_attn_op(value: Tensor, spatial_shapes: Tensor, level_start_index: 
 
 @ms_deform_attn_op.register_fake
 def _(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, backend):
-    n, _, heads, head_dim = value.shape
-    return value.new_empty(n, sampling_locations.shape[1], heads * head_dim)
+    n, _, heads, head_dim = value.shape  # output in the locations' dtype (see `native`)
+    return sampling_locations.new_empty(n, sampling_locations.shape[1], heads * head_dim)
 
 
 @torch.library.custom_op(BACKWARD_OP_NAME, mutates_args=())
