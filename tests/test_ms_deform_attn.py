@@ -118,6 +118,8 @@ def test_mixed_dtypes_compute_in_the_wider_dtype():
 @pytest.mark.skipif("native" not in CPU_BACKENDS, reason="native kernel did not build")
 @pytest.mark.parametrize("value_dtype", [torch.bfloat16, torch.float16])
 def test_native_reads_reduced_precision_values_without_a_cast(value_dtype, monkeypatch):
+    assert value_dtype in backends_mod.reduced_value_dtypes("native")
+    assert backends_mod.reduced_value_dtypes("ext") == ()  # it is given the cast value
     value, loc, weights = random_inputs(1, 5, 2, 30, SHAPES, points=2, seed=4)
     value = value.to(value_dtype)
     seen = []

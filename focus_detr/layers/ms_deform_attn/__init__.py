@@ -10,6 +10,7 @@ from .backends import (
     BackendUnavailableError,
     available_backends,
     backend_unavailable_reason,
+    reduced_value_dtypes,
     resolve_backend,
 )
 from .flops import MSDA_FLOP_HANDLES, ms_deform_attn_flops
@@ -28,5 +29,6 @@ __all__ = [
     "BackendUnavailableError",
     "available_backends",
     "backend_unavailable_reason",
+    "reduced_value_dtypes",
     "resolve_backend",
 ]

@@ -22,7 +22,7 @@ from . import detrex_backend, ext_backend, native_backend, pytorch_backend, trit
 
 __all__ = [
     "ENV_VAR", "BACKENDS", "AUTO_ORDER", "BackendUnavailableError", "available_backends",
-    "backend_unavailable_reason", "resolve_backend",
+    "backend_unavailable_reason", "reduced_value_dtypes", "resolve_backend",
 ]
 
 ENV_VAR = "FOCUS_DETR_MSDA_BACKEND"
@@ -51,6 +51,12 @@ def backend_unavailable_reason(name: str, device, dtype: Optional[torch.dtype] =
     if name == "pytorch":
         return None
     return IMPLEMENTATIONS[name].unavailable_reason(torch.device(device), dtype)
+
+
+def reduced_value_dtypes(name: str) -> Tuple[torch.dtype, ...]:
+    """Value dtypes backend `name` reads as they are beside float32/float64 locations and weights,
+    in its forward (a backend declares them as `REDUCED_VALUE_DTYPES`; most declare none)."""
+    return tuple(getattr(IMPLEMENTATIONS[name], "REDUCED_VALUE_DTYPES", ()))
 
 
 def available_backends(device, dtype: Optional[torch.dtype] = None) -> List[str]:

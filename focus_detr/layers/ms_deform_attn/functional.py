@@ -16,8 +16,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-from . import native_backend
-from .backends import resolve_backend
+from .backends import reduced_value_dtypes, resolve_backend
 from .op import ms_deform_attn_op
 
 __all__ = ["ms_deform_attn", "resolve_backend"]
@@ -60,10 +59,11 @@ def _check(value, spatial_shapes, level_start_index, sampling_locations, attenti
                     f"fit in value's {value.shape[1]} tokens")
 
 
-def _reads_reduced_value(value, dtype, *others) -> bool:
-    """Whether a bfloat16/float16 `value` can go to the `native` kernel as it is: beside float32
-    or float64 locations and weights, where no gradient is needed (inference under autocast)."""
-    return (value.dtype in native_backend.REDUCED_VALUE_DTYPES
+def _reads_value_as_is(backend, value, dtype, *others) -> bool:
+    """Whether a reduced-precision `value` can go to `backend` uncast: the backend reads its dtype
+    (`reduced_value_dtypes`, e.g. `native`'s bfloat16/float16) beside float32/float64 locations
+    and weights, and no gradient is needed (inference under autocast)."""
+    return (value.dtype in reduced_value_dtypes(backend)
             and dtype in (torch.float32, torch.float64)
             and not (torch.is_grad_enabled()
                      and any(t.requires_grad for t in (value,) + others)))
@@ -112,8 +112,7 @@ def ms_deform_attn(
     dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype),
                                 attention_weights.dtype)
     name = resolve_backend(backend, device, dtype)
-    if not (name == "native" and _reads_reduced_value(value, dtype, sampling_locations,
-                                                      attention_weights)):
+    if not _reads_value_as_is(name, value, dtype, sampling_locations, attention_weights):
         value = value.to(dtype)
     return ms_deform_attn_op(
         value.contiguous(), spatial_shapes,

@@ -81,27 +81,29 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in _COMPUTE_DTYPES else torch.float32
 
 
-def forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-    """Output in the locations' dtype; `value` may be bfloat16/float16 beside float32 locations."""
+def _module():
+    """The compiled kernels (built on first use); an error saying why when they cannot be."""
     module, reason = _load()
     if module is None:
         raise RuntimeError(reason)
+    return module
+
+
+def forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    """Output in the locations' dtype; `value` may be bfloat16/float16 beside float32 locations."""
     dtype = sampling_locations.dtype
     compute = _compute_dtype(dtype)
     if value.dtype not in REDUCED_VALUE_DTYPES:
         value = value.to(compute)
-    out = module.forward(value, spatial_shapes, level_start_index,
+    out = _module().forward(value, spatial_shapes, level_start_index,
                          sampling_locations.to(compute), attention_weights.to(compute))
     return out.to(dtype)
 
 
 def backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
              grad_output):
-    module, reason = _load()
-    if module is None:
-        raise RuntimeError(reason)
     compute = _compute_dtype(sampling_locations.dtype)
-    grads = module.backward(
+    grads = _module().backward(
         value.to(compute), spatial_shapes, level_start_index, sampling_locations.to(compute),
         attention_weights.to(compute), grad_output.to(compute).contiguous())
     return tuple(g.to(t.dtype) for g, t in

@@ -5,9 +5,9 @@ Every backend runs behind the same `torch.library` custom op (its backward is th
 - autograd is wired once for all backends (each provides forward and backward functions);
 - a jit trace (fvcore's `FlopCountAnalysis`) shows one named node whatever the backend, which
   `MSDA_FLOP_HANDLES` counts; torch.compile sees an opaque op with a fake (meta) kernel.
-The op takes contiguous tensors of one dtype and device (except a bfloat16/float16 value for the
-`native` backend's inference), spatial shapes and level starts as int64 tensors on that device,
-and a resolved backend name; :func:`ms_deform_attn` prepares them.
+The op takes contiguous tensors of one dtype and device (except, at inference, a reduced-precision
+value for a backend that reads it, see `reduced_value_dtypes`), spatial shapes and level starts as
+int64 tensors on that device, and a resolved backend name; :func:`ms_deform_attn` prepares them.
 """
 from typing import Tuple
 

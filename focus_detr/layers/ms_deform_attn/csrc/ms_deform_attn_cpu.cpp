@@ -3,8 +3,8 @@
 // out[n, q, h*D + d] = sum_{l, p} a[n, q, h, l, p] * bilinear(value level l, head h, location)
 // with zero padding and align_corners=False: pixel coordinates x = loc_x * W_l - 0.5.
 //
-// Forward: one query at a time (parallel over N*Q), the D channels of a head accumulated in a
-// small buffer; the inner channel loop is contiguous in `value` (N, S, heads, D) and vectorizes.
+// Forward: one query at a time (parallel over N*Q), the D channels of a head accumulated in place
+// in the output; the inner channel loop is contiguous in `value` (N, S, heads, D) and vectorizes.
 // Values may be stored in bfloat16 or float16 (read, converted, accumulated in the locations'
 // precision), so reduced-precision inference reads half the bytes and casts nothing.
 // Backward: parallel over (n, h): each task owns value-gradient slice [n, :, h, :], so the
@@ -13,6 +13,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -58,12 +59,11 @@ void forward_kernel(const V* value, const int64_t* shapes, const int64_t* starts
                     const T* attn, T* out, Sizes s) {
   const int64_t points = s.L * s.P;
   at::parallel_for(0, s.N * s.Q, 16, [&](int64_t begin, int64_t end) {
-    std::vector<T> acc(s.D);
     for (int64_t nq = begin; nq < end; ++nq) {
       const int64_t n = nq / s.Q;
       for (int64_t h = 0; h < s.H; ++h) {
-        std::fill(acc.begin(), acc.end(), T(0));
-        T* a = acc.data();
+        T* a = out + (nq * s.H + h) * s.D;
+        std::fill(a, a + s.D, T(0));
         const T* lq = loc + (nq * s.H + h) * points * 2;
         const T* wq = attn + (nq * s.H + h) * points;
         for (int64_t l = 0; l < s.L; ++l) {
@@ -82,8 +82,6 @@ void forward_kernel(const V* value, const int64_t* shapes, const int64_t* starts
             }
           }
         }
-        T* o = out + (nq * s.H + h) * s.D;
-        for (int64_t d = 0; d < s.D; ++d) o[d] = a[d];
       }
     }
   });
