@@ -127,6 +127,7 @@ def swappable_encoder(
         cascade_ratios=cascade_ratios,
         num_object_tokens=num_object_tokens,
         strides=strides,
+        padding="${.....padding}",  # from choices.focus.selector: model.transformer.padding
     )
     # the depth is one knob too: the dense and sparse choices read it, Focus's is checked
     dense = copy.deepcopy(dense)
@@ -152,6 +153,7 @@ def focus_encoder_config(
     cascade_ratios: Sequence[float] = (1.0, 0.8, 0.6, 0.6, 0.4, 0.2),
     num_object_tokens: int = 300,
     strides: Sequence[int] = (8, 16, 32, 64),
+    padding: Any = "${...padding}",
 ):
     """LazyCall config of a `FocusEncoder` with the published method settings spelled out: top-down
     modulation of the score network's features with coefficients drawn in [-0.3, 0.3], object
@@ -168,6 +170,9 @@ def focus_encoder_config(
         cascade_ratios: per-layer keep ratios (one per encoder layer). Default the published six.
         num_object_tokens: top-k object tokens of the self-attention. Default 300.
         strides: feature strides of the label assignment. Default (8, 16, 32, 64).
+        padding: the selector's and the foreground loss's `padding` mode. Default
+            `${...padding}`: from their keys, the DINO transformer's `padding` (the config's one
+            key, `model.transformer.padding`, when this encoder is `model.transformer.encoder`).
     """
     from detectron2.config import LazyCall as L
 
@@ -192,6 +197,7 @@ def focus_encoder_config(
             coefficient_init_range=0.3,
             keep_ratio=keep_ratio,
             cascade_ratios=tuple(cascade_ratios),
+            padding=padding,
         ),
         layer=L(DualAttentionEncoderLayer)(
             embed_dim=embed_dim, num_heads=num_heads, feedforward_dim=feedforward_dim,
@@ -201,5 +207,5 @@ def focus_encoder_config(
             assigner=L(ForegroundLabelAssigner)(
                 strides=tuple(strides), scale_ranges=PUBLISHED_SCALE_RANGES,
                 size_measure="max_side_distance"),
-            weight=1.5, alpha=0.25, gamma=2.0, name="select_loss"),
+            weight=1.5, alpha=0.25, gamma=2.0, name="select_loss", padding=padding),
     )

@@ -2,8 +2,10 @@
 layers), implementing the transformer/encoder contract of `encoder_api`.
 
 Layer l updates only the tokens its image keeps in that layer (the cascade: fewer each layer);
-tokens never kept keep their input values. Padded tokens are never scored into the selection,
-kept, attended to (their values are masked in the deformable attention) or labelled foreground.
+tokens never kept keep their input values. Padded tokens are never kept, attended to (their values
+are masked in the deformable attention) or labelled foreground; with the selector's and the
+loss's `padding="masked"` they are not scored into the selection or the loss either, with
+`"published"` training does what the published code does (see `ForegroundTokenSelector`).
 """
 import copy
 from typing import Dict, List, Optional, Sequence
@@ -105,7 +107,7 @@ class FocusEncoder(nn.Module):
         ranked_pos = gather_tokens(pos, ranking)
         ranked_reference = gather_tokens(inputs.reference_points.reshape(n, s, -1), ranking).view(
             n, ranking.shape[1], *inputs.reference_points.shape[2:])
-        ranked_logits = gather_tokens(selection.logits, ranking)
+        ranked_logits = gather_tokens(selection.object_logits, ranking)
         values = self._projected_values(tokens, padding_mask)
         extras: Dict[str, object] = dict(
             foreground_logits=selection.logits, selection=selection, padding_mask=padding_mask,
@@ -128,15 +130,17 @@ class FocusEncoder(nn.Module):
                 projected_value=values[layer_id] if values is not None else None,
                 query_order=index.argsort(1) if self.spatial_query_order else None,
             )
-            ranked = _write_prefix(ranked, query, valid)
+            # published padding: every image processed the batch's count, keeps its own prefix
+            written = selection.written(layer_id)
+            ranked = _write_prefix(ranked, query, written)
             extras["kept_index"].append(index)
-            extras["kept_valid"].append(valid)
+            extras["kept_valid"].append(written)
             if "object_index" in info:
                 extras["object_index"].append(torch.gather(index, 1, info["object_index"]))
                 extras["object_valid"].append(info["object_valid"])
                 extras["object_scores"].append(info["object_scores"])
         ever_kept = torch.arange(ranking.shape[1], device=ranking.device)[None] < (
-            selection.keep_counts.max(1).values[:, None] if selection.keep_counts.numel()
+            selection.write_counts.max(1).values[:, None] if selection.write_counts.numel()
             else ranking.new_zeros(n, 1))
         memory = scatter_tokens(tokens, ranking, ranked, ever_kept)
         return EncoderOutput(memory=memory, extras=extras)

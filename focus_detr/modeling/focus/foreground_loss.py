@@ -4,6 +4,7 @@ from typing import Dict, List, Optional
 import torch
 from torchvision.ops import sigmoid_focal_loss
 
+from ..transformer.encoder_api import check_padding_mode
 from .label_assignment import ForegroundLabelAssigner, pad_boxes
 
 __all__ = ["foreground_focal_loss", "ForegroundLoss"]
@@ -39,10 +40,14 @@ class ForegroundLoss:
         weight: loss weight. Default 1.5.
         alpha, gamma: focal loss parameters. Defaults 0.25, 2.
         name: key of the loss in the loss dict. Default "select_loss" (the published name).
+        padding: "masked" (default): padded tokens are left out of the focal sum; "published":
+            they count as negatives, as in the published code (labels never mark them).
     """
 
     def __init__(self, assigner: Optional[ForegroundLabelAssigner] = None, weight: float = 1.5,
-                 alpha: float = 0.25, gamma: float = 2.0, name: str = "select_loss"):
+                 alpha: float = 0.25, gamma: float = 2.0, name: str = "select_loss",
+                 padding: str = "masked"):
+        self.padding = check_padding_mode(padding)
         self.assigner = assigner if assigner is not None else ForegroundLabelAssigner()
         self.weight = weight
         self.alpha = alpha
@@ -60,5 +65,7 @@ class ForegroundLoss:
         if len(boxes_xyxy) != logits.shape[0]:
             raise ValueError(f"{len(boxes_xyxy)} target box sets for a batch of {logits.shape[0]}")
         labels = self.labels(boxes_xyxy, spatial_shapes, padding_mask)
-        loss = foreground_focal_loss(logits, labels, padding_mask, self.alpha, self.gamma)
+        # the loss only runs in training, so "published" needs no train/eval switch here
+        excluded = padding_mask if self.padding == "masked" else None
+        loss = foreground_focal_loss(logits, labels, excluded, self.alpha, self.gamma)
         return {self.name: loss * self.weight}

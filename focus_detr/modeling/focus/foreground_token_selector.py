@@ -21,6 +21,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..transformer.encoder_api import check_padding_mode
 from .score_network import TokenScoreNetwork
 from .token_ops import level_valid_sizes, resize_valid_region
 
@@ -41,7 +42,14 @@ class TokenSelection:
         keep_counts: (N, num_layers) int64 tokens kept per image and encoder layer.
         valid_token_counts: (N,) int64 unpadded tokens per image.
         foreground_token_counts: (N,) int64 int(valid * foreground_ratio) + 1 (published
-            `focus_token_nums`; may exceed the valid count, keep counts never do).
+            `focus_token_nums`; may exceed the valid count, keep counts never do when masked).
+        write_counts: (N, num_layers) int64 of the kept tokens, how many (a prefix) the layer's
+            output is written back for. Equal to `keep_counts` except in training with
+            `padding="published"`, where every image processes the batch's largest keep counts
+            and writes back min(that, its foreground count). None = `keep_counts`.
+        object_logits: (N, S) the logits the kept tokens' object scores read: `logits`, except in
+            published-padding training, where padded tokens hold the batch's lowest logit (a
+            processed padded token competes for the object tokens with it). None = `logits`.
     """
 
     logits: torch.Tensor
@@ -49,14 +57,29 @@ class TokenSelection:
     keep_counts: torch.Tensor
     valid_token_counts: torch.Tensor
     foreground_token_counts: torch.Tensor
+    write_counts: Optional[torch.Tensor] = None
+    object_logits: Optional[torch.Tensor] = None
+
+    def __post_init__(self):
+        if self.write_counts is None:
+            self.write_counts = self.keep_counts
+        if self.object_logits is None:
+            self.object_logits = self.logits
 
     def kept(self, layer: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Layer `layer`'s kept tokens as a padded index list (N, K_l) and validity mask (N, K_l)."""
         counts = self.keep_counts[:, layer]
         k = int(counts.max()) if counts.numel() else 0
         index = self.ranking[:, :k]
-        valid = torch.arange(k, device=index.device)[None] < counts[:, None]
-        return index, valid
+        return index, self._prefix_mask(k, counts)
+
+    def written(self, layer: int) -> torch.Tensor:
+        """(N, K_l) bool: the slots of `kept(layer)` whose layer output is written back."""
+        k = int(self.keep_counts[:, layer].max()) if self.keep_counts.numel() else 0
+        return self._prefix_mask(k, self.write_counts[:, layer])
+
+    def _prefix_mask(self, k: int, counts: torch.Tensor) -> torch.Tensor:
+        return torch.arange(k, device=self.ranking.device)[None] < counts[:, None]
 
 
 class ForegroundTokenSelector(nn.Module):
@@ -77,6 +100,13 @@ class ForegroundTokenSelector(nn.Module):
             Layer l keeps int(c_l * (int(valid * keep_ratio / mean(c)) + 1)) tokens (c_l as float32,
             the published arithmetic: 0.5 / 0.4 / 0.3 / 0.3 / 0.2 / 0.1 of the valid tokens by
             default), at most the valid count.
+        padding: "masked" (default) or "published", for training on padded batches (inference
+            always masks). Masked: padded tokens are left out of the score network's mean pool,
+            the top-down upsampling resizes each image's valid region alone, and each image keeps
+            its own counts. Published (the detrex code): pooling and upsampling run over the whole
+            padded canvas, padded tokens rank last with the batch's lowest logit, every image
+            processes the batch's largest keep count of each layer and writes back only its own
+            foreground count (`TokenSelection.write_counts`).
     """
 
     def __init__(
@@ -89,8 +119,10 @@ class ForegroundTokenSelector(nn.Module):
         coefficient_init_range: float = 0.3,
         keep_ratio: float = 0.3,
         cascade_ratios: Sequence[float] = (1.0, 0.8, 0.6, 0.6, 0.4, 0.2),
+        padding: str = "masked",
     ):
         super().__init__()
+        self.padding = check_padding_mode(padding)
         if modulation not in MODULATIONS:
             raise ValueError(f"modulation must be one of {MODULATIONS}, got {modulation!r}")
         if modulation_target not in MODULATION_TARGETS:
@@ -144,7 +176,8 @@ class ForegroundTokenSelector(nn.Module):
         starts = level_start_index.tolist()
         if len(shapes) != self.num_levels:
             raise ValueError(f"selector built for {self.num_levels} levels, got {len(shapes)}")
-        has_padding = bool(padding_mask.any())
+        # published training scores the padded canvas as if it were all image
+        has_padding = not self._published_padding() and bool(padding_mask.any())
         if has_padding:
             valid_sizes = level_valid_sizes(padding_mask, shapes, starts)
         else:
@@ -174,21 +207,40 @@ class ForegroundTokenSelector(nn.Module):
             previous = (level, level_logits.view(n, h, w))
         return torch.cat(logits, dim=1)
 
+    def _published_padding(self) -> bool:
+        return self.training and self.padding == "published"
+
     def keep_counts(self, padding_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(valid (N,), foreground (N,), keep (N, num_layers)) token counts, all int64."""
+        """(valid (N,), foreground (N,), keep (N, num_layers)) token counts, all int64.
+
+        Keep counts are each image's own, at most its valid count; in published-padding training
+        they are the batch's largest for every image (see `TokenSelection.write_counts`)."""
         valid = (~padding_mask).sum(1)
         foreground = (valid.to(torch.float32) * self.foreground_ratio).to(torch.int64) + 1
         cascade = self.cascade_ratios.to(padding_mask.device)
+        if self._published_padding():
+            largest = foreground.max(0, keepdim=True).values
+            keep = (cascade[None, :] * largest.to(torch.float32)[:, None]).to(torch.int64)
+            return valid, foreground, keep.expand(len(valid), -1)
         keep = (cascade[None, :] * foreground.to(torch.float32)[:, None]).to(torch.int64)
         return valid, foreground, torch.minimum(keep, valid[:, None])
 
     def forward(self, features: torch.Tensor, padding_mask: torch.Tensor,
                 spatial_shapes: torch.Tensor, level_start_index: torch.Tensor) -> TokenSelection:
-        """Score all tokens (see :meth:`score`) and rank them; padded tokens are never kept."""
+        """Score all tokens (see :meth:`score`) and rank them, padded tokens last."""
         logits = self.score(features, padding_mask, spatial_shapes, level_start_index)
         valid, foreground, keep = self.keep_counts(padding_mask)
         k = int(keep.max()) if keep.numel() else 0
-        # selection is not differentiable; rank detached logits with padding last
-        ranked = logits.detach().masked_fill(padding_mask, float("-inf"))
+        # selection is not differentiable: rank detached logits, padded tokens last
+        if self._published_padding():
+            # detrex ranks by the logits with padded tokens at the batch's lowest logit, and its
+            # object scores read those values (where a padded token is processed)
+            object_logits = logits.masked_fill(padding_mask, logits.detach().min())
+            ranked = object_logits.detach()
+            written = torch.minimum(keep, foreground[:, None])
+        else:
+            object_logits = logits
+            ranked = logits.detach().masked_fill(padding_mask, float("-inf"))
+            written = keep
         ranking = torch.topk(ranked, k, dim=1).indices
-        return TokenSelection(logits, ranking, keep, valid, foreground)
+        return TokenSelection(logits, ranking, keep, valid, foreground, written, object_logits)

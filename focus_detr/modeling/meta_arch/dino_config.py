@@ -30,6 +30,8 @@ def add_dino_config(cfg: CN) -> CN:
     d.ENC_LAYERS = 6
     d.DEC_LAYERS = 6
     d.NUM_QUERIES = 900
+    # how training treats padded tokens (DINOTransformer, Focus selector and loss)
+    d.PADDING = "published"
     d.POS_TEMPERATURE = 10000.0
     d.POS_OFFSET = -0.5
     d.DN_NUMBER = 100
@@ -71,7 +73,7 @@ def dino_kwargs_from_cfg(cfg: CN) -> dict:
     transformer = DINOTransformer(
         encoder=DeformableEncoder(DeformableEncoderLayer(**layer_args), d.ENC_LAYERS),
         decoder=DINODecoder(DeformableDecoderLayer(**layer_args), d.DEC_LAYERS, d.NUM_CLASSES),
-        num_feature_levels=d.NUM_FEATURE_LEVELS, num_queries=d.NUM_QUERIES)
+        num_feature_levels=d.NUM_FEATURE_LEVELS, num_queries=d.NUM_QUERIES, padding=d.PADDING)
     matcher = HungarianMatcher(d.COST_CLASS, d.COST_BBOX, d.COST_GIOU, d.FOCAL_ALPHA,
                                d.FOCAL_GAMMA)
     criterion = DINOCriterion(d.NUM_CLASSES, matcher,

@@ -75,11 +75,11 @@ def build_focus_encoder(cfg: CN) -> FocusEncoder:
         selector=ForegroundTokenSelector(
             TokenScoreNetwork(d.HIDDEN_DIM, d.HIDDEN_DIM), num_levels=d.NUM_FEATURE_LEVELS,
             modulation=f.MODULATION, modulation_target=f.MODULATION_TARGET,
-            keep_ratio=f.KEEP_RATIO, cascade_ratios=tuple(f.CASCADE_RATIOS)),
+            keep_ratio=f.KEEP_RATIO, cascade_ratios=tuple(f.CASCADE_RATIOS), padding=d.PADDING),
         layer=DualAttentionEncoderLayer(
             d.HIDDEN_DIM, d.NUM_HEADS, d.DIM_FEEDFORWARD, d.DROPOUT, d.NUM_FEATURE_LEVELS,
             d.NUM_POINTS, f.NUM_OBJECT_TOKENS, f.OBJECT_SCORE),
         foreground_loss=ForegroundLoss(
             ForegroundLabelAssigner(f.STRIDES, [tuple(r) for r in f.SCALE_RANGES], f.SIZE_MEASURE),
-            weight=f.SELECT_LOSS_WEIGHT),
+            weight=f.SELECT_LOSS_WEIGHT, padding=d.PADDING),
     )

@@ -2,7 +2,8 @@
 from .decoder import DeformableDecoderLayer, DINODecoder, deformable_sampling
 from .dino_transformer import DINOTransformer
 from .encoder import DeformableEncoder, DeformableEncoderLayer
-from .encoder_api import EncoderInputs, EncoderLossHooks, EncoderOutput
+from .encoder_api import (PADDING_MODES, EncoderInputs, EncoderLossHooks, EncoderOutput,
+                          check_padding_mode)
 
 __all__ = [
     "DINODecoder",
@@ -13,5 +14,7 @@ __all__ = [
     "EncoderInputs",
     "EncoderLossHooks",
     "EncoderOutput",
+    "PADDING_MODES",
+    "check_padding_mode",
     "deformable_sampling",
 ]

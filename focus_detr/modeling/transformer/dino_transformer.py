@@ -5,7 +5,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .encoder_api import EncoderInputs, EncoderOutput
+from .encoder_api import EncoderInputs, EncoderOutput, check_padding_mode
 from .multiscale import encoder_reference_points, flatten_levels, token_proposals, valid_sizes
 
 __all__ = ["DINOTransformer"]
@@ -20,9 +20,13 @@ class DINOTransformer(nn.Module):
     max-class logit are selected and the extra box head regresses them relative to their proposal
     boxes (it is per-token, so only the selected tokens need it); their boxes become the decoder's
     reference boxes (detached); the decoder's content queries are the learnt `tgt_embed` rows.
-    Padded tokens are never selected: an image with fewer tokens than `num_queries` is too small
-    for the query budget and raises a `ValueError` naming it (in a batch it would otherwise get
-    padded tokens as queries, alone fewer queries than its batch mates).
+    Padded tokens are not selected (`padding="masked"`, and always at inference): an image with
+    fewer tokens than `num_queries` is too small for the query budget and raises a `ValueError`
+    naming it (in a batch it would otherwise get padded tokens as queries, alone fewer queries
+    than its batch mates). With `padding="published"` training selects over all tokens as the
+    published code does: every padded token scores like the zeroed projected memory (a tie group
+    with the valid border tokens), and when that score ranks inside the top `num_queries` padded
+    tokens become queries, their reference boxes at sigmoid(+inf) = 1.
 
     Args:
         encoder: any encoder implementing the contract of `encoder_api` (swap it by config).
@@ -35,6 +39,9 @@ class DINOTransformer(nn.Module):
             Default 0.05.
         proposal_valid_range: proposals with any coordinate outside this open range are invalid.
             Default (0.01, 0.99).
+        padding: "masked" or "published": whether training keeps padded tokens out of the
+            proposal cut (see above and `encoder_api.PADDING_MODES`); the encoder's own padding
+            behaviour reads this key in the configs. Default "masked".
         The proposals (and their invalid mask) also reach the encoder in `EncoderInputs`, so an
         encoder regressing boxes from them (Sparse DETR's auxiliary heads) uses these settings.
     """
@@ -42,8 +49,10 @@ class DINOTransformer(nn.Module):
     def __init__(self, encoder: nn.Module, decoder: nn.Module, num_feature_levels: int = 4,
                  num_queries: int = 900, learnt_init_query: bool = True,
                  proposal_base_size: float = 0.05,
-                 proposal_valid_range: Tuple[float, float] = (0.01, 0.99)):
+                 proposal_valid_range: Tuple[float, float] = (0.01, 0.99),
+                 padding: str = "masked"):
         super().__init__()
+        self.padding = check_padding_mode(padding)
         self.encoder = encoder
         self.decoder = decoder
         self.embed_dim = c = decoder.embed_dim
@@ -130,7 +139,9 @@ class DINOTransformer(nn.Module):
         enc_logits = self.decoder.proposal_class_head(projected)
         scores = enc_logits.max(-1).values
         k = self.num_queries
-        topk_scores, topk = scores.masked_fill(padding_mask, float("-inf")).topk(k, dim=1)
+        if not (self.training and self.padding == "published"):
+            scores = scores.masked_fill(padding_mask, float("-inf"))
+        topk_scores, topk = scores.topk(k, dim=1)
         # the box head (a per-token MLP) only on the selected tokens: the same boxes, S/k less work
         selected = projected.gather(1, topk[..., None].expand(-1, -1, self.embed_dim))
         topk_boxes = (self.decoder.proposal_box_head(selected)

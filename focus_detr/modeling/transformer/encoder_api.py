@@ -29,7 +29,22 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, runtime_checka
 import torch
 from torch import nn
 
-__all__ = ["EncoderInputs", "EncoderLossHooks", "EncoderOutput"]
+__all__ = ["EncoderInputs", "EncoderLossHooks", "EncoderOutput", "PADDING_MODES", "check_padding_mode"]
+
+# How training treats the padded tokens of a mixed-size batch (`model.transformer.padding`):
+# "masked" keeps them out of every score, count and loss, so an image trains as if alone;
+# "published" does what the published detrex code does (they enter the two-stage proposal cut,
+# the Focus score network's pooling, its top-down upsampling and its foreground loss, and every
+# image processes the batch's largest keep counts). Inference always masks.
+PADDING_MODES = ("masked", "published")
+
+
+def check_padding_mode(padding: str) -> str:
+    """`padding` if it is one of `PADDING_MODES`, else a ValueError naming the config key."""
+    if padding not in PADDING_MODES:
+        raise ValueError(f"padding must be one of {PADDING_MODES} (config key "
+                         f"model.transformer.padding), got {padding!r}")
+    return padding
 
 
 @dataclass

@@ -2,7 +2,10 @@
 channel mapper to 256 with a 4th stride-64 level, 6+6 layers, 900 queries, 100 denoising queries.
 
 Swap the encoder with one override, e.g. `model.transformer.encoder = L(MyEncoder)(...)`: every
-other module keeps its name and weights."""
+other module keeps its name and weights.
+
+`model.transformer.padding` ("published" here, "masked") is the one key for how training treats a
+padded batch's padded tokens, in the proposal cut and in the Focus encoder's selector and loss."""
 import torch.nn as nn
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
@@ -51,6 +54,9 @@ model = L(DINO)(
         ),
         num_feature_levels=4,
         num_queries=900,
+        # training on padded batches as the published code trains (see DINOTransformer);
+        # "masked" keeps padded tokens out of every selection and loss
+        padding="published",
     ),
     criterion=L(DINOCriterion)(
         num_classes="${..num_classes}",
