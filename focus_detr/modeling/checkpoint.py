@@ -8,6 +8,9 @@ head appears as `class_embed.6`, `transformer.encoder.enhance_MCSP.{i}.*` and
 with `register_key_alias(pattern, canonical)`; on load, a checkpoint key that the model does not
 have and that matches `pattern` (a full-match regex) is renamed to `canonical` (a `re.sub`
 template), or dropped when the checkpoint already holds that canonical key (a shared tensor).
+`accept_published_keys(model)` makes the model's own `load_state_dict` apply them (a load pre-hook),
+so detectron2's `DetectionCheckpointer`, `load_state_dict(strict=True)` and `DetrCheckpointer`
+all load a published checkpoint with no missing or unexpected key.
 """
 import logging
 import re
@@ -19,6 +22,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 __all__ = [
     "CheckpointMismatchError",
     "DetrCheckpointer",
+    "accept_published_keys",
     "apply_key_aliases",
     "convert_swin_classifier",
     "convert_torchvision_resnet",
@@ -68,6 +72,29 @@ def apply_key_aliases(state_dict: Dict[str, torch.Tensor], model_keys: Iterable[
                                f"keeping {target}")
             break
     return out
+
+
+def _rename_published_keys(module: torch.nn.Module, state_dict: Dict[str, torch.Tensor],
+                          prefix: str, *args) -> None:
+    """Load pre-hook: applies the registered key aliases, in place, to the keys of `state_dict`
+    under `prefix` (the module's place in the loaded model, e.g. "module." under DDP)."""
+    own = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if not own or not _ALIASES:
+        return
+    local = {k[len(prefix):]: v for k, v in own.items()}
+    renamed = apply_key_aliases(local, module.state_dict().keys())
+    if renamed.keys() == local.keys():
+        return
+    for key in own:
+        del state_dict[key]
+    state_dict.update({prefix + k: v for k, v in renamed.items()})
+
+
+def accept_published_keys(model: torch.nn.Module) -> torch.nn.Module:
+    """Let `model.load_state_dict` (and so every checkpointer) accept the registered alias
+    names (e.g. detrex's Focus-DETR keys) for `model`'s tensors. Returns `model`."""
+    model.register_load_state_dict_pre_hook(_rename_published_keys)
+    return model
 
 
 _TV_STAGE = re.compile(r"^layer(\d)\.(\d+)\.(conv|bn)(\d)\.(.+)$")

@@ -11,6 +11,7 @@ from torch import nn
 from ...layers import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 from ...layers.folded_conv import fold_conv_norms
 from ...layers.reduced_precision import enable_reduced_precision
+from ..checkpoint import accept_published_keys
 
 __all__ = ["DINO"]
 
@@ -111,6 +112,8 @@ class DINO(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self.reduced_precision = reduced_precision
         enable_reduced_precision(self, reduced_precision_modules, reduced_precision)
+        # published (detrex) checkpoint names load through any loader, not only ours
+        accept_published_keys(self)
 
     @staticmethod
     def _check_parts_fit(position_embedding: nn.Module, neck: nn.Module,
