@@ -39,6 +39,7 @@ from focus_detr.engine.distributed import (  # noqa: E402
     launched_by_torchrun,
 )
 from focus_detr.engine.ema import EMAHook, ModelEMA, unwrap_model  # noqa: E402
+from focus_detr.engine.train_options import apply_fast_dev_run, wandb_writers  # noqa: E402
 from focus_detr.engine.trainer import DetrTrainer  # noqa: E402
 
 logger = logging.getLogger("focus_detr.train_net")
@@ -64,7 +65,7 @@ def load_config(args):
     # train.device`, which a command-line train.device=... does not update)
     if "device" in cfg.model and cfg.model.device != cfg.train.device:
         cfg.model.device = cfg.train.device
-    return cfg
+    return apply_fast_dev_run(cfg)
 
 
 def check_device(cfg):
@@ -107,6 +108,7 @@ def build_ema(cfg, model):
 def do_train(args, cfg):
     """Train as configured; returns (trained model, checkpointer, eval results)."""
     device = check_device(cfg)
+    extra_writers = wandb_writers(cfg) if comm.is_main_process() else []  # fails before building
     model = instantiate(cfg.model).to(device)
     logger.info(f"Model:\n{model}")
     cfg.optimizer.params.model = model
@@ -149,7 +151,7 @@ def do_train(args, cfg):
             hooks.EvalHook(eval_period, test_and_save_results),
             (
                 hooks.PeriodicWriter(
-                    default_writers(cfg.train.output_dir, cfg.train.max_iter),
+                    default_writers(cfg.train.output_dir, cfg.train.max_iter) + extra_writers,
                     period=cfg.train.log_period,
                 )
                 if comm.is_main_process()

@@ -31,4 +31,11 @@ train = dict(
     device="cuda",
     # random seed; negative: a random one (logged)
     seed=-1,
+    # a smoke test of the config: these few iterations, evaluation and logging (detrex's key)
+    fast_dev_run=dict(enabled=False, max_iter=20, eval_period=10, log_period=1),
+    # also log metrics to Weights & Biases (needs `pip install wandb`; detrex's key)
+    wandb=dict(
+        enabled=False,
+        params=dict(dir="./wandb_output", project="focus_detr", name="focus_detr_experiment"),
+    ),
 )
