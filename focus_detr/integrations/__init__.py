@@ -1,0 +1,1 @@
+"""Bridges to other detection code bases (detrex)."""
