@@ -2,33 +2,52 @@
 its encoder (detrex e244e6c, projects/dino/modeling): the flattening, the valid ratios and
 reference points it computes, the keyword call of `self.encoder(...)`, the two-stage projection
 and class head it applies to the memory, the `decoder.class_embed` list its DINO assigns, and
-the weighted loss dict its DINO returns in training. Only what the encoder adapter touches; no
-detrex code. The decoder is left out: the encoder's place in the model is what is tested."""
+the weighted loss dict its DINO returns in training, and the keyword call of each decoder layer's
+deformable cross attention (batch-first, reference boxes scaled by the valid ratios, denoising
+queries first). Only what the encoder adapter touches; no detrex code. The decoder is reduced to
+its cross attentions."""
 import torch
 import torch.nn.functional as F
 from detectron2.structures import ImageList
 from torch import nn
 
-from focus_detr.layers import PositionEmbeddingSine
+from focus_detr.layers import MultiScaleDeformableAttention, PositionEmbeddingSine
 
 STRIDES = (8, 16, 32, 64)
 
 
 class StandInDecoder(nn.Module):
-    def __init__(self, num_layers: int = 2):
+    def __init__(self, num_layers: int = 2, embed_dim: int = 32, num_heads: int = 4, num_points: int = 2):
         super().__init__()
         self.num_layers = num_layers
         self.class_embed = None  # detrex's DINO assigns its heads
+        self.cross_attentions = nn.ModuleList([
+            MultiScaleDeformableAttention(embed_dim, num_heads, 4, num_points, batch_first=True)
+            for _ in range(num_layers)])
+
+    def forward(self, query, memory, mask, reference_boxes, spatial_shapes, level_start_index,
+                valid_ratios):
+        states = []
+        for attention in self.cross_attentions:
+            reference = reference_boxes[:, :, None] * torch.cat([valid_ratios, valid_ratios], -1)[:, None]
+            query = attention(query, None, memory, None, query_pos=None, key_padding_mask=mask,
+                              reference_points=reference, spatial_shapes=spatial_shapes,
+                              level_start_index=level_start_index)
+            states.append(query)
+        return states
 
 
 class StandInTransformer(nn.Module):
-    def __init__(self, encoder, decoder, num_feature_levels=4, two_stage_num_proposals=30):
+    def __init__(self, encoder, decoder, num_feature_levels=4, two_stage_num_proposals=30,
+                 num_dn_queries=6):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.num_feature_levels = num_feature_levels
         self.two_stage_num_proposals = two_stage_num_proposals
+        self.num_dn_queries = num_dn_queries
         self.embed_dim = self.encoder.embed_dim
+        self.tgt_embed = nn.Embedding(two_stage_num_proposals + num_dn_queries, self.embed_dim)
         self.level_embeds = nn.Parameter(torch.empty(num_feature_levels, self.embed_dim))
         self.enc_output = nn.Linear(self.embed_dim, self.embed_dim)
         self.enc_output_norm = nn.LayerNorm(self.embed_dim)
@@ -72,7 +91,15 @@ class StandInTransformer(nn.Module):
             memory.masked_fill(mask_flatten[..., None], 0.0)))
         logits = self.decoder.class_embed[self.decoder.num_layers](output_memory)
         topk = logits.max(-1).values.topk(self.two_stage_num_proposals, dim=1).indices
-        return memory, logits.gather(1, topk[..., None].expand(-1, -1, logits.shape[-1]))
+        n = memory.shape[0]
+        # reference boxes: dn boxes (fixed here) first, then one box per selected token
+        boxes = torch.cat([torch.full((n, self.num_dn_queries, 4), 0.3),
+                           torch.sigmoid(output_memory[..., :4].detach()).gather(
+                               1, topk[..., None].expand(-1, -1, 4))], 1)
+        states = self.decoder(self.tgt_embed.weight[None].expand(n, -1, -1), memory, mask_flatten,
+                              boxes, spatial_shapes, level_start_index, valid_ratios)
+        enc_logits = logits.gather(1, topk[..., None].expand(-1, -1, logits.shape[-1]))
+        return memory, enc_logits, states
 
 
 class StandInDINO(nn.Module):
@@ -103,9 +130,11 @@ class StandInDINO(nn.Module):
             m = F.interpolate(masks[None].float(), size=x.shape[-2:]).bool()[0]
             level_masks.append(m)
             pos.append(self.position_embedding(m))
-        memory, enc_logits = self.transformer(feats, level_masks, pos)
+        memory, enc_logits, states = self.transformer(feats, level_masks, pos)
         if self.training:
-            loss_dict = {"loss_class": enc_logits.sigmoid().mean()}
+            layer_logits = [head(x) for head, x in zip(self.class_embed, states)]
+            loss_dict = {"loss_class": enc_logits.sigmoid().mean()
+                         + sum(x.sigmoid().mean() for x in layer_logits)}
             for k in loss_dict:
                 if k in self.weight_dict:
                     loss_dict[k] *= self.weight_dict[k]

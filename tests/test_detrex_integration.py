@@ -102,3 +102,53 @@ def test_use_encoder_keeps_the_config_layout_and_names_a_missing_adapter():
     assert use_encoder(cfg, focus_cfg())._target_ is build_detrex_model  # idempotent
     with pytest.raises(ValueError, match="no DetrexEncoderAdapter"):
         build_detrex_model(torch.nn.Linear, in_features=2, out_features=2)
+
+
+def sparse_cfg(aux_loss=False):
+    from focus_detr.modeling.focus import TokenScoreNetwork
+    from focus_detr.modeling.sparse import AttentionMapLoss, SparseDetrEncoder
+
+    return L(SparseDetrEncoder)(
+        layer=L(DeformableEncoderLayer)(embed_dim=DIM, num_heads=4, num_levels=4, num_points=2,
+                                        feedforward_dim=64),
+        num_layers=2, keep_ratio=0.3, score_network=L(TokenScoreNetwork)(in_dim=DIM, hidden_dim=DIM),
+        attention_map_loss=L(AttentionMapLoss)(weight=1.0, name="loss_mask_prediction"),
+        num_classes=5, aux_loss=aux_loss)
+
+
+def test_sparse_encoder_trains_on_the_decoders_recorded_sampling():
+    torch.manual_seed(0)
+    model = instantiate(use_encoder(standin_cfg(), sparse_cfg())).train()
+    calls = []
+    for attention in model.transformer.decoder.cross_attentions:  # what each attention computes
+        attention.register_forward_pre_hook(
+            lambda m, args, kwargs: calls.append(m.forward(*args, **kwargs, return_sampling=True)[1:]),
+            with_kwargs=True)
+    losses = model(make_batch(SIZES, [3, 2]))
+    assert set(losses) == {"loss_class", "loss_mask_prediction"}
+    adapter = model.transformer.encoder
+    recorded = adapter.decoder_sampling
+    assert len(recorded) == 2 == len(calls)
+    for (locations, weights), (their_locations, their_weights) in zip(recorded, calls):
+        assert torch.allclose(locations, their_locations, atol=1e-6)
+        assert torch.allclose(weights, their_weights, atol=1e-6)
+    # the attention-map target comes from the matching queries only (dn queries first)
+    locations, weights = (torch.stack(t) for t in zip(*recorded))
+    extras = adapter.last_output.extras
+    num_dn = model.transformer.num_dn_queries
+    targets = adapter.encoder.attention_map_loss.targets(
+        locations[:, :, num_dn:], weights[:, :, num_dn:], extras["spatial_shapes"],
+        extras["level_start_index"], extras["padding_mask"], extras["keep_counts"])
+    expected = adapter.encoder.attention_map_loss(extras["token_logits"], targets,
+                                                  extras["padding_mask"])
+    assert torch.allclose(losses["loss_mask_prediction"], expected["loss_mask_prediction"])
+    sum(losses.values()).backward()
+    assert adapter.encoder.score_network.layer1[1].weight.grad.abs().sum() > 0
+
+
+def test_sparse_auxiliary_losses_read_detrex_style_targets():
+    torch.manual_seed(0)
+    model = instantiate(use_encoder(standin_cfg(), sparse_cfg(aux_loss=True))).train()
+    losses = model(make_batch(SIZES, [3, 2]))
+    assert {"loss_class_enc_0", "loss_bbox_enc_0", "loss_giou_enc_0"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())

@@ -16,14 +16,20 @@ two-stage projection `enc_output` + `enc_output_norm` feeds the Focus score netw
 class head `decoder.class_embed[num_layers]` is the Focus multi-category scorer), restores the
 encoder's own initialisation (detrex's transformer re-initialises every matrix it holds) and adds
 the encoder's losses (Focus: `select_loss`, already weighted) to the loss dict detrex's DINO
-returns in training. detrex's own `tools/train_net.py` then trains it.
+returns in training. detrex's own `tools/train_net.py` then trains it. For Sparse DETR, whose
+attention-map loss needs the decoder's deformable sampling, the model also records where each of
+detrex's decoder cross attentions samples (from the inputs detrex hands them: the same offsets,
+weights and reference boxes as the attention computes).
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from ..layers import box_xyxy_to_cxcywh
+from ..layers.ms_deform_attn import MultiScaleDeformableAttention
 from ..modeling.focus.token_ops import level_valid_sizes
+from ..modeling.transformer.decoder import deformable_sampling
 from ..modeling.transformer.encoder_api import EncoderInputs, EncoderOutput
 from ..modeling.transformer.multiscale import token_proposals
 
@@ -58,6 +64,8 @@ class DetrexEncoderAdapter(nn.Module):
         self.__dict__["_transformer"] = None
         self.last_output: Optional[EncoderOutput] = None
         self.targets: Optional[List[dict]] = None
+        # decoder cross attentions' (locations, weights) of the last forward, per layer
+        self.decoder_sampling: List[Tuple[torch.Tensor, torch.Tensor]] = []
 
     def bind(self, transformer: nn.Module) -> None:
         """Use `transformer`'s (detrex's DINOTransformer) projection and class head."""
@@ -93,27 +101,102 @@ class DetrexEncoderAdapter(nn.Module):
             reference_points=reference_points, proposal_projection=project,
             class_head=decoder.class_embed[decoder.num_layers], strides=list(self.strides),
             proposals=proposals, invalid_proposals=invalid)
+        self.decoder_sampling = []
         self.last_output = self.encoder(inputs)
         return self.last_output.memory
+
+    @property
+    def needs_decoder_sampling(self) -> bool:
+        return bool(getattr(self.encoder, "needs_decoder_sampling", False))
 
     def losses(self) -> Dict[str, torch.Tensor]:
         """The encoder's (already weighted) losses for the last forward's batch."""
         if not hasattr(self.encoder, "losses") or self.last_output is None:
             return {}
-        if getattr(self.encoder, "needs_decoder_sampling", False):
-            raise NotImplementedError(
-                f"{type(self.encoder).__name__}'s loss needs the decoder's deformable sampling "
-                "locations, which detrex's decoder does not return; train it with this "
-                "project's DINO (projects/sparse_detr/configs)")
-        return self.encoder.losses({"encoder_output": self.last_output}, self.targets)
+        outputs = {"encoder_output": self.last_output}
+        if self.needs_decoder_sampling:
+            if not self.decoder_sampling:
+                raise RuntimeError(
+                    f"{type(self.encoder).__name__}'s loss needs the decoder's deformable "
+                    "sampling, but no decoder cross attention ran (build the model with "
+                    "build_detrex_model; the decoder needs modules with sampling_offsets and "
+                    "attention_weights)")
+            locations, weights = (torch.stack(t) for t in zip(*self.decoder_sampling))
+            outputs.update(sampling_locations=locations, attention_weights=weights,
+                           dn_meta=_QueryCount(locations.shape[2] - self._matching_queries()))
+        return self.encoder.losses(outputs, self.targets)
+
+    def _matching_queries(self) -> int:
+        # detrex puts the denoising queries first, then its two-stage proposals
+        return int(self._transformer.two_stage_num_proposals)
+
+    def record_decoder_sampling(self, attention: nn.Module, query: torch.Tensor,
+                                query_pos: Optional[torch.Tensor], reference_points: torch.Tensor,
+                                spatial_shapes: torch.Tensor) -> None:
+        """Record where `attention` (a detrex MultiScaleDeformableAttention, batch-first)
+        samples for this call's inputs."""
+        q = query if query_pos is None else query + query_pos
+        locations, weights = deformable_sampling(_AsOurs(attention), q, reference_points,
+                                                 spatial_shapes)
+        self.decoder_sampling.append((locations, weights))
+
+
+class _QueryCount:
+    """The one field of our denoising record the Sparse loss reads (queries before the matching
+    ones)."""
+
+    def __init__(self, num_queries: int):
+        self.num_queries = num_queries
+
+
+class _AsOurs:
+    """A detrex deformable attention seen through our `sampling_locations` (same submodule
+    names: `sampling_offsets`, `attention_weights`; same num_heads / num_levels / num_points)."""
+
+    def __init__(self, attention: nn.Module):
+        self._attention = attention
+
+    def __getattr__(self, name):
+        return getattr(self._attention, name)
+
+    def sampling_locations(self, query, reference_points, spatial_shapes):
+        return MultiScaleDeformableAttention.sampling_locations(
+            self._attention, query, reference_points, spatial_shapes)
 
 
 def _targets(batched_inputs) -> Optional[List[dict]]:
     """Per image `boxes_xyxy` (input pixels), `labels`, `image_size`; None without instances."""
     if not all(isinstance(x, dict) and "instances" in x for x in batched_inputs):
         return None
-    return [{"boxes_xyxy": x["instances"].gt_boxes.tensor, "labels": x["instances"].gt_classes,
-             "image_size": tuple(x["instances"].image_size)} for x in batched_inputs]
+    targets = []
+    for x in batched_inputs:
+        inst = x["instances"]
+        h, w = inst.image_size
+        boxes = inst.gt_boxes.tensor
+        scale = boxes.new_tensor([w, h, w, h])
+        targets.append({"boxes_xyxy": boxes, "labels": inst.gt_classes, "image_size": (h, w),
+                        "boxes": box_xyxy_to_cxcywh(boxes / scale)})
+    return targets
+
+
+def _record_sampling_hooks(transformer: nn.Module, adapter: DetrexEncoderAdapter) -> int:
+    """Pre-hooks on `transformer.decoder`'s deformable attentions recording their sampling into
+    `adapter` in training; returns how many were hooked."""
+    attentions = [m for m in transformer.decoder.modules()
+                  if hasattr(m, "sampling_offsets") and hasattr(m, "attention_weights")]
+
+    def record(module, args, kwargs):
+        if module.training:
+            query = args[0] if args else kwargs["query"]
+            adapter.record_decoder_sampling(module, query, kwargs.get("query_pos"),
+                                            kwargs["reference_points"], kwargs["spatial_shapes"])
+
+    for attention in attentions:
+        if not getattr(attention, "batch_first", True):
+            raise ValueError("the decoder's deformable attention must be batch_first (detrex "
+                             "DINO's is) for the Sparse DETR loss")
+        attention.register_forward_pre_hook(record, with_kwargs=True)
+    return len(attentions)
 
 
 def build_detrex_model(detrex_target, **kwargs) -> nn.Module:
@@ -133,6 +216,10 @@ def build_detrex_model(detrex_target, **kwargs) -> nn.Module:
     for adapter in adapters:
         if hasattr(adapter.encoder, "init_weights"):
             adapter.encoder.init_weights()
+        if adapter.needs_decoder_sampling and not _record_sampling_hooks(adapter._transformer,
+                                                                         adapter):
+            raise ValueError(f"{type(adapter.encoder).__name__} needs the decoder's deformable "
+                             "sampling, but the decoder has no deformable attention")
 
     def remember_targets(module, args, kwargs):
         batched = args[0] if args else kwargs.get("batched_inputs")
