@@ -31,7 +31,7 @@ from ..layers.ms_deform_attn import MultiScaleDeformableAttention
 from ..modeling.focus.token_ops import level_valid_sizes
 from ..modeling.transformer.decoder import deformable_sampling
 from ..modeling.transformer.encoder_api import EncoderInputs, EncoderOutput
-from ..modeling.transformer.multiscale import token_proposals
+from ..modeling.transformer.multiscale import FOUR_SCALE_STRIDES, token_proposals
 
 __all__ = ["DetrexEncoderAdapter", "build_detrex_model", "use_encoder"]
 
@@ -46,12 +46,12 @@ class DetrexEncoderAdapter(nn.Module):
     Args:
         encoder: one of our encoders (`FocusEncoder`, `SparseDetrEncoder`, `DeformableEncoder`).
         strides: input stride of each feature level (Focus's label assignment). Default
-            (8, 16, 32, 64), detrex DINO's 4 scales.
+            `FOUR_SCALE_STRIDES`, detrex DINO's 4 scales.
         proposal_base_size, proposal_valid_range: detrex's two-stage proposal settings (the
             tokens its projection zeroes); defaults detrex's 0.05 and (0.01, 0.99).
     """
 
-    def __init__(self, encoder: nn.Module, strides: Sequence[int] = (8, 16, 32, 64),
+    def __init__(self, encoder: nn.Module, strides: Sequence[int] = FOUR_SCALE_STRIDES,
                  proposal_base_size: float = DETREX_PROPOSAL_BASE_SIZE,
                  proposal_valid_range: Tuple[float, float] = DETREX_PROPOSAL_VALID_RANGE):
         super().__init__()

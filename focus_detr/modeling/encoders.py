@@ -28,6 +28,9 @@ from typing import Any, Mapping, Optional, Sequence
 
 from torch import nn
 
+from .focus.foreground_token_selector import PUBLISHED_CASCADE_RATIOS
+from .transformer.multiscale import FOUR_SCALE_STRIDES
+
 __all__ = ["ENCODER_NAMES", "build_encoder", "focus_encoder_config", "swappable_encoder"]
 
 ENCODER_NAMES = ("dense", "sparse", "focus")
@@ -76,9 +79,9 @@ def swappable_encoder(
     keep_ratio: float = 0.3,
     num_classes: Any = "${model.num_classes}",
     criterion: Any = "${model.criterion}",
-    cascade_ratios: Sequence[float] = (1.0, 0.8, 0.6, 0.6, 0.4, 0.2),
+    cascade_ratios: Sequence[float] = PUBLISHED_CASCADE_RATIOS,
     num_object_tokens: int = 300,
-    strides: Sequence[int] = (8, 16, 32, 64),
+    strides: Sequence[int] = FOUR_SCALE_STRIDES,
 ):
     """LazyCall config of `build_encoder` offering the three encoders.
 
@@ -150,9 +153,9 @@ def focus_encoder_config(
     num_levels: Any = 4,
     num_points: Any = 4,
     keep_ratio: Any = 0.3,
-    cascade_ratios: Sequence[float] = (1.0, 0.8, 0.6, 0.6, 0.4, 0.2),
+    cascade_ratios: Sequence[float] = PUBLISHED_CASCADE_RATIOS,
     num_object_tokens: int = 300,
-    strides: Sequence[int] = (8, 16, 32, 64),
+    strides: Sequence[int] = FOUR_SCALE_STRIDES,
     padding: Any = "${...padding}",
 ):
     """LazyCall config of a `FocusEncoder` with the published method settings spelled out: top-down

@@ -11,6 +11,7 @@ from .foreground_loss import ForegroundLoss, foreground_focal_loss
 from .foreground_token_selector import (
     MODULATION_TARGETS,
     MODULATIONS,
+    PUBLISHED_CASCADE_RATIOS,
     ForegroundTokenSelector,
     TokenSelection,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "MODULATIONS",
     "MODULATION_TARGETS",
     "OBJECT_SCORE_MODES",
+    "PUBLISHED_CASCADE_RATIOS",
     "PUBLISHED_SCALE_RANGES",
     "SIZE_MEASURES",
     "TokenScoreNetwork",

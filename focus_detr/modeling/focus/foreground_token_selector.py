@@ -25,10 +25,13 @@ from ..transformer.encoder_api import check_padding_mode
 from .score_network import TokenScoreNetwork
 from .token_ops import level_valid_sizes, resize_valid_region
 
-__all__ = ["ForegroundTokenSelector", "TokenSelection", "MODULATIONS", "MODULATION_TARGETS"]
+__all__ = ["ForegroundTokenSelector", "TokenSelection", "MODULATIONS", "MODULATION_TARGETS",
+           "PUBLISHED_CASCADE_RATIOS"]
 
 MODULATIONS = ("top_down", "bottom_up", "none")
 MODULATION_TARGETS = ("features", "logits")
+# relative keep count of each of the six encoder layers (the published cascade)
+PUBLISHED_CASCADE_RATIOS = (1.0, 0.8, 0.6, 0.6, 0.4, 0.2)
 
 
 @dataclass
@@ -96,7 +99,7 @@ class ForegroundTokenSelector(nn.Module):
         keep_ratio: mean fraction of valid tokens kept per encoder layer (the paper's alpha of
             Table 6), at most mean(c) / max(c) (0.6 for the default cascade: its first layer then
             keeps every token). Default 0.3.
-        cascade_ratios: relative keep count per encoder layer. Default (1, .8, .6, .6, .4, .2).
+        cascade_ratios: relative keep count per encoder layer. Default `PUBLISHED_CASCADE_RATIOS` (1, .8, .6, .6, .4, .2).
             Layer l keeps int(c_l * (int(valid * keep_ratio / mean(c)) + 1)) tokens (c_l as float32,
             the published arithmetic: 0.5 / 0.4 / 0.3 / 0.3 / 0.2 / 0.1 of the valid tokens by
             default), at most the valid count.
@@ -118,7 +121,7 @@ class ForegroundTokenSelector(nn.Module):
         modulation_target: str = "features",
         coefficient_init_range: float = 0.3,
         keep_ratio: float = 0.3,
-        cascade_ratios: Sequence[float] = (1.0, 0.8, 0.6, 0.6, 0.4, 0.2),
+        cascade_ratios: Sequence[float] = PUBLISHED_CASCADE_RATIOS,
         padding: str = "masked",
     ):
         super().__init__()

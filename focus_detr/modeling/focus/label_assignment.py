@@ -14,6 +14,8 @@ from typing import List, Sequence, Tuple
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from ..transformer.multiscale import FOUR_SCALE_STRIDES
+
 __all__ = ["ForegroundLabelAssigner", "overlapping_scale_ranges", "pad_boxes",
            "PUBLISHED_SCALE_RANGES", "SIZE_MEASURES"]
 
@@ -62,7 +64,7 @@ class ForegroundLabelAssigner:
         size_measure: "max_side_distance" (published) or "half_size" (paper's text).
     """
 
-    def __init__(self, strides: Sequence[int] = (8, 16, 32, 64),
+    def __init__(self, strides: Sequence[int] = FOUR_SCALE_STRIDES,
                  scale_ranges: Sequence[Tuple[float, float]] = PUBLISHED_SCALE_RANGES,
                  size_measure: str = "max_side_distance"):
         if len(strides) != len(scale_ranges):

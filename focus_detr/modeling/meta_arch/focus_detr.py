@@ -6,6 +6,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 
 from ..focus import (
+    PUBLISHED_CASCADE_RATIOS,
     DualAttentionEncoderLayer,
     FocusEncoder,
     ForegroundLabelAssigner,
@@ -13,6 +14,7 @@ from ..focus import (
     ForegroundTokenSelector,
     TokenScoreNetwork,
 )
+from ..transformer.multiscale import FOUR_SCALE_STRIDES
 from .dino import DINO
 
 __all__ = ["FocusDETR", "add_focus_detr_config"]
@@ -53,12 +55,12 @@ def add_focus_detr_config(cfg: CN) -> CN:
     add_dino_config(cfg)
     f = cfg.MODEL.FOCUS_DETR = CN()
     f.KEEP_RATIO = 0.3
-    f.CASCADE_RATIOS = [1.0, 0.8, 0.6, 0.6, 0.4, 0.2]
+    f.CASCADE_RATIOS = list(PUBLISHED_CASCADE_RATIOS)
     f.MODULATION = "top_down"
     f.MODULATION_TARGET = "features"
     f.NUM_OBJECT_TOKENS = 300
     f.OBJECT_SCORE = "logit_product"
-    f.STRIDES = [8, 16, 32, 64]
+    f.STRIDES = list(FOUR_SCALE_STRIDES)
     f.SCALE_RANGES = [[-1.0, 64.0], [64.0, 128.0], [128.0, 256.0], [256.0, float("inf")]]
     f.SIZE_MEASURE = "max_side_distance"
     f.SELECT_LOSS_WEIGHT = 1.5

@@ -5,11 +5,15 @@ from typing import List, Tuple
 import torch
 
 __all__ = [
+    "FOUR_SCALE_STRIDES",
     "flatten_levels",
     "valid_sizes",
     "encoder_reference_points",
     "token_proposals",
 ]
+
+# input stride of each level of DINO's 4-scale features (res3-res5 and one extra level)
+FOUR_SCALE_STRIDES = (8, 16, 32, 64)
 
 
 def flatten_levels(features: List[torch.Tensor], masks: List[torch.Tensor],
