@@ -1,24 +1,33 @@
 """`native` backend: this package's own CPU kernels (`csrc/ms_deform_attn_cpu.cpp`).
 
 Compiled on first use with `torch.utils.cpp_extension` (a C++ compiler and ninja are needed; about
-30 s once, then cached under ~/.cache/torch_extensions, rebuilt when the source or torch changes),
-with the vector instructions torch itself dispatches to on this CPU (AVX-512, AVX2 or none), so a
+30 s once, then cached under ~/.cache/torch_extensions or $TORCH_EXTENSIONS_DIR), with the vector
+instructions torch itself dispatches to on this CPU (AVX-512, AVX2 or none), so a
 build never uses instructions the machine lacks. Float32 and float64 forward and backward; the
 forward also reads bfloat16 or float16 values with float32 locations and weights (reduced-precision
 inference reads half the bytes and skips the cast). Forward: one query per step, parallel over the
 queries, the head's channels accumulated contiguously; 2-3x faster than `ext` on CPU
 (tools/benchmark_msda.py). Backward: parallel over (image, head), no atomics, deterministic.
+
+The build is keyed by a hash of the source, the flags, torch and Python: its name and folder carry
+the hash and it compiles a copy of the source kept in that folder, so every checkout (and every
+venv with the same torch) of the same source shares one build, and one with another source or
+torch builds its own beside it instead of rebuilding a shared one on every switch.
 """
 import functools
+import hashlib
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, NamedTuple, Optional
 
 import torch
 
-__all__ = ["SOURCE", "REDUCED_VALUE_DTYPES", "unavailable_reason", "forward", "backward"]
+__all__ = ["SOURCE", "REDUCED_VALUE_DTYPES", "BuildSpec", "build_spec", "build_lock_held",
+           "unavailable_reason",
+           "forward", "backward"]
 
 SOURCE = Path(__file__).with_name("csrc") / "ms_deform_attn_cpu.cpp"
 # value dtypes the forward reads as they are next to float32/float64 locations
@@ -43,11 +52,68 @@ def _ensure_ninja():
     os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
 
 
+class BuildSpec(NamedTuple):
+    """Where and under which name the kernel is built."""
+
+    name: str
+    directory: Path
+    source: Path  # the copy compiled (inside `directory`)
+    flags: List[str]
+
+
+def build_spec(source: Path = SOURCE, capability: Optional[str] = None) -> BuildSpec:
+    """The build of `source` for this CPU capability, keyed by a hash of the source's content,
+    the flags, torch's version and Python's (never by the checkout's path)."""
+    capability = capability or torch.backends.cpu.get_cpu_capability()
+    flags = ["-O3", "-fopenmp"] + _ISA_FLAGS.get(capability, [])
+    key = hashlib.sha256()
+    for part in (Path(source).read_bytes(), " ".join(flags).encode(), torch.__version__.encode(),
+                 sys.version.encode()):
+        key.update(part + b"\0")
+    name = f"focus_detr_msda_cpu_{capability.lower()}_{key.hexdigest()[:12]}"
+    from torch.utils import cpp_extension
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+    directory = Path(root) / name
+    return BuildSpec(name, directory, directory / Path(source).name, flags)
+
+
+def _prepare(spec: BuildSpec, source: Path = SOURCE) -> None:
+    """The build folder with its copy of the source (written atomically, once); a log line when
+    another process holds the build lock (torch's build waits on it silently)."""
+    spec.directory.mkdir(parents=True, exist_ok=True)
+    if not spec.source.is_file() or spec.source.read_bytes() != Path(source).read_bytes():
+        partial = spec.source.with_suffix(f".{os.getpid()}.tmp")
+        shutil.copyfile(source, partial)
+        os.replace(partial, spec.source)
+    lock = spec.directory / "lock"
+    if build_lock_held(lock):
+        _logger.warning("waiting for another process's build of the native deformable-attention "
+                        f"kernel (it holds {lock})")
+
+
+def build_lock_held(lock: Path) -> bool:
+    """Whether another process holds torch's build lock `lock` (an OS advisory lock on the file,
+    as torch's cpp_extension takes it); False where that cannot be told."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        return False
+    if not lock.exists():
+        return False
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
 @functools.lru_cache(maxsize=None)
 def _load():
     """(compiled module, None), or (None, why it could not be built)."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    flags = ["-O3", "-fopenmp"] + _ISA_FLAGS.get(capability, [])
+    spec = build_spec()
     _ensure_ninja()
     _logger.info("loading the native deformable-attention CPU kernel (built on first use, ~30 s)")
     # torch warns at import that no CUDA runtime is found: irrelevant to a CPU-only build
@@ -57,9 +123,10 @@ def _load():
     try:
         from torch.utils import cpp_extension
 
+        _prepare(spec)
         module = cpp_extension.load(
-            name=f"focus_detr_msda_cpu_{capability.lower()}", sources=[str(SOURCE)],
-            extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=False)
+            name=spec.name, sources=[str(spec.source)], extra_cflags=spec.flags,
+            extra_ldflags=["-fopenmp"], build_directory=str(spec.directory), verbose=False)
     except Exception as e:  # no compiler or ninja, a failed compilation
         message = str(e).strip().splitlines()
         return None, (f"its C++ kernel ({SOURCE.name}) did not build: {type(e).__name__}: "
