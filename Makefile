@@ -32,7 +32,7 @@ $(STAMP): setup.py tools/install_detectron2.py Makefile
 	$(PY) -m pip install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH_PINS)
 	$(PY) tools/install_detectron2.py
 	@# no build isolation: re-runs need no index (setuptools comes with the venv)
-	$(PY) -m pip install --no-build-isolation -e '.[dev]'
+	$(PY) -m pip install --no-build-isolation -e '.[dev,deploy]'
 	@# optional compiled CPU/CUDA kernels of the `ext` deformable-attention backend
 	$(PY) -m pip install --no-build-isolation $(MSDA_EXT) \
 	  || echo "WARNING: $(MSDA_EXT) did not build; the 'ext' backend is off (pytorch is used)"

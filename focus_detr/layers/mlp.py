@@ -69,7 +69,9 @@ class FFN(nn.Module):
         identity = x if identity is None else identity
         rows = x.numel() // max(x.shape[-1], 1)
         chunk = self.inference_chunk
-        if self.training or torch.is_grad_enabled() or chunk == 0 or rows <= chunk:
+        # a trace (ONNX export) records no writes through `out=`: one product there
+        if (self.training or torch.is_grad_enabled() or chunk == 0 or rows <= chunk
+                or torch.jit.is_tracing()):
             return identity + self.layers(x)
         flat = x.reshape(rows, x.shape[-1])
         residual = identity.expand_as(x).reshape(rows, x.shape[-1])

@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from .backends import reduced_value_dtypes, resolve_backend
+from .export_forms import export_form, exported_ms_deform_attn
 from .op import ms_deform_attn_op
 
 __all__ = ["ms_deform_attn", "resolve_backend"]
@@ -111,6 +112,9 @@ def ms_deform_attn(
     _check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype),
                                 attention_weights.dtype)
+    if export_form() is not None:  # inside an export (focus_detr.deploy): graph ops, no backend
+        return exported_ms_deform_attn(value.to(dtype), spatial_shapes, level_start_index,
+                                       sampling_locations.to(dtype), attention_weights.to(dtype))
     name = resolve_backend(backend, device, dtype)
     if not _reads_value_as_is(name, value, dtype, sampling_locations, attention_weights):
         value = value.to(dtype)

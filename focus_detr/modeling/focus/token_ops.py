@@ -52,9 +52,13 @@ def scatter_tokens(tokens: torch.Tensor, index: torch.Tensor, values: torch.Tens
     rest = tokens.shape[2:]
     out = torch.cat([tokens, tokens.new_zeros((n, 1, *rest))], dim=1)  # + a scratch row
     target = torch.where(valid, index, torch.full_like(index, s))
-    # whole rows (index_copy_), faster than an element-wise scatter
-    out.view(n * (s + 1), *rest).index_copy_(0, _flat_rows(target, s + 1),
-                                            values.reshape(n * index.shape[1], *rest))
+    rows, flat = _flat_rows(target, s + 1), values.reshape(n * index.shape[1], *rest)
+    # whole rows (index_copy), faster than an element-wise scatter; in place except in an ONNX
+    # export, whose tracer does not carry an in-place write through the view
+    if torch.onnx.is_in_onnx_export():
+        out = out.view(n * (s + 1), *rest).index_copy(0, rows, flat).view(n, s + 1, *rest)
+    else:
+        out.view(n * (s + 1), *rest).index_copy_(0, rows, flat)
     return out[:, :s]
 
 
