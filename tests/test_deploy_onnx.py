@@ -18,12 +18,12 @@ pytest.importorskip("onnx", reason="pip install -e '.[deploy]'")
 pytest.importorskip("onnxruntime", reason="pip install -e '.[deploy]'")
 import onnx  # noqa: E402
 
-from focus_detr.deploy import ExportableDetector, export_onnx, load  # noqa: E402
+from focus_detr.deploy import ExportableDetector, export_onnx, load, set_distance  # noqa: E402
 from focus_detr.layers import MultiScaleDeformableAttention  # noqa: E402
 from focus_detr.layers.ms_deform_attn.export_forms import (  # noqa: E402
     PLUGIN_DOMAIN, PLUGIN_OP, exported_ms_deform_attn, exporting)
 
-from deploy_utils import dataset_image, set_distance  # noqa: E402
+from deploy_utils import dataset_image  # noqa: E402
 from dino_utils import R50_MODEL  # noqa: E402
 from msda_reference import reference_ms_deform_attn  # noqa: E402
 from reference_keys import load_synthesized  # noqa: E402
@@ -244,3 +244,25 @@ def test_chunked_ffn_exports_whole(tmp_path):
     session = ort.InferenceSession(str(path))
     out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     torch.testing.assert_close(torch.from_numpy(out), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_export_tool_writes_and_checks_graph(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    out = tmp_path / "tiny.onnx"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tools/export_model.py"), "--config-file",
+         str(ROOT / TINY["focus_detr"]), "--input-size", "128", "160", "--output", str(out),
+         "--check"],
+        capture_output=True, text=True, env=subprocess_env(), timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"wrote {out}" in run.stdout and "ONNX Runtime vs eager" in run.stdout
+    assert load(out).input_shape == (3, 128, 160)
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "tools/export_model.py"), "--config-file",
+         str(ROOT / TINY["dino"]), "train.init_checkpoint=x.pth", "--output", "y.onnx"],
+        capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert bad.returncode != 0 and "options must come before" in bad.stderr
