@@ -8,7 +8,12 @@ from detectron2.engine import hooks
 
 from ..modeling.checkpoint import DetrCheckpointer
 
-__all__ = ["SafeDetectionCheckpointer", "LRSchedulerHook", "safe_load_checkpoint"]
+__all__ = [
+    "SafeDetectionCheckpointer",
+    "LRSchedulerHook",
+    "check_finite_weights",
+    "safe_load_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +33,19 @@ def _trusted_classes():
         getattr(d2_lr, n) for n in ("WarmupParamScheduler", "LRMultiplier") if hasattr(d2_lr, n)
     ]
     return classes
+
+
+def check_finite_weights(state, what):
+    """Raise `FloatingPointError` naming the first floating-point tensor of `state` (a state
+    dict) holding NaN or inf."""
+    for key, value in state.items():
+        if torch.is_tensor(value) and value.is_floating_point():
+            if not bool(torch.isfinite(value).all()):
+                raise FloatingPointError(
+                    f"{what}: {key!r} holds non-finite values; not saved (the previous "
+                    "checkpoint stays the last one). Training diverged: resume from the last "
+                    "checkpoint with a lower learning rate"
+                )
 
 
 def safe_load_checkpoint(path):
@@ -53,15 +71,20 @@ class SafeDetectionCheckpointer(DetrCheckpointer):
 
     A checkpoint is written to a temporary file and renamed into place, then `last_checkpoint`
     is replaced the same way, so a crash while saving (or any later failure, e.g. in evaluation)
-    leaves the previous checkpoint and its tag intact.
+    leaves the previous checkpoint and its tag intact. Weights (model or EMA) that are not
+    finite are never written: `save` raises `FloatingPointError` naming the first such tensor,
+    and the previous checkpoint stays the last one.
     """
 
     def save(self, name, **kwargs):
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": self.model.state_dict()}
+        check_finite_weights(data["model"], f"model weights for checkpoint {name!r}")
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
+        if isinstance(data.get("ema"), dict) and isinstance(data["ema"].get("state"), dict):
+            check_finite_weights(data["ema"]["state"], f"EMA weights for checkpoint {name!r}")
         data.update(kwargs)
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
