@@ -86,3 +86,45 @@ def test_finite_training_is_unchanged():
         trainer.iter = 0
         trainer.run_step()
     assert not torch.equal(model.weight, before)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.max_iter=abc", r"config key 'train.max_iter': value 'abc' has type str, expected type int "
+                           r"\(default 90000\)"),
+    ("train.checkpointer.period=abc", r"'train.checkpointer.period': value 'abc' has type str, "
+                                      r"expected type int"),
+    ("train.max_iter=1.5", r"'train.max_iter': value 1.5 has type float, expected type int"),
+    ("train.amp.enabled=1", r"'train.amp.enabled': value 1 has type int, expected type bool"),
+    ("optimizer.lr=fast", r"'optimizer.lr': value 'fast' has type str, expected type float"),
+    ("train.clip_grad.params=3", r"'train.clip_grad.params': value 3 has type int, expected type dict"),
+    ("model.bias=maybe", r"'model.bias': value 'maybe' has type str, expected type bool"),
+])
+def test_override_of_another_type_is_refused_at_load_time(override, message):
+    from test_train_net_engine import _cfg
+
+    from focus_detr.engine import apply_overrides
+
+    with pytest.raises(TypeError, match=message):
+        apply_overrides(_cfg(), [override])
+
+
+def test_overrides_of_compatible_types_are_accepted():
+    from test_train_net_engine import _cfg
+
+    from focus_detr.engine import apply_overrides
+
+    cfg = apply_overrides(_cfg(), ["optimizer.lr=1", "train.output_dir=2024",
+                                   "train.init_checkpoint=null", "train.seed=${train.max_iter}",
+                                   "train.max_iter=7"])
+    assert cfg.optimizer.lr == 1 and cfg.train.output_dir == "2024"
+    assert cfg.train.init_checkpoint is None and cfg.train.seed == 7
+
+
+def test_train_net_refuses_a_wrongly_typed_value_before_building(tmp_path):
+    from conftest import TOY_CONFIG, run_train_net
+
+    proc = run_train_net("--config-file", TOY_CONFIG, f"train.output_dir={tmp_path}",
+                         "train.max_iter=abc", check=False)
+    assert proc.returncode != 0
+    assert "config key 'train.max_iter': value 'abc' has type str, expected type int" in proc.stdout
+    assert "Model:" not in proc.stdout and not (tmp_path / "last_checkpoint").exists()
