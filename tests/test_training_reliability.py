@@ -128,3 +128,28 @@ def test_train_net_refuses_a_wrongly_typed_value_before_building(tmp_path):
     assert proc.returncode != 0
     assert "config key 'train.max_iter': value 'abc' has type str, expected type int" in proc.stdout
     assert "Model:" not in proc.stdout and not (tmp_path / "last_checkpoint").exists()
+
+
+def test_image_too_small_for_the_backbone_in_training_is_named_before_the_backbone():
+    """A single 16x16 image in training used to fail in a norm layer of the backbone ("Expected
+    more than 1 value per channel"); it gets inference's query-budget error instead."""
+    from dino_utils import make_batch, tiny_model
+
+    model = tiny_model(num_classes=5).train()
+    with pytest.raises(ValueError, match=r"image 0 of the batch is too small for the query "
+                                         r"budget: 7 tokens \(levels HxW 2x2, 1x1, 1x1, 1x1\)"):
+        model(make_batch([(16, 16)], [1], 5))
+
+
+def test_the_early_size_check_predicts_the_transformers_level_sizes(monkeypatch):
+    """The check before the backbone sees the same valid sizes as the transformer's own check,
+    so it never refuses an image that the transformer would accept."""
+    from dino_utils import make_batch, tiny_model
+
+    model = tiny_model(num_classes=5).train()
+    seen = []
+    monkeypatch.setattr(model.transformer, "check_query_budget", lambda sizes: seen.append(sizes))
+    for sizes in ([(96, 128)], [(96, 128), (50, 37)], [(61, 77), (33, 129), (80, 80)]):
+        seen.clear()
+        model(make_batch(sizes, [1] * len(sizes), 5))
+        assert len(seen) == 2 and torch.equal(seen[0], seen[1]), sizes
