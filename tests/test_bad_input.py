@@ -304,3 +304,26 @@ def test_bad_ground_truth_reaching_the_model_is_named(box, label, problem):
     batch[1]["instances"] = instances[:1]
     losses = model(batch)  # the same batch without the bad box trains
     assert torch.isfinite(sum(losses.values()))
+
+
+@pytest.mark.parametrize("kind", ["missing", "undecodable"])
+def test_dataset_without_any_readable_image_is_named(tmp_path, kind):
+    """Every image missing or undecodable: one error naming the dataset, not per-image warnings
+    and then "Sample larger than population" from the loader."""
+    d = tmp_path / "images"
+    d.mkdir()
+    infos = [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 64} for i in (1, 2)]
+    if kind == "undecodable":
+        for info in infos:
+            (d / info["file_name"]).write_bytes(b"not an image")
+    name = _register_dataset(tmp_path, d, infos, [_annotation(1, 1), _annotation(2, 2)])
+    with pytest.raises(RuntimeError, match=f"dataset '{name}': none of its 2 images could be "
+                                           f"read under {d}.*1.jpg"):
+        get_detection_dataset_dicts(name)
+
+
+def test_one_readable_image_is_enough(tmp_path, image_dir):
+    d, infos = image_dir
+    name = _register_dataset(tmp_path, d, [infos[2], infos[0]], [_annotation(1, 3),
+                                                                 _annotation(2, 1)])
+    assert len(get_detection_dataset_dicts(name)) == 2

@@ -65,12 +65,39 @@ def _drop_degenerate_boxes(name, dicts):
         )
 
 
+def _check_an_image_reads(name, dicts):
+    """Raise unless at least one image of the dataset can be read: decode images in order until
+    one succeeds (the first, in a sound dataset). Without this, a dataset whose images are all
+    missing or undecodable gives per-image warnings and then an unrelated error from the
+    loader's retry logic."""
+    from detectron2.data import detection_utils as utils
+
+    files = [d["file_name"] for d in dicts if "file_name" in d]
+    if not files:
+        return
+    errors = []
+    for f in files:
+        try:
+            utils.read_image(f)
+            return
+        except (OSError, ValueError, SyntaxError) as e:  # what PIL raises on bad files
+            if len(errors) < 3:
+                errors.append(f"{f}: {type(e).__name__}: {e}")
+    image_root = MetadataCatalog.get(name).get("image_root", None)
+    where = f" under {image_root}" if image_root else ""
+    raise RuntimeError(
+        f"dataset {name!r}: none of its {len(files)} images could be read{where} (e.g. "
+        f"{'; '.join(errors)}); check the image directory registered for the dataset"
+    )
+
+
 def get_detection_dataset_dicts(names, filter_empty=True, check_consistency=True):
     """Dataset dicts of one or more registered datasets, ready for a detection loader.
 
     Like detectron2's function of the same name (use it in configs the same way), plus: clear
     errors naming the dataset and file; annotations with degenerate boxes dropped with a warning;
-    images without annotations removed (with a log line) when `filter_empty`.
+    images without annotations removed (with a log line) when `filter_empty`; an error naming
+    the dataset when none of its images can be read.
 
     Args:
         names (str or list[str]): registered dataset names.
@@ -86,6 +113,7 @@ def get_detection_dataset_dicts(names, filter_empty=True, check_consistency=True
         raise ValueError("no dataset names given")
     per_dataset = [load_dataset_dicts(n) for n in names]
     for name, dicts in zip(names, per_dataset):
+        _check_an_image_reads(name, dicts)
         _drop_degenerate_boxes(name, dicts)
     dicts = list(itertools.chain.from_iterable(per_dataset))
     has_instances = "annotations" in dicts[0]
