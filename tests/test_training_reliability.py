@@ -153,3 +153,55 @@ def test_the_early_size_check_predicts_the_transformers_level_sizes(monkeypatch)
         seen.clear()
         model(make_batch(sizes, [1] * len(sizes), 5))
         assert len(seen) == 2 and torch.equal(seen[0], seen[1]), sizes
+
+
+class _Other(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(2, 2))
+        self.bias = nn.Parameter(torch.zeros(2))
+
+
+def test_resume_refuses_another_models_checkpoint_before_loading(tmp_path):
+    from focus_detr.engine.checkpoint import model_identity
+    from focus_detr.modeling import CheckpointMismatchError
+
+    trained = nn.Linear(2, 2)
+    SafeDetectionCheckpointer(trained, str(tmp_path),
+                              model_info=model_identity(trained, "a.py")).save("model_0000004")
+    # same keys and shapes, another class: refused by the recorded class
+    other = _Other()
+    ckpt = SafeDetectionCheckpointer(other, str(tmp_path), model_info=model_identity(other, "b.py"))
+    with pytest.raises(CheckpointMismatchError, match=(
+            r"model_0000004.pth is of another model than this run: the checkpoint holds "
+            r"torch.nn.modules.linear.Linear \(config .*a.py\), this run builds "
+            r".*_Other \(config .*b.py\)\. Nothing was loaded")):
+        ckpt.check_resume_fits()
+    assert torch.equal(other.weight, torch.zeros(2, 2))
+    # same class, other shapes (e.g. another num_classes): refused by the weights
+    wider = nn.Linear(2, 3)
+    ckpt = SafeDetectionCheckpointer(wider, str(tmp_path), model_info=model_identity(wider, "a.py"))
+    with pytest.raises(CheckpointMismatchError, match=r"weights differ: 2 shape mismatches "
+                                                      r"\(weight: checkpoint \(2, 2\), model "
+                                                      r"\(3, 2\)"):
+        ckpt.check_resume_fits()
+    # the same model resumes
+    same = nn.Linear(2, 2)
+    SafeDetectionCheckpointer(same, str(tmp_path),
+                              model_info=model_identity(same, "a.py")).check_resume_fits()
+
+
+def test_train_net_resume_with_another_models_config_stops(tmp_path):
+    from conftest import TOY_CONFIG, run_train_net
+
+    common = ["--config-file", TOY_CONFIG, f"train.output_dir={tmp_path}", "train.max_iter=1",
+              "train.checkpointer.period=1", "dataloader.train.total_batch_size=2"]
+    run_train_net(*common)
+    proc = run_train_net("--resume", *common, "train.max_iter=2", "model.channels=8",
+                         check=False)
+    assert proc.returncode != 0
+    assert "--resume: the last checkpoint" in proc.stdout and "is of another model" in proc.stdout
+    assert "tests.toy_model.ToyDetector (config" in proc.stdout
+    assert "weights differ" in proc.stdout
+    assert "Starting training" not in proc.stdout
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"

@@ -31,7 +31,11 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
 from focus_detr.engine.allocator import configure_allocator  # noqa: E402
-from focus_detr.engine.checkpoint import LRSchedulerHook, SafeDetectionCheckpointer  # noqa: E402
+from focus_detr.engine.checkpoint import (  # noqa: E402
+    LRSchedulerHook,
+    SafeDetectionCheckpointer,
+    model_identity,
+)
 from focus_detr.engine.config import apply_overrides  # noqa: E402
 from focus_detr.engine.distributed import (  # noqa: E402
     create_ddp_model,
@@ -129,7 +133,13 @@ def do_train(args, cfg):
         clip_grad_params=clip.params if clip.enabled else None,
     )
     extra = {"ema": ema} if ema is not None else {}
-    checkpointer = SafeDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer, **extra)
+    checkpointer = SafeDetectionCheckpointer(
+        model,
+        cfg.train.output_dir,
+        model_info=model_identity(model, args.config_file),
+        trainer=trainer,
+        **extra,
+    )
     results = {}
 
     def test_and_save_results():
@@ -160,6 +170,8 @@ def do_train(args, cfg):
         ]
     )
 
+    if args.resume and checkpointer.has_checkpoint():
+        checkpointer.check_resume_fits()  # another model's run directory: stop, load nothing
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     if args.resume and checkpointer.has_checkpoint():
         start_iter = trainer.iter + 1  # the checkpoint was saved after iteration `trainer.iter`
