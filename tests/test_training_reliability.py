@@ -205,3 +205,35 @@ def test_train_net_resume_with_another_models_config_stops(tmp_path):
     assert "weights differ" in proc.stdout
     assert "Starting training" not in proc.stdout
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+
+
+def test_run_config_history_paths(tmp_path):
+    from focus_detr.engine.run_dir import run_config_path
+
+    assert run_config_path(str(tmp_path), "train") == str(tmp_path / "config.yaml")
+    (tmp_path / "config.yaml").write_text("first training")
+    t = 1_700_000_000
+    assert run_config_path(str(tmp_path), "eval", now=t) == str(
+        tmp_path / "config_eval_20231114-221320.yaml")
+    assert run_config_path(str(tmp_path), "train", now=t).endswith("config_train_20231114-221320.yaml")
+    (tmp_path / "config_resume_20231114-221320.yaml").write_text("")
+    assert run_config_path(str(tmp_path), "resume", now=t).endswith("-221320-1.yaml")
+
+
+def test_training_config_is_kept_by_later_runs(tmp_path):
+    """An eval-only run with other settings, and a run that fails at once, in a training run's
+    directory leave its config.yaml as it was; the evaluation keeps its own config."""
+    from conftest import TOY_CONFIG, run_train_net
+
+    common = ["--config-file", TOY_CONFIG, f"train.output_dir={tmp_path}"]
+    run_train_net(*common, "train.max_iter=1", "dataloader.train.total_batch_size=2")
+    training = (tmp_path / "config.yaml").read_text()
+    assert "max_iter: 1" in training
+    run_train_net("--eval-only", *common, "train.max_iter=77",
+                  f"train.init_checkpoint={tmp_path / 'model_final.pth'}")
+    failed = run_train_net("--resume", *common, "train.max_iter=abc", check=False)
+    assert failed.returncode != 0
+    assert (tmp_path / "config.yaml").read_text() == training
+    evals = sorted(tmp_path.glob("config_eval_*.yaml"))
+    assert len(evals) == 1 and "max_iter: 77" in evals[0].read_text()
+    assert not list(tmp_path.glob("config_resume_*"))  # the failed run wrote nothing
