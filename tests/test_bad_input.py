@@ -327,3 +327,30 @@ def test_one_readable_image_is_enough(tmp_path, image_dir):
     name = _register_dataset(tmp_path, d, [infos[2], infos[0]], [_annotation(1, 3),
                                                                  _annotation(2, 1)])
     assert len(get_detection_dataset_dicts(name)) == 2
+
+
+def test_boxes_outside_the_image_are_dropped_at_loading_and_from_the_evaluation(tmp_path,
+                                                                                 image_dir):
+    """A box entirely outside its image is dropped with a warning at loading, like a degenerate
+    box, and the COCO evaluator's ground truth leaves out the same annotations."""
+    from focus_detr.evaluation import COCOEvaluator
+
+    d, infos = image_dir
+    w, h = infos[0]["width"], infos[0]["height"]
+    w2, h2 = infos[1]["width"], infos[1]["height"]
+    anns = [_annotation(1, 1), _annotation(2, 1, (w + 5, 10, 20, 20)),
+            _annotation(3, 2, (-40, 10, 30, 20)), _annotation(4, 2, (10, 10, 0, 5)),
+            _annotation(5, 2, (w2 - 5, h2 - 5, 30, 30))]  # partly inside: kept
+    name = _register_dataset(tmp_path, d, infos[:2], anns)
+    with pytest.warns(UserWarning) as record:
+        dicts = get_detection_dataset_dicts(name, filter_empty=False)
+    messages = [str(r.message) for r in record]
+    assert any(f"'{name}': dropped 2 annotation(s) with a box entirely outside the image" in m
+               for m in messages), messages
+    assert any("dropped 1 annotation(s) with a zero, negative" in m for m in messages), messages
+    assert [[a["bbox"] for a in x["annotations"]] for x in dicts] == [
+        [[5, 5, 20, 20]], [[w2 - 5, h2 - 5, 30, 30]]]
+    evaluator = COCOEvaluator(name, tasks=("bbox",), use_fast_impl=False,
+                              output_dir=str(tmp_path / "eval"))
+    assert sorted(evaluator._coco_api.getAnnIds()) == [1, 5]
+    assert sorted(evaluator._coco_api.getAnnIds(imgIds=[2])) == [5]
