@@ -237,3 +237,34 @@ def test_training_config_is_kept_by_later_runs(tmp_path):
     evals = sorted(tmp_path.glob("config_eval_*.yaml"))
     assert len(evals) == 1 and "max_iter: 77" in evals[0].read_text()
     assert not list(tmp_path.glob("config_resume_*"))  # the failed run wrote nothing
+
+
+def test_drop_metrics_from_keeps_earlier_iterations_only(tmp_path):
+    from focus_detr.engine.run_dir import drop_metrics_from
+
+    path = tmp_path / "metrics.json"
+    path.write_text('{"iteration": 1, "loss": 2}\n{"iteration": 3}\n{"iteration": 4}\n'
+                    '{"iteration": 5, "lo')  # the last line cut by a kill
+    assert drop_metrics_from(str(path), 4) == 2
+    assert path.read_text() == '{"iteration": 1, "loss": 2}\n{"iteration": 3}\n'
+    assert drop_metrics_from(str(path), 4) == 0
+    assert drop_metrics_from(str(tmp_path / "none.json"), 4) == 0
+
+
+def test_resumed_run_records_each_iteration_once(tmp_path):
+    import json
+
+    from conftest import TOY_CONFIG, run_train_net
+
+    common = ["--config-file", TOY_CONFIG, f"train.output_dir={tmp_path}",
+              "train.checkpointer.period=2", "train.log_period=1",
+              "dataloader.train.total_batch_size=2"]
+    crashed = run_train_net(*common, "model.crash_after_steps=5", check=False)
+    assert crashed.returncode != 0
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000003.pth"
+    before = [json.loads(x)["iteration"] for x in (tmp_path / "metrics.json").read_text().splitlines()]
+    assert 4 in before  # logged by the dead run after its last checkpoint
+    run_train_net("--resume", *common)
+    records = [json.loads(x) for x in (tmp_path / "metrics.json").read_text().splitlines()]
+    losses = [r["iteration"] for r in records if "total_loss" in r]
+    assert losses == [0, 1, 2, 3, 4, 5]

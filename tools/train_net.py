@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 import torch  # noqa: E402
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
-from detectron2.engine import default_argument_parser, default_writers  # noqa: E402
+from detectron2.engine import default_argument_parser  # noqa: E402
 from detectron2.engine import hooks, launch  # noqa: E402
 from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
@@ -43,7 +43,7 @@ from focus_detr.engine.distributed import (  # noqa: E402
     launched_by_torchrun,
 )
 from focus_detr.engine.ema import EMAHook, ModelEMA, unwrap_model  # noqa: E402
-from focus_detr.engine.run_dir import setup_run  # noqa: E402
+from focus_detr.engine.run_dir import setup_run, training_writers  # noqa: E402
 from focus_detr.engine.train_options import apply_fast_dev_run, wandb_writers  # noqa: E402
 from focus_detr.engine.trainer import DetrTrainer  # noqa: E402
 
@@ -160,14 +160,6 @@ def do_train(args, cfg):
                 else None
             ),
             hooks.EvalHook(eval_period, test_and_save_results),
-            (
-                hooks.PeriodicWriter(
-                    default_writers(cfg.train.output_dir, cfg.train.max_iter) + extra_writers,
-                    period=cfg.train.log_period,
-                )
-                if comm.is_main_process()
-                else None
-            ),
         ]
     )
 
@@ -178,6 +170,11 @@ def do_train(args, cfg):
         start_iter = trainer.iter + 1  # the checkpoint was saved after iteration `trainer.iter`
     else:
         start_iter = 0
+    if comm.is_main_process():  # last: the writers see every other hook's metrics
+        writers = training_writers(cfg.train.output_dir, cfg.train.max_iter, start_iter)
+        trainer.register_hooks(
+            [hooks.PeriodicWriter(writers + extra_writers, period=cfg.train.log_period)]
+        )
     if ema is not None and ema.num_updates == 0:
         ema.reset(model)  # start the average from the loaded weights, not the random init
     if start_iter >= cfg.train.max_iter:

@@ -1,5 +1,6 @@
-"""Set-up of a run's output directory: logging, environment report, seeding, and the config
-history, in which a run never replaces another run's config.
+"""Set-up of a run's output directory: logging, environment report, seeding, the config
+history, in which a run never replaces another run's config, and metric writers that record each
+iteration once even across a resume.
 
 The first training run in a directory saves its config as `config.yaml`; every other run there
 (a resumed training, an evaluation, a new training over an old one) saves its own
@@ -7,6 +8,7 @@ The first training run in a directory saves its config as `config.yaml`; every o
 the config has loaded and been checked, so a run that fails at once leaves the history as it was.
 """
 
+import json
 import logging
 import os
 import time
@@ -18,7 +20,14 @@ from detectron2.utils.collect_env import collect_env_info
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
-__all__ = ["RUN_KINDS", "run_config_path", "save_run_config", "setup_run"]
+__all__ = [
+    "RUN_KINDS",
+    "drop_metrics_from",
+    "run_config_path",
+    "save_run_config",
+    "setup_run",
+    "training_writers",
+]
 
 RUN_KINDS = ("train", "resume", "eval")
 TRAINING_CONFIG = "config.yaml"
@@ -80,3 +89,51 @@ def setup_run(cfg, args, kind):
     if kind != "eval":
         torch.backends.cudnn.benchmark = bool(cfg.train.get("cudnn_benchmark", False))
     return path
+
+
+def drop_metrics_from(path, start_iter):
+    """Rewrite the JSON-lines metrics file `path` without the records of iterations
+    >= `start_iter` (written by a run that died after its last checkpoint, and trained again by
+    the run starting at `start_iter`) and without a last line cut off by a kill. Atomic: a
+    crash meanwhile leaves the old file. Returns the number of lines dropped."""
+    if not os.path.isfile(path):
+        return 0
+    with open(path) as f:
+        lines = f.read().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("iteration", -1) < start_iter:
+            kept.append(line)
+    dropped = len(lines) - len(kept)
+    if dropped:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+        logging.getLogger(__name__).info(
+            f"{path}: dropped {dropped} record(s) of iterations >= {start_iter} from an earlier "
+            "run; this run writes them again"
+        )
+    return dropped
+
+
+def training_writers(output_dir, max_iter, start_iter=0, window_size=20):
+    """detectron2's default writers (console, metrics.json, TensorBoard) for a training that
+    starts at `start_iter`: metrics.json first loses its records of iterations >= start_iter,
+    and TensorBoard hides the earlier events of those steps (`purge_step`), so every iteration
+    is recorded once. Create them after the checkpoint is loaded (start_iter known)."""
+    from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+
+    os.makedirs(output_dir, exist_ok=True)
+    metrics = os.path.join(output_dir, "metrics.json")
+    drop_metrics_from(metrics, start_iter)
+    return [
+        CommonMetricPrinter(max_iter),
+        JSONWriter(metrics, window_size=window_size),
+        TensorboardXWriter(output_dir, window_size=window_size,
+                           **({"purge_step": start_iter} if start_iter > 0 else {})),
+    ]
