@@ -304,3 +304,53 @@ def test_bad_ground_truth_reaching_the_model_is_named(box, label, problem):
     batch[1]["instances"] = instances[:1]
     losses = model(batch)  # the same batch without the bad box trains
     assert torch.isfinite(sum(losses.values()))
+
+
+@pytest.mark.parametrize("kind", ["missing", "undecodable"])
+def test_dataset_without_any_readable_image_is_named(tmp_path, kind):
+    """Every image missing or undecodable: one error naming the dataset, not per-image warnings
+    and then "Sample larger than population" from the loader."""
+    d = tmp_path / "images"
+    d.mkdir()
+    infos = [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 64} for i in (1, 2)]
+    if kind == "undecodable":
+        for info in infos:
+            (d / info["file_name"]).write_bytes(b"not an image")
+    name = _register_dataset(tmp_path, d, infos, [_annotation(1, 1), _annotation(2, 2)])
+    with pytest.raises(RuntimeError, match=f"dataset '{name}': none of its 2 images could be "
+                                           f"read under {d}.*1.jpg"):
+        get_detection_dataset_dicts(name)
+
+
+def test_one_readable_image_is_enough(tmp_path, image_dir):
+    d, infos = image_dir
+    name = _register_dataset(tmp_path, d, [infos[2], infos[0]], [_annotation(1, 3),
+                                                                 _annotation(2, 1)])
+    assert len(get_detection_dataset_dicts(name)) == 2
+
+
+def test_boxes_outside_the_image_are_dropped_at_loading_and_from_the_evaluation(tmp_path,
+                                                                                 image_dir):
+    """A box entirely outside its image is dropped with a warning at loading, like a degenerate
+    box, and the COCO evaluator's ground truth leaves out the same annotations."""
+    from focus_detr.evaluation import COCOEvaluator
+
+    d, infos = image_dir
+    w, h = infos[0]["width"], infos[0]["height"]
+    w2, h2 = infos[1]["width"], infos[1]["height"]
+    anns = [_annotation(1, 1), _annotation(2, 1, (w + 5, 10, 20, 20)),
+            _annotation(3, 2, (-40, 10, 30, 20)), _annotation(4, 2, (10, 10, 0, 5)),
+            _annotation(5, 2, (w2 - 5, h2 - 5, 30, 30))]  # partly inside: kept
+    name = _register_dataset(tmp_path, d, infos[:2], anns)
+    with pytest.warns(UserWarning) as record:
+        dicts = get_detection_dataset_dicts(name, filter_empty=False)
+    messages = [str(r.message) for r in record]
+    assert any(f"'{name}': dropped 2 annotation(s) with a box entirely outside the image" in m
+               for m in messages), messages
+    assert any("dropped 1 annotation(s) with a zero, negative" in m for m in messages), messages
+    assert [[a["bbox"] for a in x["annotations"]] for x in dicts] == [
+        [[5, 5, 20, 20]], [[w2 - 5, h2 - 5, 30, 30]]]
+    evaluator = COCOEvaluator(name, tasks=("bbox",), use_fast_impl=False,
+                              output_dir=str(tmp_path / "eval"))
+    assert sorted(evaluator._coco_api.getAnnIds()) == [1, 5]
+    assert sorted(evaluator._coco_api.getAnnIds(imgIds=[2])) == [5]

@@ -198,3 +198,29 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(synthetic_shapes, "render_scene", real)
     out = prepare_synthetic_split("val", recipe, root=tmp_path, progress=False)
     assert len(list((out / "images").iterdir())) == 5
+
+
+def test_generation_removes_stale_temporaries_and_honours_the_umask(tmp_path):
+    """A killed generation's temporary folder is removed by the next generation of that split
+    (not another split's); the finished split has the usual umask permissions, not 0700."""
+    import os
+    import stat
+
+    from focus_detr.data import SyntheticShapesRecipe, prepare_synthetic_split
+
+    recipe = SyntheticShapesRecipe(version="stale-test", splits=(("train", 2), ("val", 1)))
+    parent = tmp_path / "synthetic_shapes_stale-test"
+    stale = parent / ".train.tmp-killed"
+    (stale / "images").mkdir(parents=True)
+    (stale / "images" / "000000.jpg").write_bytes(b"half")
+    other = parent / ".val.tmp-running"
+    other.mkdir()
+    old = os.umask(0o022)
+    try:
+        target = prepare_synthetic_split("train", recipe, root=tmp_path, progress=False)
+    finally:
+        os.umask(old)
+    assert not stale.exists() and other.exists()
+    assert (target / "instances.json").is_file()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    assert [p.name for p in parent.iterdir() if p.name.startswith(".train.tmp")] == []

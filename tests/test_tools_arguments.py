@@ -103,7 +103,9 @@ def test_benchmark_metrics_files(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--dataset-inputs", "-1"], "--dataset-inputs must be non-negative"),
+    (["--dataset-inputs", "-1"], "--dataset-inputs must be at least 1"),
+    (["--dataset-inputs", "0"], "--dataset-inputs must be at least 1 (the number of test images), "
+                                "got 0; leave it out"),
     (["--threads", "0"], "--threads must be positive, got 0"),
     (["--input-size", "0", "64"], "--input-size must be positive, got [0, 64]"),
 ])

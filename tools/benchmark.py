@@ -123,9 +123,9 @@ def parse_args(argv=None):
     p.add_argument(
         "--dataset-inputs",
         type=int,
-        default=0,
+        default=None,
         metavar="N",
-        help="cycle through the first N test images of each config instead",
+        help="cycle through the first N (>= 1) test images of each config instead",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     p.add_argument(
@@ -211,9 +211,9 @@ def parse_args(argv=None):
             p.error(f"--metrics {path}: {e}")
     if args.runs <= 0 or args.warmup < 0:
         p.error("--runs must be positive and --warmup non-negative")
-    if args.dataset_inputs < 0:
-        p.error(f"--dataset-inputs must be non-negative (0: synthetic input), got "
-                f"{args.dataset_inputs}")
+    if args.dataset_inputs is not None and args.dataset_inputs <= 0:
+        p.error(f"--dataset-inputs must be at least 1 (the number of test images), got "
+                f"{args.dataset_inputs}; leave it out to time a synthesized --input-size image")
     if args.threads is not None and args.threads <= 0:
         p.error(f"--threads must be positive, got {args.threads}")
     if min(args.input_size) <= 0:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 import torch  # noqa: E402
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
-from detectron2.engine import default_argument_parser, default_setup, default_writers  # noqa: E402
+from detectron2.engine import default_argument_parser  # noqa: E402
 from detectron2.engine import hooks, launch  # noqa: E402
 from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
@@ -31,7 +31,11 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
 from focus_detr.engine.allocator import configure_allocator  # noqa: E402
-from focus_detr.engine.checkpoint import LRSchedulerHook, SafeDetectionCheckpointer  # noqa: E402
+from focus_detr.engine.checkpoint import (  # noqa: E402
+    LRSchedulerHook,
+    SafeDetectionCheckpointer,
+    model_identity,
+)
 from focus_detr.engine.config import apply_overrides  # noqa: E402
 from focus_detr.engine.distributed import (  # noqa: E402
     create_ddp_model,
@@ -39,6 +43,7 @@ from focus_detr.engine.distributed import (  # noqa: E402
     launched_by_torchrun,
 )
 from focus_detr.engine.ema import EMAHook, ModelEMA, unwrap_model  # noqa: E402
+from focus_detr.engine.run_dir import setup_run, training_writers  # noqa: E402
 from focus_detr.engine.train_options import apply_fast_dev_run, wandb_writers  # noqa: E402
 from focus_detr.engine.trainer import DetrTrainer  # noqa: E402
 
@@ -129,7 +134,13 @@ def do_train(args, cfg):
         clip_grad_params=clip.params if clip.enabled else None,
     )
     extra = {"ema": ema} if ema is not None else {}
-    checkpointer = SafeDetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer, **extra)
+    checkpointer = SafeDetectionCheckpointer(
+        model,
+        cfg.train.output_dir,
+        model_info=model_identity(model, args.config_file),
+        trainer=trainer,
+        **extra,
+    )
     results = {}
 
     def test_and_save_results():
@@ -149,22 +160,21 @@ def do_train(args, cfg):
                 else None
             ),
             hooks.EvalHook(eval_period, test_and_save_results),
-            (
-                hooks.PeriodicWriter(
-                    default_writers(cfg.train.output_dir, cfg.train.max_iter) + extra_writers,
-                    period=cfg.train.log_period,
-                )
-                if comm.is_main_process()
-                else None
-            ),
         ]
     )
 
+    if args.resume and checkpointer.has_checkpoint():
+        checkpointer.check_resume_fits()  # another model's run directory: stop, load nothing
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     if args.resume and checkpointer.has_checkpoint():
         start_iter = trainer.iter + 1  # the checkpoint was saved after iteration `trainer.iter`
     else:
         start_iter = 0
+    if comm.is_main_process():  # last: the writers see every other hook's metrics
+        writers = training_writers(cfg.train.output_dir, cfg.train.max_iter, start_iter)
+        trainer.register_hooks(
+            [hooks.PeriodicWriter(writers + extra_writers, period=cfg.train.log_period)]
+        )
     if ema is not None and ema.num_updates == 0:
         ema.reset(model)  # start the average from the loaded weights, not the random init
     if start_iter >= cfg.train.max_iter:
@@ -206,19 +216,20 @@ def do_eval_only(args, cfg):
     return unwrap_model(model), checkpointer, do_test(cfg, model, ema)
 
 
-def report_outputs(cfg, checkpointer):
+def report_outputs(cfg, checkpointer, config_path=None):
     out = os.path.abspath(cfg.train.output_dir)
     last = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else None
     lines = [f"Outputs in {out}:"]
     if last:
         lines.append(f"  checkpoint:   {os.path.abspath(last)}")
-    for name, what in (
-        ("metrics.json", "metrics:"),
-        ("config.yaml", "config:"),
-        ("log.txt", "log:"),
+    config = os.path.abspath(config_path) if config_path else os.path.join(out, "config.yaml")
+    for path, what in (
+        (os.path.join(out, "metrics.json"), "metrics:"),
+        (config, "config:"),
+        (os.path.join(out, "log.txt"), "log:"),
     ):
-        if os.path.exists(os.path.join(out, name)):
-            lines.append(f"  {what:<13} {os.path.join(out, name)}")
+        if os.path.exists(path):
+            lines.append(f"  {what:<13} {path}")
     if any(f.startswith("events.out.tfevents") for f in os.listdir(out)):
         lines.append(f"  TensorBoard:  {out}  (tensorboard --logdir {out})")
     print("\n".join(lines), flush=True)
@@ -235,7 +246,9 @@ def main(args, cfg=None):
         cfg = load_config(args)
     if launched_by_torchrun():
         init_torchrun_process_group(cfg.train.device)
-    default_setup(cfg, args)  # logging, config.yaml, seeding, environment info
+    kind = "eval" if args.eval_only else "resume" if args.resume else "train"
+    # logging, seeding, environment info; the config saved without replacing another run's
+    cfg_path = setup_run(cfg, args, kind)
     logger = setup_logger(
         cfg.train.output_dir, distributed_rank=comm.get_rank(), name="focus_detr"
     )
@@ -246,7 +259,7 @@ def main(args, cfg=None):
     else:
         model, checkpointer, results = do_train(args, cfg)
     if comm.is_main_process():
-        report_outputs(cfg, checkpointer)
+        report_outputs(cfg, checkpointer, cfg_path)
     return model, results
 
 

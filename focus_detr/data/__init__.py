@@ -12,7 +12,7 @@ from .datasets import (
     register_synthetic_datasets,
     synthetic_split_dir,
 )
-from .detr_dataset_mapper import DetrDatasetMapper, is_degenerate_box
+from .detr_dataset_mapper import DetrDatasetMapper, is_degenerate_box, is_outside_image
 from .synthetic_shapes import CATEGORIES, SyntheticShapesRecipe, generate_split, render_scene
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "generate_split",
     "get_detection_dataset_dicts",
     "is_degenerate_box",
+    "is_outside_image",
     "load_dataset_dicts",
     "prepare_synthetic_split",
     "register_synthetic_datasets",

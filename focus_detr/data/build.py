@@ -11,9 +11,9 @@ from detectron2.data.build import (
     print_instances_class_histogram,
 )
 
-from .detr_dataset_mapper import is_degenerate_box
+from .detr_dataset_mapper import is_degenerate_box, is_outside_image
 
-__all__ = ["get_detection_dataset_dicts", "load_dataset_dicts"]
+__all__ = ["droppable_box", "get_detection_dataset_dicts", "load_dataset_dicts"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,32 +45,81 @@ def load_dataset_dicts(name):
     return dicts
 
 
-def _drop_degenerate_boxes(name, dicts):
-    dropped, examples = 0, []
+def droppable_box(anno, width, height):
+    """Why an annotation is dropped at loading (and from the evaluation's ground truth): "size"
+    (zero, negative or non-finite), "outside" (no area inside the image), or None to keep."""
+    if is_degenerate_box(anno["bbox"], anno["bbox_mode"]):
+        return "size"
+    if is_outside_image(anno["bbox"], anno["bbox_mode"], width, height):
+        return "outside"
+    return None
+
+
+def _drop_unusable_boxes(name, dicts):
+    dropped = {"size": 0, "outside": 0}
+    examples = {"size": [], "outside": []}
     for d in dicts:
         annos = d.get("annotations")
         if not annos:
             continue
-        keep = [a for a in annos if not is_degenerate_box(a["bbox"], a["bbox_mode"])]
+        keep = []
+        for a in annos:
+            why = droppable_box(a, d.get("width"), d.get("height"))
+            if why is None:
+                keep.append(a)
+                continue
+            dropped[why] += 1
+            if len(examples[why]) < 3 and d["file_name"] not in examples[why]:
+                examples[why].append(d["file_name"])
         if len(keep) != len(annos):
-            dropped += len(annos) - len(keep)
-            if len(examples) < 3:
-                examples.append(d["file_name"])
             d["annotations"] = keep
-    if dropped:
-        warnings.warn(
-            f"dataset {name!r}: dropped {dropped} annotation(s) with a zero, negative or "
-            f"non-finite box size (in e.g. {', '.join(examples)})",
-            stacklevel=3,
-        )
+    what = {"size": "a zero, negative or non-finite box size",
+            "outside": "a box entirely outside the image"}
+    for why, count in dropped.items():
+        if count:
+            warnings.warn(
+                f"dataset {name!r}: dropped {count} annotation(s) with {what[why]} (in e.g. "
+                f"{', '.join(examples[why])}); they are left out of the evaluation's ground "
+                "truth too",
+                stacklevel=3,
+            )
+
+
+def _check_an_image_reads(name, dicts):
+    """Raise unless at least one image of the dataset can be read: decode images in order until
+    one succeeds (the first, in a sound dataset). Without this, a dataset whose images are all
+    missing or undecodable gives per-image warnings and then an unrelated error from the
+    loader's retry logic."""
+    from detectron2.data import detection_utils as utils
+
+    files = [d["file_name"] for d in dicts if "file_name" in d]
+    if not files:
+        return
+    errors = []
+    for f in files:
+        try:
+            utils.read_image(f)
+            return
+        except (OSError, ValueError, SyntaxError) as e:  # what PIL raises on bad files
+            if len(errors) < 3:
+                errors.append(f"{f}: {type(e).__name__}: {e}")
+    image_root = MetadataCatalog.get(name).get("image_root", None)
+    where = f" under {image_root}" if image_root else ""
+    raise RuntimeError(
+        f"dataset {name!r}: none of its {len(files)} images could be read{where} (e.g. "
+        f"{'; '.join(errors)}); check the image directory registered for the dataset"
+    )
 
 
 def get_detection_dataset_dicts(names, filter_empty=True, check_consistency=True):
     """Dataset dicts of one or more registered datasets, ready for a detection loader.
 
     Like detectron2's function of the same name (use it in configs the same way), plus: clear
-    errors naming the dataset and file; annotations with degenerate boxes dropped with a warning;
-    images without annotations removed (with a log line) when `filter_empty`.
+    errors naming the dataset and file; annotations with degenerate boxes or boxes entirely
+    outside the image dropped with a warning (`droppable_box`; the evaluator
+    `focus_detr.evaluation.COCOEvaluator` drops the same ones from its ground truth);
+    images without annotations removed (with a log line) when `filter_empty`; an error naming
+    the dataset when none of its images can be read.
 
     Args:
         names (str or list[str]): registered dataset names.
@@ -86,7 +135,8 @@ def get_detection_dataset_dicts(names, filter_empty=True, check_consistency=True
         raise ValueError("no dataset names given")
     per_dataset = [load_dataset_dicts(n) for n in names]
     for name, dicts in zip(names, per_dataset):
-        _drop_degenerate_boxes(name, dicts)
+        _check_an_image_reads(name, dicts)
+        _drop_unusable_boxes(name, dicts)
     dicts = list(itertools.chain.from_iterable(per_dataset))
     has_instances = "annotations" in dicts[0]
     if filter_empty and has_instances:

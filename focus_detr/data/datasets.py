@@ -4,14 +4,16 @@ The splits are generated lazily, the first time one is loaded (`DatasetCatalog.g
 ``$FOCUS_DETR_DATASETS/synthetic_shapes_<version>/<split>/`` (default
 ``~/.cache/focus_detr/datasets``). A split is written to a temporary directory and renamed into
 place, under a file lock, so concurrent processes (e.g. torchrun workers) never see a partial
-split, and an interrupted generation leaves nothing behind that looks complete.
+split, and an interrupted generation leaves nothing behind that looks complete; the next
+generation of that split removes what it left. Directories are created with the usual umask
+permissions, so a shared cache is readable by other users.
 """
 
 import contextlib
 import logging
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -66,6 +68,14 @@ def _file_lock(path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _remove_stale_temporaries(directory, split):
+    """Remove what killed generations of `split` left behind. Called under the split's lock, so
+    no live generation of it owns any of them."""
+    for stale in directory.glob(f".{split}.tmp-*"):
+        logger.info("Removing %s, left by an interrupted generation", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def prepare_synthetic_split(split, recipe=None, root=None, progress=True):
     """Generate `split` unless it exists; return its directory (holding instances.json, images/).
 
@@ -81,7 +91,10 @@ def prepare_synthetic_split(split, recipe=None, root=None, progress=True):
             return target
         if target.exists():  # an incomplete split (only possible if written by other means)
             shutil.rmtree(target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{split}.tmp-", dir=target.parent))
+        _remove_stale_temporaries(target.parent, split)
+        # os.mkdir honours the umask (a shared cache stays readable); mkdtemp would give 0700
+        tmp = target.parent / f".{split}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
         try:
             logger.info("Generating the built-in dataset split %r into %s", split, target)
             generate_split(tmp, split, recipe, progress=progress)

@@ -11,7 +11,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
-__all__ = ["DetrDatasetMapper", "is_degenerate_box"]
+__all__ = ["DetrDatasetMapper", "is_degenerate_box", "is_outside_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,21 @@ def is_degenerate_box(bbox, bbox_mode):
     else:  # rotated / relative modes: leave them to detectron2
         return False
     return w <= 0 or h <= 0
+
+
+def is_outside_image(bbox, bbox_mode, width, height):
+    """True when an (absolute XYWH/XYXY) box has no area inside the `width` x `height` image;
+    False for other box modes or an unknown image size."""
+    if width is None or height is None or len(bbox) != 4:
+        return False
+    x0, y0 = float(bbox[0]), float(bbox[1])
+    if bbox_mode == BoxMode.XYWH_ABS:
+        x1, y1 = x0 + float(bbox[2]), y0 + float(bbox[3])
+    elif bbox_mode == BoxMode.XYXY_ABS:
+        x1, y1 = float(bbox[2]), float(bbox[3])
+    else:
+        return False
+    return x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height
 
 
 class DetrDatasetMapper:

@@ -1,11 +1,12 @@
-"""Command-line `key=value` overrides of a LazyConfig that refuse unknown keys."""
+"""Command-line `key=value` overrides of a LazyConfig that refuse unknown keys and values of
+another type than the key's default."""
 
 import difflib
 import inspect
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-__all__ = ["apply_overrides", "check_override_key"]
+__all__ = ["apply_overrides", "check_override_key", "check_override_type"]
 
 
 def _target_parameters(target):
@@ -75,11 +76,92 @@ def check_override_key(cfg, key):
         raise _unknown(key, prefix, part, choices)
 
 
+_MISSING = object()
+
+
+def _default_value(cfg, key):
+    """The value `key` has in `cfg` before the override (a LazyCall target's parameter default
+    when the config does not spell it out); `_MISSING` when unknown or an interpolation."""
+    node = cfg
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if isinstance(node, ListConfig):
+            try:
+                node = node._get_node(int(part))
+            except (ValueError, IndexError, KeyError):
+                return _MISSING
+        elif isinstance(node, DictConfig):
+            if part in node:
+                node = node._get_node(part)
+            else:
+                target = node.get("_target_", None)
+                params = _target_parameters(target) if target is not None else None
+                if i != len(parts) - 1 or not params or part not in params:
+                    return _MISSING
+                default = params[part].default
+                return _MISSING if default is inspect.Parameter.empty else default
+        else:
+            return _MISSING
+        if not isinstance(node, (DictConfig, ListConfig)):
+            if node._is_interpolation():
+                return _MISSING
+            node = node._value()
+    return node
+
+
+def _type_name(value):
+    if isinstance(value, (ListConfig, list, tuple)):
+        return "list"
+    if isinstance(value, (DictConfig, dict)):
+        return "dict"
+    return type(value).__name__
+
+
+def check_override_type(key, value, default):
+    """`value` for `key` as the config will hold it, checked against the type of `default`.
+
+    int and float defaults take numbers (an int for a float, not a float for an int), bool
+    takes only true/false, lists take lists, dicts take dicts; a number given for a string key
+    becomes its string. `None` either way and interpolations are not checked.
+
+    Raises:
+        TypeError: naming the key, the value and the expected type.
+    """
+    if value is None or default is None or default is _MISSING:
+        return value
+    if isinstance(value, str) and "${" in value:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        if isinstance(value, (int, float, bool)):
+            return str(value).lower() if isinstance(value, bool) else str(value)
+        ok = isinstance(value, str)
+    elif isinstance(default, (ListConfig, list, tuple)):
+        ok = isinstance(value, (ListConfig, list, tuple))
+    elif isinstance(default, (DictConfig, dict)):
+        ok = isinstance(value, (DictConfig, dict))
+    else:  # callables, classes, other objects: nothing to compare with
+        return value
+    if not ok:
+        shown = "" if isinstance(default, (DictConfig, ListConfig)) else f" (default {default!r})"
+        raise TypeError(
+            f"config key '{key}': value {value!r} has type {_type_name(value)}, expected type "
+            f"{_type_name(default)}{shown}; give a value of that type"
+        )
+    return value
+
+
 def apply_overrides(cfg, overrides):
     """Apply hydra-syntax overrides ("a.b=1", "+a.new=2") in place; unknown keys are errors.
 
     Like `LazyConfig.apply_overrides`, which silently adds a misspelled key; a leading "+"
-    adds a new key on purpose.
+    adds a new key on purpose. A value of another type than the key's default is refused here
+    (`check_override_type`), not deep in training.
 
     Returns:
         cfg
@@ -103,7 +185,9 @@ def apply_overrides(cfg, overrides):
         if o.is_delete():
             raise ValueError(f"deleting config keys is not supported: {o.input_line}")
         key = o.key_or_group
+        value = o.value()
         if not (o.is_add() or o.is_force_add()):
             check_override_key(cfg, key)
-        OmegaConf.update(cfg, key, o.value(), merge=True)
+            value = check_override_type(key, value, _default_value(cfg, key))
+        OmegaConf.update(cfg, key, value, merge=True)
     return cfg

@@ -13,7 +13,11 @@ class DetrTrainer(SimpleTrainer):
     """detectron2's `SimpleTrainer` with gradient clipping and optional CUDA mixed precision.
 
     The gradient is clipped after backward and before `optimizer.step()` (with AMP, after
-    unscaling), and its total norm before clipping is logged as "grad_norm".
+    unscaling), and its total norm before clipping is logged as "grad_norm". A non-finite
+    gradient norm (a finite loss can still have NaN/inf gradients) stops training with a
+    `FloatingPointError` before the step is applied, so no non-finite weight is ever trained
+    into the model. With AMP, non-finite gradients are the grad scaler's business (it skips
+    the step and lowers the scale) and do not stop training.
 
     Args:
         model: returns a dict of losses in training mode.
@@ -57,13 +61,59 @@ class DetrTrainer(SimpleTrainer):
             params = [
                 p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None
             ]
-            norm = torch.nn.utils.clip_grad_norm_(params, **self.clip_grad_params)
+            norm = self._clip_gradients(params)
             get_event_storage().put_scalar("grad_norm", float(norm), smoothing_hint=True)
+        elif not self.amp:
+            self._check_finite_gradients()
         if self.amp:
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
         else:
             self.optimizer.step()
+
+    def _clip_gradients(self, params):
+        """Total norm of the gradients before clipping; clips them in place.
+
+        Without AMP a non-finite norm raises before the gradients are touched (clipping by a
+        NaN norm would make every gradient NaN and hide which parameter had one)."""
+        utils = torch.nn.utils
+        if self.amp or not hasattr(utils, "get_total_norm"):  # torch < 2.6: one fused call
+            norm = utils.clip_grad_norm_(params, **self.clip_grad_params)
+        else:
+            norm_type = self.clip_grad_params.get("norm_type", 2.0)
+            norm = utils.get_total_norm([p.grad for p in params], norm_type)
+            if bool(torch.isfinite(norm)):
+                utils.clip_grads_with_norm_(params, self.clip_grad_params["max_norm"], norm)
+        if not self.amp and not bool(torch.isfinite(norm)):
+            raise FloatingPointError(
+                self._non_finite_gradient_message(f"gradient norm {float(norm)}"))
+        return norm
+
+    def _first_non_finite_gradient(self):
+        """Name of the first parameter (in `named_parameters` order) whose gradient is not
+        finite, or None."""
+        model = getattr(self.model, "module", self.model)  # DistributedDataParallel's names
+        for name, p in model.named_parameters():
+            if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                return name
+        return None
+
+    def _non_finite_gradient_message(self, what):
+        name = self._first_non_finite_gradient()
+        where = f", first in parameter {name!r}" if name else ""
+        return (
+            f"non-finite {what} at iteration {self.iter}{where} (the loss was "
+            "finite); the step was not applied. Lower the learning rate, enable "
+            "train.clip_grad, or look for an operation with an infinite derivative "
+            "(sqrt/log/division near 0) in the model or losses"
+        )
+
+    def _check_finite_gradients(self):
+        """Without clipping there is no norm: one fused check of every gradient instead."""
+        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"]
+                 if p.grad is not None]
+        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            raise FloatingPointError(self._non_finite_gradient_message("gradient"))
 
     def state_dict(self):
         ret = super().state_dict()

@@ -8,11 +8,11 @@ i.e. DETR's 800 scaled by 0.36): random flip, then either multi-scale resizing o
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.evaluation import COCOEvaluator
 from omegaconf import OmegaConf
 
 from focus_detr.data import DetrDatasetMapper, get_detection_dataset_dicts
 from focus_detr.engine import has_compiled_detectron2_ops
+from focus_detr.evaluation import COCOEvaluator  # ground truth as loaded for training
 
 TRAIN_SCALES = (192, 208, 224, 240, 256, 272, 288, 304, 320)
 MAX_SIZE = 480  # DETR's 1333 / 800 ratio

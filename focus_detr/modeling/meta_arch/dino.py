@@ -206,6 +206,8 @@ class DINO(nn.Module):
         dn_outputs (same structure) and dn_meta.
         """
         mask = self.padding_mask(images)
+        if self.training:
+            self._check_input_size(images, mask)
         features = self.neck(self.backbone(images.tensor))
         level_masks = [F.interpolate(mask[None].float(), size=f.shape[-2:]).bool()[0]
                        for f in features]
@@ -230,6 +232,22 @@ class DINO(nn.Module):
             out["dn_outputs"] = self._heads_output(out["logits"][:, :, :d], out["boxes"][:, :, :d])
             out["dn_meta"] = dn[3]
         return out
+
+    def _check_input_size(self, images: ImageList, mask: torch.Tensor) -> None:
+        """The transformer's query-budget check, on the level sizes that the neck's strides
+        predict, before the backbone runs: in training a too small image would otherwise fail
+        in a norm layer ("Expected more than 1 value per channel") without naming the image.
+        Skipped when the neck does not tell its strides (the transformer still checks)."""
+        strides = getattr(self.neck, "strides", None)
+        check = getattr(self.transformer, "check_query_budget", None)
+        if not strides or check is None:
+            return
+        from ..transformer.multiscale import valid_sizes
+
+        h, w = images.tensor.shape[-2:]
+        masks = [F.interpolate(mask[None].float(), size=(-(-h // s), -(-w // s))).bool()[0]
+                 for s in strides]
+        check(valid_sizes(masks))
 
     def _heads_output(self, logits: torch.Tensor, boxes: torch.Tensor) -> Dict[str, Any]:
         out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
