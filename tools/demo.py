@@ -21,18 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's focus_detr
 
-import torch  # noqa: E402
-
-import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
-from focus_detr.analysis import build_model, load_config, resolve_device  # noqa: E402
-from focus_detr.analysis.model_io import image_file_inputs  # noqa: E402
-from focus_detr.engine.allocator import configure_allocator  # noqa: E402
+from focus_detr.cli import check_overrides, tool_parser  # noqa: E402  (no torch)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = tool_parser(__doc__)
     p.add_argument("--config-file", required=True, help="LazyConfig file defining `model`")
     p.add_argument("--input", nargs="+", required=True, help="image files or folders")
     p.add_argument("--output", required=True, help="output folder for the PNG files")
@@ -52,9 +45,21 @@ def parse_args(argv=None):
         help="config overrides key=value, e.g. train.init_checkpoint=model.pth",
     )
     args = p.parse_args(argv)
+    args.opts = check_overrides(p, args.opts)
     if not 0.0 <= args.confidence_threshold <= 1.0:
         p.error(f"--confidence-threshold must be in [0, 1], got {args.confidence_threshold}")
     return args
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad arguments answered before torch and detectron2 load
+
+import torch  # noqa: E402
+
+import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
+from focus_detr.analysis import build_model, load_config, resolve_device  # noqa: E402
+from focus_detr.analysis.model_io import image_file_inputs  # noqa: E402
+from focus_detr.engine.allocator import configure_allocator  # noqa: E402
 
 
 def _metadata(cfg, name):

@@ -30,41 +30,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's focus_detr
 
-import torch  # noqa: E402
+from focus_detr.cli import tool_parser  # noqa: E402  (no torch)
 
-import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
-from focus_detr.analysis import (
-    build_model,
-    dataset_inputs,
-    describe_encoder,  # noqa: E402
-    image_list,
-    level_of_tokens,
-    load_config,
-    resolve_device,
-    selection_counts,
-    split_selection,
-)
-from focus_detr.analysis.drawing import (
-    AGREEMENT_COLORS,
-    LEVEL_COLORS,
-    dim,  # noqa: E402
-    draw_boxes,
-    draw_token_dots,
-    level_masks,
-    overlay_cells,
-    save_grid,
-    to_hwc_uint8,
-)
-from focus_detr.analysis.model_io import image_file_inputs  # noqa: E402
-from focus_detr.evaluation import foreground_labels, kept_mask  # noqa: E402
 
 DEFAULT_STRIDES = (8, 16, 32, 64)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = tool_parser(__doc__)
     p.add_argument(
         "--config-file",
         required=True,
@@ -98,6 +71,38 @@ def parse_args(argv=None):
     if args.dataset_samples is not None and args.dataset_samples <= 0:
         p.error("--dataset-samples must be positive")
     return args
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad arguments answered before torch and detectron2 load
+
+import torch  # noqa: E402
+
+import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
+from focus_detr.analysis import (
+    build_model,
+    dataset_inputs,
+    describe_encoder,  # noqa: E402
+    image_list,
+    level_of_tokens,
+    load_config,
+    resolve_device,
+    selection_counts,
+    split_selection,
+)
+from focus_detr.analysis.drawing import (
+    AGREEMENT_COLORS,
+    LEVEL_COLORS,
+    dim,  # noqa: E402
+    draw_boxes,
+    draw_token_dots,
+    level_masks,
+    overlay_cells,
+    save_grid,
+    to_hwc_uint8,
+)
+from focus_detr.analysis.model_io import image_file_inputs  # noqa: E402
+from focus_detr.evaluation import foreground_labels, kept_mask  # noqa: E402
 
 
 def _build(spec, device):
