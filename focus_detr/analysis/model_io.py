@@ -6,7 +6,7 @@ need `dataloader.test`. Overrides are train_net's `key=value` (unknown keys are 
 """
 
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -172,7 +172,20 @@ def expand_image_paths(paths: Sequence[str]) -> List[str]:
 def image_file_inputs(cfg, paths: Sequence[str]) -> List[Dict[str, Any]]:
     """Input dicts of image files, resized like the config's test mapper (its `augmentation`
     and `img_format`, when the config has `dataloader.test.mapper`; else unchanged, RGB).
-    "height"/"width" are the original size, so detections come back in file pixels."""
+    "height"/"width" are the original size, so detections come back in file pixels.
+
+    Raises:
+        OSError: a file cannot be decoded (the message names it).
+    """
+    return list(iter_image_file_inputs(cfg, paths))
+
+
+def iter_image_file_inputs(
+    cfg, paths: Sequence[str], on_unreadable: Optional[Callable[[str, Exception], None]] = None
+) -> Iterator[Dict[str, Any]]:
+    """`image_file_inputs` one file at a time (decoded when reached). A file that cannot be
+    decoded (truncated, not an image) is passed to `on_unreadable(path, error)` and skipped;
+    without `on_unreadable` it raises an OSError naming the file."""
     import detectron2.data.transforms as T
     from detectron2.config import instantiate
     from detectron2.data.detection_utils import read_image
@@ -186,15 +199,19 @@ def image_file_inputs(cfg, paths: Sequence[str]) -> List[Dict[str, Any]]:
         else []
     )
     fmt = mapper.get("img_format", "RGB") if mapper is not None else "RGB"
-    inputs = []
     for path in expand_image_paths(paths):
-        image = read_image(path, format=fmt)
+        try:
+            image = read_image(path, format=fmt)
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for broken files
+            if on_unreadable is None:
+                raise OSError(f"cannot decode image file {path}: {e}") from e
+            on_unreadable(path, e)
+            continue
         h, w = image.shape[:2]
         aug = T.AugInput(image)
         augmentation(aug)
         tensor = torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1)))
-        inputs.append({"image": tensor, "height": h, "width": w, "file_name": path})
-    return inputs
+        yield {"image": tensor, "height": h, "width": w, "file_name": path}
 
 
 def image_list(model: nn.Module, batched_inputs: List[Dict[str, Any]]) -> ImageList:
