@@ -18,6 +18,11 @@ Examples:
     python tools/sweep_keep_ratio.py \\
         --config-file projects/sparse_detr/configs/dino_sparse_tiny_synthetic.py \\
         --encoders sparse focus --keep-ratios 0.3 --train-iters 300 --image-size 288 384
+    # AP against GFLOPs: the sweep's records are the plot's input
+    python tools/sweep_keep_ratio.py \\
+        --config-file projects/sparse_detr/configs/dino_sparse_tiny_synthetic.py \\
+        --encoders dense sparse focus --train-iters 300 --results output/sweep.jsonl
+    python tools/plot_ap_flops.py --results output/sweep.jsonl --output ap_vs_gflops.png
     # AP of trained models (NAME is dense, or sparse@RATIO / focus@RATIO)
     python tools/sweep_keep_ratio.py --encoders sparse --keep-ratios 0.3 \\
         --checkpoint sparse@0.3=output/dino_sparse_r50_4scale_36ep/model_final.pth
@@ -101,6 +106,12 @@ def parse_args(argv=None):
         help="add the paper's Table 1/6 values (COCO, V100) as columns",
     )
     parser.add_argument("--output", help="also write the rows as JSON here")
+    parser.add_argument(
+        "--results",
+        metavar="FILE",
+        help="append one record per model to this results file (JSON lines), the input of "
+        "tools/plot_ap_flops.py (ap, gflops, params_m, latency_s, keep_ratio, method)",
+    )
     parser.add_argument("--verbose", action="store_true", help="print the COCO evaluation")
     parser.add_argument(
         "opts", nargs="*", default=[], help="config overrides key=value applied to every model"
@@ -420,6 +431,35 @@ def format_table(rows: List[Dict[str, Any]], show_paper: bool) -> str:
     return tabulate(body, headers=[h for _, h, _ in columns], tablefmt="pipe")
 
 
+def result_records(args, rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The rows as records of the tools' results file (`focus_detr.analysis.results`): one per
+    model, keyed by the config and the encoder overrides that select the model."""
+    records = []
+    for row in rows:
+        encoder, ratio = row["encoder"], row["keep_ratio"]
+        overrides = [f"model.transformer.encoder.name={encoder}"]
+        if ratio is not None:
+            overrides.append(f"model.transformer.encoder.keep_ratio={ratio}")
+        checkpoints = dict(c.split("=", 1) for c in args.checkpoint)
+        record = {
+            "config": args.config_file,
+            "overrides": overrides + list(args.opts),
+            "method": encoder,
+            "keep_ratio": ratio,
+            "gflops": row.get("gflops"),
+            "params_m": row.get("params_m"),
+            "latency_s": row.get("latency_s"),
+            "ap": row.get("AP"),
+            "device": args.device,
+            "input_size": list(args.image_size),
+            "checkpoint": checkpoints.get(model_name(encoder, ratio)),
+            "train_iters": None if model_name(encoder, ratio) in checkpoints else args.train_iters,
+            "tool": "sweep_keep_ratio",
+        }
+        records.append({k: v for k, v in record.items() if v is not None})
+    return records
+
+
 def main(argv=None) -> List[Dict[str, Any]]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -439,6 +479,13 @@ def main(argv=None) -> List[Dict[str, Any]]:
     print(format_table(rows, args.show_paper))
     if args.output:
         Path(args.output).write_text(json.dumps(rows, indent=1))
+    if args.results:
+        from focus_detr.analysis.results import append_result
+
+        for record in result_records(args, rows):
+            append_result(args.results, record)
+        print(f"Appended {len(rows)} record(s) to {args.results} (tools/plot_ap_flops.py "
+              f"--results {args.results} --output ap_vs_gflops.png)")
     return rows
 
 

@@ -55,6 +55,13 @@ def load_results(path: str) -> List[Dict[str, Any]]:
         raise FileNotFoundError(f"results file not found: {path}")
     records = []
     with open(path) as f:
+        first = f.read(1)
+        f.seek(0)
+        if first == "[":  # e.g. the keep-ratio sweep's --output rows
+            raise ValueError(
+                f"{path} is a JSON list, not a results file of JSON lines (one record per "
+                "line); the keep-ratio sweep writes results records with --results FILE"
+            )
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
