@@ -24,6 +24,12 @@ def test_sweep_results_feed_the_ap_flops_plot(tmp_path, capsys):
         assert record["ap"] == pytest.approx(row["AP"])
         assert record["config"] == TINY_CONFIG and record["tool"] == "sweep_keep_ratio"
     assert "Appended 3 record(s)" in capsys.readouterr().out
+    # COCO's NaN (no box of a size among the evaluated images) is null with its reason
+    text = (tmp_path / "rows.json").read_text()
+    assert "NaN" not in text and "NaN" not in results.read_text()
+    for row in json.loads(text):
+        nulls = {k for k, v in row.items() if v is None and k != "keep_ratio"}
+        assert nulls == set(row.get("undefined", {})), row
 
     plot = load_tool("plot_ap_flops")
     figure = tmp_path / "ap_vs_gflops.png"

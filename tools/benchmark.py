@@ -220,6 +220,7 @@ from focus_detr.analysis import (  # noqa: E402
     synthetic_inputs,
 )
 from focus_detr.analysis.report import markdown_table  # noqa: E402
+from focus_detr.analysis.results import json_ready  # noqa: E402
 from focus_detr.engine.allocator import configure_allocator  # noqa: E402
 from focus_detr.layers.ms_deform_attn import ENV_VAR, resolve_backend  # noqa: E402
 
@@ -558,7 +559,7 @@ def main(argv=None):
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(
-                {
+                json_ready({
                     "device": str(device),
                     "threads": threads,
                     "malloc": allocator,
@@ -568,10 +569,11 @@ def main(argv=None):
                     "raw_seconds": {k: r.total for k, r in results.items()},
                     "raw_parts": {k: r.parts for k, r in results.items()},
                     "calibration": calibration,
-                },
+                }),
                 f,
                 indent=1,
-                default=float,
+                default=lambda v: json_ready(float(v)),  # tensors, numpy scalars
+                allow_nan=False,  # NaN (e.g. COCO's AP of an absent size) written as null
             )
     return summary
 

@@ -315,7 +315,8 @@ def evaluate(model: nn.Module, cfg, dataset, verbose: bool = False) -> Dict[str,
     row = {k: float(box[k]) for k in ("AP", "AP50", "APs", "APm", "APl") if k in box}
     layers = [v / 100 for k, v in selection.items() if k.startswith("layer") and
               k.endswith("_recall")]
-    levels = {k: v / 100 for k, v in selection.items() if k.startswith("recall_l")}
+    levels = {k: v / 100 for k, v in selection.items()
+              if k.startswith("level") and k.endswith("_recall")}
     if not selects:
         layers, levels = [1.0], {}
     row.update(fg_recall_mean=sum(layers) / len(layers), fg_recall_first=layers[0])
@@ -431,6 +432,23 @@ def format_table(rows: List[Dict[str, Any]], show_paper: bool) -> str:
     return tabulate(body, headers=[h for _, h, _ in columns], tablefmt="pipe")
 
 
+# why a row's value can be undefined (null in the JSON files)
+UNDEFINED_REASONS = {
+    "APs": "no small ground-truth box in the evaluated images",
+    "APm": "no medium ground-truth box in the evaluated images",
+    "APl": "no large ground-truth box in the evaluated images",
+    "AP": "no ground-truth box in the evaluated images",
+    "AP50": "no ground-truth box in the evaluated images",
+}
+
+
+def _with_reasons(row: Dict[str, Any]) -> Dict[str, Any]:
+    """A JSON-ready row with "undefined": {key: reason} for its null values."""
+    undefined = {k: UNDEFINED_REASONS.get(k, "not a finite number") for k, v in row.items()
+                 if v is None and k != "keep_ratio"}
+    return {**row, "undefined": undefined} if undefined else row
+
+
 def result_records(args, rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """The rows as records of the tools' results file (`focus_detr.analysis.results`): one per
     model, keyed by the config and the encoder overrides that select the model."""
@@ -478,7 +496,10 @@ def main(argv=None) -> List[Dict[str, Any]]:
     rows = sweep(args)
     print(format_table(rows, args.show_paper))
     if args.output:
-        Path(args.output).write_text(json.dumps(rows, indent=1))
+        from focus_detr.analysis.results import json_ready
+
+        Path(args.output).write_text(json.dumps(
+            [_with_reasons(r) for r in json_ready(rows)], indent=1, allow_nan=False))
     if args.results:
         from focus_detr.analysis.results import append_result
 

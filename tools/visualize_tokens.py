@@ -15,9 +15,11 @@ Per image, PNG files (panels on the model's input image, darkened):
   as dots coloured by level;
 - `<name>_compare.png` (Fig. 1), with `--compare-config`: the ground truth, the other model's
   selection (e.g. Sparse DETR) and this one's, side by side;
-and `selection_metrics.json`: precision/recall per image, level and layer, and over all images
-(with `--compare-config`, each image's "compare" entry holds both models' first-layer selection
-metrics under "config" and "compare_config").
+and `selection_metrics.json`: precision/recall per image, layer (`layer{j}`: kept tokens,
+`object{j}`: Focus's object tokens) and level (`level{i}_precision`, `level{i}_recall`), and over
+all images (with `--compare-config`, each image's "compare" entry holds both models' first-layer
+selection metrics under "config" and "compare_config"). A ratio without a denominator (e.g. no
+foreground token at a level) is null, with the reason under "undefined".
 Without a checkpoint the model is randomly initialized (a warning says so): the drawings then
 show an untrained selector.
 """
@@ -145,7 +147,7 @@ def _pr(counts):
 
 
 def _fmt(value):
-    return "-" if value != value else f"{value:.2f}"  # nan -> "-"
+    return "-" if value is None or value != value else f"{value:.2f}"  # undefined -> "-"
 
 
 def _metrics(selection, fg):
@@ -157,7 +159,7 @@ def _metrics(selection, fg):
     for kind in ("kept_index", "object_index"):
         for j, index in enumerate(selection.get(kind) or []):
             c = selection_counts(_mask(index, selection), fg, valid, level, shapes.shape[0])
-            out[f"{kind.split('_')[0]}{j}"] = c
+            out[f"{'layer' if kind == 'kept_index' else 'object'}{j}"] = c
     return out
 
 
@@ -301,7 +303,7 @@ def main(argv=None):
                 index = sel["kept_index"][0]
                 caption = f"{inf['method']}: {index.numel()} kept"
                 if fg is not None:
-                    m = _metrics(sel, fg)["kept0"]
+                    m = _metrics(sel, fg)["layer0"]
                     p, r = _pr(m)
                     caption += f", P {_fmt(p)} R {_fmt(r)}"
                     record.setdefault("compare", {})[role] = {
@@ -322,7 +324,7 @@ def main(argv=None):
             )
         per_image.append(record)
         if fg is not None:
-            p, r = _pr(_metrics(selection, fg)[f"kept{args.layer}"])
+            p, r = _pr(_metrics(selection, fg)[f"layer{args.layer}"])
             print(f"{name}: layer {args.layer} precision {_fmt(p)} recall {_fmt(r)}")
     metrics_path = os.path.join(args.output, "selection_metrics.json")
     with open(metrics_path, "w") as f:
@@ -336,10 +338,11 @@ def main(argv=None):
             },
             f,
             indent=1,
+            allow_nan=False,  # undefined ratios are null, their reason under "undefined"
         )
     written.append(metrics_path)
     if totals:
-        o = totals[f"kept{args.layer}"].overall()
+        o = totals[f"layer{args.layer}"].overall()
         print(
             f"Overall (layer {args.layer}, {len(inputs)} images): precision "
             f"{_fmt(o['precision'])}, recall {_fmt(o['recall'])}, keep fraction "
