@@ -97,6 +97,7 @@ from focus_detr.analysis import (
     set_threads,
     synthetic_inputs,
 )
+from focus_detr.analysis.model_io import keep_description  # noqa: E402
 from focus_detr.analysis.report import markdown_table  # noqa: E402
 
 
@@ -168,7 +169,7 @@ def main(argv=None):
     info = describe_encoder(model)
     print(
         f"Model {type(model).__name__} from {args.config_file}: encoder {info['encoder']} "
-        f"(keep ratio {info['keep_ratio']}), weights: {checkpoint or 'random init'}, "
+        f"({keep_description(info)}), weights: {checkpoint or 'random init'}, "
         f"device {device}"
     )
     out = {"info": info}

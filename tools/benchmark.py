@@ -219,6 +219,7 @@ from focus_detr.analysis import (  # noqa: E402
     spread,
     synthetic_inputs,
 )
+from focus_detr.analysis.model_io import keep_description  # noqa: E402
 from focus_detr.analysis.report import markdown_table  # noqa: E402
 from focus_detr.analysis.results import json_ready  # noqa: E402
 from focus_detr.engine.allocator import configure_allocator  # noqa: E402
@@ -325,6 +326,7 @@ def main(argv=None):
         models[label] = build_model(cfg, device, checkpoint)
         cfgs[label], checkpoints[label] = cfg, checkpoint
         infos[label] = describe_encoder(models[label])
+        print(f"{label}: {infos[label]['encoder']}, {keep_description(infos[label])}", flush=True)
         if args.dataset_inputs:
             inputs[label] = dataset_inputs(cfg, args.dataset_inputs)
         else:

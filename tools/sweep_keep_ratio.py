@@ -338,6 +338,7 @@ def load_shared_init(model: nn.Module, shared_init: Dict[str, torch.Tensor], nam
 
 
 def sweep(args) -> List[Dict[str, Any]]:
+    from focus_detr.analysis.model_io import describe_encoder, keep_description
     from focus_detr.engine.checkpoint import SafeDetectionCheckpointer
 
     device = args.device
@@ -363,6 +364,7 @@ def sweep(args) -> List[Dict[str, Any]]:
             name = model_name(encoder, ratio)
             cfg = load_config(args.config_file, encoder, ratio, args.opts)
             model = build_model(cfg, device, args.seed)
+            print(f"[{name}] {keep_description(describe_encoder(model))}", flush=True)
             row: Dict[str, Any] = {
                 "encoder": encoder,
                 "keep_ratio": ratio,

@@ -103,7 +103,7 @@ from focus_detr.analysis.drawing import (
     save_grid,
     to_hwc_uint8,
 )
-from focus_detr.analysis.model_io import image_file_inputs  # noqa: E402
+from focus_detr.analysis.model_io import image_file_inputs, keep_description  # noqa: E402
 from focus_detr.evaluation import foreground_labels, kept_mask  # noqa: E402
 
 
@@ -118,6 +118,7 @@ def _build(spec, device):
             "give a Focus-DETR or Sparse DETR config"
         )
     info["weights"] = checkpoint or "random init"
+    print(f"{spec[0]}: {info['method']} encoder, {keep_description(info)}")
     return cfg, model, info
 
 
@@ -271,7 +272,7 @@ def main(argv=None):
                 f"--layer {args.layer}: the encoder has " f"{len(selection['kept_index'])} layers"
             )
         title = (
-            f"{Path(args.config_file[0]).stem} ({info['method']}, keep {info['keep_ratio']}, "
+            f"{Path(args.config_file[0]).stem} ({info['method']}, {keep_description(info)}, "
             f"{info['weights']})"
         )
         record = {"image": x.get("file_name", name), "input_size": list(image.shape[:2])}
