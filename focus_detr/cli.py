@@ -13,10 +13,12 @@ tool parses (and answers `--help` or refuses bad arguments) before loading them.
 import argparse
 import os
 import re
+import warnings
 from typing import List, Sequence, Tuple
 
 __all__ = [
     "check_overrides",
+    "filter_known_warnings",
     "is_override",
     "split_overrides",
     "standalone_module",
@@ -139,3 +141,12 @@ def standalone_module(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def filter_known_warnings() -> None:
+    """Silence warnings every tool would print that say nothing about the user's run: fvcore
+    (imported by detectron2) scripts a function with `torch.jit.script`, which recent torch
+    deprecates with a FutureWarning at import time."""
+    warnings.filterwarnings(
+        "ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning
+    )

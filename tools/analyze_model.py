@@ -25,7 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's focus_detr
 
-from focus_detr.cli import check_overrides, tool_parser  # noqa: E402  (no torch)
+from focus_detr.cli import check_overrides, filter_known_warnings, tool_parser  # noqa: E402
+
+filter_known_warnings()  # before torch/detectron2 import: their import-time warnings
 
 
 TASKS = ("flop", "parameter", "activation", "structure")

@@ -35,7 +35,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # this checkout's focus_detr
 
-from focus_detr.cli import standalone_module, tool_parser  # noqa: E402  (no torch)
+from focus_detr.cli import filter_known_warnings, standalone_module, tool_parser  # noqa: E402
+
+filter_known_warnings()  # before torch/detectron2 import: their import-time warnings
 
 _allocator = standalone_module("focus_detr.engine.allocator")
 ALLOCATOR_ENV_VAR, ALLOCATOR_SETTINGS = _allocator.ALLOCATOR_ENV_VAR, _allocator.ALLOCATOR_SETTINGS

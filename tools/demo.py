@@ -27,7 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's focus_detr
 
-from focus_detr.cli import check_overrides, split_overrides, tool_parser  # noqa: E402  (no torch)
+from focus_detr.cli import (  # noqa: E402
+    check_overrides,
+    filter_known_warnings,
+    split_overrides,
+    tool_parser,
+)
+
+filter_known_warnings()  # before torch/detectron2 import: their import-time warnings
 
 OUTPUT_FILE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEFAULT_THRESHOLD = 0.5  # detrex's demo default

@@ -23,7 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's focus_detr
 
-from focus_detr.cli import train_argument_parser  # noqa: E402  (no torch: parses at once)
+from focus_detr.cli import filter_known_warnings, train_argument_parser  # noqa: E402
+
+filter_known_warnings()  # before torch/detectron2 import: their import-time warnings
 
 
 def default_argument_parser():
