@@ -59,7 +59,7 @@ def test_sparse_vs_focus_at_equal_budget(capsys):
             )
         # foreground on the two finest levels (the tiny test images, <= 160 px, are too small
         # for the coarser levels' scale ranges): a recall for each
-        levels = [row[f"fg_recall_l{i}"] for i in range(2)]
+        levels = [row[f"fg_level{i}_recall"] for i in range(2)]
         assert all(0.0 <= r <= 1.0 for r in levels), levels
         assert 0.0 <= row["fg_recall_mean"] <= 1.0 and 0.0 <= row["fg_recall_first"] <= 1.0
         assert row["total_loss_last"] < row["total_loss_first"]

@@ -40,6 +40,11 @@ def test_selection_counts_hand_made_example():
     assert c.valid.tolist() == [3, 2]
     assert _same(c.precision(), [0.5, 0.0])
     assert _same(c.recall(), [0.5, NAN])
+    summary = c.summary("layer0_")  # for JSON: null where undefined, with the reason
+    assert summary["layer0_level1_recall"] is None
+    assert summary["layer0_undefined"] == {
+        "layer0_level1_recall": "no foreground token at level 1 (label assignment)"}
+    assert summary["layer0_level0_recall"] == pytest.approx(0.5)
     o = c.overall()
     assert o["precision"] == pytest.approx(1 / 3) and o["recall"] == pytest.approx(1 / 2)
     assert o["keep_fraction"] == pytest.approx(3 / 5)
@@ -88,9 +93,11 @@ def test_evaluator_on_a_hand_made_example():
     # layer 0 keeps 0, 1, 2 (level 0) and 16, 17 (level 1); foreground: 0, 1, 4, 5
     assert r["precision"] == pytest.approx(100 * 2 / 5)
     assert r["recall"] == pytest.approx(100 * 2 / 4)
-    assert r["precision_l0"] == pytest.approx(100 * 2 / 3)
-    assert r["recall_l0"] == pytest.approx(100 * 2 / 4)
-    assert r["precision_l1"] == 0.0 and math.isnan(r["recall_l1"])
+    assert r["level0_precision"] == pytest.approx(100 * 2 / 3)
+    assert r["level0_recall"] == pytest.approx(100 * 2 / 4)
+    # level 1 has no foreground token: its recall is left out (metrics are numbers, never NaN)
+    assert r["level1_precision"] == 0.0 and "level1_recall" not in r
+    assert not any(math.isnan(v) for v in r.values())
     assert r["keep_fraction"] == pytest.approx(100 * 5 / 20)
     assert r["foreground_fraction"] == pytest.approx(100 * 4 / 20)
     assert r["layer1_precision"] == pytest.approx(100 * 1 / 2)  # tokens 0 (fg) and 16

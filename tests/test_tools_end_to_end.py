@@ -109,6 +109,9 @@ def test_results_file_round_trip_and_merge(tmp_path):
     ]
     with pytest.raises(ValueError, match="config"):
         append_result(path, {"gflops": 1.0})
+    append_result(path, {"config": "b.py", "ap": float("nan")})  # JSON has no NaN: null
+    assert '"ap": null' in path.read_text().splitlines()[-1]
+    path.write_text("\n".join(path.read_text().splitlines()[:-1]) + "\n")
     path.write_text(path.read_text() + "not json\n")
     with pytest.raises(ValueError, match="results.jsonl:4"):
         load_results(path)
@@ -324,7 +327,12 @@ def test_visualize_tokens_with_comparison(tmp_path, capsys):
     names = sorted(p.split("/")[-1] for p in written)
     assert len(names) == 4 and names[-1] == "selection_metrics.json"
     levels = next(p for p in written if p.endswith("_levels.png"))
-    metrics = json.loads((out / "selection_metrics.json").read_text())
+    text = (out / "selection_metrics.json").read_text()
+    assert "NaN" not in text  # not JSON: undefined ratios are null with a reason
+    metrics = json.loads(text)
+    for group in metrics["overall"].values():
+        nulls = {k for k, v in group.items() if v is None}
+        assert nulls == set(group.get("undefined", {})), group
     h, w = metrics["images"][0]["input_size"]
     # levels: kept / ground truth / agreement rows x 4 levels
     assert _png_size(levels) == grid_size(3, 4, h, w)
@@ -333,12 +341,12 @@ def test_visualize_tokens_with_comparison(tmp_path, capsys):
     compare = next(p for p in written if p.endswith("_compare.png"))
     assert _png_size(compare) == grid_size(1, 3, h, w)  # ground truth, sparse, focus
     image = metrics["images"][0]
-    for key in ("kept0", "kept1", "object0", "object1"):
+    for key in ("layer0", "layer1", "object0", "object1"):
         assert 0.0 <= image["selection"][key]["keep_fraction"] <= 1.0
-    assert image["selection"]["kept0"]["keep_fraction"] == pytest.approx(0.4, abs=0.01)
+    assert image["selection"]["layer0"]["keep_fraction"] == pytest.approx(0.4, abs=0.01)
     compare = image["compare"]
     assert (compare["compare_config"]["method"], compare["config"]["method"]) == ("sparse", "focus")
-    assert compare["config"]["recall"] == pytest.approx(image["selection"]["kept0"]["recall"])
+    assert compare["config"]["recall"] == pytest.approx(image["selection"]["layer0"]["recall"])
     assert "precision" in capsys.readouterr().out
 
 

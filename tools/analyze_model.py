@@ -25,34 +25,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's focus_detr
 
-import torch  # noqa: E402
+from focus_detr.cli import check_overrides, filter_known_warnings, tool_parser  # noqa: E402
 
-import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
-from focus_detr.analysis import (
-    MODEL_PARTS,
-    activation_analysis,
-    append_result,  # noqa: E402
-    build_model,
-    dataset_inputs,
-    describe_encoder,
-    flop_analysis,
-    load_config,
-    model_part_counts,
-    model_part_parameters,
-    module_counts,
-    resolve_device,
-    set_threads,
-    synthetic_inputs,
-)
-from focus_detr.analysis.report import markdown_table  # noqa: E402
+filter_known_warnings()  # before torch/detectron2 import: their import-time warnings
+
 
 TASKS = ("flop", "parameter", "activation", "structure")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = tool_parser(__doc__)
     p.add_argument("--config-file", required=True, help="LazyConfig file defining `model`")
     p.add_argument(
         "--tasks",
@@ -85,7 +67,7 @@ def parse_args(argv=None):
     )
     args = p.parse_args(argv)
     # `--tasks flop key=value`: the overrides after the tasks belong to opts
-    args.opts = [t for t in args.tasks if "=" in t] + list(args.opts)
+    args.opts = check_overrides(p, [t for t in args.tasks if "=" in t] + list(args.opts))
     args.tasks = [t for t in args.tasks if "=" not in t]
     unknown = [t for t in args.tasks if t not in TASKS]
     if unknown or not args.tasks:
@@ -93,6 +75,32 @@ def parse_args(argv=None):
     if args.num_inputs <= 0:
         p.error("--num-inputs must be positive")
     return args
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad arguments answered before torch and detectron2 load
+
+import torch  # noqa: E402
+
+import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
+from focus_detr.analysis import (
+    MODEL_PARTS,
+    activation_analysis,
+    append_result,  # noqa: E402
+    build_model,
+    dataset_inputs,
+    describe_encoder,
+    flop_analysis,
+    load_config,
+    model_part_counts,
+    model_part_parameters,
+    module_counts,
+    resolve_device,
+    set_threads,
+    synthetic_inputs,
+)
+from focus_detr.analysis.model_io import keep_description  # noqa: E402
+from focus_detr.analysis.report import markdown_table  # noqa: E402
 
 
 def _inputs(args, cfg):
@@ -163,7 +171,7 @@ def main(argv=None):
     info = describe_encoder(model)
     print(
         f"Model {type(model).__name__} from {args.config_file}: encoder {info['encoder']} "
-        f"(keep ratio {info['keep_ratio']}), weights: {checkpoint or 'random init'}, "
+        f"({keep_description(info)}), weights: {checkpoint or 'random init'}, "
         f"device {device}"
     )
     out = {"info": info}

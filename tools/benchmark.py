@@ -35,37 +35,12 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # this checkout's focus_detr
 
-import torch  # noqa: E402
+from focus_detr.cli import filter_known_warnings, standalone_module, tool_parser  # noqa: E402
 
-import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
-from focus_detr.analysis import (  # noqa: E402
-    LATENCY_PARTS,
-    MODEL_PARTS,
-    PartTimer,
-    append_result,
-    build_model,
-    dataset_inputs,
-    describe_encoder,
-    detail_parts,
-    flop_analysis,
-    load_config,
-    measure_interleaved,
-    model_part_counts,
-    model_part_parameters,
-    paired_ratio,
-    read_coco_ap,
-    resolve_device,
-    set_threads,
-    spread,
-    synthetic_inputs,
-)
-from focus_detr.analysis.report import markdown_table  # noqa: E402
-from focus_detr.engine.allocator import (  # noqa: E402
-    ALLOCATOR_ENV_VAR,
-    ALLOCATOR_SETTINGS,
-    configure_allocator,
-)
-from focus_detr.layers.ms_deform_attn import ENV_VAR, resolve_backend  # noqa: E402
+filter_known_warnings()  # before torch/detectron2 import: their import-time warnings
+
+_allocator = standalone_module("focus_detr.engine.allocator")
+ALLOCATOR_ENV_VAR, ALLOCATOR_SETTINGS = _allocator.ALLOCATOR_ENV_VAR, _allocator.ALLOCATOR_SETTINGS
 
 # Published anchors (issue 7, "Targets"): the published detrex code, CPU, 2 threads, one
 # synthesized 800x1216 image, batch 1, its pure-PyTorch attention; fvcore counts of the same
@@ -100,9 +75,7 @@ ANCHOR_COLUMNS = [
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = tool_parser(__doc__)
     p.add_argument(
         "--config-file",
         action="append",
@@ -204,6 +177,7 @@ def parse_args(argv=None):
     if args.metrics and args.eval:  # both give each config's AP
         p.error("--eval and --metrics both give the AP: use one")
     args.metrics_ap = []  # read now: a missing or malformed file fails before the timing rounds
+    read_coco_ap = standalone_module("focus_detr.analysis.results").read_coco_ap
     for path in args.metrics or ():
         try:
             args.metrics_ap.append(read_coco_ap(path))
@@ -219,6 +193,39 @@ def parse_args(argv=None):
     if min(args.input_size) <= 0:
         p.error(f"--input-size must be positive, got {args.input_size}")
     return args
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad arguments answered before torch and detectron2 load
+
+import torch  # noqa: E402
+
+import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
+from focus_detr.analysis import (  # noqa: E402
+    LATENCY_PARTS,
+    MODEL_PARTS,
+    PartTimer,
+    append_result,
+    build_model,
+    dataset_inputs,
+    describe_encoder,
+    detail_parts,
+    flop_analysis,
+    load_config,
+    measure_interleaved,
+    model_part_counts,
+    model_part_parameters,
+    paired_ratio,
+    resolve_device,
+    set_threads,
+    spread,
+    synthetic_inputs,
+)
+from focus_detr.analysis.model_io import keep_description  # noqa: E402
+from focus_detr.analysis.report import markdown_table  # noqa: E402
+from focus_detr.analysis.results import json_ready  # noqa: E402
+from focus_detr.engine.allocator import configure_allocator  # noqa: E402
+from focus_detr.layers.ms_deform_attn import ENV_VAR, resolve_backend  # noqa: E402
 
 
 def _labels(args):
@@ -321,6 +328,7 @@ def main(argv=None):
         models[label] = build_model(cfg, device, checkpoint)
         cfgs[label], checkpoints[label] = cfg, checkpoint
         infos[label] = describe_encoder(models[label])
+        print(f"{label}: {infos[label]['encoder']}, {keep_description(infos[label])}", flush=True)
         if args.dataset_inputs:
             inputs[label] = dataset_inputs(cfg, args.dataset_inputs)
         else:
@@ -555,7 +563,7 @@ def main(argv=None):
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(
-                {
+                json_ready({
                     "device": str(device),
                     "threads": threads,
                     "malloc": allocator,
@@ -565,10 +573,11 @@ def main(argv=None):
                     "raw_seconds": {k: r.total for k, r in results.items()},
                     "raw_parts": {k: r.parts for k, r in results.items()},
                     "calibration": calibration,
-                },
+                }),
                 f,
                 indent=1,
-                default=float,
+                default=lambda v: json_ready(float(v)),  # tensors, numpy scalars
+                allow_nan=False,  # NaN (e.g. COCO's AP of an absent size) written as null
             )
     return summary
 

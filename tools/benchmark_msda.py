@@ -21,14 +21,19 @@ On CUDA, the footer gives the time to move the compulsory bytes (read value, loc
 write output) and to read every sampled corner once, at the bandwidth of a large device copy.
 
 Examples:
-  PYTHONPATH=. python tools/benchmark_msda.py --device cpu --threads 2 --repeat 3
-  PYTHONPATH=. python tools/benchmark_msda.py --device cuda --dtype float32,bfloat16
+  python tools/benchmark_msda.py --device cpu --threads 2 --repeat 3
+  python tools/benchmark_msda.py --device cuda --dtype float32,bfloat16
 """
 import argparse
 import os
 import statistics
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's focus_detr
+
+from focus_detr.cli import tool_parser  # noqa: E402  (no torch)
 
 LEVELS = [(100, 167), (50, 84), (25, 42), (13, 21)]
 HEADS, HEAD_DIM, POINTS = 8, 32, 4
@@ -62,8 +67,7 @@ def _names(allowed):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = tool_parser(__doc__)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--dtype", type=_names(DTYPES), default=None,
                    help=f"comma list of {','.join(DTYPES)} (default: float32 on CPU, "

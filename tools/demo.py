@@ -2,14 +2,20 @@
 """Detections on image files or folders, drawn with detectron2's `Visualizer`, as PNG files.
 
     python tools/demo.py --config-file projects/focus_detr/configs/focus_detr_tiny_synthetic.py \\
-        --input photos/ img.jpg --output out/demo --confidence-threshold 0.4 \\
-        train.init_checkpoint=output/focus_detr_tiny_synthetic/model_final.pth
+        --input photos/ img.jpg --output out/demo --confidence-threshold 0.3 \\
+        --opts train.init_checkpoint=output/focus_detr_tiny_synthetic/model_final.pth
+    python tools/demo.py --config-file projects/focus_detr/configs/focus_detr_r50_4scale_36ep.py \\
+        --input img.jpg --output img_detections.png train.init_checkpoint=focus_detr_r50.pth
 
-Images are resized like the config's test mapper, detections are drawn on the original image
-(`<output>/<name>.png`, same size as the input file). Runs on the CPU by default (`--device auto`
-uses the GPU when there is one). Class names come from the config's test dataset metadata.
-detectron2's `Visualizer` needs OpenCV (`pip install opencv-python-headless`); without it the
-boxes, class names and scores are drawn with PIL instead (a warning says so).
+Overrides `key=value` go after the options or after `--opts` (detrex's demo); ones given after
+`--input` are taken as overrides too. `--output` is a folder (`<output>/<name>.png`, same size
+as the input file), or with one input image a file name (`.png`/`.jpg`). Images are resized
+like the config's test mapper, detections are drawn on the original image. A file that cannot
+be decoded is named and skipped. When no detection of an image passes the threshold the tool
+says so with the highest score seen (a model trained briefly scores low). Runs on the CPU by
+default (`--device auto` uses the GPU when there is one). Class names come from the config's
+test dataset metadata. detectron2's `Visualizer` needs OpenCV (`pip install
+opencv-python-headless`); without it the boxes, class names and scores are drawn with PIL.
 """
 
 import argparse
@@ -21,30 +27,45 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's focus_detr
 
-import torch  # noqa: E402
+from focus_detr.cli import (  # noqa: E402
+    check_overrides,
+    filter_known_warnings,
+    split_overrides,
+    tool_parser,
+)
 
-import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
-from focus_detr.analysis import build_model, load_config, resolve_device  # noqa: E402
-from focus_detr.analysis.model_io import image_file_inputs  # noqa: E402
-from focus_detr.engine.allocator import configure_allocator  # noqa: E402
+filter_known_warnings()  # before torch/detectron2 import: their import-time warnings
+
+OUTPUT_FILE_SUFFIXES = (".png", ".jpg", ".jpeg")
+DEFAULT_THRESHOLD = 0.5  # detrex's demo default
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = tool_parser(__doc__)
     p.add_argument("--config-file", required=True, help="LazyConfig file defining `model`")
     p.add_argument("--input", nargs="+", required=True, help="image files or folders")
-    p.add_argument("--output", required=True, help="output folder for the PNG files")
+    p.add_argument(
+        "--output",
+        required=True,
+        help="output folder for the PNG files, or with one input image the file to write",
+    )
     p.add_argument(
         "--confidence-threshold",
         type=float,
-        default=0.5,
-        help="draw detections scoring at least this (default 0.5)",
+        default=DEFAULT_THRESHOLD,
+        help=f"draw detections scoring at least this (default {DEFAULT_THRESHOLD})",
     )
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto (GPU if any)")
     p.add_argument(
-        "--metadata", help="dataset name for class names (default: the config's " "test dataset)"
+        "--metadata", help="dataset name for class names (default: the config's test dataset)"
+    )
+    p.add_argument(
+        "--opts",
+        dest="more_opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides (detrex's demo spelling; the same as giving them after the options)",
     )
     p.add_argument(
         "opts",
@@ -52,9 +73,32 @@ def parse_args(argv=None):
         help="config overrides key=value, e.g. train.init_checkpoint=model.pth",
     )
     args = p.parse_args(argv)
+    args.input, swallowed = split_overrides(args.input)
+    if not args.input:
+        p.error(f"--input names no image file or folder (only overrides {swallowed})")
+    # overrides after the options may continue after an --opts (taken by them, not argparse)
+    positional = [o for o in args.opts if o != "--opts"]
+    args.opts = check_overrides(p, swallowed + positional + list(args.more_opts))
     if not 0.0 <= args.confidence_threshold <= 1.0:
         p.error(f"--confidence-threshold must be in [0, 1], got {args.confidence_threshold}")
+    args.output_file = args.output.lower().endswith(OUTPUT_FILE_SUFFIXES)
+    if args.output_file and (len(args.input) > 1 or os.path.isdir(args.input[0])):
+        p.error(
+            f"--output {args.output} is a file name, for one input image; {args.input} can hold "
+            "several images: give an output folder"
+        )
     return args
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad arguments answered before torch and detectron2 load
+
+import torch  # noqa: E402
+
+import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
+from focus_detr.analysis import build_model, load_config, resolve_device  # noqa: E402
+from focus_detr.analysis.model_io import iter_image_file_inputs  # noqa: E402
+from focus_detr.engine.allocator import configure_allocator  # noqa: E402
 
 
 def _metadata(cfg, name):
@@ -100,7 +144,22 @@ def draw_detections(image, instances, metadata, path: str, use_visualizer: bool)
     pil.save(path)
 
 
+def _output_path(args, file_name, written):
+    """The file to write for `file_name`: `--output` itself, or `<output>/<stem>.png` (a suffix
+    _1, _2, ... for a name already written: the same name in two input folders)."""
+    if args.output_file:
+        return args.output
+    stem = Path(file_name).stem
+    path = os.path.join(args.output, stem + ".png")
+    n = 1
+    while path in written:
+        path = os.path.join(args.output, f"{stem}_{n}.png")
+        n += 1
+    return path
+
+
 def main(argv=None):
+    """Draw every readable input image; returns the paths written."""
     from detectron2.data.detection_utils import read_image
 
     args = parse_args(argv)
@@ -109,35 +168,57 @@ def main(argv=None):
     cfg = load_config(args.config_file, args.opts)
     model = build_model(cfg, device, cfg.train.get("init_checkpoint", None) or None)
     metadata = _metadata(cfg, args.metadata)
-    inputs = image_file_inputs(cfg, args.input)
     use_visualizer = _has_opencv()
     if not use_visualizer:
         logging.getLogger(__name__).warning(
             "OpenCV is not installed (pip install opencv-python-headless): drawing with PIL "
             "instead of detectron2's Visualizer"
         )
-    os.makedirs(args.output, exist_ok=True)
-    written = []
-    for x in inputs:
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)) if args.output_file else args.output,
+                exist_ok=True)
+    skipped = []
+
+    def unreadable(path, error):
+        skipped.append(path)
+        print(f"{path}: skipped, cannot decode the image ({error})", flush=True)
+
+    written, best_scores = [], []
+    threshold = args.confidence_threshold
+    for x in iter_image_file_inputs(cfg, args.input, on_unreadable=unreadable):
         start = time.perf_counter()
         with torch.no_grad():
             instances = model([x])[0]["instances"].to("cpu")
         seconds = time.perf_counter() - start
-        keep = instances[instances.scores >= args.confidence_threshold]
+        keep = instances[instances.scores >= threshold]
+        best = float(instances.scores.max()) if len(instances) else None
+        best_scores.append(best)
         image = read_image(x["file_name"], format="RGB")
-        stem = Path(x["file_name"]).stem
-        path = os.path.join(args.output, stem + ".png")
-        n = 1
-        while path in written:  # same name in two input folders
-            path = os.path.join(args.output, f"{stem}_{n}.png")
-            n += 1
+        path = _output_path(args, x["file_name"], written)
         draw_detections(image, keep, metadata, path, use_visualizer)
         written.append(path)
-        print(
-            f"{x['file_name']}: {len(keep)} detection(s) >= {args.confidence_threshold} "
-            f"in {seconds:.2f} s -> {path}"
-        )
+        found = f"{len(keep)} detection(s) >= {threshold}"
+        if not len(keep):
+            found = (f"no detection >= {threshold} (highest score "
+                     f"{'-' if best is None else f'{best:.2f}'})")
+        print(f"{x['file_name']}: {found} in {seconds:.2f} s -> {path}", flush=True)
+    if not written:
+        raise SystemExit(f"no input image could be decoded: {skipped}")
+    print(_summary(written, skipped, best_scores, threshold))
     return written
+
+
+def _summary(written, skipped, best_scores, threshold):
+    lines = [f"wrote {len(written)} image(s)" + (f", skipped {len(skipped)} that could not be "
+                                                 f"decoded: {', '.join(skipped)}" if skipped else "")]
+    below = [s for s in best_scores if s is None or s < threshold]
+    scored = [s for s in best_scores if s is not None]
+    if below and scored:
+        lines.append(
+            f"{len(below)} of {len(best_scores)} image(s) have no detection >= {threshold}; the "
+            f"highest score seen is {max(scored):.2f}: a lower --confidence-threshold (e.g. "
+            f"{max(scored) * 0.9:.2f}) shows the best detections of a model that scores low"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

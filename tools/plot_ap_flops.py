@@ -17,8 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's focus_detr
 
-from focus_detr.analysis import load_results, merge_results  # noqa: E402
-from focus_detr.analysis.report import markdown_table  # noqa: E402
+from focus_detr.cli import filter_known_warnings, tool_parser  # noqa: E402
+
+filter_known_warnings()  # before torch/detectron2 import: their import-time warnings
+
 
 # paper Table 1 (COCO val, R50, 36 epochs): (label, keep ratio, GFLOPs, AP)
 PAPER_POINTS = (
@@ -29,9 +31,7 @@ PAPER_POINTS = (
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = tool_parser(__doc__)
     p.add_argument("--results", nargs="+", required=True, help="results file(s) (JSON lines)")
     p.add_argument("--output", required=True, help="PNG file to write")
     p.add_argument("--title", default="AP vs GFLOPs")
@@ -45,6 +45,13 @@ def parse_args(argv=None):
         help="figure size in inches (100 dpi)",
     )
     return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad arguments answered before torch and detectron2 load
+
+from focus_detr.analysis import load_results, merge_results  # noqa: E402
+from focus_detr.analysis.report import markdown_table  # noqa: E402
 
 
 def series(records):

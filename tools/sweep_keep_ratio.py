@@ -18,6 +18,11 @@ Examples:
     python tools/sweep_keep_ratio.py \\
         --config-file projects/sparse_detr/configs/dino_sparse_tiny_synthetic.py \\
         --encoders sparse focus --keep-ratios 0.3 --train-iters 300 --image-size 288 384
+    # AP against GFLOPs: the sweep's records are the plot's input
+    python tools/sweep_keep_ratio.py \\
+        --config-file projects/sparse_detr/configs/dino_sparse_tiny_synthetic.py \\
+        --encoders dense sparse focus --train-iters 300 --results output/sweep.jsonl
+    python tools/plot_ap_flops.py --results output/sweep.jsonl --output ap_vs_gflops.png
     # AP of trained models (NAME is dense, or sparse@RATIO / focus@RATIO)
     python tools/sweep_keep_ratio.py --encoders sparse --keep-ratios 0.3 \\
         --checkpoint sparse@0.3=output/dino_sparse_r50_4scale_36ep/model_final.pth
@@ -41,11 +46,115 @@ from typing import Any, Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's focus_detr
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+from focus_detr.cli import filter_known_warnings, tool_parser  # noqa: E402
+
+filter_known_warnings()  # before torch/detectron2 import: their import-time warnings
 
 DEFAULT_CONFIG = "projects/sparse_detr/configs/dino_sparse_r50_4scale_36ep.py"
 ENCODERS = ("dense", "sparse", "focus")
+
+
+def model_name(encoder: str, ratio: Optional[float]) -> str:
+    """dense, or ENCODER@RATIO: the row label and the `--checkpoint` NAME."""
+    return encoder if ratio is None else f"{encoder}@{ratio:g}"
+
+
+def parse_args(argv=None):
+    parser = tool_parser(__doc__)
+    parser.add_argument(
+        "--config-file",
+        default=DEFAULT_CONFIG,
+        help="a config with a swappable encoder (default: %(default)s)",
+    )
+    parser.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=ENCODERS)
+    parser.add_argument("--keep-ratios", nargs="+", type=float, default=[0.1, 0.2, 0.3, 0.4, 0.5])
+    parser.add_argument(
+        "--image-size",
+        nargs=2,
+        type=int,
+        default=[800, 1216],
+        metavar=("H", "W"),
+        help="input of the cost measurements",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="cpu, cuda, or auto (default: cuda when available)"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-flops", action="store_true")
+    parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="weights of one model, evaluated as they are (not trained by --train-iters; every "
+        "weight must fit): NAME is dense, sparse@RATIO or focus@RATIO",
+    )
+    parser.add_argument(
+        "--train-iters",
+        type=int,
+        default=0,
+        help="train every model without a --checkpoint this many iterations before evaluating",
+    )
+    parser.add_argument(
+        "--eval-images", type=int, default=0, help="evaluate on the first N test images (0: all)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--show-paper",
+        action="store_true",
+        help="add the paper's Table 1/6 values (COCO, V100) as columns",
+    )
+    parser.add_argument("--output", help="also write the rows as JSON here")
+    parser.add_argument(
+        "--results",
+        metavar="FILE",
+        help="append one record per model to this results file (JSON lines), the input of "
+        "tools/plot_ap_flops.py (ap, gflops, params_m, latency_s, keep_ratio, method)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="print the COCO evaluation")
+    parser.add_argument(
+        "opts", nargs="*", default=[], help="config overrides key=value applied to every model"
+    )
+    args = parser.parse_args(argv)
+    if any(not 0 < r <= 1 for r in args.keep_ratios):
+        parser.error(f"--keep-ratios must lie in (0, 1], got {args.keep_ratios}")
+    if args.train_iters < 0:
+        parser.error(f"--train-iters must be non-negative, got {args.train_iters}")
+    if args.eval_images < 0:  # dataset[:-n] would silently drop the last n images
+        parser.error(f"--eval-images must be non-negative (0: all), got {args.eval_images}")
+    if args.repeats <= 0 and not args.no_latency:  # the latency is the best of the repeats
+        parser.error(f"--repeats must be positive, got {args.repeats}")
+    # a NAME matching no planned model would be skipped silently, a bad PATH fail after hours
+    names = [
+        model_name(e, r)
+        for e in args.encoders
+        for r in ([None] if e == "dense" else args.keep_ratios)
+    ]
+    seen = set()
+    for c in args.checkpoint:
+        name, sep, path = c.partition("=")
+        if not sep:
+            parser.error(f"--checkpoint {c!r}: expected NAME=PATH")
+        if name not in names:
+            parser.error(f"--checkpoint {c!r}: no model named {name!r} in this sweep; "
+                         f"the models are {', '.join(names)}")
+        if name in seen:
+            parser.error(f"--checkpoint {c!r}: a second checkpoint for {name!r}")
+        seen.add(name)
+        if "://" not in path and not Path(path).is_file():  # URLs: detectron2's PathManager
+            parser.error(f"--checkpoint {c!r}: file not found: {path}")
+    return args
+
+
+if __name__ == "__main__":
+    parse_args()  # --help and bad arguments answered before torch and detectron2 load
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
 
 # the paper's Table 6 (COCO val2017, R50, V100) and Table 1 for DINO: (AP, GFLOPs, FPS)
 PAPER = {
@@ -208,7 +317,8 @@ def evaluate(model: nn.Module, cfg, dataset, verbose: bool = False) -> Dict[str,
     row = {k: float(box[k]) for k in ("AP", "AP50", "APs", "APm", "APl") if k in box}
     layers = [v / 100 for k, v in selection.items() if k.startswith("layer") and
               k.endswith("_recall")]
-    levels = {k: v / 100 for k, v in selection.items() if k.startswith("recall_l")}
+    levels = {k: v / 100 for k, v in selection.items()
+              if k.startswith("level") and k.endswith("_recall")}
     if not selects:
         layers, levels = [1.0], {}
     row.update(fg_recall_mean=sum(layers) / len(layers), fg_recall_first=layers[0])
@@ -217,11 +327,6 @@ def evaluate(model: nn.Module, cfg, dataset, verbose: bool = False) -> Dict[str,
 
 
 # ------------------------------------------------------------------------------------ sweep
-def model_name(encoder: str, ratio: Optional[float]) -> str:
-    """dense, or ENCODER@RATIO: the row label and the `--checkpoint` NAME."""
-    return encoder if ratio is None else f"{encoder}@{ratio:g}"
-
-
 def load_shared_init(model: nn.Module, shared_init: Dict[str, torch.Tensor], name: str) -> None:
     """Load the reference weights outside the encoder into `model`; raise unless they cover
     every parameter and buffer outside `transformer.encoder.` and all fit the model."""
@@ -235,6 +340,7 @@ def load_shared_init(model: nn.Module, shared_init: Dict[str, torch.Tensor], nam
 
 
 def sweep(args) -> List[Dict[str, Any]]:
+    from focus_detr.analysis.model_io import describe_encoder, keep_description
     from focus_detr.engine.checkpoint import SafeDetectionCheckpointer
 
     device = args.device
@@ -260,6 +366,7 @@ def sweep(args) -> List[Dict[str, Any]]:
             name = model_name(encoder, ratio)
             cfg = load_config(args.config_file, encoder, ratio, args.opts)
             model = build_model(cfg, device, args.seed)
+            print(f"[{name}] {keep_description(describe_encoder(model))}", flush=True)
             row: Dict[str, Any] = {
                 "encoder": encoder,
                 "keep_ratio": ratio,
@@ -329,93 +436,57 @@ def format_table(rows: List[Dict[str, Any]], show_paper: bool) -> str:
     return tabulate(body, headers=[h for _, h, _ in columns], tablefmt="pipe")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--config-file",
-        default=DEFAULT_CONFIG,
-        help="a config with a swappable encoder (default: %(default)s)",
-    )
-    parser.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=ENCODERS)
-    parser.add_argument("--keep-ratios", nargs="+", type=float, default=[0.1, 0.2, 0.3, 0.4, 0.5])
-    parser.add_argument(
-        "--image-size",
-        nargs=2,
-        type=int,
-        default=[800, 1216],
-        metavar=("H", "W"),
-        help="input of the cost measurements",
-    )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no-flops", action="store_true")
-    parser.add_argument("--no-latency", action="store_true")
-    parser.add_argument(
-        "--checkpoint",
-        action="append",
-        default=[],
-        metavar="NAME=PATH",
-        help="weights of one model, evaluated as they are (not trained by --train-iters; every "
-        "weight must fit): NAME is dense, sparse@RATIO or focus@RATIO",
-    )
-    parser.add_argument(
-        "--train-iters",
-        type=int,
-        default=0,
-        help="train every model without a --checkpoint this many iterations before evaluating",
-    )
-    parser.add_argument(
-        "--eval-images", type=int, default=0, help="evaluate on the first N test images (0: all)"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--show-paper",
-        action="store_true",
-        help="add the paper's Table 1/6 values (COCO, V100) as columns",
-    )
-    parser.add_argument("--output", help="also write the rows as JSON here")
-    parser.add_argument("--verbose", action="store_true", help="print the COCO evaluation")
-    parser.add_argument(
-        "opts", nargs="*", default=[], help="config overrides key=value applied to every model"
-    )
-    args = parser.parse_args(argv)
-    if any(not 0 < r <= 1 for r in args.keep_ratios):
-        parser.error(f"--keep-ratios must lie in (0, 1], got {args.keep_ratios}")
-    if args.train_iters < 0:
-        parser.error(f"--train-iters must be non-negative, got {args.train_iters}")
-    if args.eval_images < 0:  # dataset[:-n] would silently drop the last n images
-        parser.error(f"--eval-images must be non-negative (0: all), got {args.eval_images}")
-    if args.repeats <= 0 and not args.no_latency:  # the latency is the best of the repeats
-        parser.error(f"--repeats must be positive, got {args.repeats}")
-    # a NAME matching no planned model would be skipped silently, a bad PATH fail after hours
-    names = [
-        model_name(e, r)
-        for e in args.encoders
-        for r in ([None] if e == "dense" else args.keep_ratios)
-    ]
-    seen = set()
-    for c in args.checkpoint:
-        name, sep, path = c.partition("=")
-        if not sep:
-            parser.error(f"--checkpoint {c!r}: expected NAME=PATH")
-        if name not in names:
-            parser.error(f"--checkpoint {c!r}: no model named {name!r} in this sweep; "
-                         f"the models are {', '.join(names)}")
-        if name in seen:
-            parser.error(f"--checkpoint {c!r}: a second checkpoint for {name!r}")
-        seen.add(name)
-        if "://" not in path and not Path(path).is_file():  # URLs: detectron2's PathManager
-            parser.error(f"--checkpoint {c!r}: file not found: {path}")
-    return args
+# why a row's value can be undefined (null in the JSON files)
+UNDEFINED_REASONS = {
+    "APs": "no small ground-truth box in the evaluated images",
+    "APm": "no medium ground-truth box in the evaluated images",
+    "APl": "no large ground-truth box in the evaluated images",
+    "AP": "no ground-truth box in the evaluated images",
+    "AP50": "no ground-truth box in the evaluated images",
+}
+
+
+def _with_reasons(row: Dict[str, Any]) -> Dict[str, Any]:
+    """A JSON-ready row with "undefined": {key: reason} for its null values."""
+    undefined = {k: UNDEFINED_REASONS.get(k, "not a finite number") for k, v in row.items()
+                 if v is None and k != "keep_ratio"}
+    return {**row, "undefined": undefined} if undefined else row
+
+
+def result_records(args, rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The rows as records of the tools' results file (`focus_detr.analysis.results`): one per
+    model, keyed by the config and the encoder overrides that select the model."""
+    records = []
+    for row in rows:
+        encoder, ratio = row["encoder"], row["keep_ratio"]
+        overrides = [f"model.transformer.encoder.name={encoder}"]
+        if ratio is not None:
+            overrides.append(f"model.transformer.encoder.keep_ratio={ratio}")
+        checkpoints = dict(c.split("=", 1) for c in args.checkpoint)
+        record = {
+            "config": args.config_file,
+            "overrides": overrides + list(args.opts),
+            "method": encoder,
+            "keep_ratio": ratio,
+            "gflops": row.get("gflops"),
+            "params_m": row.get("params_m"),
+            "latency_s": row.get("latency_s"),
+            "ap": row.get("AP"),
+            "device": args.device,
+            "input_size": list(args.image_size),
+            "checkpoint": checkpoints.get(model_name(encoder, ratio)),
+            "train_iters": None if model_name(encoder, ratio) in checkpoints else args.train_iters,
+            "tool": "sweep_keep_ratio",
+        }
+        records.append({k: v for k, v in record.items() if v is not None})
+    return records
 
 
 def main(argv=None) -> List[Dict[str, Any]]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.threads:
         torch.set_num_threads(args.threads)
     import focus_detr.data  # noqa: F401  (registers the built-in dataset)
@@ -429,7 +500,17 @@ def main(argv=None) -> List[Dict[str, Any]]:
     rows = sweep(args)
     print(format_table(rows, args.show_paper))
     if args.output:
-        Path(args.output).write_text(json.dumps(rows, indent=1))
+        from focus_detr.analysis.results import json_ready
+
+        Path(args.output).write_text(json.dumps(
+            [_with_reasons(r) for r in json_ready(rows)], indent=1, allow_nan=False))
+    if args.results:
+        from focus_detr.analysis.results import append_result
+
+        for record in result_records(args, rows):
+            append_result(args.results, record)
+        print(f"Appended {len(rows)} record(s) to {args.results} (tools/plot_ap_flops.py "
+              f"--results {args.results} --output ap_vs_gflops.png)")
     return rows
 
 

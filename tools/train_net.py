@@ -4,13 +4,15 @@
 The config defines `model`, `dataloader` (train/test/evaluator), `optimizer`, `lr_multiplier`
 and `train` (see configs/common/train.py). Examples:
 
-    python tools/train_net.py --config-file projects/focus_detr/configs/x.py train.device=cpu
+    python tools/train_net.py --config-file projects/focus_detr/configs/focus_detr_tiny_synthetic.py
+    python tools/train_net.py --config-file x.py train.max_iter=200 train.output_dir=output/run1
     python tools/train_net.py --config-file x.py --resume              # continue an interrupted run
     python tools/train_net.py --config-file x.py --eval-only train.init_checkpoint=out/model.pth
     python tools/train_net.py --config-file x.py --num-gpus 8         # one machine, 8 GPUs
     torchrun --nproc-per-node 2 tools/train_net.py --config-file x.py train.device=cpu  # CPU DDP
 
-Overrides are `key=value` (an unknown key is an error; `+key=value` adds one).
+Overrides are `key=value` after the options (an unknown key is an error; `+key=value` adds
+one), e.g. `train.max_iter=200 train.output_dir=output/run1 dataloader.train.total_batch_size=4`.
 """
 
 import logging
@@ -21,9 +23,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's focus_detr
 
+from focus_detr.cli import filter_known_warnings, train_argument_parser  # noqa: E402
+
+filter_known_warnings()  # before torch/detectron2 import: their import-time warnings
+
+
+def default_argument_parser():
+    """detectron2's training arguments, with this tool's LazyConfig examples."""
+    return train_argument_parser(__doc__)
+
+
+if __name__ == "__main__":
+    default_argument_parser().parse_args()  # --help and bad arguments before torch loads
+
 import torch  # noqa: E402
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
-from detectron2.engine import default_argument_parser  # noqa: E402
 from detectron2.engine import hooks, launch  # noqa: E402
 from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
 from detectron2.utils import comm  # noqa: E402

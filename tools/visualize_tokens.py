@@ -15,9 +15,11 @@ Per image, PNG files (panels on the model's input image, darkened):
   as dots coloured by level;
 - `<name>_compare.png` (Fig. 1), with `--compare-config`: the ground truth, the other model's
   selection (e.g. Sparse DETR) and this one's, side by side;
-and `selection_metrics.json`: precision/recall per image, level and layer, and over all images
-(with `--compare-config`, each image's "compare" entry holds both models' first-layer selection
-metrics under "config" and "compare_config").
+and `selection_metrics.json`: precision/recall per image, layer (`layer{j}`: kept tokens,
+`object{j}`: Focus's object tokens) and level (`level{i}_precision`, `level{i}_recall`), and over
+all images (with `--compare-config`, each image's "compare" entry holds both models' first-layer
+selection metrics under "config" and "compare_config"). A ratio without a denominator (e.g. no
+foreground token at a level) is null, with the reason under "undefined".
 Without a checkpoint the model is randomly initialized (a warning says so): the drawings then
 show an untrained selector.
 """
@@ -30,41 +32,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's focus_detr
 
-import torch  # noqa: E402
+from focus_detr.cli import filter_known_warnings, tool_parser  # noqa: E402
 
-import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
-from focus_detr.analysis import (
-    build_model,
-    dataset_inputs,
-    describe_encoder,  # noqa: E402
-    image_list,
-    level_of_tokens,
-    load_config,
-    resolve_device,
-    selection_counts,
-    split_selection,
-)
-from focus_detr.analysis.drawing import (
-    AGREEMENT_COLORS,
-    LEVEL_COLORS,
-    dim,  # noqa: E402
-    draw_boxes,
-    draw_token_dots,
-    level_masks,
-    overlay_cells,
-    save_grid,
-    to_hwc_uint8,
-)
-from focus_detr.analysis.model_io import image_file_inputs  # noqa: E402
-from focus_detr.evaluation import foreground_labels, kept_mask  # noqa: E402
+filter_known_warnings()  # before torch/detectron2 import: their import-time warnings
+
 
 DEFAULT_STRIDES = (8, 16, 32, 64)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = tool_parser(__doc__)
     p.add_argument(
         "--config-file",
         required=True,
@@ -100,6 +77,38 @@ def parse_args(argv=None):
     return args
 
 
+if __name__ == "__main__":
+    parse_args()  # --help and bad arguments answered before torch and detectron2 load
+
+import torch  # noqa: E402
+
+import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
+from focus_detr.analysis import (
+    build_model,
+    dataset_inputs,
+    describe_encoder,  # noqa: E402
+    image_list,
+    level_of_tokens,
+    load_config,
+    resolve_device,
+    selection_counts,
+    split_selection,
+)
+from focus_detr.analysis.drawing import (
+    AGREEMENT_COLORS,
+    LEVEL_COLORS,
+    dim,  # noqa: E402
+    draw_boxes,
+    draw_token_dots,
+    level_masks,
+    overlay_cells,
+    save_grid,
+    to_hwc_uint8,
+)
+from focus_detr.analysis.model_io import image_file_inputs, keep_description  # noqa: E402
+from focus_detr.evaluation import foreground_labels, kept_mask  # noqa: E402
+
+
 def _build(spec, device):
     cfg = load_config(spec[0], spec[1:])
     checkpoint = cfg.train.get("init_checkpoint", None) or None
@@ -111,6 +120,7 @@ def _build(spec, device):
             "give a Focus-DETR or Sparse DETR config"
         )
     info["weights"] = checkpoint or "random init"
+    print(f"{spec[0]}: {info['method']} encoder, {keep_description(info)}")
     return cfg, model, info
 
 
@@ -140,7 +150,7 @@ def _pr(counts):
 
 
 def _fmt(value):
-    return "-" if value != value else f"{value:.2f}"  # nan -> "-"
+    return "-" if value is None or value != value else f"{value:.2f}"  # undefined -> "-"
 
 
 def _metrics(selection, fg):
@@ -152,7 +162,7 @@ def _metrics(selection, fg):
     for kind in ("kept_index", "object_index"):
         for j, index in enumerate(selection.get(kind) or []):
             c = selection_counts(_mask(index, selection), fg, valid, level, shapes.shape[0])
-            out[f"{kind.split('_')[0]}{j}"] = c
+            out[f"{'layer' if kind == 'kept_index' else 'object'}{j}"] = c
     return out
 
 
@@ -264,7 +274,7 @@ def main(argv=None):
                 f"--layer {args.layer}: the encoder has " f"{len(selection['kept_index'])} layers"
             )
         title = (
-            f"{Path(args.config_file[0]).stem} ({info['method']}, keep {info['keep_ratio']}, "
+            f"{Path(args.config_file[0]).stem} ({info['method']}, {keep_description(info)}, "
             f"{info['weights']})"
         )
         record = {"image": x.get("file_name", name), "input_size": list(image.shape[:2])}
@@ -296,7 +306,7 @@ def main(argv=None):
                 index = sel["kept_index"][0]
                 caption = f"{inf['method']}: {index.numel()} kept"
                 if fg is not None:
-                    m = _metrics(sel, fg)["kept0"]
+                    m = _metrics(sel, fg)["layer0"]
                     p, r = _pr(m)
                     caption += f", P {_fmt(p)} R {_fmt(r)}"
                     record.setdefault("compare", {})[role] = {
@@ -317,7 +327,7 @@ def main(argv=None):
             )
         per_image.append(record)
         if fg is not None:
-            p, r = _pr(_metrics(selection, fg)[f"kept{args.layer}"])
+            p, r = _pr(_metrics(selection, fg)[f"layer{args.layer}"])
             print(f"{name}: layer {args.layer} precision {_fmt(p)} recall {_fmt(r)}")
     metrics_path = os.path.join(args.output, "selection_metrics.json")
     with open(metrics_path, "w") as f:
@@ -331,10 +341,11 @@ def main(argv=None):
             },
             f,
             indent=1,
+            allow_nan=False,  # undefined ratios are null, their reason under "undefined"
         )
     written.append(metrics_path)
     if totals:
-        o = totals[f"kept{args.layer}"].overall()
+        o = totals[f"layer{args.layer}"].overall()
         print(
             f"Overall (layer {args.layer}, {len(inputs)} images): precision "
             f"{_fmt(o['precision'])}, recall {_fmt(o['recall'])}, keep fraction "

@@ -6,7 +6,7 @@ need `dataloader.test`. Overrides are train_net's `key=value` (unknown keys are 
 """
 
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -172,7 +172,20 @@ def expand_image_paths(paths: Sequence[str]) -> List[str]:
 def image_file_inputs(cfg, paths: Sequence[str]) -> List[Dict[str, Any]]:
     """Input dicts of image files, resized like the config's test mapper (its `augmentation`
     and `img_format`, when the config has `dataloader.test.mapper`; else unchanged, RGB).
-    "height"/"width" are the original size, so detections come back in file pixels."""
+    "height"/"width" are the original size, so detections come back in file pixels.
+
+    Raises:
+        OSError: a file cannot be decoded (the message names it).
+    """
+    return list(iter_image_file_inputs(cfg, paths))
+
+
+def iter_image_file_inputs(
+    cfg, paths: Sequence[str], on_unreadable: Optional[Callable[[str, Exception], None]] = None
+) -> Iterator[Dict[str, Any]]:
+    """`image_file_inputs` one file at a time (decoded when reached). A file that cannot be
+    decoded (truncated, not an image) is passed to `on_unreadable(path, error)` and skipped;
+    without `on_unreadable` it raises an OSError naming the file."""
     import detectron2.data.transforms as T
     from detectron2.config import instantiate
     from detectron2.data.detection_utils import read_image
@@ -186,15 +199,19 @@ def image_file_inputs(cfg, paths: Sequence[str]) -> List[Dict[str, Any]]:
         else []
     )
     fmt = mapper.get("img_format", "RGB") if mapper is not None else "RGB"
-    inputs = []
     for path in expand_image_paths(paths):
-        image = read_image(path, format=fmt)
+        try:
+            image = read_image(path, format=fmt)
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for broken files
+            if on_unreadable is None:
+                raise OSError(f"cannot decode image file {path}: {e}") from e
+            on_unreadable(path, e)
+            continue
         h, w = image.shape[:2]
         aug = T.AugInput(image)
         augmentation(aug)
         tensor = torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1)))
-        inputs.append({"image": tensor, "height": h, "width": w, "file_name": path})
-    return inputs
+        yield {"image": tensor, "height": h, "width": w, "file_name": path}
 
 
 def image_list(model: nn.Module, batched_inputs: List[Dict[str, Any]]) -> ImageList:
@@ -210,17 +227,51 @@ def image_list(model: nn.Module, batched_inputs: List[Dict[str, Any]]) -> ImageL
 
 def describe_encoder(model: nn.Module) -> Dict[str, Any]:
     """{"method": "dense" | "sparse" | "focus" | class name, "keep_ratio": float or None,
-    "encoder": class name} of a DINO-family model."""
+    "layer_keep_fractions": [fraction of the valid tokens each encoder layer updates] or None,
+    "encoder": class name} of a DINO-family model.
+
+    Focus-DETR's `keep_ratio` is the mean over layers of its cascade (layer j keeps
+    keep_ratio / mean(cascade) * cascade[j] of the tokens, e.g. 0.4 and 0.2 for 0.3 with cascade
+    (1, 0.5)); Sparse DETR keeps `keep_ratio` in every layer. The fractions leave out the one
+    token the published counts add per image."""
     encoder = model.transformer.encoder
     name = type(encoder).__name__
     if hasattr(encoder, "selector"):  # FocusEncoder
+        selector = encoder.selector
+        cascade = [float(c) for c in selector.cascade_ratios]
         return {
             "method": "focus",
-            "keep_ratio": float(encoder.selector.keep_ratio),
+            "keep_ratio": float(selector.keep_ratio),
+            "layer_keep_fractions": [
+                round(min(1.0, selector.foreground_ratio * c), 6) for c in cascade
+            ],
             "encoder": name,
         }
     if hasattr(encoder, "keep_ratio"):  # SparseDetrEncoder
-        return {"method": "sparse", "keep_ratio": float(encoder.keep_ratio), "encoder": name}
+        layers = len(getattr(encoder, "layers", ())) or None
+        return {
+            "method": "sparse",
+            "keep_ratio": float(encoder.keep_ratio),
+            "layer_keep_fractions": [float(encoder.keep_ratio)] * layers if layers else None,
+            "encoder": name,
+        }
     if name == "DeformableEncoder":
-        return {"method": "dense", "keep_ratio": 1.0, "encoder": name}
-    return {"method": name, "keep_ratio": None, "encoder": name}
+        layers = len(getattr(encoder, "layers", ())) or None
+        return {"method": "dense", "keep_ratio": 1.0,
+                "layer_keep_fractions": [1.0] * layers if layers else None, "encoder": name}
+    return {"method": name, "keep_ratio": None, "layer_keep_fractions": None, "encoder": name}
+
+
+def keep_description(info: Dict[str, Any]) -> str:
+    """What the encoder of `describe_encoder`'s `info` keeps, for the tools' output, e.g.
+    "keep ratio 0.3 = mean of the layers' 0.40, 0.20"."""
+    ratio, layers = info.get("keep_ratio"), info.get("layer_keep_fractions")
+    if info.get("method") == "dense":
+        return "keeps every token"
+    if ratio is None:
+        return "keep ratio unknown"
+    if not layers:
+        return f"keep ratio {ratio:g}"
+    if max(layers) - min(layers) < 1e-9:
+        return f"keep ratio {ratio:g} in each of {len(layers)} layers"
+    return f"keep ratio {ratio:g} = mean of the layers' " + ", ".join(f"{f:.2f}" for f in layers)

@@ -11,11 +11,19 @@ keep-ratio sweep and `--ap`/`--metrics` options: ap); `merge_results` joins the 
 """
 
 import json
+import math
 import os
 import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-__all__ = ["RESULT_FIELDS", "append_result", "load_results", "merge_results", "read_coco_ap"]
+__all__ = [
+    "RESULT_FIELDS",
+    "append_result",
+    "json_ready",
+    "load_results",
+    "merge_results",
+    "read_coco_ap",
+]
 
 RESULT_FIELDS = (
     "config",
@@ -36,6 +44,18 @@ RESULT_FIELDS = (
 )
 
 
+def json_ready(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, inf) replaced by None, recursively through dicts,
+    lists and tuples: `json.dumps` would write `NaN`, which is not JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
 def append_result(path: str, record: Dict[str, Any]) -> Dict[str, Any]:
     """Append `record` (must have "config") as one JSON line; adds "time". Returns it."""
     if not record.get("config"):
@@ -45,7 +65,7 @@ def append_result(path: str, record: Dict[str, Any]) -> Dict[str, Any]:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     with open(path, "a") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.write(json.dumps(json_ready(record), sort_keys=True, allow_nan=False) + "\n")
     return record
 
 
@@ -55,6 +75,13 @@ def load_results(path: str) -> List[Dict[str, Any]]:
         raise FileNotFoundError(f"results file not found: {path}")
     records = []
     with open(path) as f:
+        first = f.read(1)
+        f.seek(0)
+        if first == "[":  # e.g. the keep-ratio sweep's --output rows
+            raise ValueError(
+                f"{path} is a JSON list, not a results file of JSON lines (one record per "
+                "line); the keep-ratio sweep writes results records with --results FILE"
+            )
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue

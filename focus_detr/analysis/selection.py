@@ -160,13 +160,30 @@ class SelectionCounts:
             "foreground_fraction": fg / valid if valid else nan,
         }
 
-    def summary(self, prefix: str = "") -> Dict[str, float]:
-        """Flat dict: {prefix}precision, {prefix}recall, ... and per level {prefix}precision_l{i},
-        {prefix}recall_l{i}."""
-        out = {prefix + k: v for k, v in self.overall().items()}
+    def summary(self, prefix: str = "") -> Dict[str, Any]:
+        """Flat dict for JSON files and metrics: {prefix}precision, {prefix}recall,
+        {prefix}keep_fraction, {prefix}foreground_fraction and per level
+        {prefix}level{i}_precision, {prefix}level{i}_recall. A ratio without a denominator (no
+        kept token, no foreground token at a level) is None, not NaN, and
+        {prefix}undefined maps its key to the reason."""
+        reasons = {"precision": "no kept token", "recall": "no foreground token",
+                   "keep_fraction": "no valid token", "foreground_fraction": "no valid token"}
+        out: Dict[str, Any] = {}
+        undefined = {}
+
+        def put(key, value, reason):
+            defined = value == value
+            out[prefix + key] = value if defined else None
+            if not defined:
+                undefined[prefix + key] = reason
+
+        for k, v in self.overall().items():
+            put(k, v, reasons[k])
         for i, (p, r) in enumerate(zip(self.precision(), self.recall())):
-            out[f"{prefix}precision_l{i}"] = p
-            out[f"{prefix}recall_l{i}"] = r
+            put(f"level{i}_precision", p, f"no kept token at level {i}")
+            put(f"level{i}_recall", r, f"no foreground token at level {i} (label assignment)")
+        if undefined:
+            out[prefix + "undefined"] = undefined
         return out
 
 

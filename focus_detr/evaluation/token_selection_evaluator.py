@@ -68,12 +68,16 @@ def _layer_order(key: str):
 class TokenSelectionEvaluator(DatasetEvaluator):
     """Accumulates token counts over the dataset (micro average) and reports, in percent:
 
-    - ``precision``, ``recall`` (overall) and ``precision_l{i}``, ``recall_l{i}`` per level of
-      the first encoder layer's kept tokens (Focus: the foreground selection of the FTS, the
+    - ``precision``, ``recall`` (overall) and ``level{i}_precision``, ``level{i}_recall`` per
+      level of the first encoder layer's kept tokens (Focus: the foreground selection of the FTS, the
       largest of the cascade; Sparse DETR: its one selection), plus ``keep_fraction`` and
       ``foreground_fraction`` of the valid tokens (the chance level of precision);
     - ``layer{j}_precision``, ``layer{j}_recall`` of every encoder layer's kept tokens;
     - ``object{j}_precision``, ``object{j}_recall`` of Focus's object tokens per layer.
+
+    A metric without a denominator (no foreground token at a level, e.g. the largest level on
+    small images; nothing kept) is left out of the results and named, with the reason, in the
+    log: metrics must be numbers and NaN is not valid JSON.
 
     Args:
         dataset_name: registered dataset(s) whose annotations give the ground truth (the test
@@ -156,15 +160,27 @@ class TokenSelectionEvaluator(DatasetEvaluator):
             logger.warning("TokenSelectionEvaluator: no token selections to evaluate")
             return {}
         results = OrderedDict()
+        undefined = {}
         first = counts["layer0"].summary()
-        results.update({k: 100.0 * v for k, v in first.items()})
+        undefined.update(first.pop("undefined", {}))
         for key in sorted(counts, key=_layer_order):
-            overall = counts[key].overall()
-            results[f"{key}_precision"] = 100.0 * overall["precision"]
-            results[f"{key}_recall"] = 100.0 * overall["recall"]
+            scope = counts[key].summary(prefix=f"{key}_")
+            for metric in ("precision", "recall"):
+                first[f"{key}_{metric}"] = scope[f"{key}_{metric}"]
+            undefined.update({k: v for k, v in scope.pop(f"{key}_undefined", {}).items()
+                              if k in first})
+        # a metric without a denominator is left out (metrics must be numbers, never NaN)
+        results.update({k: 100.0 * v for k, v in first.items() if v is not None})
+        if undefined:
+            logger.info(
+                "Token selection metrics left out: "
+                + "; ".join(f"{k}: {why}" for k, why in undefined.items())
+            )
         logger.info(
-            f"Token selection on {images} image(s): precision {results['precision']:.1f}"
-            f"%, recall {results['recall']:.1f}% (keep {results['keep_fraction']:.1f}% "
-            f"of valid tokens, foreground {results['foreground_fraction']:.1f}%)"
+            f"Token selection on {images} image(s): precision "
+            f"{results.get('precision', float('nan')):.1f}"
+            f"%, recall {results.get('recall', float('nan')):.1f}% (keep "
+            f"{results['keep_fraction']:.1f}% of valid tokens, foreground "
+            f"{results['foreground_fraction']:.1f}%)"
         )
         return OrderedDict(token_selection=results)
