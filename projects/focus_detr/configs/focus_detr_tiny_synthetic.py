@@ -4,8 +4,8 @@ minutes on 2 CPU cores (the README's main job).
     tools/train_net.py --config-file projects/focus_detr/configs/focus_detr_tiny_synthetic.py
 
 Data, optimizer and schedule are the tiny DINO's (`projects/dino/configs/dino_tiny_synthetic.py`:
-small images, no crop augmentation, 2000 iterations), so the two compare at equal budget. Item 9's
-variant (coarse scores reach the finer ones): add
+small images, no crop augmentation, 2000 iterations), so the two compare at equal budget. The
+logit form of the top-down modulation (coarse scores reach the finer ones, README): add
 `model.transformer.encoder.selector.modulation_target=logits`.
 """
 from focus_detr.evaluation import with_token_selection

@@ -2,7 +2,7 @@
 foreground recall of the kept tokens (the fraction of ground-truth-labelled tokens each encoder
 layer keeps) and box AP on validation images, per variant.
 
-Used for the modulation ablation of the README (item 9 of the Focus-DETR issue):
+Used for the README's ablation of the top-down modulation:
 
     python projects/focus_detr/tools/selection_ablation.py --iters 600 \
         --variant published model.transformer.encoder.selector.modulation_target=features \
