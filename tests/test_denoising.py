@@ -113,7 +113,10 @@ def test_decoder_honours_the_mask():
     images = model.preprocess_image(batch)
     targets = model.prepare_targets(batch)
     torch.manual_seed(0)
-    content, boxes, mask, meta = model.denoising(targets, model.label_enc, 30)
+    queries = model.denoising(targets, model.label_enc, 30)
+    content, boxes, mask, meta = queries
+    assert queries.content is content and queries.attention_mask is mask and queries.meta is meta
+    assert queries.boxes.shape == (2, meta.num_queries, 4)
 
     def run(content, boxes):
         with torch.no_grad():

@@ -1,14 +1,14 @@
 """Contrastive denoising queries (DINO): noised copies of the ground truth that the decoder must
 reconstruct (positives) or reject (negatives), in groups that cannot see each other."""
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional
 
 import torch
 from torch import nn
 
 from ..layers import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_sigmoid
 
-__all__ = ["ContrastiveDenoising", "DenoisingMeta", "pad_targets"]
+__all__ = ["ContrastiveDenoising", "DenoisingMeta", "DenoisingQueries", "pad_targets"]
 
 
 @dataclass
@@ -28,6 +28,22 @@ class DenoisingMeta:
     @property
     def num_queries(self) -> int:
         return self.num_groups * self.group_size
+
+
+class DenoisingQueries(NamedTuple):
+    """What `ContrastiveDenoising` adds to the decoder's input (unpacks as a 4-tuple too).
+
+    Attributes:
+        content: (N, D, C) embedded noised labels; boxes: (N, D, 4) unsigmoided noised boxes.
+        attention_mask: (D + num_matching, D + num_matching) bool, True where attention is
+            blocked (groups cannot see each other; matching queries cannot see denoising ones).
+        meta: the queries' layout.
+    """
+
+    content: torch.Tensor
+    boxes: torch.Tensor
+    attention_mask: torch.Tensor
+    meta: DenoisingMeta
 
 
 def pad_targets(targets: List[Dict[str, torch.Tensor]]):
@@ -81,15 +97,14 @@ class ContrastiveDenoising(nn.Module):
 
     def forward(self, targets: List[Dict[str, torch.Tensor]], label_enc: nn.Embedding,
                 num_matching: int
-                ) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, DenoisingMeta]]:
+                ) -> Optional[DenoisingQueries]:
         """Args:
             targets: per image {"labels": (n,) int64, "boxes": (n, 4) normalized cxcywh}.
             label_enc: embedding of the (noised) labels, (num_classes, C).
             num_matching: number of matching (two-stage) queries after the denoising ones.
 
         Returns:
-            None when disabled or no image has objects; else content (N, D, C), boxes (N, D, 4)
-            unsigmoided, attention mask (D + num_matching)^2, and the `DenoisingMeta`.
+            None when disabled or no image has objects; else the `DenoisingQueries`.
         """
         if self.num_dn_queries <= 0:
             return None
@@ -115,8 +130,8 @@ class ContrastiveDenoising(nn.Module):
         content = label_enc(labels) * keep[..., None]
         box_unact = inverse_sigmoid(boxes) * keep[..., None]
         d = meta.num_queries
-        return (content.reshape(n, d, -1), box_unact.reshape(n, d, 4),
-                self.attention_mask(meta, num_matching, labels.device), meta)
+        return DenoisingQueries(content.reshape(n, d, -1), box_unact.reshape(n, d, 4),
+                                self.attention_mask(meta, num_matching, labels.device), meta)
 
     def matched_indices(self, targets: List[Dict[str, torch.Tensor]], meta: DenoisingMeta):
         """Per image (query indices, target indices) of the positive queries, group-major."""

@@ -219,18 +219,18 @@ class DINO(nn.Module):
         return_sampling = return_sampling or (
             self.training and getattr(encoder, "needs_decoder_sampling", False))
         out = self.transformer(features, level_masks, pos,
-                               dn_queries=None if dn is None else dn[:2],
-                               self_attn_mask=None if dn is None else dn[2],
+                               dn_queries=None if dn is None else (dn.content, dn.boxes),
+                               self_attn_mask=None if dn is None else dn.attention_mask,
                                strides=getattr(self.neck, "strides", None),
                                return_sampling=return_sampling)
         out["neck_features"] = features
         out["level_masks"] = level_masks
-        d = 0 if dn is None else dn[3].num_queries
+        d = 0 if dn is None else dn.meta.num_queries
         out.update(self._heads_output(out["logits"][:, :, d:], out["boxes"][:, :, d:]))
         out["enc_outputs"] = {"pred_logits": out["enc_logits"], "pred_boxes": out["enc_boxes"]}
         if dn is not None:
             out["dn_outputs"] = self._heads_output(out["logits"][:, :, :d], out["boxes"][:, :, :d])
-            out["dn_meta"] = dn[3]
+            out["dn_meta"] = dn.meta
         return out
 
     def _check_input_size(self, images: ImageList, mask: torch.Tensor) -> None:
