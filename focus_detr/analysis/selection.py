@@ -1,6 +1,6 @@
 """Token selections of sparse encoders, per image, and their quality against foreground labels.
 
-A *per-image selection* (what `split_selection` returns, what `record_token_selection` attaches
+A *per-image selection* (defined in `focus_detr.modeling.transformer.token_selection`; what `split_selection` returns, what `record_token_selection` attaches
 to eval outputs as ``"token_selection"``, what `TokenSelectionEvaluator` reads) is a dict:
 
 - ``spatial_shapes`` (L, 2) int64 and ``level_start_index`` (L,) int64 of the token map;
@@ -18,10 +18,12 @@ Quality: precision = |kept and foreground| / |kept|, recall = |kept and foregrou
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List
 
 import torch
 from torch import nn
+
+from ..modeling.transformer.token_selection import has_token_selection, split_selection
 
 __all__ = [
     "SelectionCounts",
@@ -31,50 +33,6 @@ __all__ = [
     "selection_counts",
     "split_selection",
 ]
-
-
-def has_token_selection(encoder_output) -> bool:
-    """Whether an encoder output (`EncoderOutput`) records a token selection."""
-    return bool(encoder_output.extras.get("kept_index"))
-
-
-def split_selection(
-    encoder_inputs, encoder_output, image_sizes: Sequence[Sequence[int]]
-) -> List[Dict[str, Any]]:
-    """Per-image selections (module docstring) from a batch's `EncoderInputs` and
-    `EncoderOutput` (Focus or Sparse DETR encoder). Tensors stay on their device.
-
-    Raises:
-        ValueError: the encoder records no selection (a dense encoder).
-    """
-    extras = encoder_output.extras
-    if not has_token_selection(encoder_output):
-        raise ValueError(
-            "this encoder records no token selection (extras['kept_index'] is "
-            "missing or empty): a dense encoder keeps every token"
-        )
-    scores = extras.get("foreground_logits", extras.get("token_logits"))
-    valid = ~encoder_inputs.padding_mask
-    out = []
-    for i, size in enumerate(image_sizes):
-        kept = [idx[i][ok[i]] for idx, ok in zip(extras["kept_index"], extras["kept_valid"])]
-        objects = [
-            idx[i][ok[i]]
-            for idx, ok in zip(extras.get("object_index", []), extras.get("object_valid", []))
-        ]
-        out.append(
-            dict(
-                spatial_shapes=encoder_inputs.spatial_shapes,
-                level_start_index=encoder_inputs.level_start_index,
-                valid=valid[i],
-                image_size=(int(size[0]), int(size[1])),
-                kept_index=kept,
-                object_index=objects,
-                scores=None if scores is None else scores[i],
-                strides=encoder_inputs.strides,
-            )
-        )
-    return out
 
 
 def level_of_tokens(spatial_shapes: torch.Tensor) -> torch.Tensor:

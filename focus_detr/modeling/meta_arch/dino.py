@@ -12,6 +12,7 @@ from ...layers import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 from ...layers.folded_conv import fold_conv_norms
 from ...layers.reduced_precision import enable_reduced_precision
 from ..checkpoint import accept_published_keys
+from ..transformer.token_selection import has_token_selection, split_selection
 
 __all__ = ["DINO"]
 
@@ -291,9 +292,6 @@ class DINO(nn.Module):
     def _attach_token_selection(results: List[Dict], outputs: Dict[str, Any], image_sizes):
         """Adds ``"token_selection"`` to each result when the encoder selects tokens (a dense
         encoder keeps all: nothing to add)."""
-        # the selection format belongs to the analysis package (evaluator, tools)
-        from ...analysis.selection import has_token_selection, split_selection
-
         if has_token_selection(outputs["encoder_output"]):
             selections = split_selection(outputs["encoder_inputs"], outputs["encoder_output"],
                                          image_sizes)
