@@ -69,3 +69,25 @@ def test_killed_and_resumed_training_equals_the_uninterrupted_one(tmp_path):
     log.write_text("")
     run_train_net("--resume", *run_args)
     assert _losses(log) == full[4:]
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_torchrun_training_equals_the_uninterrupted_one(tmp_path):
+    """The same under torchrun with 2 CPU processes: each process gets its own data position and
+    RNG states back, so each rank's losses after the resume equal the uninterrupted run's."""
+    common = ["--config-file", TOY_CONFIG, "train.max_iter=6", "train.checkpointer.period=2",
+              "dataloader.train.total_batch_size=4"]
+    run_train_net(*common, f"train.output_dir={tmp_path / 'full'}",
+                  f"model.loss_log={tmp_path / 'fullRANK.txt'}", nproc=2)
+    full = [_losses(tmp_path / f"full{r}.txt") for r in (0, 1)]
+    assert [len(x) for x in full] == [6, 6] and full[0] != full[1]
+
+    out = tmp_path / "resumed"
+    run_args = [*common, f"train.output_dir={out}", f"model.loss_log={tmp_path / 'resRANK.txt'}"]
+    crashed = run_train_net(*run_args, "model.crash_after_steps=5", nproc=2, check=False)
+    assert crashed.returncode != 0
+    assert (out / "last_checkpoint").read_text() == "model_0000003.pth"
+    for r in (0, 1):
+        (tmp_path / f"res{r}.txt").write_text("")
+    run_train_net("--resume", *run_args, nproc=2)
+    assert [_losses(tmp_path / f"res{r}.txt") for r in (0, 1)] == [x[4:] for x in full]

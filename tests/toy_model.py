@@ -6,8 +6,11 @@ log-space distances to the box sides (L1). At inference the top-k (location, cla
 boxes. Returns detectron2 `Instances`, so `COCOEvaluator` can evaluate it.
 
 `crash_after_steps=n` raises in the (n+1)-th training forward: a simulated crash for resume tests.
-`loss_log=path` appends each training step's total loss (repr of the float) to that file.
+`loss_log=path` appends each training step's total loss (repr of the float) to that file ("RANK"
+in the path is replaced by the process's rank).
 """
+
+import os
 
 import torch
 from detectron2.modeling.postprocessing import detector_postprocess
@@ -74,7 +77,8 @@ class ToyDetector(nn.Module):
                 logits, reg, centres, [x["instances"].to(self.device) for x in batched_inputs]
             )
             if self.loss_log:
-                with open(self.loss_log, "a") as f:
+                rank = os.environ.get("RANK", "0")
+                with open(self.loss_log.replace("RANK", rank), "a") as f:
                     f.write(repr(float(sum(losses.values()))) + "\n")
             return losses
         ltrb = reg.clamp(max=8).exp() * self.stride
