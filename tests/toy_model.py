@@ -6,7 +6,11 @@ log-space distances to the box sides (L1). At inference the top-k (location, cla
 boxes. Returns detectron2 `Instances`, so `COCOEvaluator` can evaluate it.
 
 `crash_after_steps=n` raises in the (n+1)-th training forward: a simulated crash for resume tests.
+`loss_log=path` appends each training step's total loss (repr of the float) to that file ("RANK"
+in the path is replaced by the process's rank).
 """
+
+import os
 
 import torch
 from detectron2.modeling.postprocessing import detector_postprocess
@@ -22,11 +26,13 @@ class ToyDetector(nn.Module):
         channels=16,
         topk=100,
         crash_after_steps=-1,
+        loss_log="",
         pixel_mean=(123.675, 116.28, 103.53),
         pixel_std=(58.395, 57.12, 57.375),
     ):
         super().__init__()
         self.crash_after_steps, self._steps = crash_after_steps, 0
+        self.loss_log = loss_log
         self.num_classes, self.topk, self.stride = num_classes, topk, 16
         c = channels
         layers, cin = [], 3
@@ -67,9 +73,14 @@ class ToyDetector(nn.Module):
             if self._steps == self.crash_after_steps:
                 raise RuntimeError(f"ToyDetector: simulated crash after {self._steps} steps")
             self._steps += 1
-            return self.losses(
+            losses = self.losses(
                 logits, reg, centres, [x["instances"].to(self.device) for x in batched_inputs]
             )
+            if self.loss_log:
+                rank = os.environ.get("RANK", "0")
+                with open(self.loss_log.replace("RANK", rank), "a") as f:
+                    f.write(repr(float(sum(losses.values()))) + "\n")
+            return losses
         ltrb = reg.clamp(max=8).exp() * self.stride
         boxes = torch.cat([centres - ltrb[..., :2], centres + ltrb[..., 2:]], -1)
         scores = logits.sigmoid().flatten(1)  # (N, HW*K)

@@ -57,6 +57,7 @@ from focus_detr.engine.distributed import (  # noqa: E402
     launched_by_torchrun,
 )
 from focus_detr.engine.ema import EMAHook, ModelEMA, unwrap_model  # noqa: E402
+from focus_detr.engine.resume import StreamState, StreamStateHook, preserved_rng  # noqa: E402
 from focus_detr.engine.run_dir import setup_run, training_writers  # noqa: E402
 from focus_detr.engine.train_options import apply_fast_dev_run, wandb_writers  # noqa: E402
 from focus_detr.engine.trainer import DetrTrainer  # noqa: E402
@@ -148,6 +149,9 @@ def do_train(args, cfg):
         clip_grad_params=clip.params if clip.enabled else None,
     )
     extra = {"ema": ema} if ema is not None else {}
+    # RNG states and data position of every process: an exact resume
+    stream = StreamState(train_loader)
+    extra["stream"] = stream
     checkpointer = SafeDetectionCheckpointer(
         model,
         cfg.train.output_dir,
@@ -159,7 +163,8 @@ def do_train(args, cfg):
 
     def test_and_save_results():
         nonlocal results
-        results = do_test(cfg, model, ema)
+        with preserved_rng():  # evaluating does not shift the training's random draws
+            results = do_test(cfg, model, ema)
         return results
 
     eval_period = cfg.train.eval_period if cfg.train.eval_period > 0 else cfg.train.max_iter
@@ -168,6 +173,7 @@ def do_train(args, cfg):
             hooks.IterationTimer(),
             EMAHook(ema, model) if ema is not None else None,
             LRSchedulerHook(scheduler=instantiate(cfg.lr_multiplier)),
+            StreamStateHook(stream, cfg.train.checkpointer.period, cfg.train.max_iter),
             (
                 hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
                 if comm.is_main_process()

@@ -13,13 +13,16 @@ from .datasets import (
     synthetic_split_dir,
 )
 from .detr_dataset_mapper import DetrDatasetMapper, is_degenerate_box, is_outside_image
+from .resumable_loader import ResumableTrainLoader, build_resumable_train_loader
 from .synthetic_shapes import CATEGORIES, SyntheticShapesRecipe, generate_split, render_scene
 
 __all__ = [
     "CATEGORIES",
     "DetrDatasetMapper",
+    "ResumableTrainLoader",
     "SYNTHETIC_DATASETS",
     "SyntheticShapesRecipe",
+    "build_resumable_train_loader",
     "datasets_root",
     "generate_split",
     "get_detection_dataset_dicts",

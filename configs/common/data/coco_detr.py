@@ -8,10 +8,14 @@ probability 0.5, resize (400/500/600), random crop (384..600), resize 480..800. 
 
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import build_detection_test_loader
 from omegaconf import OmegaConf
 
-from focus_detr.data import DetrDatasetMapper, get_detection_dataset_dicts
+from focus_detr.data import (
+    DetrDatasetMapper,
+    build_resumable_train_loader,
+    get_detection_dataset_dicts,
+)
 from focus_detr.engine import has_compiled_detectron2_ops
 from focus_detr.evaluation import COCOEvaluator  # ground truth as loaded for training
 
@@ -19,7 +23,8 @@ TRAIN_SCALES = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
 
 dataloader = OmegaConf.create()
 
-dataloader.train = L(build_detection_train_loader)(
+# batches a function of (seed, position): a resumed training gets the same batches
+dataloader.train = L(build_resumable_train_loader)(
     dataset=L(get_detection_dataset_dicts)(names="coco_2017_train"),
     mapper=L(DetrDatasetMapper)(
         augmentation=[

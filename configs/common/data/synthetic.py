@@ -7,10 +7,14 @@ i.e. DETR's 800 scaled by 0.36): random flip, then either multi-scale resizing o
 
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import build_detection_test_loader
 from omegaconf import OmegaConf
 
-from focus_detr.data import DetrDatasetMapper, get_detection_dataset_dicts
+from focus_detr.data import (
+    DetrDatasetMapper,
+    build_resumable_train_loader,
+    get_detection_dataset_dicts,
+)
 from focus_detr.engine import has_compiled_detectron2_ops
 from focus_detr.evaluation import COCOEvaluator  # ground truth as loaded for training
 
@@ -19,7 +23,8 @@ MAX_SIZE = 480  # DETR's 1333 / 800 ratio
 
 dataloader = OmegaConf.create()
 
-dataloader.train = L(build_detection_train_loader)(
+# batches a function of (seed, position): a resumed training gets the same batches
+dataloader.train = L(build_resumable_train_loader)(
     dataset=L(get_detection_dataset_dicts)(names="synthetic_shapes_train"),
     mapper=L(DetrDatasetMapper)(
         augmentation=[
