@@ -19,6 +19,7 @@ from typing import List, Sequence, Tuple
 __all__ = [
     "check_overrides",
     "filter_known_warnings",
+    "Progress",
     "is_override",
     "split_overrides",
     "standalone_module",
@@ -150,3 +151,52 @@ def filter_known_warnings() -> None:
     warnings.filterwarnings(
         "ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning
     )
+
+
+class Progress:
+    """Progress lines for long work the tools do silently otherwise (FLOP counting, training
+    inside a tool): `update(done, note)` prints "label: done/total, elapsed, ETA" at most every
+    `min_interval_s` seconds (and always for the last step), to `stream` (default stdout).
+
+    Args:
+        total: steps in all.
+        label: what is being done, e.g. "[focus@0.3] training".
+        min_interval_s: least seconds between two lines (0: every update).
+    """
+
+    def __init__(self, total: int, label: str, min_interval_s: float = 5.0, stream=None):
+        import time
+
+        self.total, self.label, self.min_interval_s = int(total), label, min_interval_s
+        self.stream = stream
+        self._clock = time.perf_counter
+        self.start = self._clock()
+        self._last = None
+
+    def line(self, done: int, note: str = "", now: float = None) -> str:
+        elapsed = (self._clock() if now is None else now) - self.start
+        eta = elapsed / done * (self.total - done) if done else float("nan")
+        eta_text = "-" if eta != eta else _duration(eta)
+        extra = f", {note}" if note else ""
+        return (f"{self.label}: {done}/{self.total}{extra}, elapsed {_duration(elapsed)}, "
+                f"ETA {eta_text}")
+
+    def update(self, done: int, note: str = "") -> None:
+        import sys
+
+        now = self._clock()
+        due = self._last is None or now - self._last >= self.min_interval_s
+        if due or done >= self.total:
+            self._last = now
+            print(self.line(done, note, now), file=self.stream or sys.stdout, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

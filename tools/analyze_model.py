@@ -25,7 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's focus_detr
 
-from focus_detr.cli import check_overrides, filter_known_warnings, tool_parser  # noqa: E402
+from focus_detr.cli import (  # noqa: E402
+    Progress,
+    check_overrides,
+    filter_known_warnings,
+    tool_parser,
+)
 
 filter_known_warnings()  # before torch/detectron2 import: their import-time warnings
 
@@ -129,10 +134,16 @@ def run_counts(args, model, inputs, kind: str):
 
     analyze = flop_analysis if kind == "flop" else activation_analysis
     per_input = []
+    # tracing a large model takes a minute per input: say so before, and what is left after
+    progress = Progress(len(inputs), f"{kind} count (fvcore traces the model)", min_interval_s=0)
     for i, x in enumerate(inputs):
+        if i == 0:
+            print(f"{kind} count: tracing the model on {len(inputs)} input(s) "
+                  f"({tuple(x['image'].shape[-2:])} first) ...", flush=True)
         with torch.no_grad():
             analysis = analyze(model, [x["image"]])
             parts = model_part_counts(analysis, model)
+        progress.update(i + 1, f"input {tuple(x['image'].shape[-2:])}")
         if i == 0:
             print(
                 f"\n{kind.capitalize()} count per module, first input "

@@ -7,7 +7,11 @@ Records of one (config, overrides, keep ratio, checkpoint) are merged (e.g. GFLO
 analyze_model or benchmark, AP from benchmark --eval/--metrics or the keep-ratio sweep); those
 with both AP and GFLOPs are plotted, one line per series (the record's "label" if given, else
 its method: dense / sparse / focus), points in GFLOPs order, annotated with the keep ratio.
-`--paper` adds the paper's Table 1 points (COCO, R50, 36 epochs) for reference.
+`--paper` adds the paper's Table 1 points (COCO, R50, 36 epochs) for reference; they sit at
+150-280 GFLOPs, so beside small models (e.g. the tiny configs' 0.5 GFLOPs) the GFLOPs axis is
+logarithmic by default (`--xscale`), or `--panels` draws them in a panel of their own:
+
+    python tools/plot_ap_flops.py --results output/sweep.jsonl --output ap.png --paper --panels
 """
 
 import argparse
@@ -37,6 +41,18 @@ def parse_args(argv=None):
     p.add_argument("--title", default="AP vs GFLOPs")
     p.add_argument("--paper", action="store_true", help="add the paper's Table 1 points")
     p.add_argument(
+        "--xscale",
+        choices=("auto", "linear", "log"),
+        default="auto",
+        help="GFLOPs axis: auto (default) is log when the points span more than "
+        f"{LOG_SPAN}x in GFLOPs, else linear",
+    )
+    p.add_argument(
+        "--panels",
+        action="store_true",
+        help="with --paper: the paper's points in a second panel (own axes) beside ours",
+    )
+    p.add_argument(
         "--size",
         type=float,
         nargs=2,
@@ -52,6 +68,19 @@ if __name__ == "__main__":
 
 from focus_detr.analysis import load_results, merge_results  # noqa: E402
 from focus_detr.analysis.report import markdown_table  # noqa: E402
+
+
+LOG_SPAN = 10.0  # GFLOPs ratio above which the auto axis is logarithmic
+
+
+def choose_xscale(requested: str, gflops) -> str:
+    """"linear" or "log" for the GFLOPs values `gflops` (auto: log when they span > LOG_SPAN)."""
+    if requested != "auto":
+        return requested
+    positive = [g for g in gflops if g > 0]
+    if positive and max(positive) / min(positive) > LOG_SPAN:
+        return "log"
+    return "linear"
 
 
 def series(records):
@@ -82,28 +111,46 @@ def main(argv=None):
             "analyze_model/benchmark for GFLOPs and benchmark --eval/--metrics or the "
             "keep-ratio sweep for AP)"
         )
-    fig, ax = plt.subplots(figsize=tuple(args.size), dpi=100)
+    panels = args.panels and args.paper and bool(lines)
+    fig, axes = plt.subplots(1, 2 if panels else 1, figsize=tuple(args.size), dpi=100,
+                             squeeze=False)
+    ours_ax, paper_ax = axes[0][0], axes[0][-1]
     rows = []
     for label, points in lines.items():
         x, y = [p[0] for p in points], [p[1] for p in points]
-        ax.plot(x, y, marker="o", label=label)
+        ours_ax.plot(x, y, marker="o", label=label)
         for g, a, k in points:
             if k is not None:
-                ax.annotate(f"{k:g}", (g, a), textcoords="offset points", xytext=(4, 4), fontsize=8)
+                ours_ax.annotate(f"{k:g}", (g, a), textcoords="offset points", xytext=(4, 4),
+                                 fontsize=8)
             rows.append([label, k, g, a])
     if args.paper:
         for label, k, g, a in PAPER_POINTS:
-            ax.scatter([g], [a], marker="*", s=120, label=label)
+            paper_ax.scatter([g], [a], marker="*", s=120, label=label)
             rows.append([label, k, g, a])
-    ax.set_xlabel("GFLOPs")
-    ax.set_ylabel("AP")
-    ax.set_title(args.title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    scales = []
+    for ax in {id(a): a for a in (ours_ax, paper_ax)}.values():
+        xs = [float(x) for line in ax.get_lines() for x in line.get_xdata()]
+        xs += [float(p[0]) for c in ax.collections for p in c.get_offsets()]
+        scale = choose_xscale(args.xscale, xs)
+        ax.set_xscale(scale)
+        scales.append(scale)
+        ax.set_xlabel("GFLOPs" + (" (log scale)" if scale == "log" else ""))
+        ax.set_ylabel("AP")
+        ax.grid(True, alpha=0.3, which="both" if scale == "log" else "major")
+        ax.legend(fontsize=8)
+    if panels:
+        ours_ax.set_title("this run", fontsize=10)
+        paper_ax.set_title("paper, Table 1 (COCO, R50)", fontsize=10)
+        fig.suptitle(args.title)
+    else:
+        ours_ax.set_title(args.title)
+    fig.tight_layout()
     fig.savefig(args.output, dpi=100)
     plt.close(fig)
     print(markdown_table(["series", "keep", "GFLOPs", "AP"], rows, 2))
-    print(f"Wrote {args.output}")
+    print(f"Wrote {args.output} (GFLOPs axis: {', '.join(scales)})")
+    main.scales = scales  # for callers and tests: the axis scale of each panel
     return lines
 
 

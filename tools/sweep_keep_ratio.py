@@ -232,7 +232,27 @@ def measure_latency(model: nn.Module, image: torch.Tensor, warmup: int, repeats:
 
 
 # ---------------------------------------------------------------------------- train / eval
-def train(model: nn.Module, cfg, iters: int, seed: int) -> Dict[str, float]:
+def _progress_hook(iters: int, label: str, min_interval_s: float):
+    """A detectron2 hook printing the training iteration, loss and ETA (the sweep's training is
+    otherwise silent for minutes)."""
+    from detectron2.engine import HookBase
+
+    from focus_detr.cli import Progress
+
+    class TrainingProgress(HookBase):
+        def before_train(self):
+            self.progress = Progress(iters, label, min_interval_s)
+
+        def after_step(self):
+            history = self.trainer.storage.histories().get("total_loss")
+            loss = f"total_loss {history.latest():.3f}" if history is not None else ""
+            self.progress.update(self.trainer.iter + 1, loss)
+
+    return TrainingProgress()
+
+
+def train(model: nn.Module, cfg, iters: int, seed: int, label: str = "training",
+          progress_interval_s: float = 10.0) -> Dict[str, float]:
     """Train `iters` iterations with the config's optimizer, clipping and (rescaled) lr
     schedule, same seed and data order for every model. Returns mean losses of the first and
     last fifth of the run."""
@@ -253,7 +273,8 @@ def train(model: nn.Module, cfg, iters: int, seed: int) -> Dict[str, float]:
         model, loader, optimizer, clip_grad_params=clip.params if clip.enabled else None
     )
     trainer.register_hooks(
-        [hooks.IterationTimer(), LRSchedulerHook(scheduler=instantiate(cfg.lr_multiplier))]
+        [hooks.IterationTimer(), LRSchedulerHook(scheduler=instantiate(cfg.lr_multiplier)),
+         _progress_hook(iters, label, progress_interval_s)]
     )
     model.train()
     trainer.train(0, iters)
@@ -373,6 +394,7 @@ def sweep(args) -> List[Dict[str, Any]]:
                 "params_m": count_params(model) / 1e6,
             }
             if not args.no_flops:
+                print(f"[{name}] counting GFLOPs (fvcore traces the model) ...", flush=True)
                 row.update(count_flops(model, image))
             if not args.no_latency:
                 row["latency_s"] = measure_latency(model, image, args.warmup, args.repeats)
@@ -380,7 +402,8 @@ def sweep(args) -> List[Dict[str, Any]]:
                 SafeDetectionCheckpointer(model, strict=True).load(checkpoints[name])
             elif args.train_iters:
                 load_shared_init(model, shared_init, name)
-                row.update(train(model, cfg, args.train_iters, args.seed))
+                row.update(train(model, cfg, args.train_iters, args.seed,
+                                 label=f"[{name}] training iteration"))
             if name in checkpoints or args.train_iters:
                 if dataset is None:
                     dataset = _test_dataset(cfg, args.eval_images)
