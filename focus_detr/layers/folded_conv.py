@@ -69,7 +69,10 @@ class _FoldedNormConv2dMixin:
         return weight, bias
 
     def _can_fold(self, x: torch.Tensor) -> bool:
-        if torch.jit.is_scripting() or torch.jit.is_tracing() or not foldable_norm(self.norm):
+        # graph capture (jit, torch.export / torch.compile) sees the plain module: the fold's
+        # cache keys on storage pointers, which captured tensors do not have
+        if (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+                or not foldable_norm(self.norm)):
             return False
         if not torch.is_grad_enabled():
             return True
