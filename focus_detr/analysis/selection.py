@@ -1,16 +1,8 @@
 """Token selections of sparse encoders, per image, and their quality against foreground labels.
 
-A *per-image selection* (defined in `focus_detr.modeling.transformer.token_selection`; what `split_selection` returns, what `record_token_selection` attaches
-to eval outputs as ``"token_selection"``, what `TokenSelectionEvaluator` reads) is a dict:
-
-- ``spatial_shapes`` (L, 2) int64 and ``level_start_index`` (L,) int64 of the token map;
-- ``valid`` (S,) bool: not padding;
-- ``image_size`` (h, w): the model input's size (before padding), in pixels;
-- ``kept_index``: one (K_l,) int64 tensor per encoder layer, the tokens that layer updates
-  (Focus: the cascade, largest first; Sparse DETR: the same set in every layer);
-- ``object_index``: one (k_l,) tensor per layer (Focus's object tokens), or an empty list;
-- ``scores`` (S,): the selector's logits (Focus foreground logits, Sparse DETR token scores);
-- ``strides``: feature stride per level, or None.
+A *per-image selection* is the dict defined in `focus_detr.modeling.transformer.token_selection`
+(what `split_selection` returns, what `record_token_selection` attaches to eval outputs as
+``"token_selection"``, what `TokenSelectionEvaluator` reads).
 
 Quality: precision = |kept and foreground| / |kept|, recall = |kept and foreground| /
 |foreground|, over valid tokens, per level and overall (`SelectionCounts`).

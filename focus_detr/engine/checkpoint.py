@@ -7,6 +7,7 @@ import torch
 from detectron2.engine import hooks
 
 from ..modeling.checkpoint import CheckpointMismatchError, DetrCheckpointer
+from .files import write_atomically, write_text_atomically
 
 __all__ = [
     "SafeDetectionCheckpointer",
@@ -155,21 +156,13 @@ class SafeDetectionCheckpointer(DetrCheckpointer):
         data.update(kwargs)
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
-        tmp = save_file + ".tmp"
         self.logger.info(f"Saving checkpoint to {save_file}")
-        try:
-            torch.save(data, tmp)
-            os.replace(tmp, save_file)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        write_atomically(save_file, lambda tmp: torch.save(data, tmp))
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename):
-        tag = os.path.join(self.save_dir, "last_checkpoint")
-        with open(tag + ".tmp", "w") as f:
-            f.write(last_filename_basename)
-        os.replace(tag + ".tmp", tag)
+        write_text_atomically(os.path.join(self.save_dir, "last_checkpoint"),
+                              last_filename_basename)
 
     def load(self, path, checkpointables=None):
         if path and not os.path.isfile(path) and "://" not in path:

@@ -20,6 +20,8 @@ from detectron2.utils.collect_env import collect_env_info
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
+from .files import write_atomically, write_text_atomically
+
 __all__ = [
     "RUN_KINDS",
     "drop_metrics_from",
@@ -52,15 +54,8 @@ def run_config_path(output_dir, kind, now=None):
 def save_run_config(cfg, output_dir, kind):
     """Save `cfg` at `run_config_path(output_dir, kind)`, whole or not at all; returns the path."""
     os.makedirs(output_dir, exist_ok=True)
-    path = run_config_path(output_dir, kind)
-    tmp = path + ".tmp"
-    try:
-        LazyConfig.save(cfg, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return write_atomically(run_config_path(output_dir, kind),
+                            lambda tmp: LazyConfig.save(cfg, tmp))
 
 
 def setup_run(cfg, args, kind):
@@ -110,10 +105,7 @@ def drop_metrics_from(path, start_iter):
             kept.append(line)
     dropped = len(lines) - len(kept)
     if dropped:
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        write_text_atomically(path, "".join(line + "\n" for line in kept))
         logging.getLogger(__name__).info(
             f"{path}: dropped {dropped} record(s) of iterations >= {start_iter} from an earlier "
             "run; this run writes them again"
