@@ -20,7 +20,7 @@ from focus_detr.analysis import (
     read_coco_ap,
     spread,
 )
-from focus_detr.analysis.drawing import grid_size
+from focus_detr.analysis.drawing import MIN_PANEL, panel_scale
 from tests.tools_utils import DINO_TINY, FOCUS_TINY, SMALL_INPUT, SPARSE, TINY_CONFIG, load_tool
 
 
@@ -334,12 +334,17 @@ def test_visualize_tokens_with_comparison(tmp_path, capsys):
         nulls = {k for k, v in group.items() if v is None}
         assert nulls == set(group.get("undefined", {})), group
     h, w = metrics["images"][0]["input_size"]
-    # levels: kept / ground truth / agreement rows x 4 levels
-    assert _png_size(levels) == grid_size(3, 4, h, w)
+    scale = panel_scale(h, w)
+    assert w * scale >= MIN_PANEL  # panels enlarged to a readable size
+    # levels: kept / ground truth / agreement rows x 4 levels (captions, title, legend extra)
+    width, height = _png_size(levels)
+    assert width == 4 * w * scale and height > 3 * h * scale
     layers = next(p for p in written if p.endswith("_layers.png"))
-    assert _png_size(layers) == grid_size(2, 2, h, w)  # kept and object tokens x 2 layers
+    width, height = _png_size(layers)  # kept and object tokens x 2 layers
+    assert width == 2 * w * scale and height > 2 * h * scale
     compare = next(p for p in written if p.endswith("_compare.png"))
-    assert _png_size(compare) == grid_size(1, 3, h, w)  # ground truth, sparse, focus
+    width, height = _png_size(compare)  # ground truth, sparse, focus
+    assert width == 3 * w * scale and h * scale < height < 2 * h * scale
     image = metrics["images"][0]
     for key in ("layer0", "layer1", "object0", "object1"):
         assert 0.0 <= image["selection"][key]["keep_fraction"] <= 1.0

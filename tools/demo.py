@@ -208,8 +208,10 @@ def main(argv=None):
 
 
 def _summary(written, skipped, best_scores, threshold):
-    lines = [f"wrote {len(written)} image(s)" + (f", skipped {len(skipped)} that could not be "
-                                                 f"decoded: {', '.join(skipped)}" if skipped else "")]
+    wrote = f"wrote {len(written)} image(s)"
+    if skipped:
+        wrote += f", skipped {len(skipped)} that could not be decoded: {', '.join(skipped)}"
+    lines = [wrote]
     below = [s for s in best_scores if s is None or s < threshold]
     scored = [s for s in best_scores if s is not None]
     if below and scored:

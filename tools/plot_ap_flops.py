@@ -34,6 +34,9 @@ PAPER_POINTS = (
 )
 
 
+LOG_SPAN = 10.0  # GFLOPs ratio above which the auto axis is logarithmic
+
+
 def parse_args(argv=None):
     p = tool_parser(__doc__)
     p.add_argument("--results", nargs="+", required=True, help="results file(s) (JSON lines)")
@@ -68,9 +71,6 @@ if __name__ == "__main__":
 
 from focus_detr.analysis import load_results, merge_results  # noqa: E402
 from focus_detr.analysis.report import markdown_table  # noqa: E402
-
-
-LOG_SPAN = 10.0  # GFLOPs ratio above which the auto axis is logarithmic
 
 
 def choose_xscale(requested: str, gflops) -> str:

@@ -6,7 +6,8 @@
     python tools/visualize_tokens.py --config-file focus.py train.init_checkpoint=focus.pth \\
         --compare-config sparse.py train.init_checkpoint=sparse.pth --input img.jpg --output out
 
-Per image, PNG files (panels on the model's input image, darkened):
+Per image, PNG files (panels on the model's input image, slightly darkened, enlarged to at least
+384 px wide, one colour legend per figure; level colours differ from the agreement colours):
 - `<name>_levels.png` (Figs. 4 / 6a): per feature level, the tokens kept by the first encoder
   layer (the foreground selection), then, with ground truth (dataset samples), the foreground
   labels of Focus-DETR's label assignment and their agreement (green: kept foreground, red: kept
@@ -96,10 +97,12 @@ from focus_detr.analysis import (
 )
 from focus_detr.analysis.drawing import (
     AGREEMENT_COLORS,
+    GROUND_TRUTH_COLOR,
     LEVEL_COLORS,
     dim,  # noqa: E402
     draw_boxes,
     draw_token_dots,
+    level_legend,
     level_masks,
     overlay_cells,
     save_grid,
@@ -190,7 +193,7 @@ def draw_levels(path, image, selection, layer, fg, title):
         fgm = level_masks(fg, shapes)
         rows.append(
             [
-                (overlay_cells(base, f, s, (255, 255, 255)), f"L{l} ground truth: {int(f.sum())}")
+                (overlay_cells(base, f, s, GROUND_TRUTH_COLOR), f"L{l} ground truth: {int(f.sum())}")
                 for l, (f, s) in enumerate(zip(fgm, strides))
             ]
         )
@@ -208,7 +211,11 @@ def draw_levels(path, image, selection, layer, fg, title):
             r = tp / f.sum() if f.sum() else float("nan")
             agreement.append((panel, f"L{l} P {_fmt(p)} R {_fmt(r)}"))
         rows.append(agreement)
-    return save_grid(path, rows, title)
+    legend = level_legend(len(strides), strides)
+    if fg is not None:
+        legend = legend + [(GROUND_TRUTH_COLOR, "ground-truth foreground")] + [
+            (color, meaning) for meaning, color in AGREEMENT_COLORS.items()]
+    return save_grid(path, rows, title, legend)
 
 
 def draw_layers(path, image, selection, title):
@@ -225,7 +232,8 @@ def draw_layers(path, image, selection, title):
                 for j, index in enumerate(selection["object_index"])
             ]
         )
-    return save_grid(path, rows, title)
+    strides = selection["strides"]
+    return save_grid(path, rows, title, level_legend(len(strides), strides))
 
 
 def draw_compare(path, image, panels, boxes, fg, selection, title):
@@ -239,7 +247,11 @@ def draw_compare(path, image, panels, boxes, fg, selection, title):
             masks = level_masks(fg, selection["spatial_shapes"])
             first = draw_token_dots(first, masks, selection["strides"])
             caption += f", {int(fg.sum())} fg tokens"
-    return save_grid(path, [[(first, caption)] + panels], title)
+    strides = selection["strides"]
+    legend = level_legend(len(strides), strides)
+    if boxes is not None:
+        legend = [(GROUND_TRUTH_COLOR, "ground-truth box")] + legend
+    return save_grid(path, [[(first, caption)] + panels], title, legend)
 
 
 def _name(x, i):

@@ -69,8 +69,8 @@ class TokenSelectionEvaluator(DatasetEvaluator):
     """Accumulates token counts over the dataset (micro average) and reports, in percent:
 
     - ``precision``, ``recall`` (overall) and ``level{i}_precision``, ``level{i}_recall`` per
-      level of the first encoder layer's kept tokens (Focus: the foreground selection of the FTS, the
-      largest of the cascade; Sparse DETR: its one selection), plus ``keep_fraction`` and
+      level of the first encoder layer's kept tokens (Focus: the foreground selection of the FTS,
+      the largest of the cascade; Sparse DETR: its one selection), plus ``keep_fraction`` and
       ``foreground_fraction`` of the valid tokens (the chance level of precision);
     - ``layer{j}_precision``, ``layer{j}_recall`` of every encoder layer's kept tokens;
     - ``object{j}_precision``, ``object{j}_recall`` of Focus's object tokens per layer.
