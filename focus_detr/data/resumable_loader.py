@@ -52,7 +52,8 @@ class _PositionedSamples:
         if not self.shuffle:
             return offset
         if epoch != self._perm_epoch:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            epoch_seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+            gen = torch.Generator().manual_seed(epoch_seed)
             self._perm, self._perm_epoch = torch.randperm(n, generator=gen).tolist(), epoch
         return self._perm[offset]
 
@@ -150,9 +151,6 @@ class ResumableTrainLoader:
                 batch = [d for _, d in bucket]
                 bucket.clear()
                 yield batch
-
-    def __len__(self):
-        raise TypeError("the training loader is infinite")
 
     def state_dict(self):
         return {
