@@ -39,7 +39,7 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "timm>=1.0"],
         "timm": ["timm>=1.0"],  # TimmBackbone (any timm feature extractor)
-        # focus_detr.deploy / tools/export_model.py: ONNX export and ONNX Runtime
-        "deploy": ["onnx>=1.16", "onnxruntime>=1.18"],
+        # focus_detr.deploy / tools/export_model.py: ONNX export, ONNX Runtime and OpenVINO
+        "deploy": ["onnx>=1.16", "onnxruntime>=1.18", "openvino>=2024.0"],
     },
 )

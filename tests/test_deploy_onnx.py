@@ -12,60 +12,38 @@ from pathlib import Path
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
-from detectron2.structures import ImageList
 
 pytest.importorskip("onnx", reason="pip install -e '.[deploy]'")
 pytest.importorskip("onnxruntime", reason="pip install -e '.[deploy]'")
 import onnx  # noqa: E402
-
-from focus_detr.deploy import ExportableDetector, export_onnx, load, set_distance  # noqa: E402
-from focus_detr.layers import MultiScaleDeformableAttention  # noqa: E402
-from focus_detr.layers.ms_deform_attn.export_forms import (  # noqa: E402
-    PLUGIN_DOMAIN, PLUGIN_OP, exported_ms_deform_attn, exporting)
-
-from deploy_utils import dataset_image  # noqa: E402
+from deploy_utils import (  # noqa: E402
+    R50_BOX_TOL,
+    R50_SCORE_TOL,
+    SIZE,
+    TINY,
+    TINY_BOX_TOL,
+    TINY_SCORE_TOL,
+    assert_same_sets,
+    dataset_image,
+    eager,
+    tiny_model,
+    unambiguous_images,
+)
 from dino_utils import R50_MODEL  # noqa: E402
 from msda_reference import reference_ms_deform_attn  # noqa: E402
 from reference_keys import load_synthesized  # noqa: E402
 
+from focus_detr.deploy import export_onnx, load, set_distance  # noqa: E402
+from focus_detr.layers import MultiScaleDeformableAttention  # noqa: E402
+from focus_detr.layers.ms_deform_attn.export_forms import (  # noqa: E402
+    PLUGIN_DOMAIN,
+    PLUGIN_OP,
+    exported_ms_deform_attn,
+    exporting,
+)
+
 ROOT = Path(__file__).parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
-TINY = {
-    "dino": "projects/dino/configs/dino_tiny_synthetic.py",
-    "focus_detr": "projects/focus_detr/configs/focus_detr_tiny_synthetic.py",
-    "sparse_detr": "projects/sparse_detr/configs/dino_sparse_tiny_synthetic.py",
-}
-SIZE = (192, 256)
-TINY_SCORE_TOL, TINY_BOX_TOL = 1e-6, 1e-3
-R50_SCORE_TOL, R50_BOX_TOL = 5e-4, 0.1
-
-
-def tiny_model(name):
-    torch.manual_seed(0)
-    return instantiate(LazyConfig.load(str(ROOT / TINY[name])).model).eval()
-
-
-def proposal_order_margin(model, image):
-    """Smallest score gap between consecutive two-stage proposals (and at the cut). The decoder
-    pairs its i-th learned query with the i-th proposal, so a gap within float32 rounding makes
-    eager float32 itself ambiguous (it then disagrees with float64); such images are skipped."""
-    x = (image.float() - model.pixel_mean) / model.pixel_std
-    with torch.no_grad():
-        scores = model.compute_outputs(ImageList(x[None], [tuple(image.shape[1:])]))
-    scores = scores["enc_topk_scores"][0]
-    return float((scores[:-1] - scores[1:]).min())
-
-
-def unambiguous_images(model, count=2, candidates=8, margin=1e-5):
-    chosen = [i for i in range(candidates)
-              if proposal_order_margin(model, dataset_image(i, SIZE)) > margin][:count]
-    assert len(chosen) == count, "too few built-in images with well-separated proposal scores"
-    return chosen
-
-
-def eager(model, image):
-    with torch.no_grad():
-        return ExportableDetector(model)(image)
 
 
 def onnx_detections(path, image):
@@ -73,10 +51,6 @@ def onnx_detections(path, image):
     return result.pred_boxes.tensor, result.scores, result.pred_classes
 
 
-def assert_same_sets(a, b, score_tol, box_tol):
-    assert len(a[1]) == len(b[1])
-    assert set_distance(a, b, score_tol, box_tol) <= 1, "a detection has no partner"
-    assert set_distance(b, a, score_tol, box_tol) <= 1, "a detection has no partner"
 
 
 @pytest.fixture(scope="module")

@@ -148,7 +148,7 @@ def test_the_early_size_check_predicts_the_transformers_level_sizes(monkeypatch)
 
     model = tiny_model(num_classes=5).train()
     seen = []
-    monkeypatch.setattr(model.transformer, "check_query_budget", lambda sizes: seen.append(sizes))
+    monkeypatch.setattr(model.transformer, "check_query_budget", lambda sizes, num_tokens=None: seen.append(sizes))
     for sizes in ([(96, 128)], [(96, 128), (50, 37)], [(61, 77), (33, 129), (80, 80)]):
         seen.clear()
         model(make_batch(sizes, [1] * len(sizes), 5))

@@ -12,9 +12,11 @@ The graph takes one image (3, H, W) of exactly `--input-size`, uint8 0..255 (or 
 returns its top detections: boxes (K, 4) xyxy in input pixels, scores (K,), labels (K,).
 `--attention portable` (default) uses standard ONNX ops only; `plugin` puts one
 MultiscaleDeformableAttnPlugin_TRT node per deformable attention in the graph, for TensorRT.
-With `--check` the exported graph is run by ONNX Runtime on a synthesized image and its
-detections compared with eager PyTorch's (as sets; prints the largest difference).
-Needs `pip install -e '.[deploy]'` (onnx, onnxruntime).
+`--format torch-export` writes a torch.export program instead (run it with
+`torch.export.load(path).module()(image)`). With `--check` the exported ONNX graph is run by
+ONNX Runtime on a synthesized image and its detections compared with eager PyTorch's (as sets;
+prints the largest difference). Needs `pip install -e '.[deploy]'` (onnx, onnxruntime,
+openvino; `focus_detr.deploy.load(path, runtime="openvino")` runs the graph in OpenVINO).
 """
 import argparse
 import sys
@@ -27,7 +29,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, help="LazyConfig file defining `model`")
-    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torch-export"],
+                   help="an ONNX graph, or a torch.export program (.pt2, torch.export.load)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=(800, 1216),
                    help="image size the graph serves (default 800 1216)")
     p.add_argument("--attention", default="portable", choices=["portable", "plugin"],
@@ -55,11 +58,19 @@ def main(argv=None):
     import torch
 
     from focus_detr.analysis import build_model, load_config
-    from focus_detr.deploy import ExportableDetector, export_onnx, load, set_distance
+    from focus_detr.deploy import (ExportableDetector, export_onnx, export_program, load,
+                                   set_distance)
 
     cfg = load_config(args.config_file, args.opts)
     model = build_model(cfg, "cpu")
     dtype = getattr(torch, args.input_dtype)
+    if args.format == "torch-export":
+        program = export_program(model, args.input_size, attention=args.attention,
+                                 input_dtype=dtype, num_detections=args.num_detections)
+        torch.export.save(program, args.output)
+        print(f"wrote {args.output}: torch.export program, image (3, {args.input_size[0]}, "
+              f"{args.input_size[1]}) {args.input_dtype} -> boxes, scores, labels")
+        return
     path = export_onnx(model, args.output, args.input_size, opset=args.opset,
                        attention=args.attention, input_dtype=dtype,
                        num_detections=args.num_detections)

@@ -1,9 +1,11 @@
-"""Deployment: the whole detector exported to ONNX (`export_onnx`) and run by ONNX Runtime
-(`load`), image tensor in, boxes / scores / labels out."""
+"""Deployment: the whole detector exported to ONNX (`export_onnx`) or as a torch.export program
+(`export_program`), and run by ONNX Runtime or OpenVINO (`load`), image tensor in, boxes / scores /
+labels out."""
 from .compare import set_distance
-from .export import ExportableDetector, export_onnx
-from .runtime import OnnxDetector, load
+from .export import ExportableDetector, export_onnx, export_program
+from .runtime import RUNTIMES, ExportedDetector, OnnxDetector, OpenVinoDetector, load
 from .timing import interleaved_timings
 
-__all__ = ["ExportableDetector", "OnnxDetector", "export_onnx", "interleaved_timings", "load",
+__all__ = ["RUNTIMES", "ExportableDetector", "ExportedDetector", "OnnxDetector",
+           "OpenVinoDetector", "export_onnx", "export_program", "interleaved_timings", "load",
            "set_distance"]

@@ -1,11 +1,12 @@
-"""The whole detector as one exportable module, and its ONNX export.
+"""The whole detector as one exportable module, and its ONNX and torch.export exports.
 
 `ExportableDetector(model)` maps one image tensor (3, H, W), uint8 or float in the model's input
 format, to its top detections: pixel normalisation, backbone, neck, encoder (dense, Sparse or
 Focus), two-stage selection, decoder and the top-k over queries x classes all run inside, so the
-exported graph needs no Python around it. The export traces the model at one input size: the
+exported graph needs no Python around it. The export captures the model at one input size: the
 token counts the selection derives from that size are fixed in the graph, so a graph serves that
-size (export again for another).
+size (export again for another). While capturing, the model takes its branch-free paths
+(`focus_detr.layers.graph_capture`): no check that reads tensor contents enters the graph.
 """
 import warnings
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch import nn
 from ..layers import box_cxcywh_to_xyxy
 from ..layers.ms_deform_attn.export_forms import ATTENTION_FORMS, exporting
 
-__all__ = ["ExportableDetector", "export_onnx", "OUTPUT_NAMES", "MIN_OPSET"]
+__all__ = ["ExportableDetector", "export_onnx", "export_program", "OUTPUT_NAMES", "MIN_OPSET"]
 
 OUTPUT_NAMES = ("boxes", "scores", "labels")
 # GridSample (bilinear, zeros padding, align_corners=0) entered ONNX at opset 16
@@ -73,15 +74,7 @@ def export_onnx(model: nn.Module, path, input_size: Tuple[int, int], *, opset: i
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is too old for the exported graph (GridSample needs "
                          f">= {MIN_OPSET})")
-    if attention not in ATTENTION_FORMS:
-        raise ValueError(f"attention must be one of {ATTENTION_FORMS}, got {attention!r}")
-    if input_dtype not in (torch.uint8, torch.float32):
-        raise ValueError(f"input_dtype must be torch.uint8 or torch.float32, got {input_dtype}")
-    h, w = (int(v) for v in input_size)
-    if model.training:
-        raise ValueError("export a model in eval mode (model.eval())")
-    detector = ExportableDetector(model, num_detections).eval()
-    example = torch.zeros(3, h, w, dtype=input_dtype)
+    detector, example = _prepare(model, input_size, attention, input_dtype, num_detections)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), exporting(attention), warnings.catch_warnings():
@@ -91,3 +84,33 @@ def export_onnx(model: nn.Module, path, input_size: Tuple[int, int], *, opset: i
                           input_names=["image"], output_names=list(OUTPUT_NAMES),
                           custom_opsets={"trt": 1} if attention == "plugin" else None)
     return path
+
+
+def export_program(model: nn.Module, input_size: Tuple[int, int], *,
+                   attention: str = "portable", input_dtype: torch.dtype = torch.uint8,
+                   num_detections: Optional[int] = None) -> "torch.export.ExportedProgram":
+    """`model` (eval mode) as a `torch.export.ExportedProgram` for images of `input_size` (H, W):
+    the same module and outputs as `export_onnx`'s graph; save it with `torch.export.save`,
+    run it with `program.module()(image)`.
+
+    Args: as `export_onnx`.
+    """
+    detector, example = _prepare(model, input_size, attention, input_dtype, num_detections)
+    with torch.no_grad(), exporting(attention):
+        return torch.export.export(detector, (example,), strict=False)
+
+
+def _prepare(model: nn.Module, input_size: Tuple[int, int], attention: str,
+             input_dtype: torch.dtype, num_detections: Optional[int]):
+    """The checks both exports share; (ExportableDetector, example image)."""
+    if attention not in ATTENTION_FORMS:
+        raise ValueError(f"attention must be one of {ATTENTION_FORMS}, got {attention!r}")
+    if input_dtype not in (torch.uint8, torch.float32):
+        raise ValueError(f"input_dtype must be torch.uint8 or torch.float32, got {input_dtype}")
+    if len(input_size) != 2 or min(int(v) for v in input_size) <= 0:
+        raise ValueError(f"input_size must be (H, W) with positive sides, got {tuple(input_size)}")
+    if getattr(model, "training", False):
+        raise ValueError("export a model in eval mode (model.eval())")
+    detector = ExportableDetector(model, num_detections).eval()
+    h, w = (int(v) for v in input_size)
+    return detector, torch.zeros(3, h, w, dtype=input_dtype)

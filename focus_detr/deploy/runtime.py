@@ -1,16 +1,62 @@
-"""Run an exported detector with ONNX Runtime: `load("model.onnx")` returns a callable that takes
-an image (3, H, W) tensor or HxWx3 array and returns detectron2 `Instances`."""
+"""Run an exported detector: `load("model.onnx")` returns a callable that takes an image (3, H, W)
+tensor or HxWx3 array and returns detectron2 `Instances`, with ONNX Runtime (default) or OpenVINO
+(`runtime="openvino"`), both optional (`pip install -e '.[deploy]'`)."""
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from detectron2.structures import Boxes, Instances
 
-__all__ = ["OnnxDetector", "load"]
+__all__ = ["RUNTIMES", "ExportedDetector", "OnnxDetector", "OpenVinoDetector", "load"]
+
+RUNTIMES = ("onnxruntime", "openvino")
 
 
-class OnnxDetector:
+def _require(module: str):
+    try:
+        return __import__(module)
+    except ImportError:
+        raise ImportError(f"running an exported model with {module} needs it installed: "
+                          "pip install -e '.[deploy]'") from None
+
+
+class ExportedDetector:
+    """What the runtimes share: the image checks and the `Instances` result.
+
+    Subclasses set `input_shape` (3, H, W) and `input_dtype` and implement `run(array)`."""
+
+    input_shape: Tuple[int, ...]
+    input_dtype: type
+
+    def run(self, array: np.ndarray) -> Sequence[np.ndarray]:
+        """(3, H, W) array of `input_dtype` -> (boxes (K, 4), scores (K,), labels (K,))."""
+        raise NotImplementedError
+
+    def __call__(self, image) -> Instances:
+        array = image.cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+        if array.ndim == 3 and array.shape[-1] == 3 and array.shape[0] != 3:
+            array = array.transpose(2, 0, 1)  # HxWx3 -> 3xHxW
+        if tuple(array.shape) != self.input_shape:
+            raise ValueError(f"this graph was exported for images of shape {self.input_shape} "
+                             f"(3, H, W), got {tuple(array.shape)}; resize the image or export "
+                             "for its size")
+        boxes, scores, labels = self.run(np.ascontiguousarray(array, dtype=self.input_dtype))
+        result = Instances(self.input_shape[1:])
+        result.pred_boxes = Boxes(torch.from_numpy(np.asarray(boxes)))
+        result.scores = torch.from_numpy(np.asarray(scores))
+        result.pred_classes = torch.from_numpy(np.asarray(labels)).long()
+        return result
+
+
+def _existing(path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"exported model not found: {path}")
+    return path
+
+
+class OnnxDetector(ExportedDetector):
     """An exported detector in an ONNX Runtime session.
 
     Args:
@@ -20,14 +66,8 @@ class OnnxDetector:
     """
 
     def __init__(self, path, providers: Optional[Sequence[str]] = None, threads: int = 0):
-        try:
-            import onnxruntime as ort  # optional: pip install -e .[deploy]
-        except ImportError:
-            raise ImportError("running an exported model needs onnxruntime: "
-                              "pip install -e '.[deploy]'") from None
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"exported model not found: {path}")
+        ort = _require("onnxruntime")
+        path = _existing(path)
         available = ort.get_available_providers()
         chosen = list(providers) if providers else [
             p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
@@ -38,23 +78,48 @@ class OnnxDetector:
         self.input_shape = tuple(self.input.shape)
         self.input_dtype = np.uint8 if self.input.type == "tensor(uint8)" else np.float32
 
-    def __call__(self, image) -> Instances:
-        array = image.cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-        if array.ndim == 3 and array.shape[-1] == 3 and array.shape[0] != 3:
-            array = array.transpose(2, 0, 1)  # HxWx3 -> 3xHxW
-        if tuple(array.shape) != self.input_shape:
-            raise ValueError(f"this graph was exported for images of shape {self.input_shape} "
-                             f"(3, H, W), got {tuple(array.shape)}; resize the image or export "
-                             "for its size")
-        boxes, scores, labels = self.session.run(
-            None, {self.input.name: np.ascontiguousarray(array, dtype=self.input_dtype)})
-        result = Instances(self.input_shape[1:])
-        result.pred_boxes = Boxes(torch.from_numpy(boxes))
-        result.scores = torch.from_numpy(scores)
-        result.pred_classes = torch.from_numpy(labels).long()
-        return result
+    def run(self, array):
+        return self.session.run(None, {self.input.name: array})
 
 
-def load(path, providers: Optional[Sequence[str]] = None, threads: int = 0) -> OnnxDetector:
-    """`OnnxDetector(path, providers, threads)`."""
-    return OnnxDetector(path, providers, threads)
+class OpenVinoDetector(ExportedDetector):
+    """An exported detector compiled by OpenVINO (which reads the ONNX file directly).
+
+    Args:
+        path: the .onnx file written by `export_onnx` (portable attention).
+        device: OpenVINO device, default "CPU".
+        threads: inference threads (0: OpenVINO's default).
+        precision: OpenVINO's inference precision hint: "f32" (default: as exported) or
+            "bf16" / "f16" where the device offers it.
+    """
+
+    def __init__(self, path, device: str = "CPU", threads: int = 0, precision: str = "f32"):
+        ov = _require("openvino")
+        path = _existing(path)
+        config = {"INFERENCE_PRECISION_HINT": precision}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = ov.Core().compile_model(str(path), device, config)
+        (parameter,) = self.compiled.inputs
+        self.input_shape = tuple(parameter.get_partial_shape().to_shape())
+        self.input_dtype = np.uint8 if parameter.get_element_type() == ov.Type.u8 else np.float32
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, array):
+        outputs = self.request.infer([array])
+        return [outputs[o] for o in self.compiled.outputs]
+
+
+def load(path, runtime: str = "onnxruntime", threads: int = 0, **options) -> ExportedDetector:
+    """The exported detector at `path` in `runtime` ("onnxruntime" or "openvino").
+
+    Args:
+        threads: CPU threads (0: the runtime's default).
+        options: the runtime's own arguments (`OnnxDetector`'s providers; `OpenVinoDetector`'s
+            device, precision).
+    """
+    if runtime == "onnxruntime":
+        return OnnxDetector(path, threads=threads, **options)
+    if runtime == "openvino":
+        return OpenVinoDetector(path, threads=threads, **options)
+    raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..layers import box_xyxy_to_cxcywh
+from ..layers.graph_capture import level_shapes, level_starts
 from ..layers.ms_deform_attn import MultiScaleDeformableAttention
 from ..modeling.focus.token_ops import level_valid_sizes
 from ..modeling.transformer.decoder import deformable_sampling
@@ -85,8 +86,9 @@ class DetrexEncoderAdapter(nn.Module):
         n, s, _ = query.shape
         padding = (query_key_padding_mask if query_key_padding_mask is not None
                    else query.new_zeros(n, s, dtype=torch.bool))
-        shapes = [tuple(hw) for hw in spatial_shapes.tolist()]
-        sizes = level_valid_sizes(padding, shapes, level_start_index.tolist()).flip(-1).float()
+        shapes = level_shapes(spatial_shapes)
+        sizes = level_valid_sizes(padding, shapes, level_starts(spatial_shapes, level_start_index)
+                                  ).flip(-1).float()
         proposals, invalid = token_proposals(spatial_shapes, sizes, padding,
                                              self.proposal_base_size, self.proposal_valid_range)
         decoder = transformer.decoder

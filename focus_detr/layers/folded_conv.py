@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .graph_capture import capturing_graph
+
 __all__ = ["FoldedNormConv2d", "fold_conv_norms", "foldable_norm"]
 
 
@@ -71,8 +73,7 @@ class _FoldedNormConv2dMixin:
     def _can_fold(self, x: torch.Tensor) -> bool:
         # graph capture (jit, torch.export / torch.compile) sees the plain module: the fold's
         # cache keys on storage pointers, which captured tensors do not have
-        if (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
-                or not foldable_norm(self.norm)):
+        if capturing_graph() or not foldable_norm(self.norm):
             return False
         if not torch.is_grad_enabled():
             return True

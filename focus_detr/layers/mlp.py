@@ -6,6 +6,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .graph_capture import capturing_graph
+
 __all__ = ["MLP", "FFN"]
 
 
@@ -71,7 +73,7 @@ class FFN(nn.Module):
         chunk = self.inference_chunk
         # a trace (ONNX export) records no writes through `out=`: one product there
         if (self.training or torch.is_grad_enabled() or chunk == 0 or rows <= chunk
-                or torch.jit.is_tracing()):
+                or capturing_graph()):
             return identity + self.layers(x)
         flat = x.reshape(rows, x.shape[-1])
         residual = identity.expand_as(x).reshape(rows, x.shape[-1])

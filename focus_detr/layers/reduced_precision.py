@@ -19,6 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from .graph_capture import capturing_graph
+
 __all__ = ["REDUCED_PRECISION_DTYPES", "enable_reduced_precision"]
 
 REDUCED_PRECISION_DTYPES: Dict[str, torch.dtype] = {
@@ -74,7 +76,7 @@ class _AutocastHooks:
 
     def before(self, module: nn.Module, args):
         context = None
-        if not torch.is_grad_enabled() and not torch.jit.is_tracing():
+        if not torch.is_grad_enabled() and not capturing_graph():
             context = torch.autocast(_device_type(module, args), dtype=self.dtype)
             context.__enter__()
         self._contexts.append(context)

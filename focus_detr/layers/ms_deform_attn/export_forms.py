@@ -17,6 +17,8 @@ import threading
 import torch
 import torch.nn.functional as F
 
+from ..graph_capture import level_shapes
+
 __all__ = ["ATTENTION_FORMS", "PLUGIN_OP", "PLUGIN_DOMAIN", "exporting", "export_form",
            "exported_ms_deform_attn", "portable_ms_deform_attn"]
 
@@ -67,6 +69,7 @@ class _PluginNode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations,
                 attention_weights):
+        # read from the tensor: the ONNX tracer must see the node's inputs used
         shapes = [tuple(int(v) for v in hw) for hw in spatial_shapes.tolist()]
         out = portable_ms_deform_attn(value, shapes, sampling_locations, attention_weights)
         return out.view(*out.shape[:2], value.shape[2], value.shape[3])  # the plugin's layout
@@ -87,5 +90,5 @@ def exported_ms_deform_attn(value, spatial_shapes, level_start_index, sampling_l
     if export_form() == "plugin":
         return _PluginNode.apply(value, spatial_shapes, level_start_index, sampling_locations,
                                  attention_weights).flatten(2)
-    shapes = [tuple(int(v) for v in hw) for hw in spatial_shapes.tolist()]
+    shapes = level_shapes(spatial_shapes)
     return portable_ms_deform_attn(value, shapes, sampling_locations, attention_weights)

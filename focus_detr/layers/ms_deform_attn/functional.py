@@ -16,6 +16,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
+from ..graph_capture import capturing_graph
 from .backends import reduced_value_dtypes, resolve_backend
 from .export_forms import export_form, exported_ms_deform_attn
 from .op import ms_deform_attn_op
@@ -51,7 +52,7 @@ def _check(value, spatial_shapes, level_start_index, sampling_locations, attenti
         if not t.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
     # content checks only where they cost no device sync; levels may sit anywhere in S
-    if level_start_index.device.type == "cpu" and not torch.jit.is_tracing():
+    if level_start_index.device.type == "cpu" and not capturing_graph():
         sizes = (spatial_shapes[:, 0] * spatial_shapes[:, 1]).tolist()
         for lvl, (start, size) in enumerate(zip(level_start_index.tolist(), sizes)):
             if start < 0 or start + size > value.shape[1] or size <= 0:

@@ -9,6 +9,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from ..graph_capture import capturing_graph
 from .functional import ms_deform_attn
 
 __all__ = ["MultiScaleDeformableAttention", "project_values"]
@@ -163,7 +164,7 @@ class MultiScaleDeformableAttention(nn.Module):
         if reference_points is None or spatial_shapes is None or level_start_index is None:
             raise ValueError("reference_points, spatial_shapes and level_start_index are required")
         tokens = spatial_shapes[:, 0] * spatial_shapes[:, 1]
-        if not torch.jit.is_tracing() and int(tokens.sum()) != s:
+        if not capturing_graph() and int(tokens.sum()) != s:
             raise ValueError(f"value has {s} tokens but spatial_shapes "
                              f"{spatial_shapes.tolist()} describe a different number")
         if projected_value is None:
@@ -188,7 +189,7 @@ def _has_padding(key_padding_mask: Optional[torch.Tensor]) -> bool:
     device sync, so any mask is applied."""
     if key_padding_mask is None:
         return False
-    return key_padding_mask.device.type != "cpu" or torch.jit.is_tracing() \
+    return key_padding_mask.device.type != "cpu" or capturing_graph() \
         or bool(key_padding_mask.any())
 
 

@@ -15,6 +15,8 @@ from typing import List, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..graph_capture import level_shapes, level_starts
+
 __all__ = ["ms_deform_attn_pytorch", "forward", "backward"]
 
 _BILINEAR, _ZEROS = 0, 0  # grid_sampler_2d's enum values for mode and padding_mode
@@ -22,15 +24,8 @@ _BILINEAR, _ZEROS = 0, 0  # grid_sampler_2d's enum values for mode and padding_m
 
 def _levels(spatial_shapes, level_start_index) -> List[Tuple[int, int, int]]:
     """(H, W, start) per level as Python ints (one host sync on CUDA)."""
-    shapes = spatial_shapes.tolist() if torch.is_tensor(spatial_shapes) else spatial_shapes
-    if level_start_index is None:
-        starts, acc = [], 0
-        for h, w in shapes:
-            starts.append(acc)
-            acc += int(h) * int(w)
-    else:
-        starts = level_start_index.tolist()
-    return [(int(h), int(w), int(s)) for (h, w), s in zip(shapes, starts)]
+    return [(h, w, s) for (h, w), s in zip(level_shapes(spatial_shapes),
+                                           level_starts(spatial_shapes, level_start_index))]
 
 
 def _level(value: torch.Tensor, h: int, w: int, start: int) -> torch.Tensor:

@@ -18,9 +18,11 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
+from ...layers.graph_capture import capturing_graph, level_shapes, level_starts
 from ..transformer.encoder_api import check_padding_mode
 from .score_network import TokenScoreNetwork
 from .token_ops import level_valid_sizes, resize_valid_region
@@ -53,6 +55,8 @@ class TokenSelection:
         object_logits: (N, S) the logits the kept tokens' object scores read: `logits`, except in
             published-padding training, where padded tokens hold the batch's lowest logit (a
             processed padded token competes for the object tokens with it). None = `logits`.
+        widths: K_l of each layer (the largest keep count) as Python ints, known without reading
+            `keep_counts`: set under graph capture (see `ForegroundTokenSelector.static_keep_counts`).
     """
 
     logits: torch.Tensor
@@ -62,6 +66,7 @@ class TokenSelection:
     foreground_token_counts: torch.Tensor
     write_counts: Optional[torch.Tensor] = None
     object_logits: Optional[torch.Tensor] = None
+    widths: Optional[Tuple[int, ...]] = None
 
     def __post_init__(self):
         if self.write_counts is None:
@@ -72,14 +77,18 @@ class TokenSelection:
     def kept(self, layer: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Layer `layer`'s kept tokens as a padded index list (N, K_l) and validity mask (N, K_l)."""
         counts = self.keep_counts[:, layer]
-        k = int(counts.max()) if counts.numel() else 0
+        k = self._width(layer)
         index = self.ranking[:, :k]
         return index, self._prefix_mask(k, counts)
 
     def written(self, layer: int) -> torch.Tensor:
         """(N, K_l) bool: the slots of `kept(layer)` whose layer output is written back."""
-        k = int(self.keep_counts[:, layer].max()) if self.keep_counts.numel() else 0
-        return self._prefix_mask(k, self.write_counts[:, layer])
+        return self._prefix_mask(self._width(layer), self.write_counts[:, layer])
+
+    def _width(self, layer: int) -> int:
+        if self.widths is not None:
+            return self.widths[layer]
+        return int(self.keep_counts[:, layer].max()) if self.keep_counts.numel() else 0
 
     def _prefix_mask(self, k: int, counts: torch.Tensor) -> torch.Tensor:
         return torch.arange(k, device=self.ranking.device)[None] < counts[:, None]
@@ -151,6 +160,7 @@ class ForegroundTokenSelector(nn.Module):
                 f"cascade keep_ratio can be at most {mean_cascade / max(cascade_ratios):.3g}")
         self.register_buffer("cascade_ratios", torch.tensor(cascade_ratios, dtype=torch.float32),
                              persistent=False)
+        self._cascade_ratios = tuple(float(c) for c in cascade_ratios)  # readable when capturing
         if modulation != "none":
             self.modulation_coefficients = nn.Parameter(
                 torch.empty(num_levels - 1).uniform_(-coefficient_init_range, coefficient_init_range))
@@ -175,16 +185,15 @@ class ForegroundTokenSelector(nn.Module):
             (N, S) raw logits.
         """
         n, s, _ = features.shape
-        shapes = [tuple(hw) for hw in spatial_shapes.tolist()]
-        starts = level_start_index.tolist()
+        shapes = level_shapes(spatial_shapes)
+        starts = level_starts(spatial_shapes, level_start_index)
         if len(shapes) != self.num_levels:
             raise ValueError(f"selector built for {self.num_levels} levels, got {len(shapes)}")
         # published training scores the padded canvas as if it were all image
-        has_padding = not self._published_padding() and bool(padding_mask.any())
-        if has_padding:
-            valid_sizes = level_valid_sizes(padding_mask, shapes, starts)
-        else:
-            valid_sizes = torch.tensor(shapes, device=features.device).expand(n, -1, -1)
+        # (a captured graph serves unpadded images)
+        has_padding = (not self._published_padding() and not capturing_graph()
+                       and bool(padding_mask.any()))
+        valid_sizes = level_valid_sizes(padding_mask, shapes, starts) if has_padding else None
         if self.modulation == "bottom_up":
             order = list(range(self.num_levels))
         else:
@@ -198,8 +207,12 @@ class ForegroundTokenSelector(nn.Module):
             prior = None
             if previous is not None and self.modulation != "none":
                 prev_level, prev_map = previous
-                prior = resize_valid_region(prev_map, valid_sizes[:, prev_level], (h, w),
-                                            valid_sizes[:, level]).flatten(1)
+                if has_padding:
+                    prior = resize_valid_region(prev_map, valid_sizes[:, prev_level], (h, w),
+                                                valid_sizes[:, level])
+                else:
+                    prior = resize_valid_region(prev_map, None, (h, w), None)
+                prior = prior.flatten(1)
                 coefficient = self.modulation_coefficients[step - 1]
                 if self.modulation_target == "features":
                     tokens = tokens + tokens * prior[..., None] * coefficient
@@ -228,12 +241,24 @@ class ForegroundTokenSelector(nn.Module):
         keep = (cascade[None, :] * foreground.to(torch.float32)[:, None]).to(torch.int64)
         return valid, foreground, torch.minimum(keep, valid[:, None])
 
+    def static_keep_counts(self, num_tokens: int) -> Tuple[int, ...]:
+        """Keep count of each layer for an unpadded image of `num_tokens` tokens, as Python ints
+        computed with `keep_counts`' float32 arithmetic: what a captured graph needs, since it
+        cannot read counts from tensors."""
+        f32 = np.float32
+        foreground = int(f32(num_tokens) * f32(self.foreground_ratio)) + 1
+        return tuple(min(int(f32(c) * f32(foreground)), num_tokens) for c in self._cascade_ratios)
+
     def forward(self, features: torch.Tensor, padding_mask: torch.Tensor,
                 spatial_shapes: torch.Tensor, level_start_index: torch.Tensor) -> TokenSelection:
         """Score all tokens (see :meth:`score`) and rank them, padded tokens last."""
         logits = self.score(features, padding_mask, spatial_shapes, level_start_index)
         valid, foreground, keep = self.keep_counts(padding_mask)
-        k = int(keep.max()) if keep.numel() else 0
+        widths = self.static_keep_counts(padding_mask.shape[1]) if capturing_graph() else None
+        if widths is not None:
+            k = max(widths)
+        else:
+            k = int(keep.max()) if keep.numel() else 0
         # selection is not differentiable: rank detached logits, padded tokens last
         if self._published_padding():
             # detrex ranks by the logits with padded tokens at the batch's lowest logit, and its
@@ -246,4 +271,5 @@ class ForegroundTokenSelector(nn.Module):
             ranked = logits.detach().masked_fill(padding_mask, float("-inf"))
             written = keep
         ranking = torch.topk(ranked, k, dim=1).indices
-        return TokenSelection(logits, ranking, keep, valid, foreground, written, object_logits)
+        return TokenSelection(logits, ranking, keep, valid, foreground, written, object_logits,
+                              widths)

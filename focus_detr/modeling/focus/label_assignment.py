@@ -14,6 +14,7 @@ from typing import List, Sequence, Tuple
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from ...layers.graph_capture import level_shapes
 from ..transformer.multiscale import FOUR_SCALE_STRIDES
 
 __all__ = ["ForegroundLabelAssigner", "overlapping_scale_ranges", "pad_boxes",
@@ -93,8 +94,7 @@ class ForegroundLabelAssigner:
         Returns:
             (N, S) bool foreground labels.
         """
-        shapes = [tuple(int(v) for v in hw) for hw in
-                  (spatial_shapes.tolist() if torch.is_tensor(spatial_shapes) else spatial_shapes)]
+        shapes = level_shapes(spatial_shapes)
         if len(shapes) != len(self.strides):
             raise ValueError(f"assigner has {len(self.strides)} levels, got {len(shapes)} shapes")
         if boxes.dim() != 3 or boxes.shape[-1] != 4:

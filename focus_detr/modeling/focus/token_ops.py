@@ -89,16 +89,18 @@ def resize_valid_region(maps: torch.Tensor, src_valid: torch.Tensor, dst_shape: 
 
     Args:
         maps: (N, H, W) source maps.
-        src_valid: (N, 2) int64 valid (h, w) of the source.
+        src_valid: (N, 2) int64 valid (h, w) of the source, or None: all of it.
         dst_shape: (H', W') output size.
-        dst_valid: (N, 2) int64 valid (h', w') of the output.
+        dst_valid: (N, 2) int64 valid (h', w') of the output, or None: all of it.
     Returns:
         (N, H', W').
     """
     n, src_h, src_w = maps.shape
     dst_h, dst_w = dst_shape
-    full_src = bool((src_valid[:, 0] == src_h).all() and (src_valid[:, 1] == src_w).all())
-    full_dst = bool((dst_valid[:, 0] == dst_h).all() and (dst_valid[:, 1] == dst_w).all())
+    full_src = src_valid is None or bool((src_valid[:, 0] == src_h).all()
+                                         and (src_valid[:, 1] == src_w).all())
+    full_dst = dst_valid is None or bool((dst_valid[:, 0] == dst_h).all()
+                                         and (dst_valid[:, 1] == dst_w).all())
     if full_src and full_dst:
         return F.interpolate(maps[:, None], size=(dst_h, dst_w), mode="bilinear",
                              align_corners=True)[:, 0]

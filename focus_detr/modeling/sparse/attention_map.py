@@ -15,11 +15,13 @@ The published Sparse DETR uses x * W (no -0.5), half a token off its own samplin
 `pixel_offset=0.0` reproduces that.
 """
 
+import numpy as np
 import torch
 
 from ..focus.token_ops import scatter_tokens
 
-__all__ = ["decoder_attention_map", "top_count_targets", "sparse_keep_counts"]
+__all__ = ["decoder_attention_map", "top_count_targets", "sparse_keep_counts",
+           "static_sparse_keep_count"]
 
 
 def decoder_attention_map(
@@ -95,6 +97,12 @@ def sparse_keep_counts(padding_mask: torch.Tensor, keep_ratio: float) -> torch.T
     valid = (~padding_mask).sum(1)
     count = (valid.to(torch.float32) * keep_ratio).to(torch.int64) + 1
     return torch.minimum(count, valid)
+
+
+def static_sparse_keep_count(num_tokens: int, keep_ratio: float) -> int:
+    """`sparse_keep_counts` of an unpadded image of `num_tokens` tokens as a Python int (the
+    same float32 arithmetic), for graph capture, where counts cannot be read from tensors."""
+    return min(int(np.float32(num_tokens) * np.float32(keep_ratio)) + 1, num_tokens)
 
 
 def top_count_targets(

@@ -5,8 +5,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ...layers.graph_capture import capturing_graph
 from .encoder_api import EncoderInputs, EncoderOutput, check_padding_mode
-from .multiscale import encoder_reference_points, flatten_levels, token_proposals, valid_sizes
+from .multiscale import (
+    encoder_reference_points,
+    flatten_levels,
+    token_proposals,
+    valid_sizes,
+)
 
 __all__ = ["DINOTransformer"]
 
@@ -70,12 +76,22 @@ class DINOTransformer(nn.Module):
             nn.init.xavier_uniform_(self.tgt_embed.weight)
         nn.init.xavier_uniform_(self.enc_output.weight)
 
-    def check_query_budget(self, sizes: torch.Tensor) -> None:
+    def check_query_budget(self, sizes: torch.Tensor, num_tokens: Optional[int] = None) -> None:
         """Raise unless every image has at least `num_queries` tokens.
 
         Args:
             sizes: (N, L, 2) valid (width, height) of each image at each level (`valid_sizes`).
+            num_tokens: tokens of the padded batch (all levels), what a captured graph checks;
+                None: nothing to check there.
         """
+        if capturing_graph():
+            # a captured graph serves unpadded images, whose tokens are all valid: the static
+            # count decides (a shape guard in the graph, not a read of the masks)
+            if num_tokens is not None and num_tokens < self.num_queries:
+                raise ValueError(f"the input is too small for the query budget: {num_tokens} "
+                                 f"tokens for num_queries={self.num_queries}; export for a "
+                                 "larger input size or lower model.transformer.num_queries")
+            return
         counts = sizes.prod(-1).sum(-1)
         smallest = int(counts.argmin())
         if int(counts[smallest]) < self.num_queries:
@@ -119,7 +135,7 @@ class DINOTransformer(nn.Module):
         tokens, pos, padding_mask, shapes, start = flatten_levels(
             features, masks, pos_embeds, self.level_embeds)
         sizes = valid_sizes(masks)
-        self.check_query_budget(sizes)
+        self.check_query_budget(sizes, tokens.shape[1])
         ratios = sizes / shapes.flip(-1).to(sizes)[None]
         proposals, invalid = token_proposals(shapes, sizes, padding_mask,
                                              self.proposal_base_size, self.proposal_valid_range)

@@ -4,6 +4,8 @@ from typing import List, Tuple
 
 import torch
 
+from ...layers.graph_capture import level_shapes, spatial_shapes_tensor
+
 __all__ = [
     "FOUR_SCALE_STRIDES",
     "flatten_levels",
@@ -32,8 +34,7 @@ def flatten_levels(features: List[torch.Tensor], masks: List[torch.Tensor],
     pos = torch.cat([p.flatten(2).transpose(1, 2) + level_embeds[lvl].view(1, 1, -1)
                      for lvl, p in enumerate(pos_embeds)], 1)
     padding_mask = torch.cat([m.flatten(1) for m in masks], 1)
-    spatial_shapes = torch.as_tensor([f.shape[-2:] for f in features], dtype=torch.long,
-                                     device=tokens.device)
+    spatial_shapes = spatial_shapes_tensor([f.shape[-2:] for f in features], tokens.device)
     level_start_index = torch.cat((spatial_shapes.new_zeros(1),
                                    spatial_shapes.prod(1).cumsum(0)[:-1]))
     return tokens, pos, padding_mask, spatial_shapes, level_start_index
@@ -70,7 +71,7 @@ def encoder_reference_points(spatial_shapes: torch.Tensor, valid_ratios: torch.T
         (N, S, L, 2).
     """
     refs = []
-    for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
+    for lvl, (h, w) in enumerate(level_shapes(spatial_shapes)):
         extent = valid_ratios[:, lvl] * valid_ratios.new_tensor([w, h])  # (N, 2)
         refs.append(_centres(h, w, valid_ratios.device)[None] / extent[:, None])
     return torch.cat(refs, 1)[:, :, None] * valid_ratios[:, None]
@@ -92,7 +93,7 @@ def token_proposals(spatial_shapes: torch.Tensor, sizes: torch.Tensor, padding_m
         range: the tokens that two-stage DINO zeroes before its output projection).
     """
     boxes = []
-    for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
+    for lvl, (h, w) in enumerate(level_shapes(spatial_shapes)):
         centre = _centres(h, w, sizes.device)[None] / sizes[:, lvl, None]  # (N, hw, 2)
         wh = torch.full_like(centre, base_size * 2.0 ** lvl)
         boxes.append(torch.cat([centre, wh], -1))
