@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""Time a detector in eager PyTorch and exported to ONNX Runtime, side by side on one image.
+"""Time a detector in eager PyTorch and exported to ONNX Runtime and OpenVINO, side by side on one image.
 
     python tools/benchmark_export.py --config-file projects/focus_detr/configs/models/focus_detr_r50.py \\
         --input-size 800 1216 --threads 2 --rounds 5 [train.init_checkpoint=model.pth]
 
-Exports the model (portable attention, float32 input) to a temporary file, then runs eager and
-ONNX Runtime in interleaved rounds on the same synthesized image (batch 1, `--threads` for
+Exports the model (portable attention, float32 input) to a temporary file, then runs eager,
+ONNX Runtime and OpenVINO (when installed) in interleaved rounds on the same synthesized image (batch 1, `--threads` for
 both), and prints the median and minimum seconds per image and the largest difference of their
 detections (matched as sets). Needs `pip install -e '.[deploy]'`.
 """
@@ -49,21 +49,29 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, Path(tmp) / "model.onnx", args.input_size,
                            input_dtype=torch.float32)
-        onnx = load(path, providers=["CPUExecutionProvider"], threads=args.threads)
+        runtimes = {"onnxruntime": load(path, providers=["CPUExecutionProvider"],
+                                        threads=args.threads)}
+        try:
+            runtimes["openvino"] = load(path, runtime="openvino", threads=args.threads)
+        except ImportError as e:
+            print(f"openvino skipped: {e}")
+        runners = {"eager": lambda: eager(image)}
+        runners.update({name: (lambda r=r: r(image)) for name, r in runtimes.items()})
         with torch.no_grad():
-            timings = interleaved_timings({"eager": lambda: eager(image),
-                                           "onnxruntime": lambda: onnx(image)}, args.rounds)
-            ours = onnx(image)
+            timings = interleaved_timings(runners, args.rounds)
             reference = eager(image)
-    gap = set_distance((ours.pred_boxes.tensor, ours.scores, ours.pred_classes), reference,
-                       1e-4, 1e-2)
+            results = {name: r(image) for name, r in runtimes.items()}
     size = "x".join(map(str, args.input_size))
     for name, t in timings.items():
         print(f"{name:12s} {size} {args.threads} threads: median {t['median_s']:.3f} s, "
               f"min {t['min_s']:.3f} s")
-    print(f"speed-up onnxruntime / eager: {timings['eager']['median_s'] / timings['onnxruntime']['median_s']:.2f}x; "
-          f"detections {'agree' if gap <= 1 else 'DIFFER'} within 1e-4 score / 0.01 px "
-          f"(distance {gap:.2g})")
+    for name, ours in results.items():
+        gap = set_distance((ours.pred_boxes.tensor, ours.scores, ours.pred_classes), reference,
+                           1e-4, 1e-2)
+        print(f"speed-up {name} / eager: "
+              f"{timings['eager']['median_s'] / timings[name]['median_s']:.2f}x; detections "
+              f"{'agree' if gap <= 1 else 'DIFFER'} within 1e-4 score / 0.01 px "
+              f"(distance {gap:.2g})")
 
 
 if __name__ == "__main__":
