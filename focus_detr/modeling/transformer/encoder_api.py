@@ -163,7 +163,8 @@ class TokenSelection:
     def __post_init__(self):
         if len(self.kept_index) != len(self.kept_valid):
             raise ValueError(f"TokenSelection: {len(self.kept_index)} kept_index layers but "
-                             f"{len(self.kept_valid)} kept_valid layers; give one of each per layer")
+                             f"{len(self.kept_valid)} kept_valid layers; give one of each per "
+                             f"layer")
         if len(self.object_index) != len(self.object_valid):
             raise ValueError(f"TokenSelection: {len(self.object_index)} object_index layers but "
                              f"{len(self.object_valid)} object_valid layers; give one of each per "
