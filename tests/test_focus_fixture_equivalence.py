@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import LazyConfig, instantiate
 
-from focus_detr.modeling.checkpoint import apply_key_aliases
+from focus_detr.engine.published_checkpoints import apply_key_aliases
 from reference_keys import load_synthesized, read_key_shapes
 
 FIXTURES = Path(__file__).parent / "fixtures"

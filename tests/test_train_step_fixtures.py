@@ -19,7 +19,7 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.structures import Boxes, Instances
 
-from focus_detr.modeling.checkpoint import apply_key_aliases
+from focus_detr.engine.published_checkpoints import apply_key_aliases
 from reference_keys import load_synthesized
 
 REPO = Path(__file__).resolve().parents[1]

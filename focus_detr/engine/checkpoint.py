@@ -6,7 +6,7 @@ import os
 import torch
 from detectron2.engine import hooks
 
-from ..modeling.checkpoint import CheckpointMismatchError, DetrCheckpointer
+from .published_checkpoints import CheckpointMismatchError, DetrCheckpointer
 from .files import write_atomically, write_text_atomically
 
 __all__ = [

@@ -11,7 +11,7 @@ from torch import nn
 from ...layers import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 from ...layers.folded_conv import fold_conv_norms
 from ...layers.reduced_precision import enable_reduced_precision
-from ..checkpoint import accept_published_keys
+from ...engine.published_checkpoints import accept_published_keys
 from ..transformer.multiscale import valid_sizes
 from .dino_config import dino_kwargs_from_cfg
 
