@@ -36,7 +36,6 @@ NOT_YET_MOVED = {
     ("focus_detr.cli", "importlib.util"), ("focus_detr.cli", "sys"),
     ("focus_detr.cli", "pathlib.Path"), ("focus_detr.cli", "time"),
     ("focus_detr.data.build", "detectron2.data.detection_utils"),
-    ("focus_detr.data.custom", "detectron2.config.LazyCall"),
     ("focus_detr.engine.checkpoint", "detectron2.solver.lr_scheduler"),
     ("focus_detr.engine.distributed", "torch.distributed.algorithms.ddp_comm_hooks.default"),
     ("focus_detr.engine.env", "detectron2.config.LazyConfig"),
@@ -45,7 +44,6 @@ NOT_YET_MOVED = {
     ("focus_detr.engine.run_dir", "detectron2.utils.events.TensorboardXWriter"),
     ("focus_detr.layers.folded_conv", "detectron2.layers.FrozenBatchNorm2d"),
     ("focus_detr.layers.folded_conv", "detectron2.layers.Conv2d"),
-    ("focus_detr.layers.ms_deform_attn.triton_backend", "contextlib"),
 }
 
 
