@@ -36,12 +36,8 @@ NOT_YET_MOVED = {
     ("focus_detr.cli", "importlib.util"), ("focus_detr.cli", "sys"),
     ("focus_detr.cli", "pathlib.Path"), ("focus_detr.cli", "time"),
     ("focus_detr.data.build", "detectron2.data.detection_utils"),
-    ("focus_detr.engine.checkpoint", "detectron2.solver.lr_scheduler"),
     ("focus_detr.engine.distributed", "torch.distributed.algorithms.ddp_comm_hooks.default"),
     ("focus_detr.engine.env", "detectron2.config.LazyConfig"),
-    ("focus_detr.engine.run_dir", "detectron2.utils.events.CommonMetricPrinter"),
-    ("focus_detr.engine.run_dir", "detectron2.utils.events.JSONWriter"),
-    ("focus_detr.engine.run_dir", "detectron2.utils.events.TensorboardXWriter"),
     ("focus_detr.layers.folded_conv", "detectron2.layers.FrozenBatchNorm2d"),
     ("focus_detr.layers.folded_conv", "detectron2.layers.Conv2d"),
 }
