@@ -6,7 +6,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from focus_detr.modeling.checkpoint import DetrCheckpointer
+from focus_detr.engine.published_checkpoints import DetrCheckpointer
 from synth_weights import state_dict as synth_state_dict
 
 FIXTURES = Path(__file__).parent / "fixtures"

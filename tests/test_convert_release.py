@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from focus_detr.modeling import CheckpointMismatchError
-from focus_detr.modeling.checkpoint import DetrCheckpointer, apply_key_aliases
+from focus_detr.engine.published_checkpoints import DetrCheckpointer, apply_key_aliases
 from reference_keys import FIXTURES, read_key_shapes
 from synth_weights import state_dict as synth_state_dict
 from tests.tools_utils import REPO_ROOT, load_tool

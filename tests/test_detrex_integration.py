@@ -134,13 +134,13 @@ def test_sparse_encoder_trains_on_the_decoders_recorded_sampling():
         assert torch.allclose(weights, their_weights, atol=1e-6)
     # the attention-map target comes from the matching queries only (dn queries first)
     locations, weights = (torch.stack(t) for t in zip(*recorded))
-    extras = adapter.last_output.extras
+    selection = adapter.last_output.selection
     num_dn = model.transformer.num_dn_queries
     targets = adapter.encoder.attention_map_loss.targets(
-        locations[:, :, num_dn:], weights[:, :, num_dn:], extras["spatial_shapes"],
-        extras["level_start_index"], extras["padding_mask"], extras["keep_counts"])
-    expected = adapter.encoder.attention_map_loss(extras["token_logits"], targets,
-                                                  extras["padding_mask"])
+        locations[:, :, num_dn:], weights[:, :, num_dn:], selection.spatial_shapes,
+        selection.level_start_index, selection.padding_mask, selection.counts()[:, 0])
+    expected = adapter.encoder.attention_map_loss(selection.scores, targets,
+                                                  selection.padding_mask)
     assert torch.allclose(losses["loss_mask_prediction"], expected["loss_mask_prediction"])
     sum(losses.values()).backward()
     assert adapter.encoder.score_network.layer1[1].weight.grad.abs().sum() > 0

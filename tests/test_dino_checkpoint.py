@@ -11,7 +11,7 @@ from detectron2.modeling.backbone import BasicStem, ResNet
 
 from focus_detr.modeling.backbone import make_resnet_stages
 from focus_detr.engine.checkpoint import SafeDetectionCheckpointer
-from focus_detr.modeling.checkpoint import (DetrCheckpointer, apply_key_aliases,
+from focus_detr.engine.published_checkpoints import (DetrCheckpointer, apply_key_aliases,
                                             convert_torchvision_resnet, key_aliases,
                                             register_key_alias)
 

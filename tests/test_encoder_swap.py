@@ -212,9 +212,9 @@ def test_sparse_auxiliary_boxes_use_the_transformers_proposals():
     batch = make_batch([(96, 128), (64, 96)], [2, 1], CLASSES, seed=1)
     with torch.no_grad():
         out = model.compute_outputs(model.preprocess_image(batch))
-    inputs, extras = out["encoder_inputs"], out["encoder_output"].extras
-    index, valid = extras["kept_index"][0], extras["kept_valid"][0]
-    boxes = extras["aux_boxes"][0]
+    inputs, encoded = out["encoder_inputs"], out["encoder_output"]
+    index, valid = encoded.selection.kept_index[0], encoded.selection.kept_valid[0]
+    boxes = encoded.extras["aux_boxes"][0]
     shapes = inputs.spatial_shapes.tolist()
     starts = inputs.level_start_index.tolist()
     checked = 0

@@ -2,7 +2,7 @@
 aliases the Focus package registers with the checkpointer."""
 import torch
 
-from focus_detr.modeling.checkpoint import apply_key_aliases, key_aliases
+from focus_detr.engine.published_checkpoints import apply_key_aliases, key_aliases
 from focus_detr.modeling.focus import FOCUS_DETR_KEY_ALIASES, FocusEncoder
 from reference_keys import read_key_shapes
 

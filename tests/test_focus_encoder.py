@@ -12,11 +12,10 @@ from focus_detr.modeling.focus import (
     ForegroundTokenSelector,
     TokenScoreNetwork,
     gather_tokens,
-    kept_foreground_recall,
-    kept_token_masks,
     object_token_scores,
     scatter_tokens,
 )
+from focus_detr.evaluation import kept_foreground_recall
 
 from focus_utils import Projection, Scene, attach_projection
 
@@ -151,10 +150,10 @@ def test_encoder_matches_per_image_float64_reference():
         with torch.no_grad():
             memory, kept_sets, object_sets = reference_encoder(encoder, inputs)
         assert torch.allclose(out.memory[0], memory, atol=1e-10)
-        ex = out.extras
+        ex = out.selection
         for layer in range(6):
-            assert index_sets(ex["kept_index"][layer], ex["kept_valid"][layer], 0) == kept_sets[layer]
-            assert index_sets(ex["object_index"][layer], ex["object_valid"][layer], 0) == object_sets[layer]
+            assert index_sets(ex.kept_index[layer], ex.kept_valid[layer], 0) == kept_sets[layer]
+            assert index_sets(ex.object_index[layer], ex.object_valid[layer], 0) == object_sets[layer]
         assert [len(o) for o in object_sets] == [min(5, len(k)) for k in kept_sets]
 
 
@@ -163,20 +162,21 @@ def test_mixed_size_batch_equals_each_image_alone():
     scene = Scene(SIZES, DIM)
     batch = run(encoder, projection, head, scene.batch(pad_seed=1))
     other_padding = run(encoder, projection, head, scene.batch(pad_seed=2))
-    ex = batch.extras
-    assert torch.equal(ex["selection"].keep_counts[2], torch.tensor([3, 2, 1, 1, 1, 0]))
+    ex = batch.selection
+    assert torch.equal(ex.counts()[2], torch.tensor([3, 2, 1, 1, 1, 0]))
     for i in range(len(SIZES)):
         alone = run(encoder, projection, head, scene.alone(i))
         where = scene.batch_index(i)  # image i's tokens in the batch, in its own order
         to_own = {int(t): n for n, t in enumerate(where)}
         assert torch.allclose(batch.memory[i, where], alone.memory[0], atol=1e-5)
-        assert torch.allclose(ex["foreground_logits"][i, where], alone.extras["foreground_logits"][0],
-                              atol=1e-5)
-        assert torch.equal(ex["selection"].keep_counts[i], alone.extras["selection"].keep_counts[0])
+        assert torch.allclose(ex.scores[i, where], alone.selection.scores[0], atol=1e-5)
+        assert torch.equal(ex.counts()[i], alone.selection.counts()[0])
         for layer in range(6):
             for key in ("kept", "object"):
-                got = {to_own[t] for t in index_sets(ex[key + "_index"][layer], ex[key + "_valid"][layer], i)}
-                want = index_sets(alone.extras[key + "_index"][layer], alone.extras[key + "_valid"][layer], 0)
+                got = {to_own[t] for t in index_sets(getattr(ex, key + "_index")[layer],
+                                                     getattr(ex, key + "_valid")[layer], i)}
+                want = index_sets(getattr(alone.selection, key + "_index")[layer],
+                                  getattr(alone.selection, key + "_valid")[layer], 0)
                 assert got == want, (i, layer, key)
         # what lies in the padded region changes nothing for valid tokens
         assert torch.allclose(other_padding.memory[i, where], batch.memory[i, where], atol=1e-6)
@@ -196,11 +196,12 @@ def test_spatial_query_order_changes_nothing():
         results.append((out, {n: p.grad.clone() for n, p in encoder.named_parameters()
                               if p.grad is not None}))
     (spatial, spatial_grads), (ranked, ranked_grads) = results
-    index = ranked.extras["kept_index"][0]
+    index = ranked.selection.kept_index[0]
     assert not torch.equal(index[0], index[0].sort().values)  # score order is not spatial
     assert torch.allclose(spatial.memory, ranked.memory, rtol=0, atol=1e-12)
     for key in ("kept_index", "kept_valid", "object_index", "object_valid"):
-        assert all(torch.equal(a, b) for a, b in zip(spatial.extras[key], ranked.extras[key]))
+        assert all(torch.equal(a, b) for a, b in zip(getattr(spatial.selection, key),
+                                                     getattr(ranked.selection, key)))
     assert spatial_grads.keys() == ranked_grads.keys()
     assert "layers.5.attentions.1.sampling_offsets.weight" in ranked_grads
     for name, grad in ranked_grads.items():
@@ -214,7 +215,8 @@ def test_padded_tokens_never_selected_or_changed():
     pad = inputs.padding_mask
     assert pad.any()
     for key in ("kept", "object"):
-        for index, valid in zip(out.extras[key + "_index"], out.extras[key + "_valid"]):
+        for index, valid in zip(getattr(out.selection, key + "_index"),
+                                getattr(out.selection, key + "_valid")):
             assert not torch.gather(pad, 1, index)[valid].any()
     assert torch.equal(out.memory[pad], inputs.tokens[pad])
 
@@ -224,7 +226,7 @@ def test_tokens_never_kept_keep_their_input_values():
     inputs = Scene(SIZES, DIM).batch()
     out = run(encoder, projection, head, inputs)
     ever_kept = torch.zeros_like(inputs.padding_mask)
-    for index, valid in zip(out.extras["kept_index"], out.extras["kept_valid"]):
+    for index, valid in zip(out.selection.kept_index, out.selection.kept_valid):
         ever_kept = scatter_tokens(ever_kept[..., None], index, valid[..., None], valid)[..., 0]
     untouched = ~ever_kept
     assert (untouched & ~inputs.padding_mask).any()
@@ -237,10 +239,10 @@ def test_keep_everything_without_object_tokens():
     inputs = Scene(SIZES, DIM).batch()
     out = run(encoder, projection, head, inputs)
     valid_tokens = [set((~inputs.padding_mask[b]).nonzero().flatten().tolist()) for b in range(len(SIZES))]
-    for index, valid in zip(out.extras["kept_index"], out.extras["kept_valid"]):
+    for index, valid in zip(out.selection.kept_index, out.selection.kept_valid):
         for b in range(len(SIZES)):
             assert index_sets(index, valid, b) == valid_tokens[b]
-    assert out.extras["object_index"] == []
+    assert out.selection.object_index == []
     assert torch.isfinite(out.memory).all()
 
 
@@ -249,10 +251,10 @@ def test_object_token_count_larger_than_kept_count():
     inputs = Scene(SIZES, DIM).batch()
     out = run(encoder, projection, head, inputs)
     for layer in range(6):
-        kept = out.extras["kept_valid"][layer].sum(1)
-        assert torch.equal(out.extras["object_valid"][layer].sum(1), kept)
+        kept = out.selection.kept_valid[layer].sum(1)
+        assert torch.equal(out.selection.object_valid[layer].sum(1), kept)
     alone = run(encoder, projection, head, Scene(SIZES, DIM).alone(0))
-    assert torch.equal(alone.extras["object_valid"][0].sum(1), alone.extras["kept_valid"][0].sum(1))
+    assert torch.equal(alone.selection.object_valid[0].sum(1), alone.selection.kept_valid[0].sum(1))
 
 
 def test_object_scores_and_fallback():
@@ -267,9 +269,9 @@ def test_object_scores_and_fallback():
     # without a class head the encoder still runs, ranking object tokens by the foreground logit
     encoder, projection, _ = build()
     out = run(encoder, projection, None, Scene(SIZES[:1], DIM).alone(0))
-    fg_kept = torch.gather(out.extras["foreground_logits"], 1, out.extras["kept_index"][0])
-    assert set(out.extras["object_index"][0][0].tolist()) == set(
-        out.extras["kept_index"][0][0, torch.topk(fg_kept[0], 5).indices].tolist())
+    fg_kept = torch.gather(out.selection.scores, 1, out.selection.kept_index[0])
+    assert set(out.selection.object_index[0][0].tolist()) == set(
+        out.selection.kept_index[0][0, torch.topk(fg_kept[0], 5).indices].tolist())
 
 
 def test_losses_and_gradients():
@@ -290,7 +292,7 @@ def test_losses_and_gradients():
     assert grads["selector.score_network.layer2.4.weight"].abs().sum() > 0
     assert grads["layers.0.attentions.0.attn.in_proj_weight"].abs().sum() > 0
     assert grads["layers.5.attentions.1.value_proj.weight"].abs().sum() > 0
-    out.extras["strides"] = [4, 8, 16, 32]
+    out.selection.strides = [4, 8, 16, 32]
     with pytest.raises(ValueError, match="strides"):
         encoder.losses(out, targets)
 
@@ -299,13 +301,13 @@ def test_kept_foreground_recall():
     encoder, projection, head = build()
     inputs = Scene(SIZES, DIM).batch()
     out = run(encoder, projection, head, inputs)
-    masks = kept_token_masks(out.extras)
-    for layer, (index, valid) in enumerate(zip(out.extras["kept_index"], out.extras["kept_valid"])):
+    masks = out.selection.kept_masks()
+    for layer, (index, valid) in enumerate(zip(out.selection.kept_index, out.selection.kept_valid)):
         assert torch.equal(masks[layer].sum(1), valid.sum(1))
     # labels = exactly the tokens layer 1 keeps plus as many never-kept valid tokens
     never = ~masks.any(0) & ~inputs.padding_mask
     labels = masks[1] | never
-    recall = kept_foreground_recall(out.extras, labels)
+    recall = kept_foreground_recall(out.selection, labels)
     expected_1 = masks[1].sum() / (masks[1].sum() + never.sum())
     assert torch.allclose(recall[1], expected_1.float())
     assert recall[0] >= recall[1]  # nested cascade: layer 0 keeps a superset

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import LazyConfig, instantiate
 
-from focus_detr.modeling.checkpoint import apply_key_aliases
+from focus_detr.engine.published_checkpoints import apply_key_aliases
 from reference_keys import load_synthesized, read_key_shapes
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -74,13 +74,13 @@ def test_published_keys_load_without_missing_or_unexpected(model):
 def test_encoder_stage(runs, reference, i):
     outputs, _ = runs[i]
     ref = reference["images"][i]
-    extras = outputs["encoder_output"].extras
-    assert torch.allclose(extras["foreground_logits"][0], ref["fts_logits"], atol=1e-3, rtol=0)
-    assert extras["selection"].keep_counts[0].tolist() == ref["keep_counts"]
+    selection = outputs["encoder_output"].selection
+    assert torch.allclose(selection.scores[0], ref["fts_logits"], atol=1e-3, rtol=0)
+    assert selection.counts()[0].tolist() == ref["keep_counts"]
     for layer in range(6):
-        kept = extras["kept_index"][layer][0][extras["kept_valid"][layer][0]]
+        kept = selection.kept_index[layer][0][selection.kept_valid[layer][0]]
         assert torch.equal(kept.sort().values, ref["kept_tokens"][layer].long()), layer
-        objects = extras["object_index"][layer][0][extras["object_valid"][layer][0]]
+        objects = selection.object_index[layer][0][selection.object_valid[layer][0]]
         assert torch.equal(objects.sort().values, ref["object_tokens"][layer].long()), layer
     rows = ref["memory_rows"].long()
     assert torch.allclose(outputs["memory"][0, rows], ref["memory"], atol=1e-4, rtol=0)
@@ -155,7 +155,7 @@ def test_mixed_size_batch_padding_changes_no_valid_output(model, reference):
 
     batch = model.preprocess_image(inputs)
     clean, noisy = run(0.0), run(5.0)
-    counts = clean["encoder_output"].extras["selection"].keep_counts
+    counts = clean["encoder_output"].selection.counts()
     pad = clean["encoder_inputs"].padding_mask
     assert pad.any(1).all()  # both images are padded in some level
     for i, valid_tokens in enumerate((~pad).sum(1).tolist()):  # own counts, published arithmetic

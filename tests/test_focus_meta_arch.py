@@ -41,11 +41,11 @@ def test_training_losses_include_the_weighted_select_loss(model):
     targets = model.prepare_targets(batch)
     out = model.compute_outputs(model.preprocess_image(batch), targets)
     foreground = model.transformer.encoder.foreground_loss
-    extras = out["encoder_output"].extras
-    labels = foreground.labels([t["boxes_xyxy"] for t in targets], extras["spatial_shapes"],
-                               extras["padding_mask"])
+    selection = out["encoder_output"].selection
+    labels = foreground.labels([t["boxes_xyxy"] for t in targets], selection.spatial_shapes,
+                               selection.padding_mask)
     assert labels.any()
-    expected = 1.5 * foreground_focal_loss(extras["foreground_logits"], labels, extras["padding_mask"])
+    expected = 1.5 * foreground_focal_loss(selection.scores, labels, selection.padding_mask)
     assert torch.allclose(losses["select_loss"], expected)
     sum(losses.values()).backward()
     score_grad = model.transformer.encoder.selector.score_network.layer2[4].weight.grad

@@ -10,7 +10,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from torch import nn
 
-from focus_detr.modeling.checkpoint import DetrCheckpointer, apply_key_aliases
+from focus_detr.engine.published_checkpoints import DetrCheckpointer, apply_key_aliases
 from reference_keys import FIXTURES, read_key_shapes
 from synth_weights import state_dict as synth_state_dict
 

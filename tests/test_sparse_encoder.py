@@ -79,7 +79,7 @@ def reference_encoder(encoder, inputs):
 
 
 def kept_set(out, b):
-    index, valid = out.extras["kept_index"][0], out.extras["kept_valid"][0]
+    index, valid = out.selection.kept_index[0], out.selection.kept_valid[0]
     return set(index[b][valid[b]].tolist())
 
 
@@ -105,7 +105,7 @@ def test_values_are_the_updated_map():
     encoder, projection = build()
     inputs = attach_projection(scene.alone(0), projection)
     out = run(encoder, projection, inputs)
-    index = out.extras["kept_index"][0]  # one image: every slot valid
+    index = out.selection.kept_index[0]  # one image: every slot valid
     memory = inputs.tokens
     refs = inputs.reference_points.flatten(2)
     for layer in encoder.layers:
@@ -128,9 +128,9 @@ def test_mixed_size_batch_equals_each_image_alone():
     encoder, projection = build()
     batch = run(encoder, projection, scene.batch())
     valid_counts = [sum(h * w for h, w in sizes) for sizes in scene.sizes]
-    counts = batch.extras["keep_counts"].tolist()
+    counts = batch.selection.counts()[:, 0].tolist()
     assert counts == [int(v * 0.3) + 1 for v in valid_counts]
-    padding = batch.extras["padding_mask"]
+    padding = batch.selection.padding_mask
     for i in range(len(SIZES)):
         alone = run(encoder, projection, scene.alone(i))
         flat = scene.batch_index(i)
@@ -159,13 +159,13 @@ def test_spatial_query_order_changes_nothing_but_the_order():
         grads = {n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None}
         results.append((out, losses, grads))
     (spatial, spatial_losses, spatial_grads), (ranked, ranked_losses, ranked_grads) = results
-    index, valid = spatial.extras["kept_index"][0], spatial.extras["kept_valid"][0]
-    counts = spatial.extras["keep_counts"]
-    assert torch.equal(valid, ranked.extras["kept_valid"][0])  # a prefix of counts slots
+    index, valid = spatial.selection.kept_index[0], spatial.selection.kept_valid[0]
+    counts = spatial.selection.counts()[:, 0]
+    assert torch.equal(valid, ranked.selection.kept_valid[0])  # a prefix of counts slots
     for b, c in enumerate(counts.tolist()):
         assert torch.equal(index[b, :c], index[b, :c].sort().values)
         assert kept_set(spatial, b) == kept_set(ranked, b)
-    assert not torch.equal(index, ranked.extras["kept_index"][0])  # the order did change
+    assert not torch.equal(index, ranked.selection.kept_index[0])  # the order did change
     assert torch.allclose(spatial.memory, ranked.memory, rtol=0, atol=1e-12)
     assert spatial_losses.keys() == ranked_losses.keys()
     for name, value in ranked_losses.items():
@@ -182,7 +182,7 @@ def test_padded_features_never_matter():
     encoder, projection = build()
     a = run(encoder, projection, scene.batch(pad_seed=1))
     b = run(encoder, projection, scene.batch(pad_seed=2))  # other noise in the padded region
-    valid = ~a.extras["padding_mask"]
+    valid = ~a.selection.padding_mask
     torch.testing.assert_close(a.memory[valid], b.memory[valid], rtol=1e-10, atol=1e-10)
 
 
@@ -272,17 +272,17 @@ def test_attention_map_target_ignores_denoising_queries():
     losses["loss_mask_prediction"].backward()
     assert encoder.score_network.layer2[-1].weight.grad.abs().sum() > 0
     # the targets: keep-count valid tokens per image
-    extras = out.extras
+    selection = out.selection
     t = encoder.attention_map_loss.targets(
         outputs["sampling_locations"][:, :, 6:],
         outputs["attention_weights"][:, :, 6:],
-        extras["spatial_shapes"],
-        extras["level_start_index"],
-        extras["padding_mask"],
-        extras["keep_counts"],
+        selection.spatial_shapes,
+        selection.level_start_index,
+        selection.padding_mask,
+        selection.counts()[:, 0],
     )
-    assert t.sum(1).tolist() == sparse_keep_counts(extras["padding_mask"], 0.3).tolist()
-    assert not bool((t.bool() & extras["padding_mask"]).any())
+    assert t.sum(1).tolist() == sparse_keep_counts(selection.padding_mask, 0.3).tolist()
+    assert not bool((t.bool() & selection.padding_mask).any())
 
 
 def test_losses_need_sampling():
@@ -299,7 +299,7 @@ def test_auxiliary_loss_on_valid_kept_slots():
     out = run(encoder, projection, scene.batch(), train=True)
     extras = out.extras
     assert len(extras["aux_logits"]) == LAYERS - 1
-    k = extras["kept_index"][0].shape[1]
+    k = out.selection.kept_index[0].shape[1]
     assert extras["aux_logits"][0].shape == (len(SIZES), k, CLASSES)
     assert extras["aux_boxes"][0].shape == (len(SIZES), k, 4)
     targets = targets_for(len(SIZES))
@@ -312,7 +312,7 @@ def test_auxiliary_loss_on_valid_kept_slots():
     } | {"loss_mask_prediction"}
     assert set(losses) == expected_names
     # invalid slots (images with fewer kept tokens than the batch's largest count) never matter
-    valid = extras["kept_valid"][0]
+    valid = out.selection.kept_valid[0]
     assert not bool(valid.all())
     for name in ("aux_logits", "aux_boxes"):
         extras[name] = [x.masked_fill(~valid[..., None], 3.0) for x in extras[name]]
@@ -351,7 +351,7 @@ def test_auxiliary_boxes_start_at_the_token_proposals():
     projection = Projection(DIM).to(torch.float64)
     out = run(encoder, projection, scene.batch(), train=True)
     h0, w0 = scene.sizes[0][0]
-    index = out.extras["kept_index"][0][0]
+    index = out.selection.kept_index[0][0]
     boxes = out.extras["aux_boxes"][0][0]
     for slot, token in enumerate(index.tolist()):
         if token >= h0 * w0:

@@ -11,7 +11,7 @@ from torch import nn
 
 from focus_detr.modeling import DetrCheckpointer
 from focus_detr.modeling.backbone import SwinTransformer, TimmBackbone
-from focus_detr.modeling.checkpoint import convert_swin_classifier
+from focus_detr.engine.published_checkpoints import convert_swin_classifier
 
 CONFIGS = Path(__file__).resolve().parents[1] / "projects/focus_detr/configs"
 

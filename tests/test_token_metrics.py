@@ -7,14 +7,15 @@ import pytest
 import torch
 from detectron2.structures import Boxes, Instances
 
-from focus_detr.analysis import (
+from focus_detr.analysis import record_token_selection, synthetic_inputs
+from focus_detr.evaluation import (
+    TokenSelectionEvaluator,
+    foreground_labels,
     level_of_tokens,
-    record_token_selection,
     selection_counts,
-    synthetic_inputs,
 )
-from focus_detr.evaluation import TokenSelectionEvaluator, foreground_labels
 from focus_detr.modeling.focus import ForegroundLabelAssigner
+from focus_detr.modeling.transformer import TokenSelection
 from tests.tools_utils import DENSE, FOCUS, SMALL_INPUT, SPARSE, tiny_model
 
 NAN = float("nan")
@@ -57,15 +58,17 @@ def test_selection_counts_hand_made_example():
 
 def _hand_selection():
     """A 32x32 input with two levels, strides 8 (4x4 tokens) and 16 (2x2 tokens)."""
-    shapes = torch.tensor([[4, 4], [2, 2]])
-    return dict(
-        spatial_shapes=shapes,
+    kept = [torch.tensor([[0, 1, 2, 16, 17]]), torch.tensor([[0, 16]])]
+    objects = [torch.tensor([[1]])]
+    return TokenSelection(
+        scores=torch.zeros(1, 20),
+        kept_index=kept,
+        kept_valid=[torch.ones_like(k, dtype=torch.bool) for k in kept],
+        padding_mask=torch.zeros(1, 20, dtype=torch.bool),
+        spatial_shapes=torch.tensor([[4, 4], [2, 2]]),
         level_start_index=torch.tensor([0, 16]),
-        valid=torch.ones(20, dtype=torch.bool),
-        image_size=(32, 32),
-        kept_index=[torch.tensor([0, 1, 2, 16, 17]), torch.tensor([0, 16])],
-        object_index=[torch.tensor([1])],
-        scores=None,
+        object_index=objects,
+        object_valid=[torch.ones_like(o, dtype=torch.bool) for o in objects],
         strides=[8, 16],
     )
 
@@ -134,19 +137,22 @@ def test_recorded_selection_matches_the_encoder(encoder):
         out = model([x])[0]
     assert "instances" in out
     sel = out["token_selection"]
-    s = int((sel["spatial_shapes"][:, 0] * sel["spatial_shapes"][:, 1]).sum())
-    assert s == 12 * 16 + 6 * 8 + 3 * 4 + 2 * 2 and bool(sel["valid"].all())
-    counts = [int(i.numel()) for i in sel["kept_index"]]
+    assert isinstance(sel, TokenSelection) and sel.padding_mask.shape[0] == 1
+    s = int((sel.spatial_shapes[:, 0] * sel.spatial_shapes[:, 1]).sum())
+    assert s == 12 * 16 + 6 * 8 + 3 * 4 + 2 * 2 and bool(sel.valid_tokens().all())
+    kept_index = [index[0] for index in sel.kept_index]
+    counts = [int(i.numel()) for i in kept_index]
+    assert sel.counts()[0].tolist() == counts
     if encoder == FOCUS:  # cascade (1.0, 0.5) at keep ratio 0.3: 0.4 / 0.2 of the tokens
         selector = model.transformer.encoder.selector
         _, _, keep = selector.keep_counts(torch.zeros(1, s, dtype=torch.bool))
         assert counts == keep[0].tolist()
-        assert len(sel["object_index"]) == len(counts)
-        for kept, objects in zip(sel["kept_index"], sel["object_index"]):
-            assert set(objects.tolist()) <= set(kept.tolist())
+        assert len(sel.object_index) == len(counts)
+        for kept, objects in zip(kept_index, sel.object_index):
+            assert set(objects[0].tolist()) <= set(kept.tolist())
     else:  # one selection, int(valid * 0.3) + 1 tokens, in every layer
         assert counts == [int(s * 0.3) + 1] * len(counts)
-    for kept in sel["kept_index"]:
+    for kept in kept_index:
         assert len(set(kept.tolist())) == kept.numel()
     with torch.no_grad():  # flag restored: plain outputs again
         assert "token_selection" not in model([x])[0]

@@ -5,7 +5,6 @@ layer; the fractions match the selection a forward pass makes."""
 import pytest
 import torch
 
-from focus_detr.analysis import split_selection
 from focus_detr.analysis.model_io import describe_encoder, image_list, keep_description
 from tests.tools_utils import DENSE, FOCUS, FOCUS_TINY, SMALL_INPUT, SPARSE, load_tool, tiny_model
 
@@ -27,10 +26,10 @@ def test_layer_keep_fractions_match_the_selection(override, expected, text):
     with torch.no_grad():
         batch = image_list(model, [x])
         out = model.compute_outputs(batch)
-    selection = split_selection(out["encoder_inputs"], out["encoder_output"], batch.image_sizes)[0]
-    valid = int(selection["valid"].sum())
-    for fraction, index in zip(expected, selection["kept_index"]):
-        assert abs(index.numel() - fraction * valid) <= 1  # the published count adds one token
+    selection = out["encoder_output"].selection
+    valid = int(selection.valid_tokens().sum())
+    for fraction, count in zip(expected, selection.counts()[0].tolist()):
+        assert abs(count - fraction * valid) <= 1  # the published count adds one token
 
 
 def test_analyze_model_prints_the_layer_fractions(capsys):

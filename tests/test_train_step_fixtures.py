@@ -19,7 +19,7 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.structures import Boxes, Instances
 
-from focus_detr.modeling.checkpoint import apply_key_aliases
+from focus_detr.engine.published_checkpoints import apply_key_aliases
 from reference_keys import load_synthesized
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,25 +168,25 @@ def test_proposal_sets(fixtures, steps, name):
 def test_focus_selector_stage_by_stage(fixtures, steps, name):
     ref = fixtures[name]["intermediates"]
     model, (_, _, _, out) = steps(name)
-    extras = out["encoder_output"].extras
-    selection = extras["selection"]
+    record = out["encoder_output"].selection
+    selection = out["encoder_output"].extras["foreground_selection"]
     # logits of every token, padded ones included (published pooling over the padded canvas)
     logits = selection.logits.detach()
     assert (logits - ref["fts_logits"][..., 0]).abs().max() < LOGIT_ATOL
     encoder = model.transformer.encoder
     boxes = [t["boxes_xyxy"] for t in fixtures[name]["targets"]]
-    labels = encoder.foreground_loss.labels(boxes, extras["spatial_shapes"], extras["padding_mask"])
+    labels = encoder.foreground_loss.labels(boxes, record.spatial_shapes, record.padding_mask)
     assert torch.equal(labels, ref["foreground_labels"][..., 0].bool())
     assert selection.foreground_token_counts.tolist() == list(ref["focus_token_nums"])
     processed = selection.keep_counts
     assert (processed == torch.tensor(ref["encoder_keep_counts"])[None]).all()
     assert selection.write_counts.t().tolist() == [list(c) for c in ref["scattered_back_counts"]]
-    for layer, (index, written) in enumerate(zip(extras["kept_index"], extras["kept_valid"])):
+    for layer, (index, written) in enumerate(zip(record.kept_index, record.kept_valid)):
         processed_ref = ref["encoder_foreground_inds"][layer]
         assert torch.equal(index.sort(1).values, processed_ref.sort(1).values), f"layer {layer}"
         # written back: each image's prefix of its processed ranking
         assert written.sum(1).tolist() == list(ref["scattered_back_counts"][layer])
-        objects = extras["object_index"][layer]
+        objects = record.object_index[layer]
         assert torch.equal(objects.sort(1).values,
                            ref["encoder_oesm_token_inds"][layer].sort(1).values), f"layer {layer}"
 
@@ -197,7 +197,7 @@ def test_masked_padding_changes_the_padded_focus_step(fixtures, steps):
     name = "focus_detr_r50_train_padded"
     ref = fixtures[name]
     _, (losses, _, _, out) = steps(name, padding="masked")
-    selection = out["encoder_output"].extras["selection"]
+    selection = out["encoder_output"].extras["foreground_selection"]
     # own counts per image (image 1 smaller), written back in full
     assert torch.equal(selection.write_counts, selection.keep_counts)
     assert selection.keep_counts[1, 0] < selection.keep_counts[0, 0]

@@ -89,11 +89,8 @@ from focus_detr.analysis import (
     dataset_inputs,
     describe_encoder,  # noqa: E402
     image_list,
-    level_of_tokens,
     load_config,
     resolve_device,
-    selection_counts,
-    split_selection,
 )
 from focus_detr.analysis.drawing import (
     AGREEMENT_COLORS,
@@ -109,7 +106,7 @@ from focus_detr.analysis.drawing import (
     to_hwc_uint8,
 )
 from focus_detr.analysis.model_io import image_file_inputs, keep_description  # noqa: E402
-from focus_detr.evaluation import foreground_labels, kept_mask  # noqa: E402
+from focus_detr.evaluation import foreground_labels, level_of_tokens, selection_counts  # noqa: E402
 
 
 def _build(spec, device):
@@ -129,22 +126,25 @@ def _build(spec, device):
 
 @torch.no_grad()
 def select(model, x):
-    """The per-image selection of input `x` (see focus_detr.analysis.selection)."""
+    """Input `x`'s `TokenSelection` (a batch of one), with the neck's strides (or the default
+    ones) where the encoder was not told them."""
     batch = image_list(model, [x])
-    out = model.compute_outputs(batch)
-    encoded = out["encoder_output"]
-    if not encoded.extras.get("kept_index"):
+    selection = model.compute_outputs(batch)["encoder_output"].selection
+    if selection is None:
         raise SystemExit(
-            f"the encoder {type(model.transformer.encoder).__name__} records no " "token selection"
+            f"the encoder {type(model.transformer.encoder).__name__} records no token selection"
         )
-    selection = split_selection(out["encoder_inputs"], encoded, batch.image_sizes)[0]
-    if not selection["strides"]:
-        selection["strides"] = list(getattr(model.neck, "strides", None) or DEFAULT_STRIDES)
+    selection = selection.per_image(0)
+    if not selection.strides:
+        selection.strides = list(getattr(model.neck, "strides", None) or DEFAULT_STRIDES)
     return selection
 
 
-def _mask(index, selection):
-    return kept_mask(index, selection["valid"].numel())
+def _masks(selection):
+    """{"layer": (layers, N) kept-token masks, "object": (layers, N) object-token masks} of a
+    one-image selection, on the CPU."""
+    return {"layer": selection.kept_masks()[:, 0].cpu(),
+            "object": selection.object_masks()[:, 0].cpu()}
 
 
 def _pr(counts):
@@ -158,27 +158,26 @@ def _fmt(value):
 
 def _metrics(selection, fg):
     """Per layer (and object tokens) overall and per-level precision/recall of one image."""
-    shapes = selection["spatial_shapes"].cpu()
+    shapes = selection.spatial_shapes.cpu()
     level = level_of_tokens(shapes)
-    valid = selection["valid"].cpu()
+    valid = selection.valid_tokens()[0].cpu()
     out = {}
-    for kind in ("kept_index", "object_index"):
-        for j, index in enumerate(selection.get(kind) or []):
-            c = selection_counts(_mask(index, selection), fg, valid, level, shapes.shape[0])
-            out[f"{'layer' if kind == 'kept_index' else 'object'}{j}"] = c
+    for kind, masks in _masks(selection).items():
+        for j, kept in enumerate(masks):
+            out[f"{kind}{j}"] = selection_counts(kept, fg, valid, level, shapes.shape[0])
     return out
 
 
-def _dots(image, selection, index):
-    masks = level_masks(_mask(index, selection), selection["spatial_shapes"])
-    return draw_token_dots(dim(image), masks, selection["strides"])
+def _dots(image, selection, mask):
+    masks = level_masks(mask, selection.spatial_shapes)
+    return draw_token_dots(dim(image), masks, selection.strides)
 
 
 def draw_levels(path, image, selection, layer, fg, title):
     """Figure 4 / 6a: kept tokens per level (+ ground truth and agreement rows)."""
-    shapes, strides = selection["spatial_shapes"], selection["strides"]
-    kept = level_masks(_mask(selection["kept_index"][layer], selection), shapes)
-    valid = level_masks(selection["valid"], shapes)
+    shapes, strides = selection.spatial_shapes, selection.strides
+    kept = level_masks(_masks(selection)["layer"][layer], shapes)
+    valid = level_masks(selection.valid_tokens()[0], shapes)
     base = dim(image)
     rows = [
         [
@@ -220,19 +219,20 @@ def draw_levels(path, image, selection, layer, fg, title):
 
 def draw_layers(path, image, selection, title):
     """Figure 6b: kept and object tokens per encoder layer (dots coloured by level)."""
+    masks = _masks(selection)
     kept = [
-        (_dots(image, selection, index), f"layer {j}: {index.numel()} kept")
-        for j, index in enumerate(selection["kept_index"])
+        (_dots(image, selection, mask), f"layer {j}: {int(mask.sum())} kept")
+        for j, mask in enumerate(masks["layer"])
     ]
     rows = [kept]
-    if selection.get("object_index"):
+    if len(masks["object"]):
         rows.append(
             [
-                (_dots(image, selection, index), f"layer {j}: {index.numel()} objects")
-                for j, index in enumerate(selection["object_index"])
+                (_dots(image, selection, mask), f"layer {j}: {int(mask.sum())} objects")
+                for j, mask in enumerate(masks["object"])
             ]
         )
-    strides = selection["strides"]
+    strides = selection.strides
     return save_grid(path, rows, title, level_legend(len(strides), strides))
 
 
@@ -244,10 +244,10 @@ def draw_compare(path, image, panels, boxes, fg, selection, title):
         first = draw_boxes(first, boxes)
         caption = f"ground truth: {boxes.shape[0]} boxes"
         if fg is not None:
-            masks = level_masks(fg, selection["spatial_shapes"])
-            first = draw_token_dots(first, masks, selection["strides"])
+            masks = level_masks(fg, selection.spatial_shapes)
+            first = draw_token_dots(first, masks, selection.strides)
             caption += f", {int(fg.sum())} fg tokens"
-    strides = selection["strides"]
+    strides = selection.strides
     legend = level_legend(len(strides), strides)
     if boxes is not None:
         legend = [(GROUND_TRUTH_COLOR, "ground-truth box")] + legend
@@ -281,9 +281,9 @@ def main(argv=None):
         selection = select(model, x)
         boxes = x["instances"].gt_boxes.tensor if "instances" in x else None
         fg = foreground_labels(selection, boxes) if boxes is not None else None
-        if not 0 <= args.layer < len(selection["kept_index"]):
+        if not 0 <= args.layer < selection.num_layers:
             raise SystemExit(
-                f"--layer {args.layer}: the encoder has " f"{len(selection['kept_index'])} layers"
+                f"--layer {args.layer}: the encoder has {selection.num_layers} layers"
             )
         title = (
             f"{Path(args.config_file[0]).stem} ({info['method']}, {keep_description(info)}, "
@@ -315,8 +315,8 @@ def main(argv=None):
                 ("compare_config", o_sel, o_info),
                 ("config", selection, info),
             ):
-                index = sel["kept_index"][0]
-                caption = f"{inf['method']}: {index.numel()} kept"
+                first_layer = _masks(sel)["layer"][0]
+                caption = f"{inf['method']}: {int(first_layer.sum())} kept"
                 if fg is not None:
                     m = _metrics(sel, fg)["layer0"]
                     p, r = _pr(m)
@@ -326,7 +326,7 @@ def main(argv=None):
                         "weights": inf["weights"],
                         **m.summary(),
                     }
-                panels.append((_dots(image, sel, index), caption))
+                panels.append((_dots(image, sel, first_layer), caption))
             written.append(os.path.join(args.output, f"{name}_compare.png"))
             draw_compare(
                 written[-1],

@@ -1,8 +1,8 @@
 """Cost and selection analysis of DINO-family detectors, shared by the tools
 (analyze_model, benchmark, visualize_tokens, demo, plot_ap_flops) and the keep-ratio sweep:
 FLOPs by model part (fvcore, deformable and scaled-dot-product attention counted), latency by
-part with interleaved runs, per-image token selections and their precision/recall, and the
-JSON-lines results file."""
+part with interleaved runs, eval outputs carrying the token selection, and the JSON-lines
+results file."""
 
 from .accuracy import evaluate_model
 from .flops import (
@@ -36,14 +36,7 @@ from .model_io import (
     synthetic_inputs,
 )
 from .results import RESULT_FIELDS, append_result, load_results, merge_results, read_coco_ap
-from .selection import (
-    SelectionCounts,
-    has_token_selection,
-    level_of_tokens,
-    record_token_selection,
-    selection_counts,
-    split_selection,
-)
+from .selection import record_token_selection
 
 __all__ = [
     "ACTIVATION_HANDLES",
@@ -54,7 +47,6 @@ __all__ = [
     "MODEL_PARTS",
     "PartTimer",
     "RESULT_FIELDS",
-    "SelectionCounts",
     "activation_analysis",
     "append_result",
     "build_model",
@@ -63,9 +55,7 @@ __all__ = [
     "detail_parts",
     "evaluate_model",
     "flop_analysis",
-    "has_token_selection",
     "image_list",
-    "level_of_tokens",
     "load_config",
     "load_results",
     "measure_interleaved",
@@ -77,9 +67,7 @@ __all__ = [
     "read_coco_ap",
     "record_token_selection",
     "resolve_device",
-    "selection_counts",
     "set_threads",
-    "split_selection",
     "spread",
     "synthetic_inputs",
 ]

@@ -3,7 +3,13 @@
 import logging
 from typing import Any, Dict
 
+from detectron2.config import instantiate
+from detectron2.evaluation import DatasetEvaluators, inference_on_dataset
 from torch import nn
+
+from ..evaluation import TokenSelectionEvaluator
+from ..modeling.transformer.encoder_api import encoder_selects_tokens
+from .selection import record_token_selection
 
 __all__ = ["evaluate_model"]
 
@@ -17,12 +23,6 @@ def evaluate_model(cfg, model: nn.Module, with_selection: bool = True) -> Dict[s
     Returns:
         detectron2's results dict, e.g. {"bbox": {"AP": ...}, "token_selection": {...}}.
     """
-    from detectron2.config import instantiate
-    from detectron2.evaluation import DatasetEvaluators, inference_on_dataset
-
-    from ..evaluation import TokenSelectionEvaluator
-    from .selection import record_token_selection
-
     if "dataloader" not in cfg or "test" not in cfg.dataloader or "evaluator" not in cfg.dataloader:
         raise KeyError(
             "evaluation needs `dataloader.test` and `dataloader.evaluator` in the config"
@@ -31,8 +31,7 @@ def evaluate_model(cfg, model: nn.Module, with_selection: bool = True) -> Dict[s
     evaluators = [instantiate(cfg.dataloader.evaluator)]
     configured = getattr(evaluators[0], "_evaluators", evaluators)
     has_selection = any(isinstance(e, TokenSelectionEvaluator) for e in configured)
-    if with_selection and not has_selection and type(model.transformer.encoder).__name__ != (
-            "DeformableEncoder"):
+    if with_selection and not has_selection and encoder_selects_tokens(model.transformer.encoder):
         names = cfg.dataloader.test.dataset.names
         evaluators.append(TokenSelectionEvaluator(dataset_name=names))
     with record_token_selection(model):  # a dense encoder adds no selection

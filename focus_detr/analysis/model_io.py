@@ -6,12 +6,21 @@ need `dataloader.test`. Overrides are train_net's `key=value` (unknown keys are 
 """
 
 import logging
+import os
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+import detectron2.data.transforms as T
 import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data.detection_utils import read_image
 from detectron2.structures import ImageList
+from omegaconf import OmegaConf
 from torch import nn
+
+from ..engine.checkpoint import SafeDetectionCheckpointer
+from ..engine.config import apply_overrides
+from ..evaluation.ground_truth import GroundTruthBoxes
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -38,20 +47,12 @@ def load_config(path: str, overrides: Sequence[str] = ()):
         FileNotFoundError: no such file. KeyError: the config defines no `model`, or an
         override names an unknown key.
     """
-    import os
-
-    from detectron2.config import LazyConfig
-
-    from ..engine.config import apply_overrides
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file not found: {path}")
     cfg = LazyConfig.load(path)
     if "model" not in cfg:
         raise KeyError(f"config {path} defines no `model`")
     if "train" not in cfg:  # model-only config: still accept train.init_checkpoint=...
-        from omegaconf import OmegaConf
-
         cfg.train = OmegaConf.create({"init_checkpoint": ""})
     return apply_overrides(cfg, list(overrides))
 
@@ -77,10 +78,6 @@ def build_model(cfg, device="cpu", checkpoint: Optional[str] = None) -> nn.Modul
             `cfg.train.init_checkpoint` when the config has one. Without any, the model keeps its
             random initialization and a warning says so.
     """
-    from detectron2.config import instantiate
-
-    from ..engine.checkpoint import SafeDetectionCheckpointer
-
     model = instantiate(cfg.model)
     if checkpoint is None and "train" in cfg:
         checkpoint = cfg.train.get("init_checkpoint", None) or None
@@ -119,8 +116,6 @@ def dataset_inputs(cfg, num: int, with_annotations: bool = False) -> List[Dict[s
     pixels), read from the dataset's own annotations and scaled like the image (the test mapper
     drops them).
     """
-    from detectron2.config import instantiate
-
     if "dataloader" not in cfg or "test" not in cfg.dataloader:
         raise KeyError(
             "dataset inputs need `dataloader.test` in the config; use a full config "
@@ -137,8 +132,6 @@ def dataset_inputs(cfg, num: int, with_annotations: bool = False) -> List[Dict[s
             break
     inputs = inputs[:num]
     if with_annotations:
-        from ..evaluation.ground_truth import GroundTruthBoxes
-
         names = cfg.dataloader.test.dataset.names
         gt = GroundTruthBoxes(names if isinstance(names, str) else list(names))
         for x in inputs:
@@ -152,8 +145,6 @@ def expand_image_paths(paths: Sequence[str]) -> List[str]:
     Raises:
         FileNotFoundError: a path does not exist, or no image is found.
     """
-    import os
-
     files = []
     for p in paths:
         if os.path.isdir(p):
@@ -186,10 +177,6 @@ def iter_image_file_inputs(
     """`image_file_inputs` one file at a time (decoded when reached). A file that cannot be
     decoded (truncated, not an image) is passed to `on_unreadable(path, error)` and skipped;
     without `on_unreadable` it raises an OSError naming the file."""
-    import detectron2.data.transforms as T
-    from detectron2.config import instantiate
-    from detectron2.data.detection_utils import read_image
-
     mapper = None
     if "dataloader" in cfg and "test" in cfg.dataloader and "mapper" in cfg.dataloader.test:
         mapper = cfg.dataloader.test.mapper

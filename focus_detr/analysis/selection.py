@@ -1,140 +1,16 @@
-"""Token selections of sparse encoders, per image, and their quality against foreground labels.
+"""Eval outputs that carry the model's token selection.
 
-A *per-image selection* is the dict defined in `focus_detr.modeling.transformer.token_selection`
-(what `split_selection` returns, what `record_token_selection` attaches to eval outputs as
-``"token_selection"``, what `TokenSelectionEvaluator` reads).
-
-Quality: precision = |kept and foreground| / |kept|, recall = |kept and foreground| /
-|foreground|, over valid tokens, per level and overall (`SelectionCounts`).
+Within `record_token_selection`, a DINO-family model with a sparse encoder adds, to each image's
+eval output, ``"token_selection"``: that image's `TokenSelection`
+(`focus_detr.modeling.transformer.encoder_api`), which `TokenSelectionEvaluator` scores with
+`focus_detr.evaluation.selection_metrics`.
 """
 
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Dict, List
 
-import torch
 from torch import nn
 
-from ..modeling.transformer.token_selection import has_token_selection, split_selection
-
-__all__ = [
-    "SelectionCounts",
-    "has_token_selection",
-    "level_of_tokens",
-    "record_token_selection",
-    "selection_counts",
-    "split_selection",
-]
-
-
-def level_of_tokens(spatial_shapes: torch.Tensor) -> torch.Tensor:
-    """(S,) int64 level of every token, levels concatenated finest first."""
-    counts = (spatial_shapes[:, 0] * spatial_shapes[:, 1]).long()
-    return torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-
-
-def selection_counts(
-    kept: torch.Tensor,
-    foreground: torch.Tensor,
-    valid: torch.Tensor,
-    level: torch.Tensor,
-    num_levels: int,
-) -> "SelectionCounts":
-    """Counts of one image (or a batch: any leading dims, summed).
-
-    Args:
-        kept, foreground, valid: (..., S) bool masks (kept and foreground are restricted to
-            `valid` tokens here).
-        level: (S,) int64 level of every token (`level_of_tokens`).
-        num_levels: L.
-    """
-    if not (kept.shape == foreground.shape == valid.shape):
-        raise ValueError(
-            f"kept {tuple(kept.shape)}, foreground {tuple(foreground.shape)} and "
-            f"valid {tuple(valid.shape)} masks differ in shape"
-        )
-    kept, foreground = kept & valid, foreground & valid
-    one_hot = torch.nn.functional.one_hot(level, num_levels).to(torch.int64)  # (S, L)
-
-    def per_level(mask):
-        return (mask.reshape(-1, mask.shape[-1]).to(torch.int64) @ one_hot).sum(0)
-
-    return SelectionCounts(
-        kept=per_level(kept),
-        foreground=per_level(foreground),
-        true_positive=per_level(kept & foreground),
-        valid=per_level(valid),
-    )
-
-
-@dataclass
-class SelectionCounts:
-    """Token counts per level (each (L,) int64), summable over images with `+`."""
-
-    kept: torch.Tensor
-    foreground: torch.Tensor
-    true_positive: torch.Tensor
-    valid: torch.Tensor
-
-    def __add__(self, other: "SelectionCounts") -> "SelectionCounts":
-        return SelectionCounts(
-            self.kept + other.kept,
-            self.foreground + other.foreground,
-            self.true_positive + other.true_positive,
-            self.valid + other.valid,
-        )
-
-    @staticmethod
-    def _ratio(num: torch.Tensor, den: torch.Tensor) -> List[float]:
-        return [float(n) / float(d) if d > 0 else float("nan") for n, d in zip(num, den)]
-
-    def precision(self) -> List[float]:
-        """Per level |kept & fg| / |kept| (nan where nothing is kept)."""
-        return self._ratio(self.true_positive, self.kept)
-
-    def recall(self) -> List[float]:
-        """Per level |kept & fg| / |fg| (nan where no token is foreground)."""
-        return self._ratio(self.true_positive, self.foreground)
-
-    def overall(self) -> Dict[str, float]:
-        """precision, recall, keep (kept / valid) and foreground (fg / valid) fractions over all
-        levels."""
-        tp, kept, fg, valid = (
-            int(x.sum()) for x in (self.true_positive, self.kept, self.foreground, self.valid)
-        )
-        nan = float("nan")
-        return {
-            "precision": tp / kept if kept else nan,
-            "recall": tp / fg if fg else nan,
-            "keep_fraction": kept / valid if valid else nan,
-            "foreground_fraction": fg / valid if valid else nan,
-        }
-
-    def summary(self, prefix: str = "") -> Dict[str, Any]:
-        """Flat dict for JSON files and metrics: {prefix}precision, {prefix}recall,
-        {prefix}keep_fraction, {prefix}foreground_fraction and per level
-        {prefix}level{i}_precision, {prefix}level{i}_recall. A ratio without a denominator (no
-        kept token, no foreground token at a level) is None, not NaN, and
-        {prefix}undefined maps its key to the reason."""
-        reasons = {"precision": "no kept token", "recall": "no foreground token",
-                   "keep_fraction": "no valid token", "foreground_fraction": "no valid token"}
-        out: Dict[str, Any] = {}
-        undefined = {}
-
-        def put(key, value, reason):
-            defined = value == value
-            out[prefix + key] = value if defined else None
-            if not defined:
-                undefined[prefix + key] = reason
-
-        for k, v in self.overall().items():
-            put(k, v, reasons[k])
-        for i, (p, r) in enumerate(zip(self.precision(), self.recall())):
-            put(f"level{i}_precision", p, f"no kept token at level {i}")
-            put(f"level{i}_recall", r, f"no foreground token at level {i} (label assignment)")
-        if undefined:
-            out[prefix + "undefined"] = undefined
-        return out
+__all__ = ["record_token_selection"]
 
 
 @contextmanager

@@ -16,6 +16,7 @@ import json as jsonlib
 import os
 from typing import Optional
 
+from detectron2.config import LazyCall as L
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
@@ -107,8 +108,6 @@ def use_coco_json(dataloader):
     plain values (`json`, `images`, unset until the command line sets them; `names` defaults to
     the json path, which `${..test.dataset.names}` evaluators read; `num_classes` follows
     `model.num_classes`). Returns `dataloader`."""
-    from detectron2.config import LazyCall as L
-
     for split, filter_empty in (("train", True), ("test", False)):
         dataloader[split].dataset = L(coco_json_dataset_dicts)(
             json=None,

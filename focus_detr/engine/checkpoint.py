@@ -5,8 +5,9 @@ import os
 
 import torch
 from detectron2.engine import hooks
+from detectron2.solver import lr_scheduler as d2_lr
 
-from ..modeling.checkpoint import CheckpointMismatchError, DetrCheckpointer
+from .published_checkpoints import CheckpointMismatchError, DetrCheckpointer
 from .files import write_atomically, write_text_atomically
 
 __all__ = [
@@ -29,8 +30,6 @@ def _trusted_classes():
         for n in dir(ps)
         if isinstance(getattr(ps, n), type) and issubclass(getattr(ps, n), ps.ParamScheduler)
     ]
-    from detectron2.solver import lr_scheduler as d2_lr
-
     classes += [
         getattr(d2_lr, n) for n in ("WarmupParamScheduler", "LRMultiplier") if hasattr(d2_lr, n)
     ]

@@ -18,6 +18,7 @@ from detectron2.config import LazyConfig
 from detectron2.utils import comm
 from detectron2.utils.collect_env import collect_env_info
 from detectron2.utils.env import seed_all_rng
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
 from .files import write_atomically, write_text_atomically
@@ -118,8 +119,6 @@ def training_writers(output_dir, max_iter, start_iter=0, window_size=20):
     starts at `start_iter`: metrics.json first loses its records of iterations >= start_iter,
     and TensorBoard hides the earlier events of those steps (`purge_step`), so every iteration
     is recorded once. Create them after the checkpoint is loaded (start_iter known)."""
-    from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
-
     os.makedirs(output_dir, exist_ok=True)
     metrics = os.path.join(output_dir, "metrics.json")
     drop_metrics_from(metrics, start_iter)

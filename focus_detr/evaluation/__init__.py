@@ -4,13 +4,22 @@ of sparse encoders."""
 from .coco import COCOEvaluator
 from .config import with_token_selection
 from .ground_truth import GroundTruthBoxes
-from .token_selection_evaluator import TokenSelectionEvaluator, foreground_labels, kept_mask
+from .selection_metrics import (
+    SelectionCounts,
+    kept_foreground_recall,
+    level_of_tokens,
+    selection_counts,
+)
+from .token_selection_evaluator import TokenSelectionEvaluator, foreground_labels
 
 __all__ = [
     "COCOEvaluator",
     "GroundTruthBoxes",
+    "SelectionCounts",
     "TokenSelectionEvaluator",
     "foreground_labels",
-    "kept_mask",
+    "kept_foreground_recall",
+    "level_of_tokens",
+    "selection_counts",
     "with_token_selection",
 ]

@@ -3,7 +3,10 @@
 from typing import Any, Dict, List, Sequence, Union
 
 import torch
+from detectron2.data import MetadataCatalog
 from detectron2.structures import BoxMode, Boxes, Instances
+
+from ..data import load_dataset_dicts
 
 __all__ = ["GroundTruthBoxes"]
 
@@ -18,10 +21,6 @@ class GroundTruthBoxes:
     """
 
     def __init__(self, dataset_names: Union[str, Sequence[str]]):
-        from detectron2.data import MetadataCatalog
-
-        from ..data import load_dataset_dicts
-
         names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
         self._by_id: Dict[Any, Dict[str, Any]] = {}
         self._class_map: Dict[int, int] = {}

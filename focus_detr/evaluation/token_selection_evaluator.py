@@ -2,7 +2,8 @@
 ground-truth foreground labels of Focus-DETR's label assignment, logged beside the COCO AP.
 
 Use with `DatasetEvaluators` in a config (the model's eval outputs must carry
-``"token_selection"``, see `focus_detr.analysis.selection`)::
+``"token_selection"``, each image's `TokenSelection`: `focus_detr.analysis.record_token_selection`
+sets that up)::
 
     dataloader.evaluator = L(DatasetEvaluators)(evaluators=[
         L(COCOEvaluator)(dataset_name="${...test.dataset.names}", tasks=("bbox",)),
@@ -18,27 +19,28 @@ import torch
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
-from ..analysis.selection import SelectionCounts, level_of_tokens, selection_counts
+from ..modeling.focus import ForegroundLabelAssigner
+from ..modeling.transformer.encoder_api import TokenSelection
 from .ground_truth import GroundTruthBoxes
+from .selection_metrics import SelectionCounts, level_of_tokens, selection_counts
 
 __all__ = ["TokenSelectionEvaluator", "foreground_labels"]
 
 logger = logging.getLogger(__name__)
 
 
-def foreground_labels(selection: Dict, boxes_xyxy: torch.Tensor, assigner=None) -> torch.Tensor:
-    """(S,) bool ground-truth foreground label of every token of one image's selection.
+def foreground_labels(selection: TokenSelection, boxes_xyxy: torch.Tensor,
+                      assigner: Optional[ForegroundLabelAssigner] = None) -> torch.Tensor:
+    """(N,) bool ground-truth foreground label of every token of one image's selection.
 
     Args:
-        selection: a per-image selection (`focus_detr.analysis.selection`).
+        selection: one image's `TokenSelection` (batch of one, `TokenSelection.per_image`).
         boxes_xyxy: (M, 4) ground-truth boxes in the model input's pixels.
         assigner: a `ForegroundLabelAssigner`; default the published one with the selection's
             strides.
     """
-    from ..modeling.focus import ForegroundLabelAssigner
-
-    shapes = selection["spatial_shapes"].cpu()
-    strides = selection.get("strides")
+    shapes = selection.spatial_shapes.cpu()
+    strides = selection.strides
     if assigner is None:
         assigner = ForegroundLabelAssigner(**({"strides": strides} if strides else {}))
     elif strides and tuple(int(s) for s in strides) != assigner.strides:
@@ -46,17 +48,10 @@ def foreground_labels(selection: Dict, boxes_xyxy: torch.Tensor, assigner=None) 
             f"label assignment strides {assigner.strides} differ from the model's "
             f"feature strides {tuple(strides)}"
         )
-    valid = selection["valid"].cpu()
+    padding = selection.padding_mask[:1].cpu()
     boxes = boxes_xyxy.detach().float().cpu().reshape(1, -1, 4)
     box_valid = torch.ones(boxes.shape[:2], dtype=torch.bool)
-    return assigner(boxes, box_valid, shapes, ~valid[None])[0]
-
-
-def kept_mask(index: torch.Tensor, num_tokens: int) -> torch.Tensor:
-    """(S,) bool mask of the token indices `index`."""
-    mask = torch.zeros(num_tokens, dtype=torch.bool)
-    mask[index.cpu()] = True
-    return mask
+    return assigner(boxes, box_valid, shapes, padding)[0]
 
 
 def _layer_order(key: str):
@@ -124,18 +119,16 @@ class TokenSelectionEvaluator(DatasetEvaluator):
             if selection is None:
                 self._missing += 1
                 continue
-            shapes = selection["spatial_shapes"].cpu()
+            shapes = selection.spatial_shapes.cpu()
             num_levels = shapes.shape[0]
-            valid = selection["valid"].cpu()
+            valid = selection.valid_tokens()[0].cpu()
             level = level_of_tokens(shapes)
             fg = foreground_labels(selection, self._boxes(x), self._assigner)
-            s = valid.numel()
-            for j, index in enumerate(selection["kept_index"]):
-                counts = selection_counts(kept_mask(index, s), fg, valid, level, num_levels)
-                self._add(f"layer{j}", counts)
-            for j, index in enumerate(selection.get("object_index", [])):
-                counts = selection_counts(kept_mask(index, s), fg, valid, level, num_levels)
-                self._add(f"object{j}", counts)
+            for kind, masks in (("layer", selection.kept_masks()),
+                                ("object", selection.object_masks())):
+                for j, kept in enumerate(masks[:, 0].cpu()):
+                    counts = selection_counts(kept, fg, valid, level, num_levels)
+                    self._add(f"{kind}{j}", counts)
             self._images += 1
 
     def evaluate(self):

@@ -24,6 +24,7 @@ weights and reference boxes as the attention computes).
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+from detectron2.config import LazyCall as L
 from torch import nn
 
 from ..layers import box_xyxy_to_cxcywh
@@ -245,8 +246,6 @@ def use_encoder(model_cfg, encoder_cfg, **adapter_kwargs):
     of our encoders) is its encoder; `adapter_kwargs` go to `DetrexEncoderAdapter`. The config
     tree keeps detrex's layout (`model.transformer.encoder.encoder.*` is our encoder's), so the
     usual overrides work. Returns `model_cfg`."""
-    from detectron2.config import LazyCall as L
-
     model_cfg.transformer.encoder = L(DetrexEncoderAdapter)(encoder=encoder_cfg, **adapter_kwargs)
     if model_cfg._target_ is not build_detrex_model:
         model_cfg.detrex_target = model_cfg._target_

@@ -1,6 +1,7 @@
 """Models of the DINO family: backbone helpers, neck, transformer, matcher, criterion, denoising,
 meta-architectures and checkpoint loading."""
-from .checkpoint import CheckpointMismatchError, DetrCheckpointer, register_key_alias
+from ..engine.published_checkpoints import (CheckpointMismatchError, DetrCheckpointer,
+                                            register_key_alias)
 from .criterion import DINOCriterion
 from .denoising import ContrastiveDenoising, DenoisingMeta
 from .matcher import HungarianMatcher

@@ -26,9 +26,21 @@ entries); every choice takes its layer dimensions from the dense layer config
 import copy
 from typing import Any, Mapping, Optional, Sequence
 
+from detectron2.config import LazyCall as L
+from detectron2.config import instantiate
 from torch import nn
 
-from .focus.foreground_token_selector import PUBLISHED_CASCADE_RATIOS
+from .focus import (
+    PUBLISHED_CASCADE_RATIOS,
+    PUBLISHED_SCALE_RANGES,
+    DualAttentionEncoderLayer,
+    FocusEncoder,
+    ForegroundLabelAssigner,
+    ForegroundLoss,
+    ForegroundTokenSelector,
+    TokenScoreNetwork,
+)
+from .sparse import AttentionMapLoss, SparseDetrEncoder
 from .transformer.multiscale import FOUR_SCALE_STRIDES
 
 __all__ = ["ENCODER_NAMES", "build_encoder", "focus_encoder_config", "swappable_encoder"]
@@ -52,8 +64,6 @@ def build_encoder(
         num_layers: if given, the built encoder must have this many layers (choices compared
             at equal depth; e.g. a Focus cascade needs one ratio per layer).
     """
-    from detectron2.config import instantiate
-
     if name not in choices:
         raise ValueError(
             f"unknown encoder {name!r}; the config offers {sorted(choices)} "
@@ -98,11 +108,6 @@ def swappable_encoder(
         num_object_tokens: Focus object tokens per layer. Default 300.
         strides: feature strides of the Focus label assignment. Default (8, 16, 32, 64).
     """
-    from detectron2.config import LazyCall as L
-
-    from .focus import TokenScoreNetwork
-    from .sparse import AttentionMapLoss, SparseDetrEncoder
-
     if name not in ENCODER_NAMES:
         raise ValueError(f"unknown encoder {name!r}; choose one of {ENCODER_NAMES}")
     # interpolation depth: "${..x}" from a key of choices.<name> is choices.x
@@ -177,18 +182,6 @@ def focus_encoder_config(
             `${...padding}`: from their keys, the DINO transformer's `padding` (the config's one
             key, `model.transformer.padding`, when this encoder is `model.transformer.encoder`).
     """
-    from detectron2.config import LazyCall as L
-
-    from .focus import (
-        PUBLISHED_SCALE_RANGES,
-        DualAttentionEncoderLayer,
-        FocusEncoder,
-        ForegroundLabelAssigner,
-        ForegroundLoss,
-        ForegroundTokenSelector,
-        TokenScoreNetwork,
-    )
-
     return L(FocusEncoder)(
         selector=L(ForegroundTokenSelector)(
             # "${...layer.x}" from a key of selector.score_network is this encoder's layer.x

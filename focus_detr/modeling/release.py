@@ -15,7 +15,8 @@ from typing import Any, Dict, Sequence, Tuple
 
 import torch
 
-from .checkpoint import CheckpointMismatchError, _describe_mismatch, apply_key_aliases
+from ..engine.published_checkpoints import (CheckpointMismatchError, _describe_mismatch,
+                                            apply_key_aliases)
 
 __all__ = ["convert_release", "read_release"]
 

@@ -5,6 +5,7 @@ before triton is first imported; slow, for tests). Any batch size; float64 accum
 float64, everything else in float32 (float16/bfloat16 values are read as is, grad_value is
 accumulated in a float32 buffer).
 """
+import contextlib
 import functools
 import os
 from typing import Optional
@@ -81,8 +82,6 @@ def _acc_dtype(dtype):
 def _device_guard(device: torch.device):
     if device.type == "cuda":
         return torch.cuda.device(device)
-    import contextlib
-
     return contextlib.nullcontext()
 
 

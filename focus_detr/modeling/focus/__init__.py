@@ -3,7 +3,6 @@ foreground loss, multi-category object scores, dual-attention encoder layer, Foc
 
 Each is usable on its own in other DETR-like models.
 """
-from .analysis import kept_foreground_recall, kept_token_masks
 from .checkpoint_keys import FOCUS_DETR_KEY_ALIASES
 from .dual_attention_layer import DualAttentionEncoderLayer
 from .focus_encoder import FocusEncoder, target_boxes_xyxy
@@ -12,8 +11,8 @@ from .foreground_token_selector import (
     MODULATION_TARGETS,
     MODULATIONS,
     PUBLISHED_CASCADE_RATIOS,
+    ForegroundSelection,
     ForegroundTokenSelector,
-    TokenSelection,
 )
 from .label_assignment import (
     PUBLISHED_SCALE_RANGES,
@@ -32,6 +31,7 @@ __all__ = [
     "FocusEncoder",
     "ForegroundLabelAssigner",
     "ForegroundLoss",
+    "ForegroundSelection",
     "ForegroundTokenSelector",
     "MODULATIONS",
     "MODULATION_TARGETS",
@@ -40,11 +40,8 @@ __all__ = [
     "PUBLISHED_SCALE_RANGES",
     "SIZE_MEASURES",
     "TokenScoreNetwork",
-    "TokenSelection",
     "foreground_focal_loss",
     "gather_tokens",
-    "kept_foreground_recall",
-    "kept_token_masks",
     "level_valid_sizes",
     "object_token_scores",
     "overlapping_scale_ranges",

@@ -6,10 +6,10 @@ selector. detrex also registers the shared encoder class head (MLP_C) under thre
 (`class_embed.6`, `transformer.encoder.enhance_MCSP.{i}`, `enhance_MCSP_layerlist.{i}`); this
 model registers it once (the decoder's proposal class head, `class_embed.6` in the checkpoint),
 so the other two names are dropped on load. The aliases are registered (on import) with the
-checkpointer's registry (`focus_detr.modeling.checkpoint`), which applies them in
-`DetrCheckpointer`; `apply_key_aliases` applies them to a bare state dict.
+checkpointer's registry (`focus_detr.engine.published_checkpoints`), which applies them
+in `DetrCheckpointer`; `apply_key_aliases` applies them to a bare state dict.
 """
-from ..checkpoint import register_key_alias
+from ...engine.published_checkpoints import register_key_alias
 
 __all__ = ["FOCUS_DETR_KEY_ALIASES"]
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from ...layers import MultiScaleDeformableAttention, init_deformable_transformer
 from ...layers.ms_deform_attn import project_values
-from ..transformer.encoder_api import EncoderInputs, EncoderOutput
+from ..transformer.encoder_api import EncoderInputs, EncoderOutput, TokenSelection
 from .dual_attention_layer import DualAttentionEncoderLayer
 from .foreground_loss import ForegroundLoss
 from .foreground_token_selector import ForegroundTokenSelector
@@ -65,6 +65,8 @@ class FocusEncoder(nn.Module):
             same result, local memory reads in the deformable attention. Default True.
     """
 
+    selects_tokens = True
+
     def __init__(self, selector: Optional[ForegroundTokenSelector] = None,
                  layer: Optional[DualAttentionEncoderLayer] = None,
                  foreground_loss: Optional[ForegroundLoss] = None,
@@ -86,11 +88,11 @@ class FocusEncoder(nn.Module):
         init_deformable_transformer(self)
 
     def forward(self, inputs: EncoderInputs) -> EncoderOutput:
-        """Returns the full token map and, in `extras`:
-        `foreground_logits` (N, S); `selection` (TokenSelection); per layer, lists of
-        `kept_index` (N, K_l) token indices (selector order) with `kept_valid` (N, K_l), and
-        `object_index` (N, k_l) token indices with `object_valid`; plus `padding_mask`,
-        `spatial_shapes` and `strides` for :meth:`losses`.
+        """Returns the full token map, its `selection` (`TokenSelection`: the foreground logits
+        (N, S) as `scores`; per layer `kept_index` (N, K_l) token indices in selector order
+        with `kept_valid` (N, K_l), the slots written back, and `object_index` (N, k_l) token
+        indices with `object_valid`) and, in `extras`, the selector's decision
+        `foreground_selection` (`ForegroundSelection`) and per layer `object_scores`.
         """
         tokens, pos, padding_mask = inputs.tokens, inputs.pos, inputs.padding_mask
         features = tokens + pos
@@ -109,10 +111,11 @@ class FocusEncoder(nn.Module):
             n, ranking.shape[1], *inputs.reference_points.shape[2:])
         ranked_logits = gather_tokens(selection.object_logits, ranking)
         values = self._projected_values(tokens, padding_mask)
-        extras: Dict[str, object] = dict(
-            foreground_logits=selection.logits, selection=selection, padding_mask=padding_mask,
-            spatial_shapes=inputs.spatial_shapes, strides=inputs.strides,
-            kept_index=[], kept_valid=[], object_index=[], object_valid=[], object_scores=[])
+        record = TokenSelection(
+            scores=selection.logits, kept_index=[], kept_valid=[], padding_mask=padding_mask,
+            spatial_shapes=inputs.spatial_shapes, level_start_index=inputs.level_start_index,
+            strides=inputs.strides)
+        extras: Dict[str, object] = dict(foreground_selection=selection, object_scores=[])
         for layer_id, layer in enumerate(self.layers):
             index, valid = selection.kept(layer_id)
             k = index.shape[1]
@@ -133,17 +136,17 @@ class FocusEncoder(nn.Module):
             # published padding: every image processed the batch's count, keeps its own prefix
             written = selection.written(layer_id)
             ranked = _write_prefix(ranked, query, written)
-            extras["kept_index"].append(index)
-            extras["kept_valid"].append(written)
+            record.kept_index.append(index)
+            record.kept_valid.append(written)
             if "object_index" in info:
-                extras["object_index"].append(torch.gather(index, 1, info["object_index"]))
-                extras["object_valid"].append(info["object_valid"])
+                record.object_index.append(torch.gather(index, 1, info["object_index"]))
+                record.object_valid.append(info["object_valid"])
                 extras["object_scores"].append(info["object_scores"])
         ever_kept = torch.arange(ranking.shape[1], device=ranking.device)[None] < (
             selection.write_counts.max(1).values[:, None] if selection.write_counts.numel()
             else ranking.new_zeros(n, 1))
         memory = scatter_tokens(tokens, ranking, ranked, ever_kept)
-        return EncoderOutput(memory=memory, extras=extras)
+        return EncoderOutput(memory=memory, selection=record, extras=extras)
 
     def _projected_values(self, tokens: torch.Tensor, padding_mask: torch.Tensor
                           ) -> Optional[List[torch.Tensor]]:
@@ -166,13 +169,13 @@ class FocusEncoder(nn.Module):
                 (normalised cxcywh) with `image_size` (h, w) (or pass `image_sizes`).
         """
         output = outputs["encoder_output"] if isinstance(outputs, dict) else outputs
-        extras = output.extras
-        strides = extras.get("strides")
+        selection = output.selection
+        strides = selection.strides
         assigner = self.foreground_loss.assigner
         if strides is not None and tuple(int(s) for s in strides) != assigner.strides:
             raise ValueError(f"label assignment strides {assigner.strides} differ from the "
                              f"feature strides {tuple(strides)}")
         sizes = image_sizes if image_sizes is not None else [None] * len(targets)
         boxes = [target_boxes_xyxy(t, size) for t, size in zip(targets, sizes)]
-        return self.foreground_loss(extras["foreground_logits"], boxes, extras["spatial_shapes"],
-                                    extras["padding_mask"])
+        return self.foreground_loss(selection.scores, boxes, selection.spatial_shapes,
+                                    selection.padding_mask)

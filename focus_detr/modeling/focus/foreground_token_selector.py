@@ -27,7 +27,7 @@ from ..transformer.encoder_api import check_padding_mode
 from .score_network import TokenScoreNetwork
 from .token_ops import level_valid_sizes, resize_valid_region
 
-__all__ = ["ForegroundTokenSelector", "TokenSelection", "MODULATIONS", "MODULATION_TARGETS",
+__all__ = ["ForegroundSelection", "ForegroundTokenSelector", "MODULATIONS", "MODULATION_TARGETS",
            "PUBLISHED_CASCADE_RATIOS"]
 
 MODULATIONS = ("top_down", "bottom_up", "none")
@@ -37,7 +37,7 @@ PUBLISHED_CASCADE_RATIOS = (1.0, 0.8, 0.6, 0.6, 0.4, 0.2)
 
 
 @dataclass
-class TokenSelection:
+class ForegroundSelection:
     """What the selector decided for a batch.
 
     Attributes:
@@ -118,7 +118,7 @@ class ForegroundTokenSelector(nn.Module):
             its own counts. Published (the detrex code): pooling and upsampling run over the whole
             padded canvas, padded tokens rank last with the batch's lowest logit, every image
             processes the batch's largest keep count of each layer and writes back only its own
-            foreground count (`TokenSelection.write_counts`).
+            foreground count (`ForegroundSelection.write_counts`).
     """
 
     def __init__(
@@ -230,7 +230,7 @@ class ForegroundTokenSelector(nn.Module):
         """(valid (N,), foreground (N,), keep (N, num_layers)) token counts, all int64.
 
         Keep counts are each image's own, at most its valid count; in published-padding training
-        they are the batch's largest for every image (see `TokenSelection.write_counts`)."""
+        they are the batch's largest for every image (see `ForegroundSelection.write_counts`)."""
         valid = (~padding_mask).sum(1)
         foreground = (valid.to(torch.float32) * self.foreground_ratio).to(torch.int64) + 1
         cascade = self.cascade_ratios.to(padding_mask.device)
@@ -250,7 +250,8 @@ class ForegroundTokenSelector(nn.Module):
         return tuple(min(int(f32(c) * f32(foreground)), num_tokens) for c in self._cascade_ratios)
 
     def forward(self, features: torch.Tensor, padding_mask: torch.Tensor,
-                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor) -> TokenSelection:
+                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor
+                ) -> ForegroundSelection:
         """Score all tokens (see :meth:`score`) and rank them, padded tokens last."""
         logits = self.score(features, padding_mask, spatial_shapes, level_start_index)
         valid, foreground, keep = self.keep_counts(padding_mask)
@@ -271,5 +272,5 @@ class ForegroundTokenSelector(nn.Module):
             ranked = logits.detach().masked_fill(padding_mask, float("-inf"))
             written = keep
         ranking = torch.topk(ranked, k, dim=1).indices
-        return TokenSelection(logits, ranking, keep, valid, foreground, written, object_logits,
-                              widths)
+        return ForegroundSelection(logits, ranking, keep, valid, foreground, written, object_logits,
+                                   widths)

@@ -11,8 +11,9 @@ from torch import nn
 from ...layers import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 from ...layers.folded_conv import fold_conv_norms
 from ...layers.reduced_precision import enable_reduced_precision
-from ..checkpoint import accept_published_keys
-from ..transformer.token_selection import has_token_selection, split_selection
+from ...engine.published_checkpoints import accept_published_keys
+from ..transformer.multiscale import valid_sizes
+from .dino_config import dino_kwargs_from_cfg
 
 __all__ = ["DINO"]
 
@@ -48,8 +49,8 @@ class DINO(nn.Module):
         size_divisibility: pad the batch to a multiple of this. Default 0.
         aux_loss: supervise every decoder layer. Default True.
         return_token_selection: in inference, also return each image's token selection of a
-            sparse encoder (Focus, Sparse DETR) as ``"token_selection"`` (see
-            `focus_detr.analysis.selection`), for `TokenSelectionEvaluator`. Default False.
+            sparse encoder (Focus, Sparse DETR) as ``"token_selection"``, a `TokenSelection` of
+            one image (`TokenSelection.per_image`), for `TokenSelectionEvaluator`. Default False.
         fold_backbone_norms: fold the backbone's frozen batch norms into their convolutions
             wherever no gradient flows (inference; channels-last on CPU): the same outputs up to
             float rounding, ~1.6x faster ResNet on CPU; parameters, state-dict keys and the
@@ -137,8 +138,6 @@ class DINO(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
-        from .dino_config import dino_kwargs_from_cfg
-
         return dino_kwargs_from_cfg(cfg)
 
     @property
@@ -243,8 +242,6 @@ class DINO(nn.Module):
         check = getattr(self.transformer, "check_query_budget", None)
         if not strides or check is None:
             return
-        from ..transformer.multiscale import valid_sizes
-
         h, w = images.tensor.shape[-2:]
         masks = [F.interpolate(mask[None].float(), size=(-(-h // s), -(-w // s))).bool()[0]
                  for s in strides]
@@ -272,7 +269,7 @@ class DINO(nn.Module):
             results = self.postprocess(outputs["pred_logits"], outputs["pred_boxes"],
                                        images.image_sizes, batched_inputs)
             if self.return_token_selection:
-                self._attach_token_selection(results, outputs, images.image_sizes)
+                self._attach_token_selection(results, outputs)
             return results
         targets = self.prepare_targets(batched_inputs)
         outputs = self.compute_outputs(images, targets)
@@ -289,14 +286,13 @@ class DINO(nn.Module):
 
     # ---- outputs -----------------------------------------------------------------------------
     @staticmethod
-    def _attach_token_selection(results: List[Dict], outputs: Dict[str, Any], image_sizes):
-        """Adds ``"token_selection"`` to each result when the encoder selects tokens (a dense
-        encoder keeps all: nothing to add)."""
-        if has_token_selection(outputs["encoder_output"]):
-            selections = split_selection(outputs["encoder_inputs"], outputs["encoder_output"],
-                                         image_sizes)
-            for result, selection in zip(results, selections):
-                result["token_selection"] = selection
+    def _attach_token_selection(results: List[Dict], outputs: Dict[str, Any]):
+        """Adds ``"token_selection"`` (image i's `TokenSelection`) to each result when the
+        encoder selects tokens (a dense encoder keeps all: nothing to add)."""
+        selection = outputs["encoder_output"].selection
+        if selection is not None:
+            for i, result in enumerate(results):
+                result["token_selection"] = selection.per_image(i)
 
     def postprocess(self, logits: torch.Tensor, boxes: torch.Tensor, image_sizes,
                     batched_inputs: Optional[List[Dict[str, Any]]] = None) -> List[Dict]:

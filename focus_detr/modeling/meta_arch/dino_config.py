@@ -6,6 +6,14 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone
 from torch import nn
 
+from ...layers import PositionEmbeddingSine
+from ..criterion import DINOCriterion
+from ..denoising import ContrastiveDenoising
+from ..matcher import HungarianMatcher
+from ..neck import ChannelMapper
+from ..transformer import (DeformableDecoderLayer, DeformableEncoder, DeformableEncoderLayer,
+                           DINODecoder, DINOTransformer)
+
 __all__ = ["add_dino_config", "dino_kwargs_from_cfg"]
 
 
@@ -51,14 +59,6 @@ def add_dino_config(cfg: CN) -> CN:
 
 def dino_kwargs_from_cfg(cfg: CN) -> dict:
     """Keyword arguments of `DINO.__init__` built from a CfgNode prepared by `add_dino_config`."""
-    from ..criterion import DINOCriterion
-    from ..denoising import ContrastiveDenoising
-    from ..matcher import HungarianMatcher
-    from ..neck import ChannelMapper
-    from ..transformer import (DeformableDecoderLayer, DeformableEncoder,
-                               DeformableEncoderLayer, DINODecoder, DINOTransformer)
-    from ...layers import PositionEmbeddingSine
-
     d = cfg.MODEL.DINO
     backbone = build_backbone(cfg)
     shapes = backbone.output_shape()

@@ -15,6 +15,7 @@ from ..focus import (
     TokenScoreNetwork,
 )
 from ..transformer.multiscale import FOUR_SCALE_STRIDES
+from .dino_config import add_dino_config, dino_kwargs_from_cfg
 from .dino import DINO
 
 __all__ = ["FocusDETR", "add_focus_detr_config"]
@@ -41,8 +42,6 @@ class FocusDETR(DINO):
 
     @classmethod
     def from_config(cls, cfg):
-        from .dino_config import dino_kwargs_from_cfg
-
         kwargs = dino_kwargs_from_cfg(cfg)
         kwargs["transformer"].encoder = build_focus_encoder(cfg)
         return kwargs
@@ -50,8 +49,6 @@ class FocusDETR(DINO):
 
 def add_focus_detr_config(cfg: CN) -> CN:
     """Add `MODEL.DINO` (via `add_dino_config`) and `MODEL.FOCUS_DETR` (published defaults)."""
-    from .dino_config import add_dino_config
-
     add_dino_config(cfg)
     f = cfg.MODEL.FOCUS_DETR = CN()
     f.KEEP_RATIO = 0.3

@@ -37,7 +37,7 @@ from ..criterion import DINOCriterion
 from ..focus.score_network import TokenScoreNetwork
 from ..focus.token_ops import gather_tokens, scatter_tokens
 from ..matcher import HungarianMatcher
-from ..transformer.encoder_api import EncoderInputs, EncoderOutput
+from ..transformer.encoder_api import EncoderInputs, EncoderOutput, TokenSelection
 from .attention_map import sparse_keep_counts, static_sparse_keep_count
 from .losses import AttentionMapLoss, EncoderAuxiliaryLoss
 
@@ -68,6 +68,7 @@ class SparseDetrEncoder(nn.Module):
     """
 
     needs_decoder_sampling = True  # the attention-map target needs the decoder's sampling
+    selects_tokens = True
 
     def __init__(
         self,
@@ -157,13 +158,13 @@ class SparseDetrEncoder(nn.Module):
 
     # ---- forward -----------------------------------------------------------------------------
     def forward(self, inputs: EncoderInputs) -> EncoderOutput:
-        """Returns the full token map and, in `extras`: `token_logits` (N, S) score-network
-        logits; `keep_counts` (N,); per layer (the same set in every layer) `kept_index`
-        (N, K) and `kept_valid` (N, K) (as `select` returns them); `padding_mask`,
-        `spatial_shapes`, `level_start_index`; in training with auxiliary heads, per auxiliary
-        layer `aux_logits` (N, K, classes) and `aux_boxes` (N, K, 4) normalized cxcywh of the
-        kept tokens, relative to `inputs.proposals` (N, S, 4), which training with auxiliary
-        heads therefore requires (ValueError without)."""
+        """Returns the full token map, its `selection` (`TokenSelection`: the score-network
+        logits (N, S) as `scores` and, the same set in every layer, `kept_index` (N, K) and
+        `kept_valid` (N, K) as `select` returns them; no object tokens) and, in `extras` in
+        training with auxiliary heads, per auxiliary layer `aux_logits` (N, K, classes) and
+        `aux_boxes` (N, K, 4) normalized cxcywh of the kept tokens, relative to
+        `inputs.proposals` (N, S, 4), which training with auxiliary heads therefore requires
+        (ValueError without)."""
         tokens, pos, padding_mask = inputs.tokens, inputs.pos, inputs.padding_mask
         n, s, _ = tokens.shape
         logits = self.score_tokens(inputs)
@@ -201,18 +202,17 @@ class SparseDetrEncoder(nn.Module):
             if aux and layer_id < self.num_aux_layers:
                 aux_logits.append(self.aux_class_heads[layer_id](query))
                 aux_boxes.append((self.aux_box_heads[layer_id](query) + kept_proposals).sigmoid())
-        extras = dict(
-            token_logits=logits,
-            keep_counts=counts,
+        selection = TokenSelection(
+            scores=logits,
             kept_index=[index] * self.num_layers,
             kept_valid=[valid] * self.num_layers,
             padding_mask=padding_mask,
             spatial_shapes=inputs.spatial_shapes,
             level_start_index=inputs.level_start_index,
+            strides=inputs.strides,
         )
-        if aux:
-            extras.update(aux_logits=aux_logits, aux_boxes=aux_boxes)
-        return EncoderOutput(memory=memory, extras=extras)
+        extras = dict(aux_logits=aux_logits, aux_boxes=aux_boxes) if aux else {}
+        return EncoderOutput(memory=memory, selection=selection, extras=extras)
 
     # ---- supervision -------------------------------------------------------------------------
     def losses(
@@ -234,23 +234,24 @@ class SparseDetrEncoder(nn.Module):
                 "return_sampling=True (DINO does so in training because this encoder "
                 "sets needs_decoder_sampling)"
             )
-        extras = outputs["encoder_output"].extras
+        encoded = outputs["encoder_output"]
+        selection, extras = encoded.selection, encoded.extras
         dn_meta = outputs.get("dn_meta")
         num_dn = dn_meta.num_queries if dn_meta is not None else 0
-        padding_mask = extras["padding_mask"]
+        padding_mask = selection.padding_mask
         dam_targets = self.attention_map_loss.targets(
             outputs["sampling_locations"][:, :, num_dn:],
             outputs["attention_weights"][:, :, num_dn:],
-            extras["spatial_shapes"],
-            extras["level_start_index"],
+            selection.spatial_shapes,
+            selection.level_start_index,
             padding_mask,
-            extras["keep_counts"],
+            selection.counts()[:, 0],
         )
-        losses = self.attention_map_loss(extras["token_logits"], dam_targets, padding_mask)
+        losses = self.attention_map_loss(selection.scores, dam_targets, padding_mask)
         if self.num_aux_layers and "aux_logits" in extras:
             losses.update(
                 EncoderAuxiliaryLoss(self.aux_criterion)(
-                    extras["aux_logits"], extras["aux_boxes"], extras["kept_valid"][0], targets
+                    extras["aux_logits"], extras["aux_boxes"], selection.kept_valid[0], targets
                 )
             )
         return losses

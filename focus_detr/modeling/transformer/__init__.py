@@ -2,8 +2,8 @@
 from .decoder import DeformableDecoderLayer, DINODecoder, deformable_sampling
 from .dino_transformer import DINOTransformer
 from .encoder import DeformableEncoder, DeformableEncoderLayer
-from .encoder_api import (PADDING_MODES, EncoderInputs, EncoderLossHooks, EncoderOutput,
-                          check_padding_mode)
+from .encoder_api import (PADDING_MODES, EncoderInputs, EncoderOutput, TokenSelection,
+                          check_padding_mode, encoder_selects_tokens, index_masks)
 
 __all__ = [
     "DINODecoder",
@@ -12,9 +12,11 @@ __all__ = [
     "DeformableEncoder",
     "DeformableEncoderLayer",
     "EncoderInputs",
-    "EncoderLossHooks",
     "EncoderOutput",
     "PADDING_MODES",
+    "TokenSelection",
     "check_padding_mode",
     "deformable_sampling",
+    "encoder_selects_tokens",
+    "index_masks",
 ]

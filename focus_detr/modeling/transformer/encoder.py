@@ -66,6 +66,8 @@ class DeformableEncoder(nn.Module):
         post_norm: LayerNorm after the last layer. Default False (DINO).
     """
 
+    selects_tokens = False  # every layer updates every token: outputs carry no selection
+
     def __init__(self, layer: nn.Module, num_layers: int = 6, post_norm: bool = False):
         super().__init__()
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))

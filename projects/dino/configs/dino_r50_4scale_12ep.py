@@ -2,7 +2,7 @@
 
 ImageNet initialization: detectron2's converted torchvision R-50 (model zoo .pkl); a torchvision
 `resnet50` state dict (.pth) also works with `train.init_checkpoint=/path/resnet50.pth` (its keys
-are converted by `focus_detr.modeling.checkpoint.DetrCheckpointer`).
+are converted by `focus_detr.engine.published_checkpoints.DetrCheckpointer`).
 """
 from focus_detr.engine import get_config
 

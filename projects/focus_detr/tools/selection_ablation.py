@@ -27,7 +27,7 @@ from detectron2.data.samplers import TrainingSampler
 from detectron2.utils.events import EventStorage
 
 from focus_detr.data import DetrDatasetMapper, get_detection_dataset_dicts
-from focus_detr.modeling.focus import kept_foreground_recall
+from focus_detr.evaluation import kept_foreground_recall
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIG = ROOT / "projects/focus_detr/configs/focus_detr_tiny_synthetic.py"
@@ -73,12 +73,12 @@ def evaluate(model, batches, dataset_name: str) -> Dict[str, float]:
         for batch in batches:
             images = model.preprocess_image(batch)
             out = model.compute_outputs(images)
-            extras = out["encoder_output"].extras
+            selection = out["encoder_output"].selection
             targets = model.prepare_targets(batch)
             labels = encoder.foreground_loss.labels([t["boxes_xyxy"] for t in targets],
-                                                    extras["spatial_shapes"], extras["padding_mask"])
+                                                    selection.spatial_shapes, selection.padding_mask)
             select.append(float(encoder.losses(out, targets)["select_loss"]))
-            recall = kept_foreground_recall(extras, labels)
+            recall = kept_foreground_recall(selection, labels)
             count = int(labels.sum())
             hits = recall * count if hits is None else hits + recall * count
             positives += count
