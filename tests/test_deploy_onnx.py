@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import LazyConfig
 from detectron2.structures import ImageList
 
 pytest.importorskip("onnx", reason="pip install -e '.[deploy]'")
 pytest.importorskip("onnxruntime", reason="pip install -e '.[deploy]'")
 import onnx  # noqa: E402
 
+from focus_detr.modeling import instantiate_model
 from focus_detr.deploy import ExportableDetector, export_onnx, load, set_distance  # noqa: E402
 from focus_detr.layers import MultiScaleDeformableAttention  # noqa: E402
 from focus_detr.layers.ms_deform_attn.export_forms import (  # noqa: E402
@@ -42,7 +43,7 @@ R50_SCORE_TOL, R50_BOX_TOL = 5e-4, 0.1
 
 def tiny_model(name):
     torch.manual_seed(0)
-    return instantiate(LazyConfig.load(str(ROOT / TINY[name])).model).eval()
+    return instantiate_model(LazyConfig.load(str(ROOT / TINY[name])).model).eval()
 
 
 def proposal_order_margin(model, image):
@@ -216,7 +217,7 @@ def test_r50_published_weights_onnx_reproduce_published_detections(name, tmp_pat
     config, fixture_file, keys = R50[name]
     fixture = torch.load(FIXTURES / fixture_file, weights_only=True)
     meta = fixture.get("meta", fixture)
-    model = instantiate(LazyConfig.load(config).model).eval()
+    model = instantiate_model(LazyConfig.load(config).model).eval()
     model = load_synthesized(model, keys, fixture["aliases"], meta["salt"], meta["constant_rows"],
                              tmp_path)
     ref = fixture["images"][0]

@@ -15,9 +15,10 @@ quartiles and min/max; on CUDA every clock reading is synchronized. The part bre
 `backbone`, `neck`, `transformer.encoder`, `transformer.decoder` (forward hooks), "rest" is the
 remainder (two-stage heads, query selection, pre/post-processing). GFLOPs by part come from
 `focus_detr.analysis.flops` (fvcore, one image). On CPU the default is 2 threads, the setting
-of the published anchors printed beside our numbers. The models fold their backbone's frozen
-batch norms at inference (`DINO(fold_backbone_norms=True)`, the default); the override
-`model.fold_backbone_norms=False` times the unfolded backbone, as the published code runs it.
+of the published anchors printed beside our numbers. The models are built with their inference
+transforms (`focus_detr.modeling.optimize`: the backbone's frozen batch norms folded, the
+default); the override `model.fold_backbone_norms=False` times the unfolded backbone, as the
+published code runs it.
 
 The anchors were measured on another machine (or day): `--calibrate` also times, in the same
 rounds, the published R50 models' own backbone code (detectron2's ResNet-50 from the DINO-R50

@@ -43,6 +43,7 @@ def load_config(path: str, overrides: Sequence[str] = ()):
     from detectron2.config import LazyConfig
 
     from ..engine.config import apply_overrides
+    from ..modeling.inference import inference_config_keys
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file not found: {path}")
@@ -53,7 +54,7 @@ def load_config(path: str, overrides: Sequence[str] = ()):
         from omegaconf import OmegaConf
 
         cfg.train = OmegaConf.create({"init_checkpoint": ""})
-    return apply_overrides(cfg, list(overrides))
+    return apply_overrides(cfg, list(overrides), inference_config_keys(cfg))
 
 
 def resolve_device(device: Optional[str] = None) -> torch.device:
@@ -67,7 +68,9 @@ def resolve_device(device: Optional[str] = None) -> torch.device:
 
 
 def build_model(cfg, device="cpu", checkpoint: Optional[str] = None) -> nn.Module:
-    """Instantiate `cfg.model` in eval mode on `device` and load weights.
+    """Instantiate `cfg.model` in eval mode on `device` with its inference transforms
+    (`focus_detr.modeling.instantiate_model`: the config's `model.fold_backbone_norms`,
+    `model.reduced_precision`) and load weights.
 
     Args:
         checkpoint: weights file (detrex/detectron2/this project's .pth, loaded `weights_only`
@@ -77,11 +80,10 @@ def build_model(cfg, device="cpu", checkpoint: Optional[str] = None) -> nn.Modul
             `cfg.train.init_checkpoint` when the config has one. Without any, the model keeps its
             random initialization and a warning says so.
     """
-    from detectron2.config import instantiate
-
     from ..engine.checkpoint import SafeDetectionCheckpointer
+    from ..modeling.inference import instantiate_model
 
-    model = instantiate(cfg.model)
+    model = instantiate_model(cfg.model)
     if checkpoint is None and "train" in cfg:
         checkpoint = cfg.train.get("init_checkpoint", None) or None
     model.to(device).eval()

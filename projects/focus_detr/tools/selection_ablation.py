@@ -27,6 +27,7 @@ from detectron2.data.samplers import TrainingSampler
 from detectron2.utils.events import EventStorage
 
 from focus_detr.data import DetrDatasetMapper, get_detection_dataset_dicts
+from focus_detr.modeling import instantiate_model
 from focus_detr.modeling.focus import kept_foreground_recall
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -118,7 +119,7 @@ def train_and_evaluate(overrides: Sequence[str] = (), iters: int = 300, batch_si
     """
     torch.manual_seed(seed)
     cfg = load_config(overrides)
-    model = instantiate(cfg.model)
+    model = instantiate_model(cfg.model)
     model.train()
     cfg.optimizer.params.model = model
     cfg.optimizer.lr = lr
