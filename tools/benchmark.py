@@ -43,18 +43,13 @@ filter_known_warnings()  # before torch/detectron2 import: their import-time war
 _allocator = standalone_module("focus_detr.engine.allocator")
 ALLOCATOR_ENV_VAR, ALLOCATOR_SETTINGS = _allocator.ALLOCATOR_ENV_VAR, _allocator.ALLOCATOR_SETTINGS
 
-# Published anchors (issue 7, "Targets"): the published detrex code, CPU, 2 threads, one
-# synthesized 800x1216 image, batch 1, its pure-PyTorch attention; fvcore counts of the same
-# input; the paper's Table 1 (V100 FPS, GFLOPs with an unpublished protocol).
-PUBLISHED_ANCHORS = OrderedDict(
-    dense=dict(name="DINO-R50", cpu_s=5.89, gflops=267.0, paper_gflops=279.0, paper_fps=14.2),
-    sparse=dict(
-        name="DINO+Sparse DETR-R50", cpu_s=None, gflops=None, paper_gflops=152.0, paper_fps=20.2
-    ),
-    focus=dict(name="Focus-DETR-R50", cpu_s=2.10, gflops=168.0, paper_gflops=154.0, paper_fps=20.0),
-)
-PUBLISHED_BACKBONE_CPU_S = 0.79
-ANCHOR_INPUT_SIZE = (800, 1216)
+# Figures measured outside this project (the published code's CPU times, the paper's table),
+# each with its source, in one data file
+PUBLISHED_FIGURES = REPO_ROOT / "focus_detr" / "data" / "published_figures.json"
+_figures = json.loads(PUBLISHED_FIGURES.read_text())
+PUBLISHED_ANCHORS = OrderedDict(_figures["anchors"]["models"])
+PUBLISHED_BACKBONE_CPU_S = _figures["backbone_calibration"]["cpu_s"]
+ANCHOR_INPUT_SIZE = tuple(_figures["anchors"]["input_size"])
 # The published R50 models' backbone: detectron2's ResNet-50 with frozen batch norms, the same
 # code the published code runs. Timed unfolded (as the published code runs it) by --calibrate.
 CALIBRATION_CONFIG = REPO_ROOT / "projects" / "dino" / "configs" / "models" / "dino_r50.py"
