@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import LazyConfig
 from detectron2.structures import ImageList
 
 from focus_detr.data.synthetic_shapes import (
@@ -13,6 +13,7 @@ from focus_detr.data.synthetic_shapes import (
     scene_rng,
 )
 from focus_detr.deploy import ExportableDetector, set_distance
+from focus_detr.modeling import instantiate_model
 
 
 def dataset_image(index: int, size=(192, 256)) -> torch.Tensor:
@@ -36,7 +37,7 @@ R50_SCORE_TOL, R50_BOX_TOL = 5e-4, 0.1
 
 def tiny_model(name):
     torch.manual_seed(0)
-    return instantiate(LazyConfig.load(str(ROOT / TINY[name])).model).eval()
+    return instantiate_model(LazyConfig.load(str(ROOT / TINY[name])).model).eval()
 
 
 def proposal_order_margin(model, image):

@@ -1,10 +1,11 @@
 """Helpers shared by the DINO tests: a tiny model built from the project's configs, and
 synthetic detectron2 inputs."""
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import LazyConfig
 from detectron2.structures import Boxes, Instances
 
 from focus_detr.engine import REPO_ROOT
+from focus_detr.modeling import instantiate_model
 
 TINY_MODEL = str(REPO_ROOT / "projects/dino/configs/models/dino_tiny.py")
 R50_MODEL = str(REPO_ROOT / "projects/dino/configs/models/dino_r50.py")
@@ -21,7 +22,7 @@ def tiny_cfg(num_classes=5, num_queries=30):
 
 def tiny_model(seed=0, **kwargs):
     torch.manual_seed(seed)
-    return instantiate(tiny_cfg(**kwargs).model)
+    return instantiate_model(tiny_cfg(**kwargs).model)
 
 
 def make_instances(h, w, n, num_classes=5, seed=0):

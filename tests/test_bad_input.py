@@ -336,7 +336,7 @@ def test_boxes_outside_the_image_are_dropped_at_loading_and_from_the_evaluation(
     from focus_detr.evaluation import COCOEvaluator
 
     d, infos = image_dir
-    w, h = infos[0]["width"], infos[0]["height"]
+    w = infos[0]["width"]
     w2, h2 = infos[1]["width"], infos[1]["height"]
     anns = [_annotation(1, 1), _annotation(2, 1, (w + 5, 10, 20, 20)),
             _annotation(3, 2, (-40, 10, 30, 20)), _annotation(4, 2, (10, 10, 0, 5)),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import LazyConfig
 
 pytest.importorskip("onnx", reason="pip install -e '.[deploy]'")
 pytest.importorskip("onnxruntime", reason="pip install -e '.[deploy]'")
@@ -34,6 +34,7 @@ from msda_reference import reference_ms_deform_attn  # noqa: E402
 from reference_keys import load_synthesized  # noqa: E402
 
 from focus_detr.deploy import export_onnx, load, set_distance  # noqa: E402
+from focus_detr.modeling import instantiate_model  # noqa: E402
 from focus_detr.layers import MultiScaleDeformableAttention  # noqa: E402
 from focus_detr.layers.ms_deform_attn.export_forms import (  # noqa: E402
     PLUGIN_DOMAIN,
@@ -190,7 +191,7 @@ def test_r50_published_weights_onnx_reproduce_published_detections(name, tmp_pat
     config, fixture_file, keys = R50[name]
     fixture = torch.load(FIXTURES / fixture_file, weights_only=True)
     meta = fixture.get("meta", fixture)
-    model = instantiate(LazyConfig.load(config).model).eval()
+    model = instantiate_model(LazyConfig.load(config).model).eval()
     model = load_synthesized(model, keys, fixture["aliases"], meta["salt"], meta["constant_rows"],
                              tmp_path)
     ref = fixture["images"][0]

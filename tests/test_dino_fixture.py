@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import LazyConfig
 
+from focus_detr.modeling import instantiate_model
 from focus_detr.layers import MultiScaleDeformableAttention
 
 from dino_utils import R50_MODEL
@@ -42,7 +43,7 @@ def fixture():
 
 @pytest.fixture(scope="module")
 def model(fixture, tmp_path_factory):
-    model = instantiate(LazyConfig.load(R50_MODEL).model).eval()
+    model = instantiate_model(LazyConfig.load(R50_MODEL).model).eval()
     meta = fixture["meta"]
     return load_synthesized(model, "dino_r50_detrex_keys.tsv", fixture["aliases"], meta["salt"],
                             meta["constant_rows"], tmp_path_factory.mktemp("ckpt"))

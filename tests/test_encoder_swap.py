@@ -6,6 +6,7 @@ import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
 
+from focus_detr.modeling import instantiate_model
 from focus_detr.engine import REPO_ROOT
 from focus_detr.engine.config import apply_overrides
 from focus_detr.modeling import DeformableEncoder
@@ -38,7 +39,7 @@ def tiny_cfg(*overrides):
 
 def build(*overrides, seed=0):
     torch.manual_seed(seed)
-    return instantiate(tiny_cfg(*overrides).model)
+    return instantiate_model(tiny_cfg(*overrides).model)
 
 
 def outside_encoder(model):

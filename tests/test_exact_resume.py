@@ -3,7 +3,6 @@ uninterrupted one: per-iteration losses are bit-identical on CPU."""
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import TOY_CONFIG, run_train_net
 from focus_detr.data import ResumableTrainLoader

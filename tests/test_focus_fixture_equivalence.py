@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import LazyConfig
 
 from focus_detr.engine.published_checkpoints import apply_key_aliases
+from focus_detr.modeling import instantiate_model
 from reference_keys import load_synthesized, read_key_shapes
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -41,7 +42,7 @@ def two_threads():
 def model(reference, tmp_path_factory):
     """Focus-DETR-R50 from our config, loaded through our checkpointer (key aliases applied)
     with the fixture's synthesized weights under the published key names."""
-    model = instantiate(LazyConfig.load(str(CONFIG)).model).eval()
+    model = instantiate_model(LazyConfig.load(str(CONFIG)).model).eval()
     return load_synthesized(model, KEYS, reference["aliases"], reference["salt"],
                             reference["constant_rows"], tmp_path_factory.mktemp("ckpt"))
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
 
+from focus_detr.modeling import instantiate_model
 from focus_detr.engine import REPO_ROOT
 from focus_detr.modeling import FocusDETR, add_focus_detr_config
 from focus_detr.modeling.focus import FocusEncoder, foreground_focal_loss
@@ -27,7 +28,7 @@ def tiny_cfg():
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return instantiate(tiny_cfg().model)
+    return instantiate_model(tiny_cfg().model)
 
 
 def test_training_losses_include_the_weighted_select_loss(model):

@@ -13,6 +13,7 @@ from torch import nn
 from focus_detr.layers import MultiScaleDeformableAttention
 from focus_detr.layers.folded_conv import FoldedNormConv2d, fold_conv_norms
 from focus_detr.layers.ms_deform_attn import project_values
+from focus_detr.modeling import instantiate_model
 from focus_detr.modeling.transformer import decoder as decoder_module
 
 import dino_utils
@@ -116,9 +117,7 @@ def test_dino_folds_its_backbone_without_changing_keys():
     model = dino_utils.tiny_model()
     cfg.model.fold_backbone_norms = False
     torch.manual_seed(0)
-    from detectron2.config import instantiate
-
-    plain = instantiate(cfg.model)
+    plain = instantiate_model(cfg.model)
     assert list(model.state_dict()) == list(plain.state_dict())
     folded = [m for m in model.backbone.modules() if isinstance(m, FoldedNormConv2d)]
     assert folded and not any(isinstance(m, FoldedNormConv2d) for m in plain.modules())

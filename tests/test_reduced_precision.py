@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from detectron2.config import instantiate
 from torch import nn
 
 from focus_detr.layers import enable_reduced_precision
+from focus_detr.modeling import instantiate_model
 
 from dino_utils import make_batch
 from test_focus_meta_arch import tiny_cfg
@@ -20,9 +20,9 @@ def _focus_pair():
     """The tiny Focus-DETR in float32 and with bfloat16 backbone/neck/encoder, same weights."""
     cfg = tiny_cfg()
     torch.manual_seed(0)
-    full = instantiate(cfg.model).eval()
+    full = instantiate_model(cfg.model).eval()
     cfg.model.reduced_precision = "bfloat16"
-    reduced = instantiate(cfg.model).eval()
+    reduced = instantiate_model(cfg.model).eval()
     reduced.load_state_dict(full.state_dict())
     return full, reduced
 
@@ -178,4 +178,4 @@ def test_bad_names_and_dtypes_are_refused():
     cfg.model.reduced_precision_modules = ["backbone", "transformer.encoderr"]
     cfg.model.reduced_precision = "bf16"
     with pytest.raises(ValueError, match="transformer.encoderr"):
-        instantiate(cfg.model)
+        instantiate_model(cfg.model)

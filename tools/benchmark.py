@@ -15,9 +15,10 @@ quartiles and min/max; on CUDA every clock reading is synchronized. The part bre
 `backbone`, `neck`, `transformer.encoder`, `transformer.decoder` (forward hooks), "rest" is the
 remainder (two-stage heads, query selection, pre/post-processing). GFLOPs by part come from
 `focus_detr.analysis.flops` (fvcore, one image). On CPU the default is 2 threads, the setting
-of the published anchors printed beside our numbers. The models fold their backbone's frozen
-batch norms at inference (`DINO(fold_backbone_norms=True)`, the default); the override
-`model.fold_backbone_norms=False` times the unfolded backbone, as the published code runs it.
+of the published anchors printed beside our numbers. The models are built with their inference
+transforms (`focus_detr.modeling.optimize`: the backbone's frozen batch norms folded, the
+default); the override `model.fold_backbone_norms=False` times the unfolded backbone, as the
+published code runs it.
 
 The anchors were measured on another machine (or day): `--calibrate` also times, in the same
 rounds, the published R50 models' own backbone code (detectron2's ResNet-50 from the DINO-R50
@@ -25,7 +26,6 @@ config, frozen batch norms unfolded) at 800x1216, whose anchor is 0.79 s; the ra
 machine compares, and the anchor table adds the published times scaled by it.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -42,18 +42,13 @@ filter_known_warnings()  # before torch/detectron2 import: their import-time war
 _allocator = standalone_module("focus_detr.engine.allocator")
 ALLOCATOR_ENV_VAR, ALLOCATOR_SETTINGS = _allocator.ALLOCATOR_ENV_VAR, _allocator.ALLOCATOR_SETTINGS
 
-# Published anchors (issue 7, "Targets"): the published detrex code, CPU, 2 threads, one
-# synthesized 800x1216 image, batch 1, its pure-PyTorch attention; fvcore counts of the same
-# input; the paper's Table 1 (V100 FPS, GFLOPs with an unpublished protocol).
-PUBLISHED_ANCHORS = OrderedDict(
-    dense=dict(name="DINO-R50", cpu_s=5.89, gflops=267.0, paper_gflops=279.0, paper_fps=14.2),
-    sparse=dict(
-        name="DINO+Sparse DETR-R50", cpu_s=None, gflops=None, paper_gflops=152.0, paper_fps=20.2
-    ),
-    focus=dict(name="Focus-DETR-R50", cpu_s=2.10, gflops=168.0, paper_gflops=154.0, paper_fps=20.0),
-)
-PUBLISHED_BACKBONE_CPU_S = 0.79
-ANCHOR_INPUT_SIZE = (800, 1216)
+# Figures measured outside this project (the published code's CPU times, the paper's table),
+# each with its source, in one data file
+PUBLISHED_FIGURES = REPO_ROOT / "focus_detr" / "data" / "published_figures.json"
+_figures = json.loads(PUBLISHED_FIGURES.read_text())
+PUBLISHED_ANCHORS = OrderedDict(_figures["anchors"]["models"])
+PUBLISHED_BACKBONE_CPU_S = _figures["backbone_calibration"]["cpu_s"]
+ANCHOR_INPUT_SIZE = tuple(_figures["anchors"]["input_size"])
 # The published R50 models' backbone: detectron2's ResNet-50 with frozen batch norms, the same
 # code the published code runs. Timed unfolded (as the published code runs it) by --calibrate.
 CALIBRATION_CONFIG = REPO_ROOT / "projects" / "dino" / "configs" / "models" / "dino_r50.py"

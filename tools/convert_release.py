@@ -45,14 +45,13 @@ if __name__ == "__main__":
 
 def main(argv=None):
     """Convert; returns `convert_release`'s summary."""
-    from detectron2.config import instantiate
-
     from focus_detr.analysis import load_config
+    from focus_detr.modeling import instantiate_model
     from focus_detr.modeling.release import convert_release
 
     args = parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
-    model = instantiate(cfg.model)
+    model = instantiate_model(cfg.model)
     summary = convert_release(args.input, model, args.output, args.member)
     print(
         f"{summary['source']}: {summary['release_keys']} keys "

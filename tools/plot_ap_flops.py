@@ -14,7 +14,6 @@ logarithmic by default (`--xscale`), or `--panels` draws them in a panel of thei
     python tools/plot_ap_flops.py --results output/sweep.jsonl --output ap.png --paper --panels
 """
 
-import argparse
 import sys
 from collections import OrderedDict
 from pathlib import Path

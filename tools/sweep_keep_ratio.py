@@ -33,7 +33,6 @@ sampled channel), otherwise through its `grid_sample` calls (fvcore: 4 per sampl
 `scaled_dot_product_attention` (QK^T and AV products) is counted here; element-wise ops are not.
 """
 
-import argparse
 import contextlib
 import copy
 import gc
@@ -182,6 +181,7 @@ def load_config(
     from detectron2.config import LazyConfig
 
     from focus_detr.engine.config import apply_overrides
+    from focus_detr.modeling.inference import inference_config_keys
 
     cfg = LazyConfig.load(config_file)
     if "choices" not in cfg.model.transformer.encoder:
@@ -192,14 +192,14 @@ def load_config(
     overrides = [f"model.transformer.encoder.name={encoder}"]
     if keep_ratio is not None:
         overrides.append(f"model.transformer.encoder.keep_ratio={keep_ratio}")
-    return apply_overrides(cfg, overrides + list(opts))
+    return apply_overrides(cfg, overrides + list(opts), inference_config_keys(cfg))
 
 
 def build_model(cfg, device: str, seed: int) -> nn.Module:
-    from detectron2.config import instantiate
+    from focus_detr.modeling import instantiate_model
 
     torch.manual_seed(seed)
-    return instantiate(cfg.model).to(device)
+    return instantiate_model(cfg.model).to(device)
 
 
 # ------------------------------------------------------------------------------------ costs

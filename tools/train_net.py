@@ -61,6 +61,7 @@ from focus_detr.engine.resume import StreamState, StreamStateHook, preserved_rng
 from focus_detr.engine.run_dir import setup_run, training_writers  # noqa: E402
 from focus_detr.engine.train_options import apply_fast_dev_run, wandb_writers  # noqa: E402
 from focus_detr.engine.trainer import DetrTrainer  # noqa: E402
+from focus_detr.modeling.inference import inference_config_keys, instantiate_model  # noqa: E402
 
 logger = logging.getLogger("focus_detr.train_net")
 
@@ -80,7 +81,7 @@ def load_config(args):
         missing += [k for k in ("optimizer", "lr_multiplier") if k not in cfg]
     if missing:
         raise KeyError(f"config {path} does not define {', '.join(missing)}")
-    cfg = apply_overrides(cfg, args.opts)
+    cfg = apply_overrides(cfg, args.opts, inference_config_keys(cfg))
     # detrex-style models take the device too (set in config files as `model.device =
     # train.device`, which a command-line train.device=... does not update)
     if "device" in cfg.model and cfg.model.device != cfg.train.device:
@@ -129,7 +130,7 @@ def do_train(args, cfg):
     """Train as configured; returns (trained model, checkpointer, eval results)."""
     device = check_device(cfg)
     extra_writers = wandb_writers(cfg) if comm.is_main_process() else []  # fails before building
-    model = instantiate(cfg.model).to(device)
+    model = instantiate_model(cfg.model).to(device)
     logger.info(f"Model:\n{model}")
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
@@ -224,7 +225,7 @@ def eval_checkpoint_path(cfg):
 def do_eval_only(args, cfg):
     path = eval_checkpoint_path(cfg)
     device = check_device(cfg)
-    model = instantiate(cfg.model).to(device)
+    model = instantiate_model(cfg.model).to(device)
     ema = build_ema(cfg, model)
     model = create_ddp_model(model, device, **cfg.train.ddp)
     # strict: evaluating a checkpoint that leaves weights random (another model, backbone only,

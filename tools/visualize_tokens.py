@@ -25,7 +25,6 @@ Without a checkpoint the model is randomly initialized (a warning says so): the 
 show an untrained selector.
 """
 
-import argparse
 import json
 import os
 import sys

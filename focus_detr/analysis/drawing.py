@@ -25,7 +25,6 @@ __all__ = [
     "dim",
     "draw_boxes",
     "draw_token_dots",
-    "grid_size",
     "level_legend",
     "level_masks",
     "overlay_cells",

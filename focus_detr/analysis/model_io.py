@@ -21,6 +21,7 @@ from torch import nn
 from ..engine.checkpoint import SafeDetectionCheckpointer
 from ..engine.config import apply_overrides
 from ..evaluation.ground_truth import GroundTruthBoxes
+from ..modeling.inference import inference_config_keys, instantiate_model
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -54,7 +55,7 @@ def load_config(path: str, overrides: Sequence[str] = ()):
         raise KeyError(f"config {path} defines no `model`")
     if "train" not in cfg:  # model-only config: still accept train.init_checkpoint=...
         cfg.train = OmegaConf.create({"init_checkpoint": ""})
-    return apply_overrides(cfg, list(overrides))
+    return apply_overrides(cfg, list(overrides), inference_config_keys(cfg))
 
 
 def resolve_device(device: Optional[str] = None) -> torch.device:
@@ -68,7 +69,9 @@ def resolve_device(device: Optional[str] = None) -> torch.device:
 
 
 def build_model(cfg, device="cpu", checkpoint: Optional[str] = None) -> nn.Module:
-    """Instantiate `cfg.model` in eval mode on `device` and load weights.
+    """Instantiate `cfg.model` in eval mode on `device` with its inference transforms
+    (`focus_detr.modeling.instantiate_model`: the config's `model.fold_backbone_norms`,
+    `model.reduced_precision`) and load weights.
 
     Args:
         checkpoint: weights file (detrex/detectron2/this project's .pth, loaded `weights_only`
@@ -78,7 +81,7 @@ def build_model(cfg, device="cpu", checkpoint: Optional[str] = None) -> nn.Modul
             `cfg.train.init_checkpoint` when the config has one. Without any, the model keeps its
             random initialization and a warning says so.
     """
-    model = instantiate(cfg.model)
+    model = instantiate_model(cfg.model)
     if checkpoint is None and "train" in cfg:
         checkpoint = cfg.train.get("init_checkpoint", None) or None
     model.to(device).eval()

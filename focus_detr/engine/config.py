@@ -41,12 +41,16 @@ def _unknown(key, prefix, part, choices):
     return KeyError(msg + f". To add a new key on purpose, write '+{key}=...'.")
 
 
-def check_override_key(cfg, key):
+def check_override_key(cfg, key, extra_keys=()):
     """Raise KeyError naming `key` unless it exists in `cfg` (dotted path).
 
     A key below a LazyCall node also exists when the node's target takes it as an argument
-    (e.g. a constructor default that the config does not spell out).
+    (e.g. a constructor default that the config does not spell out), and a key of `extra_keys`
+    (dotted keys that the code building the config reads besides the targets' arguments, e.g.
+    `focus_detr.modeling.inference_config_keys(cfg)`) always exists.
     """
+    if key in extra_keys:
+        return
     node, parts = cfg, key.split(".")
     for i, part in enumerate(parts):
         prefix = ".".join(parts[:i])
@@ -73,15 +77,25 @@ def check_override_key(cfg, key):
         choices = [k for k in node.keys() if k != "_target_"]
         if target is not None:
             choices += list(_target_parameters(target) or ())
+        choices += [k[len(prefix) + 1:] for k in extra_keys
+                    if k.startswith(prefix + ".") and "." not in k[len(prefix) + 1:]]
         raise _unknown(key, prefix, part, choices)
 
 
 _MISSING = object()
 
 
-def _default_value(cfg, key):
+def _default_value(cfg, key, extra_keys=None):
     """The value `key` has in `cfg` before the override (a LazyCall target's parameter default
-    when the config does not spell it out); `_MISSING` when unknown or an interpolation."""
+    when the config does not spell it out, else its default in `extra_keys`); `_MISSING` when
+    unknown or an interpolation."""
+    value = _config_value(cfg, key)
+    if value is _MISSING and extra_keys and key in extra_keys:
+        return extra_keys[key]
+    return value
+
+
+def _config_value(cfg, key):
     node = cfg
     parts = key.split(".")
     for i, part in enumerate(parts):
@@ -156,12 +170,16 @@ def check_override_type(key, value, default):
     return value
 
 
-def apply_overrides(cfg, overrides):
+def apply_overrides(cfg, overrides, extra_keys=None):
     """Apply hydra-syntax overrides ("a.b=1", "+a.new=2") in place; unknown keys are errors.
 
     Like `LazyConfig.apply_overrides`, which silently adds a misspelled key; a leading "+"
     adds a new key on purpose. A value of another type than the key's default is refused here
     (`check_override_type`), not deep in training.
+
+    Args:
+        extra_keys: {dotted key: default} that exist besides the config's own keys and its
+            targets' arguments (see `check_override_key`).
 
     Returns:
         cfg
@@ -187,7 +205,7 @@ def apply_overrides(cfg, overrides):
         key = o.key_or_group
         value = o.value()
         if not (o.is_add() or o.is_force_add()):
-            check_override_key(cfg, key)
-            value = check_override_type(key, value, _default_value(cfg, key))
+            check_override_key(cfg, key, extra_keys or ())
+            value = check_override_type(key, value, _default_value(cfg, key, extra_keys))
         OmegaConf.update(cfg, key, value, merge=True)
     return cfg

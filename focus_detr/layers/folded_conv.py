@@ -21,7 +21,7 @@ from torch import nn
 
 from .graph_capture import capturing_graph
 
-__all__ = ["FoldedNormConv2d", "fold_conv_norms", "foldable_norm"]
+__all__ = ["FoldedNormConv2d", "fold_conv_norms", "foldable_norm", "unfold_conv_norms"]
 
 
 def foldable_norm(norm: Optional[nn.Module]) -> bool:
@@ -134,5 +134,18 @@ def fold_conv_norms(module: nn.Module, channels_last: Optional[bool] = None) -> 
             if not isinstance(m, _FoldedNormConv2dMixin):
                 m.__class__ = _folded_class(type(m))
             m.fold_channels_last = channels_last
+            count += 1
+    return count
+
+
+def unfold_conv_norms(module: nn.Module) -> int:
+    """Undo :func:`fold_conv_norms`: every switched convolution in `module` gets its own class
+    back (and drops its cached folded weight). Returns the number switched back."""
+    count = 0
+    for m in module.modules():
+        if isinstance(m, _FoldedNormConv2dMixin):
+            m.__class__ = type(m).__bases__[-1]
+            for name in ("_folded_cache", "fold_channels_last"):
+                m.__dict__.pop(name, None)
             count += 1
     return count

@@ -21,12 +21,31 @@ from torch import nn
 
 from .graph_capture import capturing_graph
 
-__all__ = ["REDUCED_PRECISION_DTYPES", "enable_reduced_precision"]
+__all__ = [
+    "REDUCED_PRECISION_DTYPES",
+    "disable_reduced_precision",
+    "enable_reduced_precision",
+    "resolve_reduced_precision",
+]
 
 REDUCED_PRECISION_DTYPES: Dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16,
 }
+
+
+def resolve_reduced_precision(dtype) -> Optional[torch.dtype]:
+    """The reduced dtype that `dtype` names; None for full precision (None, "None", "float32").
+
+    Raises:
+        ValueError: naming the value and the accepted ones.
+    """
+    if dtype in _FULL_PRECISION:
+        return None
+    return _resolve_dtype(dtype)
+
+
+_FULL_PRECISION = (None, "None", "float32", torch.float32)
 
 
 def _resolve_dtype(dtype) -> torch.dtype:
@@ -103,9 +122,9 @@ def enable_reduced_precision(model: nn.Module, module_names: Sequence[str],
     Returns:
         The hook handles (`handle.remove()` for each restores full precision).
     """
-    if dtype in (None, "None", "float32", torch.float32):
+    dtype = resolve_reduced_precision(dtype)
+    if dtype is None:
         return []
-    dtype = _resolve_dtype(dtype)
     modules = dict(model.named_modules())
     missing = [name for name in module_names if name not in modules]
     if missing:
@@ -118,3 +137,19 @@ def enable_reduced_precision(model: nn.Module, module_names: Sequence[str],
         handles.append(modules[name].register_forward_pre_hook(hooks.before))
         handles.append(modules[name].register_forward_hook(hooks.after, always_call=True))
     return handles
+
+
+def disable_reduced_precision(model: nn.Module) -> int:
+    """Remove every hook :func:`enable_reduced_precision` installed in `model` (full precision
+    again). The hooks are found on the modules themselves, not through handles, so a copy of the
+    model (`copy.deepcopy`) is handled as well. Returns the number of modules that had them."""
+    count = 0
+    for module in model.modules():
+        ours = [(hooks, key) for hooks in (module._forward_pre_hooks, module._forward_hooks)
+                for key, hook in hooks.items()
+                if isinstance(getattr(hook, "__self__", None), _AutocastHooks)]
+        for hooks, key in ours:
+            del hooks[key]
+            module._forward_hooks_always_called.pop(key, None)
+        count += bool(ours)
+    return count

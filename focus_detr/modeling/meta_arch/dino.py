@@ -9,8 +9,6 @@ from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
 from ...layers import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
-from ...layers.folded_conv import fold_conv_norms
-from ...layers.reduced_precision import enable_reduced_precision
 from ...engine.published_checkpoints import accept_published_keys
 from ..transformer.multiscale import valid_sizes
 from .dino_config import dino_kwargs_from_cfg
@@ -29,6 +27,11 @@ class DINO(nn.Module):
     query positions embed the reference boxes scaled into the padded frame (valid ratios), so an
     image's decoder outputs in a batch differ slightly from the same image alone (published
     checkpoints are trained that way).
+
+    The constructor only builds the model; the inference transforms (the backbone's norms
+    folded into its convolutions, reduced precision) are a step of their own, applied to the
+    built model by `focus_detr.modeling.optimize` (`instantiate_model` applies them with a
+    config's `model.fold_backbone_norms` / `model.reduced_precision` keys).
 
     Args:
         backbone: detectron2 `Backbone` (dict of feature maps).
@@ -51,18 +54,6 @@ class DINO(nn.Module):
         return_token_selection: in inference, also return each image's token selection of a
             sparse encoder (Focus, Sparse DETR) as ``"token_selection"``, a `TokenSelection` of
             one image (`TokenSelection.per_image`), for `TokenSelectionEvaluator`. Default False.
-        fold_backbone_norms: fold the backbone's frozen batch norms into their convolutions
-            wherever no gradient flows (inference; channels-last on CPU): the same outputs up to
-            float rounding, ~1.6x faster ResNet on CPU; parameters, state-dict keys and the
-            training path unchanged (`focus_detr.layers.folded_conv`). Default True.
-        reduced_precision: None or "float32" (default: float32 throughout), "bfloat16" or
-            "float16": run `reduced_precision_modules` under autocast at inference, their outputs
-            cast back to float32 (`focus_detr.layers.reduced_precision`); ~1.5x faster Focus-DETR
-            on CPUs with bfloat16 instructions, outputs close to but no longer equal to
-            float32's. Training is unaffected.
-        reduced_precision_modules: dotted submodule names for `reduced_precision`. Default the
-            backbone, the neck and the encoder (most of the compute); the two-stage proposals,
-            the decoder and the box heads stay float32 (box coordinates need its precision).
     """
 
     @configurable
@@ -73,10 +64,7 @@ class DINO(nn.Module):
                  pixel_std: Sequence[float] = (58.395, 57.120, 57.375),
                  select_box_nums_for_evaluation: int = 300, input_format: str = "RGB",
                  size_divisibility: int = 0, aux_loss: bool = True,
-                 return_token_selection: bool = False, fold_backbone_norms: bool = True,
-                 reduced_precision: Optional[str] = None,
-                 reduced_precision_modules: Sequence[str] = ("backbone", "neck",
-                                                             "transformer.encoder")):
+                 return_token_selection: bool = False):
         super().__init__()
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"input_format must be 'RGB' or 'BGR', got {input_format!r}")
@@ -92,9 +80,6 @@ class DINO(nn.Module):
                              f"labels from {denoising.num_classes} classes")
         self._check_parts_fit(position_embedding, neck, transformer)
         self.backbone = backbone
-        self.fold_backbone_norms = fold_backbone_norms
-        if fold_backbone_norms:
-            fold_conv_norms(backbone)
         self.position_embedding = position_embedding
         self.neck = neck
         self.transformer = transformer
@@ -112,8 +97,6 @@ class DINO(nn.Module):
         self.return_token_selection = return_token_selection
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        self.reduced_precision = reduced_precision
-        enable_reduced_precision(self, reduced_precision_modules, reduced_precision)
         # published (detrex) checkpoint names load through any loader, not only ours
         accept_published_keys(self)
 

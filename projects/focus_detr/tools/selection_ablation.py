@@ -27,15 +27,20 @@ from detectron2.data.samplers import TrainingSampler
 from detectron2.utils.events import EventStorage
 
 from focus_detr.data import DetrDatasetMapper, get_detection_dataset_dicts
+from focus_detr.engine.config import apply_overrides
 from focus_detr.evaluation import kept_foreground_recall
+from focus_detr.modeling import instantiate_model
+from focus_detr.modeling.inference import inference_config_keys
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIG = ROOT / "projects/focus_detr/configs/focus_detr_tiny_synthetic.py"
 
 
 def load_config(overrides: Sequence[str] = (), config: Path = CONFIG):
+    """The config with a variant's `key=value` overrides (an unknown key is an error, as in
+    train_net: a misspelled key would otherwise train the published variant silently)."""
     cfg = LazyConfig.load(str(config))
-    return LazyConfig.apply_overrides(cfg, list(overrides))
+    return apply_overrides(cfg, list(overrides), inference_config_keys(cfg))
 
 
 def _mapper(short_sides, max_size, train):
@@ -118,7 +123,7 @@ def train_and_evaluate(overrides: Sequence[str] = (), iters: int = 300, batch_si
     """
     torch.manual_seed(seed)
     cfg = load_config(overrides)
-    model = instantiate(cfg.model)
+    model = instantiate_model(cfg.model)
     model.train()
     cfg.optimizer.params.model = model
     cfg.optimizer.lr = lr
