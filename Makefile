@@ -48,6 +48,8 @@ train: setup
 	  train.device=$(MAIN_DEVICE) train.output_dir=$(MAIN_OUTPUT) $(MAIN_ARGS)
 
 test: setup
+	@# lint first (ruff.toml: pyflakes, syntax errors): seconds, and names the line
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 clean-venv:

@@ -38,7 +38,7 @@ setup(
         "ninja>=1.11",  # builds the `native` deformable-attention CPU kernel on first use
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "timm>=1.0"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "timm>=1.0", "ruff>=0.6"],
         "timm": ["timm>=1.0"],  # TimmBackbone (any timm feature extractor)
         # focus_detr.deploy / tools/export_model.py: ONNX export, ONNX Runtime and OpenVINO
         "deploy": ["onnx>=1.16", "onnxruntime>=1.18", "openvino>=2024.0"],
