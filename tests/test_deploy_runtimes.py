@@ -20,6 +20,7 @@ from deploy_utils import (
 )
 
 from focus_detr.deploy import (
+    detect_resized,
     export_onnx,
     export_program,
     load,
@@ -131,3 +132,19 @@ def test_static_keep_counts_equal_the_tensor_counts():
         assert selector.static_keep_counts(s) == tuple(selector.keep_counts(mask)[2][0].tolist())
         for ratio in (0.1, 0.3):
             assert static_sparse_keep_count(s, ratio) == int(sparse_keep_counts(mask, ratio)[0])
+
+
+def test_detect_resized_scales_boxes_to_the_output_size(tiny_models, tmp_path):
+    """An image already at the graph's size, reported for an output twice as large: the same
+    detections with every box coordinate doubled; another input size is resized to the graph's."""
+    model = tiny_models["focus_detr"]
+    detector = load(export_onnx(model, tmp_path / "m.onnx", SIZE), threads=1)
+    image = dataset_image(0, SIZE)
+    direct = detector(image)
+    scaled = detect_resized(detector, image, 2 * SIZE[0], 2 * SIZE[1])
+    assert scaled.image_size == (2 * SIZE[0], 2 * SIZE[1])
+    torch.testing.assert_close(scaled.pred_boxes.tensor, 2 * direct.pred_boxes.tensor)
+    assert torch.equal(scaled.scores, direct.scores)
+    other = detect_resized(detector, dataset_image(0, (96, 128)), 96, 128)
+    assert other.image_size == (96, 128) and len(other) == len(direct)
+    assert float(other.pred_boxes.tensor.max()) <= 128

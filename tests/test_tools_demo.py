@@ -5,6 +5,7 @@ detection passes the threshold."""
 import re
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -74,3 +75,26 @@ def test_only_undecodable_inputs_is_an_error(tmp_path):
     with pytest.raises(SystemExit, match="no input image could be decoded"):
         tool.main(["--config-file", FOCUS_TINY, "--input", str(tmp_path / "x.jpg"), "--output",
                    str(tmp_path / "out")])
+
+
+def test_demo_runs_an_exported_graph(tmp_path):
+    """`--onnx`: the exported graph (fixed 96x128 input) runs on a 90x120 file; its drawing has
+    the file's size."""
+    pytest.importorskip("onnxruntime", reason="pip install -e '.[deploy]'")
+    from detectron2.config import LazyConfig
+
+    from focus_detr.deploy import export_onnx
+    from focus_detr.modeling import instantiate_model
+
+    torch.manual_seed(0)
+    model = instantiate_model(LazyConfig.load(FOCUS_TINY).model).eval()
+    graph = export_onnx(model, tmp_path / "tiny.onnx", (96, 128))
+    _image(tmp_path / "in.jpg")
+    tool = load_tool("demo")
+    target = tmp_path / "drawn.png"
+    written = tool.main(["--config-file", FOCUS_TINY, "--input", str(tmp_path / "in.jpg"),
+                         "--output", str(target), "--onnx", str(graph),
+                         "--confidence-threshold", "0.0"])
+    assert written == [str(target)]
+    with Image.open(target) as im:
+        assert im.size == (120, 90)

@@ -16,6 +16,11 @@ says so with the highest score seen (a model trained briefly scores low). Runs o
 default (`--device auto` uses the GPU when there is one). Class names come from the config's
 test dataset metadata. detectron2's `Visualizer` needs OpenCV (`pip install
 opencv-python-headless`); without it the boxes, class names and scores are drawn with PIL.
+
+With `--onnx model.onnx` (written by tools/export_model.py) the exported graph runs instead of the
+PyTorch model, in ONNX Runtime or `--runtime openvino`; the config still gives the test resize,
+the input format and the class names. Each image is resized to the graph's fixed input size
+(export at the size you serve) and the boxes are scaled back to the original image.
 """
 
 import argparse
@@ -56,6 +61,9 @@ def parse_args(argv=None):
         help=f"draw detections scoring at least this (default {DEFAULT_THRESHOLD})",
     )
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto (GPU if any)")
+    p.add_argument("--onnx", help="run this exported graph (tools/export_model.py) instead")
+    p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "openvino"],
+                   help="runtime of --onnx (default onnxruntime)")
     p.add_argument(
         "--metadata", help="dataset name for class names (default: the config's test dataset)"
     )
@@ -98,6 +106,7 @@ import torch  # noqa: E402
 import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
 from focus_detr.analysis import build_model, load_config, resolve_device  # noqa: E402
 from focus_detr.analysis.model_io import iter_image_file_inputs  # noqa: E402
+from focus_detr.deploy import detect_resized, load  # noqa: E402
 from focus_detr.engine.allocator import configure_allocator  # noqa: E402
 
 
@@ -166,7 +175,16 @@ def main(argv=None):
     device = resolve_device(args.device)
     configure_allocator()  # large CPU tensors reused instead of page-faulted in per image
     cfg = load_config(args.config_file, args.opts)
-    model = build_model(cfg, device, cfg.train.get("init_checkpoint", None) or None)
+    if args.onnx:
+        exported = load(args.onnx, runtime=args.runtime)
+
+        def detect(x):
+            return detect_resized(exported, x["image"], x["height"], x["width"])
+    else:
+        model = build_model(cfg, device, cfg.train.get("init_checkpoint", None) or None)
+
+        def detect(x):
+            return model([x])[0]["instances"].to("cpu")
     metadata = _metadata(cfg, args.metadata)
     use_visualizer = _has_opencv()
     if not use_visualizer:
@@ -187,7 +205,7 @@ def main(argv=None):
     for x in iter_image_file_inputs(cfg, args.input, on_unreadable=unreadable):
         start = time.perf_counter()
         with torch.no_grad():
-            instances = model([x])[0]["instances"].to("cpu")
+            instances = detect(x)
         seconds = time.perf_counter() - start
         keep = instances[instances.scores >= threshold]
         best = float(instances.scores.max()) if len(instances) else None

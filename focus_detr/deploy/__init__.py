@@ -3,9 +3,10 @@
 labels out."""
 from .compare import set_distance
 from .export import ExportableDetector, export_onnx, export_program
-from .runtime import RUNTIMES, ExportedDetector, OnnxDetector, OpenVinoDetector, load
+from .runtime import (RUNTIMES, ExportedDetector, OnnxDetector, OpenVinoDetector,
+                      detect_resized, load)
 from .timing import interleaved_timings
 
 __all__ = ["RUNTIMES", "ExportableDetector", "ExportedDetector", "OnnxDetector",
-           "OpenVinoDetector", "export_onnx", "export_program", "interleaved_timings", "load",
+           "OpenVinoDetector", "detect_resized", "export_onnx", "export_program", "interleaved_timings", "load",
            "set_distance"]

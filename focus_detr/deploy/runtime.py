@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from detectron2.structures import Boxes, Instances
 
-__all__ = ["RUNTIMES", "ExportedDetector", "OnnxDetector", "OpenVinoDetector", "load"]
+__all__ = ["RUNTIMES", "ExportedDetector", "OnnxDetector", "OpenVinoDetector", "load",
+           "detect_resized"]
 
 RUNTIMES = ("onnxruntime", "openvino")
 
@@ -123,3 +124,27 @@ def load(path, runtime: str = "onnxruntime", threads: int = 0, **options) -> Exp
     if runtime == "openvino":
         return OpenVinoDetector(path, threads=threads, **options)
     raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+
+
+def detect_resized(detector: ExportedDetector, image: torch.Tensor, height: int,
+                   width: int) -> Instances:
+    """Detections of a fixed-size exported graph on an image of another size: `image` (3, h, w)
+    (the model's input format, e.g. after the config's test resize) is resized bilinearly to the
+    graph's input size, and the boxes are scaled to an output image of `height` x `width` (the
+    original file's size), as detectron2's postprocessing does for the eager model. The resize
+    changes the aspect ratio where the sizes' ratios differ; export at the size you serve to
+    avoid it."""
+    _, graph_h, graph_w = detector.input_shape
+    x = image[None].float()
+    if tuple(x.shape[-2:]) != (graph_h, graph_w):
+        x = torch.nn.functional.interpolate(x, size=(graph_h, graph_w), mode="bilinear",
+                                            align_corners=False)
+    if detector.input_dtype == np.uint8:
+        x = x.round().clamp(0, 255).to(torch.uint8)
+    found = detector(x[0])
+    scale = torch.tensor([width / graph_w, height / graph_h] * 2, dtype=torch.float32)
+    result = Instances((height, width))
+    result.pred_boxes = Boxes(found.pred_boxes.tensor.float() * scale)
+    result.scores = found.scores
+    result.pred_classes = found.pred_classes
+    return result
