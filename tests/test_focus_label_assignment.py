@@ -125,6 +125,31 @@ def test_assigner_rejects_bad_configuration():
         ForegroundLabelAssigner(size_measure="area")
     with pytest.raises(ValueError, match="levels"):
         ForegroundLabelAssigner()(*pad_boxes([torch.zeros(1, 4)]), [(2, 2)])
+    for bad in (0, -0.5, float("inf"), "0.3", None):
+        with pytest.raises(ValueError, match="range_scale must be a positive finite number"):
+            ForegroundLabelAssigner(range_scale=bad)
+
+
+def test_range_scale_scales_every_positive_bound():
+    # published ranges at a quarter: (-1, 16], (16, 32], (32, 64], (64, inf); the "any size"
+    # lower bound -1 and the open end stay
+    assigner = ForegroundLabelAssigner(range_scale=0.25)
+    assert assigner.scale_ranges == ((-1.0, 16.0), (16.0, 32.0), (32.0, 64.0), (64.0, math.inf))
+    torch.manual_seed(3)
+    xy = torch.rand(6, 2) * 48
+    wh = torch.rand(6, 2) * 40 + 4
+    boxes = torch.cat([xy, (xy + wh).clamp(max=64)], 1)
+    labels = assigner(*pad_boxes([boxes]), SHAPES)[0]
+    expected = brute_force_labels(boxes.double().tolist(), SHAPES, (8, 16, 32, 64),
+                                  assigner.scale_ranges)
+    assert labels.tolist() == expected
+    # a 40-px box (every token inside is 20 px or more from a side): level 0 under the published
+    # ranges, level 1 at 0.25
+    published = ForegroundLabelAssigner()(*pad_boxes([torch.tensor([[4.0, 4.0, 44.0, 44.0]])]),
+                                          SHAPES)[0]
+    scaled = assigner(*pad_boxes([torch.tensor([[4.0, 4.0, 44.0, 44.0]])]), SHAPES)[0]
+    assert {level_of(i) for i in published.nonzero().flatten().tolist()} == {0}
+    assert {level_of(i) for i in scaled.nonzero().flatten().tolist()} == {1}
 
 
 def naive_focal(logits, targets, alpha=0.25, gamma=2.0):

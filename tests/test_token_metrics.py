@@ -14,7 +14,7 @@ from focus_detr.evaluation import (
     level_of_tokens,
     selection_counts,
 )
-from focus_detr.modeling.focus import ForegroundLabelAssigner
+from focus_detr.modeling.focus import PUBLISHED_SCALE_RANGES, ForegroundLabelAssigner
 from focus_detr.modeling.transformer import TokenSelection
 from tests.tools_utils import DENSE, FOCUS, SMALL_INPUT, SPARSE, tiny_model
 
@@ -237,3 +237,35 @@ def test_selecting_configs_log_selection_quality_beside_coco_ap(config, tmp_path
     if "tiny" in config:
         evaluator = instantiate(cfg.dataloader.evaluator)
         assert [type(e) for e in evaluator._evaluators] == [COCOEvaluator, TokenSelectionEvaluator]
+
+
+@pytest.mark.parametrize(
+    "config, model_key",
+    [
+        ("projects/focus_detr/configs/focus_detr_tiny_synthetic.py",
+         "model.transformer.encoder.foreground_loss.assigner.range_scale"),
+        ("projects/sparse_detr/configs/dino_sparse_tiny_synthetic.py",
+         "model.transformer.encoder.choices.focus.foreground_loss.assigner.range_scale"),
+    ],
+)
+def test_tiny_configs_label_ranges_are_scaled_and_the_evaluator_follows(config, model_key):
+    from detectron2.config import instantiate
+
+    from focus_detr.analysis import load_config
+    from projects.dino.configs.dino_tiny_synthetic import LABEL_RANGE_SCALE
+
+    def assigners(cfg):
+        evaluator = instantiate(cfg.dataloader.evaluator)._evaluators[1]._assigner
+        model = instantiate(cfg.model)
+        encoder = model.transformer.encoder
+        if model_key.split(".")[3] == "choices":  # the sparse config: build the Focus choice
+            cfg.model.transformer.encoder.name = "focus"
+            encoder = instantiate(cfg.model).transformer.encoder
+        return evaluator.scale_ranges, encoder.foreground_loss.assigner.scale_ranges
+
+    scaled = tuple((lo * LABEL_RANGE_SCALE if lo > 0 else lo, hi * LABEL_RANGE_SCALE)
+                   for lo, hi in PUBLISHED_SCALE_RANGES)
+    assert assigners(load_config(config)) == (scaled, scaled)
+    # one knob: the published ranges back, for the model's loss and the evaluator alike
+    restored = assigners(load_config(config, [f"{model_key}=1.0"]))
+    assert restored == (PUBLISHED_SCALE_RANGES, PUBLISHED_SCALE_RANGES)

@@ -92,6 +92,7 @@ def swappable_encoder(
     cascade_ratios: Sequence[float] = PUBLISHED_CASCADE_RATIOS,
     num_object_tokens: int = 300,
     strides: Sequence[int] = FOUR_SCALE_STRIDES,
+    range_scale: Any = 1.0,
 ):
     """LazyCall config of `build_encoder` offering the three encoders.
 
@@ -107,6 +108,7 @@ def swappable_encoder(
         cascade_ratios: Focus cascade (one entry per encoder layer). Default the published six.
         num_object_tokens: Focus object tokens per layer. Default 300.
         strides: feature strides of the Focus label assignment. Default (8, 16, 32, 64).
+        range_scale: factor on the Focus label assignment's scale ranges. Default 1 (published).
     """
     if name not in ENCODER_NAMES:
         raise ValueError(f"unknown encoder {name!r}; choose one of {ENCODER_NAMES}")
@@ -136,6 +138,7 @@ def swappable_encoder(
         num_object_tokens=num_object_tokens,
         strides=strides,
         padding="${.....padding}",  # from choices.focus.selector: model.transformer.padding
+        range_scale=range_scale,
     )
     # the depth is one knob too: the dense and sparse choices read it, Focus's is checked
     dense = copy.deepcopy(dense)
@@ -162,6 +165,7 @@ def focus_encoder_config(
     num_object_tokens: int = 300,
     strides: Sequence[int] = FOUR_SCALE_STRIDES,
     padding: Any = "${...padding}",
+    range_scale: Any = 1.0,
 ):
     """LazyCall config of a `FocusEncoder` with the published method settings spelled out: top-down
     modulation of the score network's features with coefficients drawn in [-0.3, 0.3], object
@@ -181,6 +185,8 @@ def focus_encoder_config(
         padding: the selector's and the foreground loss's `padding` mode. Default
             `${...padding}`: from their keys, the DINO transformer's `padding` (the config's one
             key, `model.transformer.padding`, when this encoder is `model.transformer.encoder`).
+        range_scale: factor on the label assignment's scale ranges (`ForegroundLabelAssigner`).
+            Default 1: the published ranges, set for 800-px images.
     """
     return L(FocusEncoder)(
         selector=L(ForegroundTokenSelector)(
@@ -202,6 +208,6 @@ def focus_encoder_config(
         foreground_loss=L(ForegroundLoss)(
             assigner=L(ForegroundLabelAssigner)(
                 strides=tuple(strides), scale_ranges=PUBLISHED_SCALE_RANGES,
-                size_measure="max_side_distance"),
+                size_measure="max_side_distance", range_scale=range_scale),
             weight=1.5, alpha=0.25, gamma=2.0, name="select_loss", padding=padding),
     )

@@ -7,7 +7,9 @@ measure d falls in the level's range (lo, hi]:
   four sides;
 - "half_size" (the paper's text): d = max(w, h) / 2 of the box.
 The published ranges, (-1, 64], (64, 128], (128, 256], (256, inf), do not overlap; the paper's
-50%-overlap ranges come from :func:`overlapping_scale_ranges`.
+50%-overlap ranges come from :func:`overlapping_scale_ranges`. They are set for images of an
+800-px short side; on much smaller images the coarse levels would get no foreground, so
+`range_scale` multiplies every bound (the tiny configs scale them to their image size).
 """
 from typing import List, Sequence, Tuple
 
@@ -63,17 +65,26 @@ class ForegroundLabelAssigner:
         strides: feature stride of each level, finest first. Default (8, 16, 32, 64).
         scale_ranges: (lo, hi] of the size measure per level. Default: the published ranges.
         size_measure: "max_side_distance" (published) or "half_size" (paper's text).
+        range_scale: factor applied to every positive bound of `scale_ranges` (a lower bound
+            <= 0, "any size", stays), for images much smaller or larger than the 800-px short
+            side the published ranges were set for. Default 1 (the ranges as given).
     """
 
     def __init__(self, strides: Sequence[int] = FOUR_SCALE_STRIDES,
                  scale_ranges: Sequence[Tuple[float, float]] = PUBLISHED_SCALE_RANGES,
-                 size_measure: str = "max_side_distance"):
+                 size_measure: str = "max_side_distance", range_scale: float = 1.0):
+        if not (isinstance(range_scale, (int, float)) and 0 < range_scale < float("inf")):
+            raise ValueError(f"range_scale must be a positive finite number, got {range_scale!r}")
         if len(strides) != len(scale_ranges):
             raise ValueError(f"{len(strides)} strides but {len(scale_ranges)} scale ranges")
         if size_measure not in SIZE_MEASURES:
             raise ValueError(f"size_measure must be one of {SIZE_MEASURES}, got {size_measure!r}")
         self.strides = tuple(int(s) for s in strides)
-        self.scale_ranges = tuple((float(lo), float(hi)) for lo, hi in scale_ranges)
+        def scaled(bound):
+            return float(bound) * range_scale if float(bound) > 0 else float(bound)
+
+        self.scale_ranges = tuple((scaled(lo), scaled(hi)) for lo, hi in scale_ranges)
+        self.range_scale = float(range_scale)
         self.size_measure = size_measure
 
     def token_centers(self, spatial_shapes: Sequence[Tuple[int, int]], device=None) -> torch.Tensor:

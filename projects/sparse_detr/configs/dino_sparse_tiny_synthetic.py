@@ -14,10 +14,20 @@ focus_detr_tiny.py): cascade (1.0, 0.5), i.e. 0.4 / 0.2 of the valid tokens (mea
 object tokens.
 """
 
+from detectron2.config import LazyCall as L
+
 from focus_detr.evaluation import with_token_selection
 from focus_detr.modeling.encoders import swappable_encoder
+from focus_detr.modeling.focus import ForegroundLabelAssigner
 
-from ...dino.configs.dino_tiny_synthetic import dataloader, lr_multiplier, model, optimizer, train
+from ...dino.configs.dino_tiny_synthetic import (
+    LABEL_RANGE_SCALE,
+    dataloader,
+    lr_multiplier,
+    model,
+    optimizer,
+    train,
+)
 
 model.transformer.encoder = swappable_encoder(
     model.transformer.encoder,
@@ -25,10 +35,16 @@ model.transformer.encoder = swappable_encoder(
     keep_ratio=0.3,
     cascade_ratios=(1.0, 0.5),
     num_object_tokens=100,
+    range_scale=LABEL_RANGE_SCALE,  # Focus's label ranges scaled to the small images
 )
 
 train.output_dir = "./output/dino_sparse_tiny_synthetic"
 # COCO AP and the kept tokens' precision/recall against the foreground labels, in one pass (a
 # dense encoder keeps every token: its selection metrics are skipped with a warning)
-dataloader.evaluator = with_token_selection(dataloader.evaluator)
+# (labels of the Focus choice's assignment for all three, so their recalls compare)
+dataloader.evaluator = with_token_selection(
+    dataloader.evaluator,
+    assigner=L(ForegroundLabelAssigner)(
+        range_scale="${model.transformer.encoder.choices.focus.foreground_loss.assigner.range_scale}"),
+)
 model.return_token_selection = True
