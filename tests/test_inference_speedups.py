@@ -72,6 +72,25 @@ def test_folded_cache_follows_weight_changes():
         torch.testing.assert_close(conv(x), other(x), rtol=1e-12, atol=1e-12)
 
 
+def test_folded_cache_follows_batch_norm_statistics_of_a_train_forward():
+    # a train-mode BatchNorm2d updates running_mean / running_var without a version bump: an
+    # evaluation after train-mode forwards (no optimizer step, e.g. re-estimated statistics)
+    # must see the new statistics
+    conv = _conv("batchnorm")
+    reference = copy.deepcopy(conv)
+    fold_conv_norms(conv)
+    x = torch.randn(2, 3, 7, 9, dtype=torch.float64)
+    with torch.no_grad():
+        conv(x)  # folded and cached
+        batch = torch.randn(4, 3, 7, 9, dtype=torch.float64) * 3 + 1
+        for module in (conv, reference):
+            module.train()
+            module(batch)
+            module.eval()
+        assert not torch.equal(conv.norm.running_mean, _conv("batchnorm").norm.running_mean)
+        torch.testing.assert_close(conv(x), reference(x), rtol=1e-12, atol=1e-12)
+
+
 def test_folding_leaves_training_and_tracing_alone():
     conv = _conv("batchnorm")
     reference = copy.deepcopy(conv)

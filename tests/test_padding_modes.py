@@ -4,6 +4,7 @@
 test_train_step_fixtures.py); here the case those fixtures do not reach (the padded tokens' tie
 group ranking inside the two-stage proposal cut), inference, batches of one, and the config key.
 """
+import copy
 from pathlib import Path
 
 import pytest
@@ -93,10 +94,13 @@ def test_no_padding_no_difference_and_inference_masks_in_both_modes():
     cfg.model.denoising.num_dn_queries = 8
     cfg.model.select_box_nums_for_evaluation = 20
     torch.manual_seed(0)
-    model = instantiate_model(cfg.model)  # as the tools build it (norms folded)
+    initial = instantiate_model(cfg.model)  # as the tools build it (norms folded)
     unpadded, padded = make_batch([SIZES[0]] * 2, [3, 2]), make_batch(SIZES, [3, 2])
     train_losses, eval_outputs = {}, {}
     for padding in ("published", "masked"):
+        # the same history for both modes: a train-mode forward moves the tiny backbone's
+        # batch-norm statistics, which the evaluation then uses
+        model = copy.deepcopy(initial)
         model.transformer.padding = padding
         for module in (model.transformer.encoder.selector, model.transformer.encoder.foreground_loss):
             module.padding = padding

@@ -55,6 +55,11 @@ class _FoldedNormConv2dMixin:
         key = [channels_last, float(self.norm.eps)]
         for t in self._fold_sources():
             key += [t.data_ptr(), t._version, t.dtype, t.device]
+        # a train-mode BatchNorm2d updates its running statistics inside the kernel without
+        # bumping their version counters; its step counter is bumped, so it keys the cache too
+        tracked = getattr(self.norm, "num_batches_tracked", None)
+        if tracked is not None:
+            key += [tracked.data_ptr(), tracked._version]
         cached = getattr(self, "_folded_cache", None)
         if cached is not None and cached[0] == key:
             return cached[1], cached[2]
