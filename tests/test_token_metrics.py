@@ -14,7 +14,7 @@ from focus_detr.evaluation import (
     level_of_tokens,
     selection_counts,
 )
-from focus_detr.modeling.focus import PUBLISHED_SCALE_RANGES, ForegroundLabelAssigner
+from focus_detr.modeling.focus import PUBLISHED_SCALE_RANGES, ForegroundLabelAssigner, pad_boxes
 from focus_detr.modeling.transformer import TokenSelection
 from tests.tools_utils import DENSE, FOCUS, SMALL_INPUT, SPARSE, tiny_model
 
@@ -269,3 +269,37 @@ def test_tiny_configs_label_ranges_are_scaled_and_the_evaluator_follows(config, 
     # one knob: the published ranges back, for the model's loss and the evaluator alike
     restored = assigners(load_config(config, [f"{model_key}=1.0"]))
     assert restored == (PUBLISHED_SCALE_RANGES, PUBLISHED_SCALE_RANGES)
+
+
+def test_foreground_per_level_counts_each_level_of_hand_made_images():
+    from focus_detr.evaluation import foreground_per_level
+
+    # a 64 x 64 image: levels of 8x8, 4x4, 2x2, 1x1 tokens; the box (10, 20, 50, 40) makes 10
+    # level-0 foreground tokens under the published ranges (the hand count of
+    # test_focus_label_assignment); an image without boxes adds tokens only
+    images = [((64, 64), torch.tensor([[10.0, 20.0, 50.0, 40.0]])), ((64, 64), torch.zeros(0, 4))]
+    counts = foreground_per_level(images, ForegroundLabelAssigner())
+    assert counts == {"foreground": [10, 0, 0, 0], "tokens": [128, 32, 8, 2], "images": 2}
+    # scaled by 0.25 ((-1, 16], (16, 32], ...): the tokens 16-20 px from a side move to level 1
+    scaled = foreground_per_level(images, ForegroundLabelAssigner(range_scale=0.25))
+    labels = ForegroundLabelAssigner(range_scale=0.25)(
+        *pad_boxes([images[0][1]]), [(8, 8), (4, 4), (2, 2), (1, 1)])[0]
+    assert scaled["foreground"] == [int(p.sum()) for p in labels.split([64, 16, 4, 1])]
+    assert scaled["foreground"][1] > 0
+
+
+def test_label_statistics_tool_prints_each_range_scale(capsys):
+    import importlib.util
+
+    from tests.tools_utils import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location(
+        "label_statistics", REPO_ROOT / "tools" / "label_statistics.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main(["--config-file", "projects/focus_detr/configs/focus_detr_tiny_synthetic.py",
+               "--range-scales", "0.35", "1", "--images", "3"])
+    out = capsys.readouterr().out
+    assert "3 test images" in out
+    assert "0.35 | (-1, 22.4] (22.4, 44.8] (44.8, 89.6] (89.6, inf] |" in out
+    assert "1 | (-1, 64] (64, 128] (128, 256] (256, inf] |" in out

@@ -6,6 +6,7 @@ from .config import with_token_selection
 from .ground_truth import GroundTruthBoxes
 from .selection_metrics import (
     SelectionCounts,
+    foreground_per_level,
     kept_foreground_recall,
     level_of_tokens,
     selection_counts,
@@ -18,6 +19,7 @@ __all__ = [
     "SelectionCounts",
     "TokenSelectionEvaluator",
     "foreground_labels",
+    "foreground_per_level",
     "kept_foreground_recall",
     "level_of_tokens",
     "selection_counts",

@@ -8,9 +8,11 @@ from typing import Any, Dict, List
 
 import torch
 
+from ..modeling.focus.label_assignment import pad_boxes
 from ..modeling.transformer.encoder_api import TokenSelection
 
-__all__ = ["SelectionCounts", "kept_foreground_recall", "level_of_tokens", "selection_counts"]
+__all__ = ["SelectionCounts", "foreground_per_level", "kept_foreground_recall", "level_of_tokens",
+           "selection_counts"]
 
 
 def level_of_tokens(spatial_shapes: torch.Tensor) -> torch.Tensor:
@@ -140,3 +142,31 @@ def kept_foreground_recall(selection: TokenSelection, labels: torch.Tensor) -> t
         for kept in selection.kept_masks()
     ]
     return torch.tensor(recalls, dtype=torch.float32)
+
+
+def foreground_per_level(images, assigner, level_shapes_of=None) -> Dict[str, Any]:
+    """Ground-truth foreground tokens per feature level over a set of images: what a label
+    assignment gives each level (e.g. to check that its scale ranges suit the images' sizes).
+
+    Args:
+        images: iterable of ((H, W) image size, (M, 4) absolute xyxy boxes) per image.
+        assigner: a `ForegroundLabelAssigner` (its strides and scale ranges).
+        level_shapes_of: (H, W) -> [(h, w)] per level; default ceil(H / s) x ceil(W / s) per
+            stride s (the backbone's feature sizes for a size-divisible input).
+    Returns:
+        {"foreground": [count per level], "tokens": [count per level], "images": n}.
+    """
+    if level_shapes_of is None:
+        def level_shapes_of(size):
+            return [(-(-size[0] // s), -(-size[1] // s)) for s in assigner.strides]
+
+    num_levels = len(assigner.strides)
+    foreground, tokens, count = [0] * num_levels, [0] * num_levels, 0
+    for size, boxes in images:
+        shapes = level_shapes_of(tuple(int(v) for v in size))
+        labels = assigner(*pad_boxes([torch.as_tensor(boxes).reshape(-1, 4)]), shapes)[0]
+        for level, part in enumerate(labels.split([h * w for h, w in shapes])):
+            foreground[level] += int(part.sum())
+            tokens[level] += part.numel()
+        count += 1
+    return {"foreground": foreground, "tokens": tokens, "images": count}
