@@ -11,9 +11,13 @@ tool parses (and answers `--help` or refuses bad arguments) before loading them.
 """
 
 import argparse
+import importlib.util
 import os
 import re
+import sys
+import time
 import warnings
+from pathlib import Path
 from typing import List, Sequence, Tuple
 
 __all__ = [
@@ -128,10 +132,6 @@ def standalone_module(name: str):
     that import only the standard library (e.g. `focus_detr.engine.allocator`,
     `focus_detr.analysis.results`). The loaded module is the same as `sys.modules[name]` when
     that is already imported."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     if name in sys.modules:
         return sys.modules[name]
     parts = name.split(".")
@@ -165,8 +165,6 @@ class Progress:
     """
 
     def __init__(self, total: int, label: str, min_interval_s: float = 5.0, stream=None):
-        import time
-
         self.total, self.label, self.min_interval_s = int(total), label, min_interval_s
         self.stream = stream
         self._clock = time.perf_counter
@@ -182,8 +180,6 @@ class Progress:
                 f"ETA {eta_text}")
 
     def update(self, done: int, note: str = "") -> None:
-        import sys
-
         now = self._clock()
         due = self._last is None or now - self._last >= self.min_interval_s
         if due or done >= self.total:

@@ -30,19 +30,6 @@ OPTIONAL = {
     "detectron2._C", "hydra", "focus_detr.layers.ms_deform_attn.triton_kernels",
 }
 
-# function-local imports of required modules that still wait to move to their module's top,
-# (module, imported name); this list only shrinks: a new entry fails the test
-NOT_YET_MOVED = {
-    ("focus_detr.cli", "importlib.util"), ("focus_detr.cli", "sys"),
-    ("focus_detr.cli", "pathlib.Path"), ("focus_detr.cli", "time"),
-    ("focus_detr.data.build", "detectron2.data.detection_utils"),
-    ("focus_detr.engine.distributed", "torch.distributed.algorithms.ddp_comm_hooks.default"),
-    ("focus_detr.engine.env", "detectron2.config.LazyConfig"),
-    ("focus_detr.layers.folded_conv", "detectron2.layers.FrozenBatchNorm2d"),
-    ("focus_detr.layers.folded_conv", "detectron2.layers.Conv2d"),
-}
-
-
 def _rank(module: str) -> int:
     best = max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)
     return LAYERS[best]
@@ -88,6 +75,6 @@ def test_no_function_local_imports_but_optional_dependencies():
                 if isinstance(node, (ast.Import, ast.ImportFrom)):
                     for target in _target(node, package):
                         optional = any(target == o or target.startswith(o + ".") for o in OPTIONAL)
-                        if not optional and (name, target) not in NOT_YET_MOVED:
+                        if not optional:
                             hidden.append(f"{name}:{node.lineno} imports {target}")
     assert not hidden, "function-local imports:\n" + "\n".join(hidden)

@@ -5,6 +5,7 @@ import logging
 import warnings
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import detection_utils as utils
 from detectron2.data.build import (
     check_metadata_consistency,
     filter_images_with_only_crowd_annotations,
@@ -90,8 +91,6 @@ def _check_an_image_reads(name, dicts):
     one succeeds (the first, in a sound dataset). Without this, a dataset whose images are all
     missing or undecodable gives per-image warnings and then an unrelated error from the
     loader's retry logic."""
-    from detectron2.data import detection_utils as utils
-
     files = [d["file_name"] for d in dicts if "file_name" in d]
     if not files:
         return

@@ -8,6 +8,7 @@ import os
 import torch
 import torch.distributed as dist
 from detectron2.utils import comm
+from torch.distributed.algorithms.ddp_comm_hooks import default as comm_hooks
 from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ["launched_by_torchrun", "init_torchrun_process_group", "create_ddp_model"]
@@ -95,7 +96,5 @@ def create_ddp_model(model, device, fp16_compression=False, **kwargs):
         kwargs["forward_sync_buffers"] = kwargs.pop("broadcast_buffers")
     ddp = DistributedDataParallel(model, **kwargs)
     if fp16_compression and cuda:
-        from torch.distributed.algorithms.ddp_comm_hooks import default as comm_hooks
-
         ddp.register_comm_hook(state=None, hook=comm_hooks.fp16_compress_hook)
     return ddp

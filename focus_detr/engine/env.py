@@ -3,6 +3,8 @@
 import importlib.machinery
 from pathlib import Path
 
+from detectron2.config import LazyConfig
+
 __all__ = ["has_compiled_detectron2_ops", "get_config", "REPO_ROOT"]
 
 # the checkout holding configs/ and projects/ (focus_detr is installed in editable mode)
@@ -29,8 +31,6 @@ def get_config(config_path):
     Returns:
         omegaconf.DictConfig of the file's top-level objects.
     """
-    from detectron2.config import LazyConfig
-
     path = REPO_ROOT / "configs" / config_path
     if not path.is_file():
         raise FileNotFoundError(f"{config_path!r} is not a config under {REPO_ROOT / 'configs'}")

@@ -17,6 +17,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from torch import nn
 
 from .graph_capture import capturing_graph
@@ -26,8 +27,6 @@ __all__ = ["FoldedNormConv2d", "fold_conv_norms", "foldable_norm", "unfold_conv_
 
 def foldable_norm(norm: Optional[nn.Module]) -> bool:
     """True for a frozen batch norm or an eval-mode, affine, running-stats `BatchNorm2d`."""
-    from detectron2.layers import FrozenBatchNorm2d
-
     if isinstance(norm, FrozenBatchNorm2d):
         return True
     return (isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.affine
@@ -35,8 +34,6 @@ def foldable_norm(norm: Optional[nn.Module]) -> bool:
 
 
 def _base_conv_class():
-    from detectron2.layers import Conv2d
-
     return Conv2d
 
 
