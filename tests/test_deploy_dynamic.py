@@ -84,3 +84,33 @@ def test_unsupported_dynamic_requests_are_named(tmp_path):
     with pytest.raises(ValueError, match="with_keep_counts needs a sparse encoder"):
         export_onnx(model, tmp_path / "m.onnx", SIZES[0], with_keep_counts=True)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_tool_dynamic_batch_graph(tmp_path, capsys):
+    import importlib.util
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+    from deploy_utils import ROOT
+
+    out = tmp_path / "dynamic.onnx"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tools/export_model.py"), "--config-file",
+         str(ROOT / TINY["focus_detr"]), "--input-size", "96", "128", "--dynamic-shapes",
+         "--batch", "2", "--output", str(out), "--check"],
+        capture_output=True, text=True, env=subprocess_env(), timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "image (2, 3, H, W)" in run.stdout and "ONNX Runtime vs eager" in run.stdout
+    assert load(out).input_shape == (2, 3, None, None)
+    spec = importlib.util.spec_from_file_location("export_model", ROOT / "tools/export_model.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    base = ["--config-file", "x.py", "--dynamic-shapes"]
+    for extra, message in ((["--format", "torch-export"], "--format onnx only"),
+                           (["--attention", "plugin"], "--attention portable only")):
+        with pytest.raises(SystemExit):
+            tool.parse_args(base + extra)
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tool.parse_args(["--config-file", "x.py", "--batch", "0"])
