@@ -6,8 +6,8 @@ Focus), two-stage selection, decoder and the top-k over queries x classes all ru
 exported graph needs no Python around it. The export captures the model at one input size: the
 token counts the selection derives from that size are fixed in the graph, so a graph serves that
 size (export again for another), unless exported with `dynamic_shapes=True`, which computes
-those counts, the level shapes and the top-k sizes in the graph from the input. While capturing, the model takes its branch-free paths
-(`focus_detr.layers.graph_capture`): no check that reads tensor contents enters the graph.
+those counts, the level shapes and the top-k sizes in the graph from the input. While capturing,
+the model takes its branch-free paths (`focus_detr.layers.graph_capture`): no check that reads tensor contents enters the graph.
 """
 import contextlib
 import warnings
