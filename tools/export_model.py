@@ -12,6 +12,10 @@ The graph takes one image (3, H, W) of exactly `--input-size`, uint8 0..255 (or 
 returns its top detections: boxes (K, 4) xyxy in input pixels, scores (K,), labels (K,).
 `--attention portable` (default) uses standard ONNX ops only; `plugin` puts one
 MultiscaleDeformableAttnPlugin_TRT node per deformable attention in the graph, for TensorRT.
+`--dynamic-shapes` makes the image height and width dynamic (one graph for any size: level
+shapes and keep counts are computed in the graph; portable attention and ONNX only; `--input-size`
+is then the size it is traced and checked at). `--batch N` makes the graph take (N, 3, H, W)
+same-size images and return boxes (N, K, 4), scores (N, K), labels (N, K).
 `--format torch-export` writes a torch.export program instead (run it with
 `torch.export.load(path).module()(image)`). With `--check` the exported ONNX graph is run by
 ONNX Runtime on a synthesized image and its detections compared with eager PyTorch's (as sets;
@@ -37,6 +41,10 @@ def parse_args(argv=None):
                    help="deformable attention as standard ops or as TensorRT plugin nodes")
     p.add_argument("--input-dtype", default="uint8", choices=["uint8", "float32"])
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 16)")
+    p.add_argument("--dynamic-shapes", action="store_true",
+                   help="dynamic image height and width (ONNX, portable attention)")
+    p.add_argument("--batch", type=int, default=None, metavar="N",
+                   help="the graph takes a batch (N, 3, H, W) (default: one image (3, H, W))")
     p.add_argument("--num-detections", type=int, default=None,
                    help="detections returned (default the model's evaluation count)")
     p.add_argument("--output", default="model.onnx", help="where to write the graph")
@@ -50,6 +58,15 @@ def parse_args(argv=None):
         p.error(f"options must come before the key=value overrides: {stray}")
     if min(args.input_size) <= 0:
         p.error(f"--input-size must be positive, got {args.input_size}")
+    if args.batch is not None and args.batch < 1:
+        p.error(f"--batch must be a positive number of images, got {args.batch}")
+    if args.dynamic_shapes and args.format == "torch-export":
+        p.error("--dynamic-shapes works with --format onnx only: a torch.export program serves "
+                "one input size (export one per size, or use --format onnx --dynamic-shapes)")
+    if args.dynamic_shapes and args.attention == "plugin":
+        p.error("--dynamic-shapes works with --attention portable only: TensorRT's ONNX parser "
+                "takes TopK's k only as a constant, and the dynamic graph computes it from the "
+                "input size; export the plugin form once per input size")
     return args
 
 
@@ -64,25 +81,30 @@ def main(argv=None):
     cfg = load_config(args.config_file, args.opts)
     model = build_model(cfg, "cpu")
     dtype = getattr(torch, args.input_dtype)
+    h, w = ("H", "W") if args.dynamic_shapes else args.input_size
+    shape = f"(3, {h}, {w})" if args.batch is None else f"({args.batch}, 3, {h}, {w})"
     if args.format == "torch-export":
         program = export_program(model, args.input_size, attention=args.attention,
-                                 input_dtype=dtype, num_detections=args.num_detections)
+                                 input_dtype=dtype, num_detections=args.num_detections,
+                                 batch=args.batch)
         torch.export.save(program, args.output)
-        print(f"wrote {args.output}: torch.export program, image (3, {args.input_size[0]}, "
-              f"{args.input_size[1]}) {args.input_dtype} -> boxes, scores, labels")
+        print(f"wrote {args.output}: torch.export program, image {shape} {args.input_dtype} -> "
+              "boxes, scores, labels")
         return
     path = export_onnx(model, args.output, args.input_size, opset=args.opset,
                        attention=args.attention, input_dtype=dtype,
-                       num_detections=args.num_detections)
-    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): image (3, "
-          f"{args.input_size[0]}, {args.input_size[1]}) {args.input_dtype} -> boxes, scores, labels")
+                       num_detections=args.num_detections, dynamic_shapes=args.dynamic_shapes,
+                       batch=args.batch)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): image {shape} "
+          f"{args.input_dtype} -> boxes, scores, labels")
     if args.check:
         if args.attention == "plugin":
             sys.exit("--check runs ONNX Runtime, which has no TensorRT plugin: export with "
                      "--attention portable to check")
         image = torch.randint(0, 256, (3, *args.input_size), generator=torch.Generator()
                               .manual_seed(0), dtype=torch.uint8).to(dtype)
-        result = load(path)(image)
+        result = load(path)(image if args.batch is None else image.expand(args.batch, -1, -1, -1))
+        result = result if args.batch is None else result[-1]
         with torch.no_grad():
             eager = ExportableDetector(model, args.num_detections)(image)
         ours = (result.pred_boxes.tensor, result.scores, result.pred_classes)

@@ -25,29 +25,41 @@ def _require(module: str):
 class ExportedDetector:
     """What the runtimes share: the image checks and the `Instances` result.
 
-    Subclasses set `input_shape` (3, H, W) and `input_dtype` and implement `run(array)`."""
+    Subclasses set `input_shape` ((3, H, W), or (N, 3, H, W) for a batch graph; None at a
+    dynamic side) and `input_dtype` and implement `run(array)`. A batch graph's detector takes
+    (N, 3, H, W) and returns one `Instances` per image."""
 
     input_shape: Tuple[int, ...]
     input_dtype: type
 
     def run(self, array: np.ndarray) -> Sequence[np.ndarray]:
-        """(3, H, W) array of `input_dtype` -> (boxes (K, 4), scores (K,), labels (K,))."""
+        """(3, H, W) array of `input_dtype` -> (boxes (K, 4), scores (K,), labels (K,))
+        (a batch graph: one more leading dimension everywhere)."""
         raise NotImplementedError
 
-    def __call__(self, image) -> Instances:
+    def __call__(self, image):
         array = image.cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
         if array.ndim == 3 and array.shape[-1] == 3 and array.shape[0] != 3:
             array = array.transpose(2, 0, 1)  # HxWx3 -> 3xHxW
-        if tuple(array.shape) != self.input_shape:
-            raise ValueError(f"this graph was exported for images of shape {self.input_shape} "
-                             f"(3, H, W), got {tuple(array.shape)}; resize the image or export "
-                             "for its size")
-        boxes, scores, labels = self.run(np.ascontiguousarray(array, dtype=self.input_dtype))
-        result = Instances(self.input_shape[1:])
-        result.pred_boxes = Boxes(torch.from_numpy(np.asarray(boxes)))
-        result.scores = torch.from_numpy(np.asarray(scores))
-        result.pred_classes = torch.from_numpy(np.asarray(labels)).long()
-        return result
+        expected = self.input_shape
+        if array.ndim != len(expected) or any(e is not None and e != a
+                                              for e, a in zip(expected, array.shape)):
+            layout = "(N, 3, H, W)" if len(expected) == 4 else "(3, H, W)"
+            raise ValueError(f"this graph was exported for images of shape {expected} {layout} "
+                             f"(None: any size), got {tuple(array.shape)}; resize the image or "
+                             "export for its size")
+        boxes, scores, labels = self.run(np.ascontiguousarray(array, dtype=self.input_dtype))[:3]
+        if len(expected) == 4:
+            return [_instances(array.shape[-2:], *found) for found in zip(boxes, scores, labels)]
+        return _instances(array.shape[-2:], boxes, scores, labels)
+
+
+def _instances(image_size, boxes, scores, labels) -> Instances:
+    result = Instances(tuple(int(v) for v in image_size))
+    result.pred_boxes = Boxes(torch.from_numpy(np.asarray(boxes)))
+    result.scores = torch.from_numpy(np.asarray(scores))
+    result.pred_classes = torch.from_numpy(np.asarray(labels)).long()
+    return result
 
 
 def _existing(path) -> Path:
@@ -76,7 +88,8 @@ class OnnxDetector(ExportedDetector):
         options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=chosen)
         (self.input,) = self.session.get_inputs()
-        self.input_shape = tuple(self.input.shape)
+        # dynamic sides are named (str) or unknown in the session: None
+        self.input_shape = tuple(d if isinstance(d, int) else None for d in self.input.shape)
         self.input_dtype = np.uint8 if self.input.type == "tensor(uint8)" else np.float32
 
     def run(self, array):
@@ -102,7 +115,8 @@ class OpenVinoDetector(ExportedDetector):
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = ov.Core().compile_model(str(path), device, config)
         (parameter,) = self.compiled.inputs
-        self.input_shape = tuple(parameter.get_partial_shape().to_shape())
+        self.input_shape = tuple(d.get_length() if d.is_static else None
+                                 for d in parameter.get_partial_shape())
         self.input_dtype = np.uint8 if parameter.get_element_type() == ov.Type.u8 else np.float32
         self.request = self.compiled.create_infer_request()
 
@@ -134,7 +148,12 @@ def detect_resized(detector: ExportedDetector, image: torch.Tensor, height: int,
     original file's size), as detectron2's postprocessing does for the eager model. The resize
     changes the aspect ratio where the sizes' ratios differ; export at the size you serve to
     avoid it."""
+    if len(detector.input_shape) != 3:
+        raise ValueError(f"detect_resized takes a one-image graph (3, H, W), this one takes "
+                         f"{detector.input_shape}; call the detector with the batch instead")
     _, graph_h, graph_w = detector.input_shape
+    if graph_h is None or graph_w is None:  # a dynamic-size graph serves the image as it is
+        graph_h, graph_w = image.shape[-2:]
     x = image[None].float()
     if tuple(x.shape[-2:]) != (graph_h, graph_w):
         x = torch.nn.functional.interpolate(x, size=(graph_h, graph_w), mode="bilinear",

@@ -11,14 +11,22 @@ deformable-attention API every DETR shares), yet loops over levels need them as 
 `spatial_shapes_tensor` makes that tensor remember the ints it was built from, and
 `level_shapes` / `level_starts` read them back without touching the tensor's contents, so under
 torch.export they stay static (or symbolic, with dynamic shapes) instead of becoming unknowns.
+
+An ONNX export with dynamic image sizes (`dynamic_shape_capture()`) records the sizes as graph
+values: under tracing a tensor's sizes are 0-dim tensors, and everything derived from them (level
+shapes and starts, keep counts, top-k's k) must stay tensor arithmetic, so the graph recomputes
+it for every input (`capturing_dynamic_shapes()` tells the code to do so).
 """
+from contextlib import contextmanager
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["capturing_graph", "level_shapes", "level_starts", "spatial_shapes_tensor"]
+__all__ = ["capturing_dynamic_shapes", "capturing_graph", "dynamic_shape_capture", "level_shapes",
+           "level_starts", "spatial_shapes_tensor"]
 
 _SHAPES_ATTRIBUTE = "_level_shapes"
+_dynamic_capture = [False]
 
 
 def capturing_graph() -> bool:
@@ -26,10 +34,31 @@ def capturing_graph() -> bool:
             or torch.compiler.is_compiling() or torch.compiler.is_exporting())
 
 
+@contextmanager
+def dynamic_shape_capture():
+    """While open, a graph capture records input sizes as graph values (see the module docstring)."""
+    previous = _dynamic_capture[0]
+    _dynamic_capture[0] = True
+    try:
+        yield
+    finally:
+        _dynamic_capture[0] = previous
+
+
+def capturing_dynamic_shapes() -> bool:
+    """True while capturing a graph whose input sizes vary (`dynamic_shape_capture`)."""
+    return _dynamic_capture[0] and capturing_graph()
+
+
 def spatial_shapes_tensor(shapes: Sequence[Tuple[int, int]], device=None) -> torch.Tensor:
     """(L, 2) int64 (H, W) per level, remembering `shapes` for `level_shapes`."""
-    # built from the sizes as given (torch.Size under ONNX tracing, which records them)
-    tensor = torch.as_tensor(list(shapes), dtype=torch.long, device=device)
+    if capturing_dynamic_shapes():
+        # traced sizes are 0-dim tensors: stacking records them (as_tensor would bake the values)
+        tensor = torch.stack([torch.stack([torch.as_tensor(v, dtype=torch.long) for v in hw])
+                              for hw in shapes]).to(device)
+    else:
+        # built from the sizes as given (torch.Size under ONNX tracing, which records them)
+        tensor = torch.as_tensor(list(shapes), dtype=torch.long, device=device)
     setattr(tensor, _SHAPES_ATTRIBUTE, tuple((h, w) for h, w in shapes))
     return tensor
 

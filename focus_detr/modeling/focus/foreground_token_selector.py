@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...layers.graph_capture import capturing_graph, level_shapes, level_starts
+from ...layers.graph_capture import (capturing_dynamic_shapes, capturing_graph, level_shapes,
+                                     level_starts)
 from ..transformer.encoder_api import check_padding_mode
 from .score_network import TokenScoreNetwork
 from .token_ops import level_valid_sizes, resize_valid_region
@@ -249,14 +250,27 @@ class ForegroundTokenSelector(nn.Module):
         foreground = int(f32(num_tokens) * f32(self.foreground_ratio)) + 1
         return tuple(min(int(f32(c) * f32(foreground)), num_tokens) for c in self._cascade_ratios)
 
+    def graph_keep_counts(self, num_tokens: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """`static_keep_counts` for a token count that is a graph value (a dynamic-shape
+        export): 0-dim int64 tensors, computed with `keep_counts`' float32 arithmetic in the graph."""
+        num_tokens = torch.as_tensor(num_tokens, dtype=torch.int64)
+        foreground = (num_tokens.to(torch.float32) * self.foreground_ratio).to(torch.int64) + 1
+        keep = (self.cascade_ratios.to(num_tokens.device) * foreground.to(torch.float32)).to(torch.int64)
+        keep = torch.minimum(keep, num_tokens)
+        return tuple(keep.unbind(0))
+
     def forward(self, features: torch.Tensor, padding_mask: torch.Tensor,
                 spatial_shapes: torch.Tensor, level_start_index: torch.Tensor
                 ) -> ForegroundSelection:
         """Score all tokens (see :meth:`score`) and rank them, padded tokens last."""
         logits = self.score(features, padding_mask, spatial_shapes, level_start_index)
         valid, foreground, keep = self.keep_counts(padding_mask)
-        widths = self.static_keep_counts(padding_mask.shape[1]) if capturing_graph() else None
-        if widths is not None:
+        widths = None
+        if capturing_dynamic_shapes():
+            widths = self.graph_keep_counts(padding_mask.shape[1])
+            k = torch.stack(widths).max()
+        elif capturing_graph():
+            widths = self.static_keep_counts(padding_mask.shape[1])
             k = max(widths)
         else:
             k = int(keep.max()) if keep.numel() else 0

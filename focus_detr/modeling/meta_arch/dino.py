@@ -9,6 +9,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 from torch import nn
 
 from ...layers import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
+from ...layers.graph_capture import capturing_dynamic_shapes
 from ...engine.published_checkpoints import accept_published_keys
 from ..transformer.multiscale import valid_sizes
 from .dino_config import dino_kwargs_from_cfg
@@ -136,6 +137,10 @@ class DINO(nn.Module):
     @staticmethod
     def padding_mask(images: ImageList) -> torch.Tensor:
         """(N, H, W) bool, True outside each image's own size."""
+        if capturing_dynamic_shapes():
+            # a graph of dynamic size serves unpadded batches; image_sizes holds the traced sizes,
+            # which as_tensor below would bake in
+            return torch.zeros_like(images.tensor[:, 0], dtype=torch.bool)
         n, _, h, w = images.tensor.shape
         sizes = torch.as_tensor(images.image_sizes, device=images.tensor.device).view(n, 2, 1, 1)
         rows = torch.arange(h, device=sizes.device).view(1, h, 1) >= sizes[:, 0]

@@ -20,8 +20,8 @@ import torch
 
 from ..focus.token_ops import scatter_tokens
 
-__all__ = ["decoder_attention_map", "top_count_targets", "sparse_keep_counts",
-           "static_sparse_keep_count"]
+__all__ = ["decoder_attention_map", "graph_sparse_keep_count", "top_count_targets",
+           "sparse_keep_counts", "static_sparse_keep_count"]
 
 
 def decoder_attention_map(
@@ -103,6 +103,14 @@ def static_sparse_keep_count(num_tokens: int, keep_ratio: float) -> int:
     """`sparse_keep_counts` of an unpadded image of `num_tokens` tokens as a Python int (the
     same float32 arithmetic), for graph capture, where counts cannot be read from tensors."""
     return min(int(np.float32(num_tokens) * np.float32(keep_ratio)) + 1, num_tokens)
+
+
+def graph_sparse_keep_count(num_tokens: torch.Tensor, keep_ratio: float) -> torch.Tensor:
+    """`static_sparse_keep_count` for a token count that is a graph value (a dynamic-shape
+    export): a 0-dim int64 tensor, the same float32 arithmetic recorded in the graph."""
+    num_tokens = torch.as_tensor(num_tokens, dtype=torch.int64)
+    count = (num_tokens.to(torch.float32) * keep_ratio).to(torch.int64) + 1
+    return torch.minimum(count, num_tokens)
 
 
 def top_count_targets(

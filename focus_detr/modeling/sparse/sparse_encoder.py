@@ -32,13 +32,14 @@ import torch
 from torch import nn
 
 from ...layers import MLP, init_deformable_transformer
-from ...layers.graph_capture import capturing_graph
+from ...layers.graph_capture import capturing_dynamic_shapes, capturing_graph
 from ..criterion import DINOCriterion
 from ..focus.score_network import TokenScoreNetwork
 from ..focus.token_ops import gather_tokens, scatter_tokens
 from ..matcher import HungarianMatcher
 from ..transformer.encoder_api import EncoderInputs, EncoderOutput, TokenSelection
-from .attention_map import sparse_keep_counts, static_sparse_keep_count
+from .attention_map import (graph_sparse_keep_count, sparse_keep_counts,
+                            static_sparse_keep_count)
 from .losses import AttentionMapLoss, EncoderAuxiliaryLoss
 
 __all__ = ["SparseDetrEncoder"]
@@ -144,7 +145,9 @@ class SparseDetrEncoder(nn.Module):
             valid (N, K) bool (slot k of image n is kept iff k < counts[n]); counts (N,) int64.
         """
         counts = sparse_keep_counts(padding_mask, self.keep_ratio)
-        if capturing_graph():  # an unpadded image: the count known to Python
+        if capturing_dynamic_shapes():  # an unpadded image of a size the graph computes
+            k = graph_sparse_keep_count(padding_mask.shape[1], self.keep_ratio)
+        elif capturing_graph():  # an unpadded image: the count known to Python
             k = static_sparse_keep_count(padding_mask.shape[1], self.keep_ratio)
         else:
             k = int(counts.max()) if counts.numel() else 0

@@ -72,7 +72,11 @@ def encoder_reference_points(spatial_shapes: torch.Tensor, valid_ratios: torch.T
     """
     refs = []
     for lvl, (h, w) in enumerate(level_shapes(spatial_shapes)):
-        extent = valid_ratios[:, lvl] * valid_ratios.new_tensor([w, h])  # (N, 2)
+        if torch.is_tensor(w):  # traced sizes of a dynamic-shape export: kept in the graph
+            size = torch.stack([w, h]).to(valid_ratios)
+        else:
+            size = valid_ratios.new_tensor([w, h])
+        extent = valid_ratios[:, lvl] * size  # (N, 2)
         refs.append(_centres(h, w, valid_ratios.device)[None] / extent[:, None])
     return torch.cat(refs, 1)[:, :, None] * valid_ratios[:, None]
 
