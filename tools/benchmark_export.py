@@ -37,6 +37,9 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if any(o.startswith("--") for o in args.opts):
         p.error("options must come before the key=value overrides")
+    if any("=" in x for x in args.precisions):
+        p.error("--precisions took a key=value override: give --precisions before another "
+                "option, e.g. --precisions fp32 int8 --threads 2 train.init_checkpoint=...")
     if args.rounds < 1 or args.threads < 1:
         p.error("--rounds and --threads must be >= 1")
     return args
