@@ -5,8 +5,9 @@ from .compare import set_distance
 from .export import ExportableDetector, export_onnx, export_program
 from .runtime import (RUNTIMES, ExportedDetector, OnnxDetector, OpenVinoDetector,
                       detect_resized, load)
+from .precision import PRECISIONS, quantize_int8
 from .timing import interleaved_timings
 
-__all__ = ["RUNTIMES", "ExportableDetector", "ExportedDetector", "OnnxDetector",
+__all__ = ["PRECISIONS", "quantize_int8", "RUNTIMES", "ExportableDetector", "ExportedDetector", "OnnxDetector",
            "OpenVinoDetector", "detect_resized", "export_onnx", "export_program", "interleaved_timings", "load",
            "set_distance"]

@@ -1,12 +1,15 @@
 """Run an exported detector: `load("model.onnx")` returns a callable that takes an image (3, H, W)
 tensor or HxWx3 array and returns detectron2 `Instances`, with ONNX Runtime (default) or OpenVINO
 (`runtime="openvino"`), both optional (`pip install -e '.[deploy]'`)."""
+import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from detectron2.structures import Boxes, Instances
+
+from .precision import check_precision, openvino_hint, quantize_int8
 
 __all__ = ["RUNTIMES", "ExportedDetector", "OnnxDetector", "OpenVinoDetector", "load",
            "detect_resized"]
@@ -103,14 +106,15 @@ class OpenVinoDetector(ExportedDetector):
         path: the .onnx file written by `export_onnx` (portable attention).
         device: OpenVINO device, default "CPU".
         threads: inference threads (0: OpenVINO's default).
-        precision: OpenVINO's inference precision hint: "f32" (default: as exported) or
-            "bf16" / "f16" where the device offers it.
+        precision: "fp32" (default: as exported), or "bf16" / "fp16" as OpenVINO's inference
+            precision hint where the device lists it (a ValueError names the device's
+            capabilities otherwise; see `focus_detr.deploy.precision`).
     """
 
-    def __init__(self, path, device: str = "CPU", threads: int = 0, precision: str = "f32"):
+    def __init__(self, path, device: str = "CPU", threads: int = 0, precision: str = "fp32"):
         ov = _require("openvino")
         path = _existing(path)
-        config = {"INFERENCE_PRECISION_HINT": precision}
+        config = {"INFERENCE_PRECISION_HINT": openvino_hint(precision, device)}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = ov.Core().compile_model(str(path), device, config)
@@ -125,19 +129,29 @@ class OpenVinoDetector(ExportedDetector):
         return [outputs[o] for o in self.compiled.outputs]
 
 
-def load(path, runtime: str = "onnxruntime", threads: int = 0, **options) -> ExportedDetector:
+def load(path, runtime: str = "onnxruntime", threads: int = 0, precision: str = "fp32",
+         **options) -> ExportedDetector:
     """The exported detector at `path` in `runtime` ("onnxruntime" or "openvino").
 
     Args:
         threads: CPU threads (0: the runtime's default).
+        precision: "fp32" (as exported); ONNX Runtime: "int8" (the graph quantized on loading by
+            `quantize_int8`, dynamic mode; quantize once yourself to keep the file); OpenVINO:
+            "bf16" / "fp16" where the device offers them. Others are errors naming the offer.
         options: the runtime's own arguments (`OnnxDetector`'s providers; `OpenVinoDetector`'s
             device, precision).
     """
-    if runtime == "onnxruntime":
-        return OnnxDetector(path, threads=threads, **options)
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    precision = check_precision(runtime, precision)
     if runtime == "openvino":
-        return OpenVinoDetector(path, threads=threads, **options)
-    raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        return OpenVinoDetector(path, threads=threads, precision=precision, **options)
+    if precision == "int8":
+        path = _existing(path)
+        with tempfile.TemporaryDirectory() as tmp:  # the session reads the file when built
+            quantized = quantize_int8(path, Path(tmp) / f"{path.stem}.int8.onnx")
+            return OnnxDetector(quantized, threads=threads, **options)
+    return OnnxDetector(path, threads=threads, **options)
 
 
 def detect_resized(detector: ExportedDetector, image: torch.Tensor, height: int,

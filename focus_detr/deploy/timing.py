@@ -4,7 +4,7 @@ import statistics
 import time
 from typing import Callable, Dict
 
-__all__ = ["interleaved_timings"]
+__all__ = ["compute_floor_ratio", "interleaved_timings", "matmul_rate"]
 
 
 def interleaved_timings(runners: Dict[str, Callable[[], object]], rounds: int = 5,
@@ -29,3 +29,31 @@ def interleaved_timings(runners: Dict[str, Callable[[], object]], rounds: int = 
             run()
             times[name].append(time.perf_counter() - start)
     return {name: {"median_s": statistics.median(t), "min_s": min(t)} for name, t in times.items()}
+
+
+def matmul_rate(size: int = 2048, rounds: int = 3, dtype=None) -> float:
+    """The machine's matrix-product rate in multiply-adds per second (fvcore's flop convention,
+    the one `focus_detr.analysis.flop_analysis` counts the model in): the fastest of `rounds`
+    (size x size) @ (size x size) products in `dtype` (default float32), with torch's current
+    thread count (set it to the runtimes' threads first)."""
+    import torch
+
+    if size < 1 or rounds < 1:
+        raise ValueError(f"size and rounds must be >= 1, got {size}, {rounds}")
+    dtype = dtype or torch.float32
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.rand(size, size, generator=g).to(dtype) for _ in range(2))
+    torch.mm(a, b)  # warm-up: the kernel's first call allocates and dispatches
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return size ** 3 / best
+
+
+def compute_floor_ratio(seconds: float, multiply_adds: float, rate: float) -> float:
+    """How many times the compute floor `seconds` is: seconds / (multiply_adds / rate)."""
+    if multiply_adds <= 0 or rate <= 0:
+        raise ValueError(f"multiply_adds and rate must be > 0, got {multiply_adds}, {rate}")
+    return seconds / (multiply_adds / rate)
