@@ -22,10 +22,9 @@ import numpy as np
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
-from detectron2.evaluation import inference_on_dataset
-from detectron2.solver import LRMultiplier
+from detectron2.engine import HookBase
 
-from focus_detr.engine import REPO_ROOT
+from focus_detr.engine import REPO_ROOT, launch
 
 CONFIG = REPO_ROOT / "projects/dino/configs/dino_tiny_synthetic.py"
 ITERS = 400
@@ -46,38 +45,36 @@ def learning_cfg(iters=ITERS):
 
 
 def evaluate(cfg, model):
-    model.eval()
     with contextlib.redirect_stdout(io.StringIO()):
-        result = inference_on_dataset(model, instantiate(cfg.dataloader.test),
-                                      instantiate(cfg.dataloader.evaluator))
+        result = launch.evaluate(cfg, model)
     model.train()
     return result["bbox"]["AP"]
 
 
+class LossLog(HookBase):
+    """Prints the mean loss of the last 50 iterations every 50 iterations."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def after_step(self):
+        it = self.trainer.iter
+        if self.log and it % 50 == 0:
+            values = [v for v, _ in self.trainer.storage.history("total_loss").values()]
+            self.log(f"iter {it} loss {np.mean(values[-50:]):.2f}")
+
+
 def train(cfg, seed=0, log=None):
-    """Returns (AP before training, AP after, per-iteration losses)."""
+    """Returns (AP before training, AP after, per-iteration losses): the config's optimizer,
+    LR schedule and gradient clipping, through the package's training entry point."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
     model = instantiate(cfg.model)
-    cfg.optimizer.params.model = model
-    optimizer = instantiate(cfg.optimizer)
-    scheduler = LRMultiplier(optimizer, instantiate(cfg.lr_multiplier), cfg.train.max_iter)
-    loader = iter(instantiate(cfg.dataloader.train))
     ap_before = evaluate(cfg, model)
-    losses = []
-    model.train()
-    for it in range(cfg.train.max_iter):
-        loss = sum(model(next(loader)).values())
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad.params.max_norm)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-        if log and it % 50 == 0:
-            log(f"iter {it} loss {np.mean(losses[-50:]):.2f}")
-    return ap_before, evaluate(cfg, model), losses
+    run = launch.train(cfg, model=model, hooks=[LossLog(log)], save=False)
+    losses = [v for v, _ in run.trainer.storage.history("total_loss").values()]
+    return ap_before, evaluate(cfg, run.model), losses
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ LAYERS = {
     "focus_detr.layers": 0,
     "focus_detr.data": 0,
     "focus_detr.engine": 0,
+    "focus_detr.engine.launch": 4,
     "focus_detr.modeling": 1,
     "focus_detr.integrations": 1,
     "focus_detr.evaluation": 2,

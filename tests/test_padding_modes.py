@@ -11,6 +11,8 @@ import pytest
 import torch
 from detectron2.config import LazyConfig
 
+from focus_detr.engine.config import apply_overrides
+
 from focus_detr.modeling import instantiate_model
 
 from dino_utils import make_batch, tiny_model
@@ -146,7 +148,7 @@ def test_one_key_sets_every_part(config, expected):
     focus = encoder.choices.focus if "choices" in encoder else encoder
     if "selector" in focus:
         assert focus.selector.padding == expected and focus.foreground_loss.padding == expected
-        cfg = LazyConfig.apply_overrides(cfg, ["model.transformer.padding=masked"])
+        cfg = apply_overrides(cfg, ["model.transformer.padding=masked"])
         focus = (cfg.model.transformer.encoder.choices.focus if "choices" in encoder
                  else cfg.model.transformer.encoder)
         assert focus.selector.padding == "masked" and focus.foreground_loss.padding == "masked"

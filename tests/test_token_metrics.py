@@ -224,11 +224,12 @@ def test_evaluator_config_line_with_coco_ap_on_dataset_images(tmp_path):
     ],
 )
 def test_selecting_configs_log_selection_quality_beside_coco_ap(config, tmp_path):
-    from detectron2.config import LazyConfig, instantiate
+    from detectron2.config import instantiate
 
+    from focus_detr.engine.config import load_config
     from focus_detr.evaluation import COCOEvaluator  # the data configs' evaluator
 
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(config), [f"train.output_dir={tmp_path}"])
+    cfg = load_config(config, [f"train.output_dir={tmp_path}"])
     assert cfg.model.return_token_selection is True
     coco, selection = cfg.dataloader.evaluator.evaluators
     assert coco._target_ is COCOEvaluator and selection._target_ is TokenSelectionEvaluator

@@ -8,7 +8,7 @@ import torch
 
 from conftest import REPO_ROOT, TOY_CONFIG, run_train_net
 from focus_detr.engine import safe_load_checkpoint
-from tests.tools_utils import load_tool
+from focus_detr.engine.launch import eval_checkpoint_path, load_config
 
 
 def _ap(stdout):
@@ -79,17 +79,13 @@ def test_eval_only_refuses_a_checkpoint_that_does_not_fit(toy_run, tmp_path):
 
 
 def test_eval_only_checkpoint_choice(tmp_path):
-    tn = load_tool("train_net")
-    args = tn.default_argument_parser().parse_args(
-        ["--eval-only", "--config-file", str(TOY_CONFIG), f"train.output_dir={tmp_path}"]
-    )
-    cfg = tn.load_config(args)
+    cfg = load_config(TOY_CONFIG, [f"train.output_dir={tmp_path}"], training=False)
     with pytest.raises(FileNotFoundError, match="--eval-only needs weights.*train.init_checkpoint"):
-        tn.eval_checkpoint_path(cfg)
+        eval_checkpoint_path(cfg)
     (tmp_path / "last_checkpoint").write_text("model_0000009.pth")
-    assert tn.eval_checkpoint_path(cfg) == str(tmp_path / "model_0000009.pth")
+    assert eval_checkpoint_path(cfg) == str(tmp_path / "model_0000009.pth")
     cfg.train.init_checkpoint = "/weights/given.pth"
-    assert tn.eval_checkpoint_path(cfg) == "/weights/given.pth"
+    assert eval_checkpoint_path(cfg) == "/weights/given.pth"
 
 
 def test_crash_then_resume_continues_at_the_same_iteration(tmp_path):

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
+
+from focus_detr.engine.config import apply_overrides
 from detectron2.structures import Boxes, Instances
 
 from focus_detr.engine.published_checkpoints import apply_key_aliases
@@ -44,7 +46,7 @@ def fixtures():
 def build_model(name, fx, directory, padding="published"):
     arch = "focus_detr" if name.startswith("focus_detr") else "dino"
     cfg = LazyConfig.load(str(CONFIGS[arch]))
-    cfg = LazyConfig.apply_overrides(cfg, [
+    cfg = apply_overrides(cfg, [
         "model.denoising.label_noise_ratio=0.0", "model.denoising.box_noise_scale=0.0",
         f"model.transformer.padding={padding}"])
     model = instantiate(cfg.model)

@@ -178,12 +178,11 @@ def load_config(
     config_file: str, encoder: str, keep_ratio: Optional[float], opts: Sequence[str] = ()
 ):
     """The config with the encoder choice, keep ratio and extra `key=value` overrides."""
-    from detectron2.config import LazyConfig
-
     from focus_detr.engine.config import apply_overrides
+    from focus_detr.engine.config import load_config as load_strict_config
     from focus_detr.modeling.inference import inference_config_keys
 
-    cfg = LazyConfig.load(config_file)
+    cfg = load_strict_config(config_file, required=("model",))
     if "choices" not in cfg.model.transformer.encoder:
         raise ValueError(
             f"{config_file}: model.transformer.encoder is not swappable (build it "
@@ -256,28 +255,16 @@ def train(model: nn.Module, cfg, iters: int, seed: int, label: str = "training",
     """Train `iters` iterations with the config's optimizer, clipping and (rescaled) lr
     schedule, same seed and data order for every model. Returns mean losses of the first and
     last fifth of the run."""
-    from detectron2.config import instantiate
-    from detectron2.engine import hooks
     from detectron2.utils.env import seed_all_rng
 
-    from focus_detr.engine.checkpoint import LRSchedulerHook
-    from focus_detr.engine.trainer import DetrTrainer
+    from focus_detr.engine.launch import train as train_run
 
     seed_all_rng(seed)
-    loader = instantiate(cfg.dataloader.train)
     cfg = copy.deepcopy(cfg)
-    cfg.optimizer.params.model = model
-    optimizer = instantiate(cfg.optimizer)
-    clip = cfg.train.clip_grad
-    trainer = DetrTrainer(
-        model, loader, optimizer, clip_grad_params=clip.params if clip.enabled else None
-    )
-    trainer.register_hooks(
-        [hooks.IterationTimer(), LRSchedulerHook(scheduler=instantiate(cfg.lr_multiplier)),
-         _progress_hook(iters, label, progress_interval_s)]
-    )
-    model.train()
-    trainer.train(0, iters)
+    cfg.train.max_iter = iters
+    cfg.train.device = str(next(model.parameters()).device)  # where the sweep built the model
+    trainer = train_run(cfg, model=model, hooks=[_progress_hook(iters, label, progress_interval_s)],
+                        save=False).trainer
     history = trainer.storage.histories()
     span = max(1, iters // 5)
     summary = {}

@@ -12,14 +12,13 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import detectron2.data.transforms as T
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.data.detection_utils import read_image
 from detectron2.structures import ImageList
-from omegaconf import OmegaConf
 from torch import nn
 
 from ..engine.checkpoint import SafeDetectionCheckpointer
-from ..engine.config import apply_overrides
+from ..engine.config import load_config as load_strict_config
 from ..evaluation.ground_truth import GroundTruthBoxes
 from ..modeling.inference import inference_config_keys, instantiate_model
 
@@ -42,20 +41,17 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def load_config(path: str, overrides: Sequence[str] = ()):
-    """LazyConfig `path` with train_net-style `key=value` overrides applied.
+    """LazyConfig `path` with train_net-style `key=value` overrides applied
+    (`focus_detr.engine.config.load_config`); a file without `train` still takes
+    `train.init_checkpoint=...`.
 
     Raises:
         FileNotFoundError: no such file. KeyError: the config defines no `model`, or an
         override names an unknown key.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file not found: {path}")
-    cfg = LazyConfig.load(path)
-    if "model" not in cfg:
-        raise KeyError(f"config {path} defines no `model`")
-    if "train" not in cfg:  # model-only config: still accept train.init_checkpoint=...
-        cfg.train = OmegaConf.create({"init_checkpoint": ""})
-    return apply_overrides(cfg, list(overrides), inference_config_keys(cfg))
+    return load_strict_config(path, overrides, required=("model",),
+                              defaults={"train": {"init_checkpoint": ""}},
+                              extra_keys=inference_config_keys)
 
 
 def resolve_device(device: Optional[str] = None) -> torch.device:

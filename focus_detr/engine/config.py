@@ -1,12 +1,14 @@
-"""Command-line `key=value` overrides of a LazyConfig that refuse unknown keys and values of
-another type than the key's default."""
+"""The config loader: a LazyConfig file with command-line `key=value` overrides that refuse
+unknown keys and values of another type than the key's default."""
 
 import difflib
 import inspect
+import os
 
+from detectron2.config import LazyConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-__all__ = ["apply_overrides", "check_override_key", "check_override_type"]
+__all__ = ["apply_overrides", "check_override_key", "check_override_type", "load_config"]
 
 
 def _target_parameters(target):
@@ -209,3 +211,32 @@ def apply_overrides(cfg, overrides, extra_keys=None):
             value = check_override_type(key, value, _default_value(cfg, key, extra_keys))
         OmegaConf.update(cfg, key, value, merge=True)
     return cfg
+
+
+def load_config(path, overrides=(), required=("model",), defaults=None, extra_keys=None):
+    """The LazyConfig file `path` with `overrides` applied strictly (`apply_overrides`).
+
+    Args:
+        required: top-level keys the file must define.
+        defaults: {top-level key: dict} added where the file lacks that key, before the
+            overrides (e.g. a model-only file still takes `train.init_checkpoint=...`).
+        extra_keys: {dotted key: default} or a function of the loaded config returning one,
+            keys that exist besides the config's own (see `check_override_key`).
+
+    Raises:
+        FileNotFoundError: no such file. KeyError: a required key is missing, or an override
+        names an unknown key. TypeError: an override's value has the wrong type.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    cfg = LazyConfig.load(path)
+    missing = [k for k in required if k not in cfg]
+    if missing:
+        raise KeyError(f"config {path} does not define {', '.join(missing)}")
+    for key, value in (defaults or {}).items():
+        if key not in cfg:
+            cfg[key] = OmegaConf.create(value)
+    if callable(extra_keys):
+        extra_keys = extra_keys(cfg)
+    return apply_overrides(cfg, list(overrides), extra_keys)

@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils.events import EventStorage
 
 from focus_detr.data import DetrDatasetMapper, get_detection_dataset_dicts
-from focus_detr.engine.config import apply_overrides
+from focus_detr.engine.config import load_config as load_strict_config
 from focus_detr.evaluation import kept_foreground_recall
 from focus_detr.modeling import instantiate_model
 from focus_detr.modeling.inference import inference_config_keys
@@ -39,8 +39,8 @@ CONFIG = ROOT / "projects/focus_detr/configs/focus_detr_tiny_synthetic.py"
 def load_config(overrides: Sequence[str] = (), config: Path = CONFIG):
     """The config with a variant's `key=value` overrides (an unknown key is an error, as in
     train_net: a misspelled key would otherwise train the published variant silently)."""
-    cfg = LazyConfig.load(str(config))
-    return apply_overrides(cfg, list(overrides), inference_config_keys(cfg))
+    return load_strict_config(config, overrides, required=("model", "optimizer"),
+                              extra_keys=inference_config_keys)
 
 
 def _mapper(short_sides, max_size, train):
