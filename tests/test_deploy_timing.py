@@ -17,3 +17,17 @@ def test_compute_floor_ratio():
     assert compute_floor_ratio(6.0, 10e9, 5e9) == pytest.approx(3.0)
     with pytest.raises(ValueError, match="must be > 0"):
         compute_floor_ratio(1.0, 0, 1e9)
+
+
+def test_interleaved_timings_pause_before_every_timed_call():
+    from focus_detr.deploy.timing import interleaved_timings
+
+    events = []
+    runners = {"a": lambda: events.append("a"), "b": lambda: events.append("b")}
+    timings = interleaved_timings(runners, rounds=2, warmup=1, pause_s=0.25,
+                                  sleep=lambda s: events.append(s))
+    # warm-up unpaused, then each timed call after a pause, runners interleaved
+    assert events == ["a", "b", 0.25, "a", 0.25, "b", 0.25, "a", 0.25, "b"]
+    assert set(timings) == {"a", "b"} and all(t["min_s"] <= t["median_s"] for t in timings.values())
+    with pytest.raises(ValueError, match="pause_s must be >= 0"):
+        interleaved_timings(runners, pause_s=-1)

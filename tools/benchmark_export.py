@@ -56,8 +56,10 @@ def main(argv=None):
                                    set_distance)
     from focus_detr.deploy.precision import PRECISIONS, check_precision
     from focus_detr.deploy.timing import compute_floor_ratio, matmul_rate
+    from focus_detr.engine.allocator import configure_allocator
     from focus_detr.modeling import optimize
 
+    print(f"allocator: {configure_allocator()}")  # as the other tools: freed memory reused
     torch.set_num_threads(args.threads)
     model = build_model(load_config(args.config_file, args.opts), "cpu")
     image = torch.rand(3, *args.input_size, generator=torch.Generator().manual_seed(0)) * 255

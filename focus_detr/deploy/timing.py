@@ -1,5 +1,11 @@
 """Eager PyTorch and exported runtimes timed side by side on the same image, in interleaved
-rounds (each round runs every runtime once), so that machine load drifts hit all of them alike."""
+rounds (each round runs every runtime once), so that machine load drifts hit all of them alike.
+
+Each runtime keeps its own worker threads (PyTorch's OpenMP, ONNX Runtime's pool, OpenVINO's
+TBB arena), which spin for a while after a call before they sleep: on a machine with few cores, a
+runtime timed right after another one shares the cores with those spinning threads (measured
+here: eager Focus-DETR-R50 at 800x1216 on 2 cores took 3.2 s right after an OpenVINO call and
+1.7 s alone). A pause before every timed call lets the previous runtime's threads go idle."""
 import statistics
 import time
 from typing import Callable, Dict
@@ -8,23 +14,31 @@ __all__ = ["compute_floor_ratio", "interleaved_timings", "matmul_rate"]
 
 
 def interleaved_timings(runners: Dict[str, Callable[[], object]], rounds: int = 5,
-                        warmup: int = 1) -> Dict[str, Dict[str, float]]:
+                        warmup: int = 1, pause_s: float = 0.5,
+                        sleep: Callable[[float], None] = time.sleep) -> Dict[str, Dict[str, float]]:
     """Median and minimum seconds per call of each runner.
 
     Args:
         runners: name -> zero-argument callable (one inference).
         rounds: timed rounds; warmup: untimed rounds first.
+        pause_s: seconds slept before every timed call, so that the previous runner's worker
+            threads stop spinning (module docstring). Default 0.5.
+        sleep: how to pause (a stand-in in tests).
     Returns:
         name -> {"median_s", "min_s"}.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if not pause_s >= 0:
+        raise ValueError(f"pause_s must be >= 0 seconds, got {pause_s}")
     for _ in range(warmup):
         for run in runners.values():
             run()
     times = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
+            if pause_s:
+                sleep(pause_s)
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
