@@ -10,7 +10,8 @@ from focus_detr.cli import check_overrides, is_override, split_overrides, tool_p
 from tests.tools_utils import REPO_ROOT
 
 TOOLS = ("train_net", "demo", "sweep_keep_ratio", "plot_ap_flops", "visualize_tokens",
-         "label_statistics", "analyze_model", "benchmark", "benchmark_msda", "convert_release")
+         "label_statistics", "evaluate_export", "analyze_model", "benchmark", "benchmark_msda",
+         "convert_release")
 
 # runs a tool as __main__ and reports, after it exits, whether torch got imported
 _RUN = """
