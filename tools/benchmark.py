@@ -26,10 +26,8 @@ config, frozen batch norms unfolded) at 800x1216, whose anchor is 0.79 s; the ra
 machine compares, and the anchor table adds the published times scaled by it.
 """
 
-import json
 import os
 import sys
-from collections import OrderedDict
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -43,30 +41,11 @@ _allocator = standalone_module("focus_detr.engine.allocator")
 ALLOCATOR_ENV_VAR, ALLOCATOR_SETTINGS = _allocator.ALLOCATOR_ENV_VAR, _allocator.ALLOCATOR_SETTINGS
 
 # Figures measured outside this project (the published code's CPU times, the paper's table),
-# each with its source, in one data file
-PUBLISHED_FIGURES = REPO_ROOT / "focus_detr" / "data" / "published_figures.json"
-_figures = json.loads(PUBLISHED_FIGURES.read_text())
-PUBLISHED_ANCHORS = OrderedDict(_figures["anchors"]["models"])
-PUBLISHED_BACKBONE_CPU_S = _figures["backbone_calibration"]["cpu_s"]
-ANCHOR_INPUT_SIZE = tuple(_figures["anchors"]["input_size"])
-# The published R50 models' backbone: detectron2's ResNet-50 with frozen batch norms, the same
-# code the published code runs. Timed unfolded (as the published code runs it) by --calibrate.
-CALIBRATION_CONFIG = REPO_ROOT / "projects" / "dino" / "configs" / "models" / "dino_r50.py"
-CALIBRATION_LABEL = "published backbone"
-ANCHOR_COLUMNS = [
-    "config",
-    "published model",
-    "published s",
-    "ours s",
-    "published/ours",
-    "published s, scaled",
-    "scaled/ours",
-    "published backbone s",
-    "ours backbone s",
-    "published GFLOPs (fvcore)",
-    "ours GFLOPs",
-    "paper GFLOPs",
-]
+# each with its source, in one data file; read before torch loads for the help texts
+_published = standalone_module("focus_detr.analysis.published")
+PUBLISHED_FIGURES, PUBLISHED_ANCHORS = _published.PUBLISHED_FIGURES, _published.PUBLISHED_ANCHORS
+PUBLISHED_BACKBONE_CPU_S = _published.PUBLISHED_BACKBONE_CPU_S
+ANCHOR_INPUT_SIZE, ANCHOR_COLUMNS = _published.ANCHOR_INPUT_SIZE, _published.ANCHOR_COLUMNS
 
 
 def parse_args(argv=None):
@@ -196,110 +175,27 @@ if __name__ == "__main__":
 import torch  # noqa: E402
 
 import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
-from focus_detr.analysis import (  # noqa: E402
-    LATENCY_PARTS,
-    MODEL_PARTS,
-    PartTimer,
-    append_result,
-    build_model,
-    dataset_inputs,
-    describe_encoder,
-    detail_parts,
-    flop_analysis,
-    load_config,
-    measure_interleaved,
-    model_part_counts,
-    model_part_parameters,
-    paired_ratio,
-    resolve_device,
-    set_threads,
-    spread,
-    synthetic_inputs,
+from focus_detr.analysis import resolve_device, set_threads  # noqa: E402
+# anchor_rows and calibration_runner stay importable from the tool, as before
+from focus_detr.analysis.benchmarking import (  # noqa: E402,F401
+    ANCHOR_SETTING,
+    anchor_rows,
+    anchor_table,
+    breakdown_table,
+    build_benchmark_models,
+    calibration_runner,
+    config_labels,
+    count_flops,
+    detail_table,
+    evaluate_and_record,
+    part_timers,
+    profile_table,
+    summary_table,
+    time_rounds,
+    write_measurements,
 )
-from focus_detr.analysis.model_io import keep_description  # noqa: E402
-from focus_detr.analysis.report import markdown_table  # noqa: E402
-from focus_detr.analysis.results import json_ready  # noqa: E402
 from focus_detr.engine.allocator import configure_allocator  # noqa: E402
 from focus_detr.layers.ms_deform_attn import ENV_VAR, resolve_backend  # noqa: E402
-
-
-def _labels(args):
-    if args.labels:
-        return list(args.labels)
-    labels = []
-    for spec in args.config_file:
-        label = Path(spec[0]).stem
-        if spec[1:]:
-            label += "[" + ",".join(o.rsplit(".", 1)[-1] for o in spec[1:]) + "]"
-        while label in labels:
-            label += "'"
-        labels.append(label)
-    return labels
-
-
-def _runner(model, inputs):
-    state = {"i": 0}
-
-    def run():
-        x = inputs[state["i"] % len(inputs)]
-        state["i"] += 1
-        return model([x])
-
-    return run
-
-
-def calibration_runner(device):
-    """(runner, backbone): one forward of the published R50 models' backbone as the published
-    code runs it (detectron2's ResNet-50 from the config, no norm folding, contiguous NCHW
-    float32 input) on a synthesized normalized 800x1216 image."""
-    from detectron2.config import instantiate
-
-    backbone = instantiate(load_config(str(CALIBRATION_CONFIG)).model.backbone).to(device).eval()
-    generator = torch.Generator().manual_seed(0)
-    image = torch.randn(1, 3, *ANCHOR_INPUT_SIZE, generator=generator).to(device)
-    return (lambda: backbone(image)), backbone
-
-
-def anchor_rows(summary, factor=None, anchors=PUBLISHED_ANCHORS):
-    """The published-anchor table: per config whose method has an anchor, a dict of
-    `ANCHOR_COLUMNS` from its `summary` entry (info, seconds, parts_s, gflops); with a
-    --calibrate `factor`, the anchor's time scaled by it."""
-    rows = []
-    for label, ours in summary.items():
-        anchor = anchors.get(ours["info"]["method"])
-        if anchor is None:
-            continue
-        ours_s = ours["seconds"]["median"]
-        scaled = anchor["cpu_s"] * factor if anchor["cpu_s"] and factor else None
-        values = [
-            label,
-            anchor["name"],
-            anchor["cpu_s"],
-            ours_s,
-            (anchor["cpu_s"] / ours_s) if anchor["cpu_s"] else None,
-            scaled,
-            (scaled / ours_s) if scaled else None,
-            PUBLISHED_BACKBONE_CPU_S,
-            ours.get("parts_s", {}).get("backbone"),
-            anchor["gflops"],
-            ours["gflops"],
-            anchor["paper_gflops"],
-        ]
-        rows.append(dict(zip(ANCHOR_COLUMNS, values)))
-    return rows
-
-
-def _profile(model, inputs, top_k: int, label: str) -> str:
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU]
-    if model.device.type == "cuda":
-        activities.append(ProfilerActivity.CUDA)
-    with torch.inference_mode(), profile(activities=activities, record_shapes=True) as prof:
-        model([inputs[0]])
-    sort = "self_cuda_time_total" if model.device.type == "cuda" else "self_cpu_time_total"
-    table = prof.key_averages().table(sort_by=sort, row_limit=top_k)
-    return f"\nProfile of {label} (one inference, top {top_k} ops by self time):\n{table}"
 
 
 def main(argv=None):
@@ -308,272 +204,50 @@ def main(argv=None):
         os.environ[ENV_VAR] = args.msda_backend
     device = resolve_device(args.device)
     threads = args.threads if args.threads is not None else (2 if device.type == "cpu" else None)
-    if args.calibrate and (device.type != "cpu" or threads != 2 or args.clock != "wall"):
+    if args.calibrate and (device.type, threads, args.clock) != ANCHOR_SETTING:
         raise SystemExit(
             "--calibrate compares this machine with the anchors' setting (CPU, 2 threads, wall "
             f"clock); this run: {device.type}, {threads} thread(s), {args.clock} clock"
         )
     threads = set_threads(threads)
     allocator = configure_allocator(args.malloc)
-    labels = _labels(args)
-    models, inputs, infos, cfgs, checkpoints = OrderedDict(), {}, {}, {}, {}
-    for label, spec in zip(labels, args.config_file):
-        cfg = load_config(spec[0], spec[1:])
-        checkpoint = cfg.train.get("init_checkpoint", None) or None
-        models[label] = build_model(cfg, device, checkpoint)
-        cfgs[label], checkpoints[label] = cfg, checkpoint
-        infos[label] = describe_encoder(models[label])
-        print(f"{label}: {infos[label]['encoder']}, {keep_description(infos[label])}", flush=True)
-        if args.dataset_inputs:
-            inputs[label] = dataset_inputs(cfg, args.dataset_inputs)
-        else:
-            inputs[label] = synthetic_inputs(*args.input_size)
-    where = (
-        f"{args.dataset_inputs} dataset image(s)"
-        if args.dataset_inputs
-        else f"one synthesized {args.input_size[0]}x{args.input_size[1]} image"
+    labels = config_labels(args.config_file, args.labels)
+    built = build_benchmark_models(
+        args.config_file, labels, device, args.input_size, args.dataset_inputs
     )
-    print(
-        f"Device {device}"
-        + (
-            f" ({torch.cuda.get_device_name(device)})"
-            if device.type == "cuda"
-            else f", {threads} thread(s)"
-        )
-        + f"; {where}, batch 1; {args.warmup} warm-up + {args.runs} timed rounds, interleaved"
-        + f"; deformable attention: {resolve_backend(args.msda_backend, device)} backend"
-        + f"; malloc: {allocator}"
+    where = (f"{args.dataset_inputs} dataset image(s)" if args.dataset_inputs
+             else f"one synthesized {args.input_size[0]}x{args.input_size[1]} image")
+    on = (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
+          else f", {threads} thread(s)")
+    msda_backend = resolve_backend(args.msda_backend, device)
+    print(f"Device {device}{on}; {where}, batch 1; {args.warmup} warm-up + {args.runs} timed rounds"
+          f", interleaved; deformable attention: {msda_backend} backend; malloc: {allocator}")
+    flops = {} if args.no_flops else count_flops(built)
+    timers = {} if args.no_breakdown else part_timers(built.models, device, args.clock, args.detail)
+    results, calibration = time_rounds(
+        built, device, args.runs, args.warmup, timers, args.clock, args.calibrate
     )
-
-    flops = {}
-    if not args.no_flops:
-        for label, model in models.items():
-            with torch.no_grad():
-                flops[label] = model_part_counts(
-                    flop_analysis(model, [inputs[label][0]["image"]]), model
-                )
-
-    timers = {}
-    for label, model in models.items() if not args.no_breakdown else ():
-        parts, nested = dict(LATENCY_PARTS), ()
-        if args.detail:
-            families = detail_parts(model)
-            parts.update(families)
-            nested = list(families)
-        timers[label] = PartTimer(model, parts, device, args.clock, nested=nested)
-
-    def progress(r, name, seconds):
-        print(f"  round {r + 1}/{args.runs} {name}: {seconds:.3f} s", flush=True)
-
-    runners = {k: _runner(m, inputs[k]) for k, m in models.items()}
-    if args.calibrate:
-        runners[CALIBRATION_LABEL] = calibration_runner(device)[0]
-    results = measure_interleaved(
-        runners, args.runs, args.warmup, timers, {k: device for k in runners}, progress, args.clock
-    )
-    calibration = None
-    if args.calibrate:
-        seconds = spread(results.pop(CALIBRATION_LABEL).total)
-        calibration = dict(seconds=seconds, factor=seconds["median"] / PUBLISHED_BACKBONE_CPU_S)
-        print(
-            f"\nCalibration: the published code's backbone (detectron2 ResNet-50, frozen batch "
-            f"norms unfolded, one 800x1216 image) takes {seconds['median']:.3f} s here "
-            f"(q1-q3 {seconds['q1']:.3f}-{seconds['q3']:.3f}) against the anchors' "
-            f"{PUBLISHED_BACKBONE_CPU_S} s: this machine runs that same code "
-            f"{calibration['factor']:.2f}x the anchors' time."
-        )
-
-    # ---- summary table --------------------------------------------------------------------
-    base = labels[0]
-    rows = []
-    summary = OrderedDict()
-    for label in labels:
-        s = spread(results[label].total)
-        ratio = paired_ratio(results[base].total, results[label].total)
-        gflops = flops[label]["total"] / 1e9 if label in flops else None
-        fps = 1.0 / s["median"] if args.clock == "wall" else None  # CPU-seconds are no latency
-        summary[label] = dict(
-            info=infos[label],
-            seconds=s,
-            fps=fps,
-            speedup_vs_first=ratio,
-            gflops=gflops,
-            params_m=model_part_parameters(models[label])["total"] / 1e6,
-        )
-        rows.append(
-            [
-                label,
-                infos[label]["method"],
-                infos[label]["keep_ratio"],
-                gflops,
-                s["median"],
-                f"{s['q1']:.3f}-{s['q3']:.3f}",
-                s["min"],
-                s["max"],
-                fps,
-                ratio["median"],
-                f"{ratio['q1']:.2f}-{ratio['q3']:.2f}",
-            ]
-        )
-    unit = "s" if args.clock == "wall" else "CPU-s"
-    print(
-        f"\nInference per image ({device}, {unit}, median of {args.runs}; speed-up = median of the "
-        f"paired per-round ratios time({base}) / time(config)):"
-    )
-    print(
-        markdown_table(
-            [
-                "config",
-                "encoder",
-                "keep",
-                "GFLOPs",
-                f"{unit}/img",
-                "q1-q3",
-                "min",
-                "max",
-                "FPS",
-                "speed-up",
-                "q1-q3",
-            ],
-            rows,
-            3,
-        )
-    )
-
-    # ---- Figure 2 breakdown ---------------------------------------------------------------
+    summary, table = summary_table(built, results, flops, device, args.runs, args.clock)
+    print(table)
     if timers or flops:
-        parts = list(LATENCY_PARTS) + ["rest"]
-        rows = []
-        for label in labels:
-            lat = results[label].part_medians() if timers else {}
-            f = flops.get(label)
-            for part in parts:
-                if f is None:
-                    g = None
-                elif part == "rest":
-                    g = (f["heads"] + f["other"]) / 1e9
-                else:
-                    g = f[part] / 1e9
-                seconds = lat.get(part)
-                share = 100.0 * seconds / results[label].median() if seconds is not None else None
-                rows.append([label, part, seconds, share, g])
-            summary[label]["parts_s"] = lat
-            if f is not None:
-                summary[label]["parts_gflops"] = {k: f[k] / 1e9 for k in MODEL_PARTS}
-        print(
-            "\nBreakdown by part (paper Fig. 2; rest = two-stage heads, query selection, "
-            "pre/post-processing):"
-        )
-        print(
-            markdown_table(["config", "part", f"{unit} (median)", "% of time", "GFLOPs"], rows, 3)
-        )
-
+        print(breakdown_table(summary, results, flops, bool(timers), args.clock))
     if timers and args.detail:
-        rows = []
-        for label in labels:
-            detail = results[label].part_medians(nested=True)
-            calls = {k: len(timers[label].modules[k]) for k in detail}
-            for name, seconds in detail.items():
-                share = 100.0 * seconds / results[label].median()
-                rows.append([label, name, calls[name], seconds, share])
-            summary[label]["detail_s"] = detail
-        print("\nEncoder/decoder detail (each family summed over its modules' calls):")
-        print(
-            markdown_table(
-                ["config", "submodules", "modules", f"{unit} (median)", "% of time"], rows, 3
-            )
-        )
-
-    # ---- published anchors ----------------------------------------------------------------
-    anchor_size = not args.dataset_inputs and tuple(args.input_size) == ANCHOR_INPUT_SIZE
-    at_anchor_setting = (
-        anchor_size and device.type == "cpu" and threads == 2 and args.clock == "wall"
-    )
-    factor = calibration["factor"] if calibration else None
-    rows = anchor_rows(summary, factor) if anchor_size else []
-    for row in rows:
-        summary[row["config"]]["published_s_scaled"] = row["published s, scaled"]
-    if rows:
-        note = (
-            "same setting as the anchors"
-            if at_anchor_setting
-            else "NOT the anchors' setting (CPU, 2 threads, wall clock): compare with care"
-        )
-        print(
-            f"\nPublished anchors beside ours ({note}). Published code: CPU, 2 threads, one "
-            "800x1216 image; fvcore counts of the same input; paper: Table 1. Scaled: the "
-            "anchor times the --calibrate factor (an estimate: it assumes the whole published "
-            "model slows as its backbone does)."
-        )
-        print(markdown_table(ANCHOR_COLUMNS, [[r[c] for c in ANCHOR_COLUMNS] for r in rows], 2))
-
-    # ---- profile, evaluation, results -----------------------------------------------------
+        print(detail_table(summary, results, timers, args.clock))
+    setting = (device.type, threads, args.clock)
+    table = anchor_table(summary, setting, args.input_size, args.dataset_inputs, calibration)
+    if table:
+        print(table)
     for label in labels if args.profile else ():
-        print(_profile(models[label], inputs[label], args.profile, label))
-    for i, label in enumerate(labels):
-        ap = None
-        if args.eval:
-            from focus_detr.analysis.accuracy import evaluate_model
-
-            evaluation = evaluate_model(cfgs[label], models[label])
-            summary[label]["evaluation"] = evaluation
-            ap = evaluation.get("bbox", {}).get("AP")
-            print(f"\n{label}: evaluation {json.dumps(evaluation, default=float)}")
-        if args.metrics:
-            ap = args.metrics_ap[i]
-        summary[label]["ap"] = ap
-        if args.results:
-            spec = args.config_file[i]
-            append_result(
-                args.results,
-                dict(
-                    config=spec[0],
-                    overrides=spec[1:],
-                    label=label,
-                    method=infos[label]["method"],
-                    keep_ratio=infos[label]["keep_ratio"],
-                    gflops=summary[label]["gflops"],
-                    params_m=summary[label]["params_m"],
-                    ap=ap,
-                    fps=summary[label]["fps"],
-                    latency_s=summary[label]["seconds"]["median"],
-                    clock=args.clock,
-                    device=str(device),
-                    threads=threads,
-                    malloc=allocator,
-                    checkpoint=checkpoints[label],
-                    tool="benchmark",
-                    msda_backend=resolve_backend(args.msda_backend, device),
-                    folded_norms=bool(getattr(models[label], "fold_backbone_norms", False)),
-                    input_size=(
-                        f"dataset:{args.dataset_inputs}"
-                        if args.dataset_inputs
-                        else list(args.input_size)
-                    ),
-                ),
-            )
+        print(profile_table(built.models[label], built.inputs[label], args.profile, label))
+    run = dict(clock=args.clock, device=str(device), threads=threads, malloc=allocator,
+               msda_backend=msda_backend, input_size=f"dataset:{args.dataset_inputs}"
+               if args.dataset_inputs else list(args.input_size))
+    evaluate_and_record(built, summary, args.config_file, run, args.eval, args.metrics_ap,
+                        args.results)
     if args.results:
         print(f"\nAppended {len(labels)} record(s) to {args.results}")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(
-                json_ready({
-                    "device": str(device),
-                    "threads": threads,
-                    "malloc": allocator,
-                    "runs": args.runs,
-                    "clock": args.clock,
-                    "configs": summary,
-                    "raw_seconds": {k: r.total for k, r in results.items()},
-                    "raw_parts": {k: r.parts for k, r in results.items()},
-                    "calibration": calibration,
-                }),
-                f,
-                indent=1,
-                default=lambda v: json_ready(float(v)),  # tensors, numpy scalars
-                allow_nan=False,  # NaN (e.g. COCO's AP of an absent size) written as null
-            )
+        write_measurements(args.json, summary, results, calibration, run, args.runs)
     return summary
 
 
