@@ -10,6 +10,8 @@ import statistics
 import time
 from typing import Callable, Dict
 
+import torch
+
 __all__ = ["compute_floor_ratio", "interleaved_timings", "matmul_rate"]
 
 
@@ -50,8 +52,6 @@ def matmul_rate(size: int = 2048, rounds: int = 3, dtype=None) -> float:
     the one `focus_detr.analysis.flop_analysis` counts the model in): the fastest of `rounds`
     (size x size) @ (size x size) products in `dtype` (default float32), with torch's current
     thread count (set it to the runtimes' threads first)."""
-    import torch
-
     if size < 1 or rounds < 1:
         raise ValueError(f"size and rounds must be >= 1, got {size}, {rounds}")
     dtype = dtype or torch.float32
