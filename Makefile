@@ -48,8 +48,10 @@ train: setup
 	  train.device=$(MAIN_DEVICE) train.output_dir=$(MAIN_OUTPUT) $(MAIN_ARGS)
 
 test: setup
-	@# lint first (ruff.toml: pyflakes, syntax errors): seconds, and names the line
+	@# lint and format check first (ruff.toml: pyflakes, syntax errors, one code style): seconds,
+	@# and names the line; `ruff format .` fixes the style
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
 clean-venv:

@@ -4,6 +4,7 @@
 detectron2 itself is not a requirement here: it publishes no installable distribution. Run
 `python tools/install_detectron2.py` (the Makefile does) or build detectron2 yourself.
 """
+
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -18,8 +19,10 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=("focus_detr", "focus_detr.*")),
     # the `native` deformable-attention backend compiles this source on first use
-    package_data={"focus_detr.layers.ms_deform_attn": ["csrc/*.cpp"],
-                  "focus_detr.data": ["published_figures.json"]},
+    package_data={
+        "focus_detr.layers.ms_deform_attn": ["csrc/*.cpp"],
+        "focus_detr.data": ["published_figures.json"],
+    },
     install_requires=[
         "torch>=2.4",  # torch.library.custom_op, device-type autocast queries; tested with 2.14.1;
         # no exact pin so that users keep their build

@@ -125,7 +125,6 @@ def train_argument_parser(doc: str) -> argparse.ArgumentParser:
     return parser
 
 
-
 def standalone_module(name: str):
     """The module `name` of this package loaded from its file alone, without running its
     packages' `__init__` (which import torch): for parse-time constants and helpers of modules
@@ -176,8 +175,10 @@ class Progress:
         eta = elapsed / done * (self.total - done) if done else float("nan")
         eta_text = "-" if eta != eta else _duration(eta)
         extra = f", {note}" if note else ""
-        return (f"{self.label}: {done}/{self.total}{extra}, elapsed {_duration(elapsed)}, "
-                f"ETA {eta_text}")
+        return (
+            f"{self.label}: {done}/{self.total}{extra}, elapsed {_duration(elapsed)}, "
+            f"ETA {eta_text}"
+        )
 
     def update(self, done: int, note: str = "") -> None:
         now = self._clock()

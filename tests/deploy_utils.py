@@ -1,5 +1,6 @@
 """Helpers of the deployment tests: built-in dataset images, the tiny models, eager detections and
 the set comparison with its tolerances (justified in test_deploy_onnx.py's docstring)."""
+
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +53,11 @@ def proposal_order_margin(model, image):
 
 
 def unambiguous_images(model, count=2, candidates=8, margin=1e-5):
-    chosen = [i for i in range(candidates)
-              if proposal_order_margin(model, dataset_image(i, SIZE)) > margin][:count]
+    chosen = [
+        i
+        for i in range(candidates)
+        if proposal_order_margin(model, dataset_image(i, SIZE)) > margin
+    ][:count]
     assert len(chosen) == count, "too few built-in images with well-separated proposal scores"
     return chosen
 

@@ -6,6 +6,7 @@ the weighted loss dict its DINO returns in training, and the keyword call of eac
 deformable cross attention (batch-first, reference boxes scaled by the valid ratios, denoising
 queries first). Only what the encoder adapter touches; no detrex code. The decoder is reduced to
 its cross attentions."""
+
 import torch
 import torch.nn.functional as F
 from detectron2.structures import ImageList
@@ -17,29 +18,46 @@ STRIDES = (8, 16, 32, 64)
 
 
 class StandInDecoder(nn.Module):
-    def __init__(self, num_layers: int = 2, embed_dim: int = 32, num_heads: int = 4, num_points: int = 2):
+    def __init__(
+        self, num_layers: int = 2, embed_dim: int = 32, num_heads: int = 4, num_points: int = 2
+    ):
         super().__init__()
         self.num_layers = num_layers
         self.class_embed = None  # detrex's DINO assigns its heads
-        self.cross_attentions = nn.ModuleList([
-            MultiScaleDeformableAttention(embed_dim, num_heads, 4, num_points, batch_first=True)
-            for _ in range(num_layers)])
+        self.cross_attentions = nn.ModuleList(
+            [
+                MultiScaleDeformableAttention(embed_dim, num_heads, 4, num_points, batch_first=True)
+                for _ in range(num_layers)
+            ]
+        )
 
-    def forward(self, query, memory, mask, reference_boxes, spatial_shapes, level_start_index,
-                valid_ratios):
+    def forward(
+        self, query, memory, mask, reference_boxes, spatial_shapes, level_start_index, valid_ratios
+    ):
         states = []
         for attention in self.cross_attentions:
-            reference = reference_boxes[:, :, None] * torch.cat([valid_ratios, valid_ratios], -1)[:, None]
-            query = attention(query, None, memory, None, query_pos=None, key_padding_mask=mask,
-                              reference_points=reference, spatial_shapes=spatial_shapes,
-                              level_start_index=level_start_index)
+            reference = (
+                reference_boxes[:, :, None] * torch.cat([valid_ratios, valid_ratios], -1)[:, None]
+            )
+            query = attention(
+                query,
+                None,
+                memory,
+                None,
+                query_pos=None,
+                key_padding_mask=mask,
+                reference_points=reference,
+                spatial_shapes=spatial_shapes,
+                level_start_index=level_start_index,
+            )
             states.append(query)
         return states
 
 
 class StandInTransformer(nn.Module):
-    def __init__(self, encoder, decoder, num_feature_levels=4, two_stage_num_proposals=30,
-                 num_dn_queries=6):
+    def __init__(
+        self, encoder, decoder, num_feature_levels=4, two_stage_num_proposals=30, num_dn_queries=6
+    ):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
@@ -67,8 +85,9 @@ class StandInTransformer(nn.Module):
     def reference_points(spatial_shapes, valid_ratios):
         points = []
         for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
-            ref_y, ref_x = torch.meshgrid(torch.linspace(0.5, h - 0.5, h), torch.linspace(0.5, w - 0.5, w),
-                                          indexing="ij")
+            ref_y, ref_x = torch.meshgrid(
+                torch.linspace(0.5, h - 0.5, h), torch.linspace(0.5, w - 0.5, w), indexing="ij"
+            )
             ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)
             ref_x = ref_x.reshape(-1)[None] / (valid_ratios[:, None, lvl, 0] * w)
             points.append(torch.stack((ref_x, ref_y), -1))
@@ -77,27 +96,54 @@ class StandInTransformer(nn.Module):
     def forward(self, feats, masks, pos_embeds):
         feat_flatten = torch.cat([f.flatten(2).transpose(1, 2) for f in feats], 1)
         mask_flatten = torch.cat([m.flatten(1) for m in masks], 1)
-        pos_flatten = torch.cat([p.flatten(2).transpose(1, 2) + self.level_embeds[i].view(1, 1, -1)
-                                 for i, p in enumerate(pos_embeds)], 1)
+        pos_flatten = torch.cat(
+            [
+                p.flatten(2).transpose(1, 2) + self.level_embeds[i].view(1, 1, -1)
+                for i, p in enumerate(pos_embeds)
+            ],
+            1,
+        )
         spatial_shapes = torch.as_tensor([f.shape[-2:] for f in feats], dtype=torch.long)
-        level_start_index = torch.cat((spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]))
+        level_start_index = torch.cat(
+            (spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1])
+        )
         valid_ratios = torch.stack([self.valid_ratio(m) for m in masks], 1)
         memory = self.encoder(
-            query=feat_flatten, key=None, value=None, query_pos=pos_flatten,
-            query_key_padding_mask=mask_flatten, spatial_shapes=spatial_shapes,
+            query=feat_flatten,
+            key=None,
+            value=None,
+            query_pos=pos_flatten,
+            query_key_padding_mask=mask_flatten,
+            spatial_shapes=spatial_shapes,
             reference_points=self.reference_points(spatial_shapes, valid_ratios),
-            level_start_index=level_start_index, valid_ratios=valid_ratios)
-        output_memory = self.enc_output_norm(self.enc_output(
-            memory.masked_fill(mask_flatten[..., None], 0.0)))
+            level_start_index=level_start_index,
+            valid_ratios=valid_ratios,
+        )
+        output_memory = self.enc_output_norm(
+            self.enc_output(memory.masked_fill(mask_flatten[..., None], 0.0))
+        )
         logits = self.decoder.class_embed[self.decoder.num_layers](output_memory)
         topk = logits.max(-1).values.topk(self.two_stage_num_proposals, dim=1).indices
         n = memory.shape[0]
         # reference boxes: dn boxes (fixed here) first, then one box per selected token
-        boxes = torch.cat([torch.full((n, self.num_dn_queries, 4), 0.3),
-                           torch.sigmoid(output_memory[..., :4].detach()).gather(
-                               1, topk[..., None].expand(-1, -1, 4))], 1)
-        states = self.decoder(self.tgt_embed.weight[None].expand(n, -1, -1), memory, mask_flatten,
-                              boxes, spatial_shapes, level_start_index, valid_ratios)
+        boxes = torch.cat(
+            [
+                torch.full((n, self.num_dn_queries, 4), 0.3),
+                torch.sigmoid(output_memory[..., :4].detach()).gather(
+                    1, topk[..., None].expand(-1, -1, 4)
+                ),
+            ],
+            1,
+        )
+        states = self.decoder(
+            self.tgt_embed.weight[None].expand(n, -1, -1),
+            memory,
+            mask_flatten,
+            boxes,
+            spatial_shapes,
+            level_start_index,
+            valid_ratios,
+        )
         enc_logits = logits.gather(1, topk[..., None].expand(-1, -1, logits.shape[-1]))
         return memory, enc_logits, states
 
@@ -107,11 +153,14 @@ class StandInDINO(nn.Module):
         super().__init__()
         self.transformer = transformer
         convs = [nn.Conv2d(3, embed_dim, 8, stride=8)] + [
-            nn.Conv2d(embed_dim, embed_dim, 3, stride=2, padding=1) for _ in STRIDES[1:]]
+            nn.Conv2d(embed_dim, embed_dim, 3, stride=2, padding=1) for _ in STRIDES[1:]
+        ]
         self.backbone = nn.ModuleList(convs)
         self.position_embedding = PositionEmbeddingSine(embed_dim // 2, normalize=True, offset=-0.5)
         layers = transformer.decoder.num_layers
-        self.class_embed = nn.ModuleList([nn.Linear(embed_dim, num_classes) for _ in range(layers + 1)])
+        self.class_embed = nn.ModuleList(
+            [nn.Linear(embed_dim, num_classes) for _ in range(layers + 1)]
+        )
         self.transformer.decoder.class_embed = self.class_embed
         self.weight_dict = {"loss_class": 2.0}
 
@@ -133,8 +182,10 @@ class StandInDINO(nn.Module):
         memory, enc_logits, states = self.transformer(feats, level_masks, pos)
         if self.training:
             layer_logits = [head(x) for head, x in zip(self.class_embed, states)]
-            loss_dict = {"loss_class": enc_logits.sigmoid().mean()
-                         + sum(x.sigmoid().mean() for x in layer_logits)}
+            loss_dict = {
+                "loss_class": enc_logits.sigmoid().mean()
+                + sum(x.sigmoid().mean() for x in layer_logits)
+            }
             for k in loss_dict:
                 if k in self.weight_dict:
                     loss_dict[k] *= self.weight_dict[k]

@@ -1,5 +1,6 @@
 """Helpers shared by the DINO tests: a tiny model built from the project's configs, and
 synthetic detectron2 inputs."""
+
 import torch
 from detectron2.config import LazyConfig
 from detectron2.structures import Boxes, Instances
@@ -38,7 +39,12 @@ def make_instances(h, w, n, num_classes=5, seed=0):
 def make_batch(sizes, counts, num_classes=5, seed=0):
     """detectron2 inputs: uint8 images of the given (h, w) sizes with `counts` random boxes."""
     g = torch.Generator().manual_seed(seed)
-    return [{"image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8),
-             "height": h, "width": w,
-             "instances": make_instances(h, w, n, num_classes, seed + i)}
-            for i, ((h, w), n) in enumerate(zip(sizes, counts))]
+    return [
+        {
+            "image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8),
+            "height": h,
+            "width": w,
+            "instances": make_instances(h, w, n, num_classes, seed + i),
+        }
+        for i, ((h, w), n) in enumerate(zip(sizes, counts))
+    ]

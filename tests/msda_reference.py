@@ -6,6 +6,7 @@ by (1 - |x - x_corner|) (1 - |y - y_corner|) (zero when the corner lies outside 
 the attention weight, and sum. Pixel coordinates: x = loc_x * W - 0.5 (align_corners=False).
 Differentiable by autograd (the gradient of the bilinear weight is the exact piecewise one).
 """
+
 import torch
 
 
@@ -20,7 +21,7 @@ def reference_ms_deform_attn(value, spatial_shapes, sampling_locations, attentio
     out = value.new_zeros(n, q, m, d)
     start = 0
     for lvl, (h, w) in enumerate(spatial_shapes):
-        per_head = value[:, start:start + h * w].permute(0, 2, 1, 3)  # (N, M, HW, D)
+        per_head = value[:, start : start + h * w].permute(0, 2, 1, 3)  # (N, M, HW, D)
         x = sampling_locations[:, :, :, lvl, :, 0] * w - 0.5  # (N, Q, M, P)
         y = sampling_locations[:, :, :, lvl, :, 1] * h - 0.5
         x0, y0 = x.detach().floor(), y.detach().floor()
@@ -37,8 +38,20 @@ def reference_ms_deform_attn(value, spatial_shapes, sampling_locations, attentio
     return out.reshape(n, q, m * d)
 
 
-def random_inputs(n, q, heads, head_dim, spatial_shapes, points, dtype=torch.float64,
-                  device="cpu", low=-0.3, high=1.3, seed=0, pad_tokens=0):
+def random_inputs(
+    n,
+    q,
+    heads,
+    head_dim,
+    spatial_shapes,
+    points,
+    dtype=torch.float64,
+    device="cpu",
+    low=-0.3,
+    high=1.3,
+    seed=0,
+    pad_tokens=0,
+):
     """Random (value, sampling_locations, attention_weights), locations in [low, high] so some
     fall outside [0, 1]; the last `pad_tokens` tokens of every batch item after the first are
     zeroed, as a key padding mask does."""
@@ -47,9 +60,10 @@ def random_inputs(n, q, heads, head_dim, spatial_shapes, points, dtype=torch.flo
     levels = len(spatial_shapes)
     value = torch.randn(n, s, heads, head_dim, generator=g, dtype=torch.float64)
     if pad_tokens:
-        value[1:, s - pad_tokens:] = 0
-    loc = low + (high - low) * torch.rand(n, q, heads, levels, points, 2, generator=g,
-                                          dtype=torch.float64)
+        value[1:, s - pad_tokens :] = 0
+    loc = low + (high - low) * torch.rand(
+        n, q, heads, levels, points, 2, generator=g, dtype=torch.float64
+    )
     weights = torch.rand(n, q, heads, levels, points, generator=g, dtype=torch.float64)
     return tuple(t.to(device, dtype) for t in (value, loc, weights))
 

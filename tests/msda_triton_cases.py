@@ -4,6 +4,7 @@ On CPU they need Triton's interpreter, which must be switched on (TRITON_INTERPR
 triton is imported, hence the separate process; with a GPU they run the compiled kernels.
 Shapes are tiny: the interpreter executes every program in Python.
 """
+
 import os
 import sys
 from pathlib import Path
@@ -26,8 +27,14 @@ SHAPES = [(6, 4), (3, 2)]
 
 
 def _call(value, loc, weights, shapes=SHAPES, backend="triton"):
-    return ms_deform_attn(value, torch.tensor(shapes, device=DEVICE),
-                          level_start_index(shapes).to(DEVICE), loc, weights, backend=backend)
+    return ms_deform_attn(
+        value,
+        torch.tensor(shapes, device=DEVICE),
+        level_start_index(shapes).to(DEVICE),
+        loc,
+        weights,
+        backend=backend,
+    )
 
 
 def _inputs(*args, dtype=torch.float64, **kwargs):
@@ -77,8 +84,9 @@ def test_gradcheck():
     shapes = [(3, 2), (2, 1)]
     value, loc, weights = _inputs(1, 2, 1, 3, shapes, 2, seed=2)
     inputs = tuple(t.requires_grad_() for t in (value, loc, weights))
-    assert torch.autograd.gradcheck(lambda v, l_, w: _call(v, l_, w, shapes), inputs,
-                                    eps=1e-6, atol=1e-8)
+    assert torch.autograd.gradcheck(
+        lambda v, l_, w: _call(v, l_, w, shapes), inputs, eps=1e-6, atol=1e-8
+    )
 
 
 def test_float16_computes_in_float32():
@@ -87,8 +95,9 @@ def test_float16_computes_in_float32():
     out = _call(*inputs)
     out.float().sum().backward()
     assert out.dtype == torch.float16 and all(t.grad.dtype == torch.float16 for t in inputs)
-    expected = reference_ms_deform_attn(*[t.detach() for t in inputs[:1]], SHAPES,
-                                        *[t.detach() for t in inputs[1:]])
+    expected = reference_ms_deform_attn(
+        *[t.detach() for t in inputs[:1]], SHAPES, *[t.detach() for t in inputs[1:]]
+    )
     assert _max_rel(out, expected) < 2e-3
 
 
@@ -99,16 +108,22 @@ def test_empty_queries():
 
 def test_module_with_triton_matches_pytorch_and_ignores_padding():
     torch.manual_seed(0)
-    attn = MultiScaleDeformableAttention(12, 2, 2, 2, dropout=0.0, batch_first=True,
-                                         backend="triton").double().to(DEVICE)
+    attn = (
+        MultiScaleDeformableAttention(12, 2, 2, 2, dropout=0.0, batch_first=True, backend="triton")
+        .double()
+        .to(DEVICE)
+    )
     query = torch.randn(2, 4, 12, dtype=torch.float64, device=DEVICE)
     value = torch.randn(2, 30, 12, dtype=torch.float64, device=DEVICE)
     ref = torch.rand(2, 4, 2, 4, dtype=torch.float64, device=DEVICE)  # 4-d boxes
     mask = torch.zeros(2, 30, dtype=torch.bool, device=DEVICE)
     mask[1, 10:] = True
-    kwargs = dict(key_padding_mask=mask, reference_points=ref,
-                  spatial_shapes=torch.tensor(SHAPES, device=DEVICE),
-                  level_start_index=level_start_index(SHAPES).to(DEVICE))
+    kwargs = dict(
+        key_padding_mask=mask,
+        reference_points=ref,
+        spatial_shapes=torch.tensor(SHAPES, device=DEVICE),
+        level_start_index=level_start_index(SHAPES).to(DEVICE),
+    )
     with torch.no_grad():
         out = attn(query, value=value, **kwargs)
         changed = value.clone()
@@ -129,5 +144,6 @@ def test_fvcore_traces_the_triton_backend():
 
     value, loc, weights = _inputs(1, 3, 2, 4, SHAPES, 2, dtype=torch.float32)
     analysis = FlopCountAnalysis(Op(), (value, loc, weights)).set_op_handle(**MSDA_FLOP_HANDLES)
-    assert analysis.unsupported_ops_warnings(False).total() == ms_deform_attn_flops(1, 3, 2, 2,
-                                                                                   2, 4)
+    assert analysis.unsupported_ops_warnings(False).total() == ms_deform_attn_flops(
+        1, 3, 2, 2, 2, 4
+    )

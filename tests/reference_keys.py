@@ -1,5 +1,6 @@
 """The published models' state-dict key lists (tests/fixtures/*_keys.tsv) and loading
 synthesized weights under those keys through our checkpointer."""
+
 import ast
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -29,15 +30,20 @@ def read_key_shapes(name: str) -> Dict[str, Tuple[int, ...]]:
     return {key: shape for key, (shape, _) in read_keys_tsv(name)[0].items()}
 
 
-def load_synthesized(model, keys_file: str, aliases: dict, salt: str, constant_rows,
-                     directory: Path):
+def load_synthesized(
+    model, keys_file: str, aliases: dict, salt: str, constant_rows, directory: Path
+):
     """Writes the fixture's synthesized weights (`synth_weights.state_dict` with `aliases`,
     `salt`, `constant_rows`) under the published key names of `keys_file` as a checkpoint in
     `directory`, loads it into `model` through `DetrCheckpointer` (key aliases applied) and
     asserts that every key matched."""
     keys, _ = read_keys_tsv(keys_file)
-    weights = synth_state_dict([(k, shape) for k, (shape, _) in keys.items()], aliases,
-                               salt=salt, constant_rows=constant_rows)
+    weights = synth_state_dict(
+        [(k, shape) for k, (shape, _) in keys.items()],
+        aliases,
+        salt=salt,
+        constant_rows=constant_rows,
+    )
     path = Path(directory) / keys_file.replace("_keys.tsv", "_synth.pth")
     torch.save({"model": weights}, path)
     del weights

@@ -1,5 +1,6 @@
 """The selection ablation loads its variants with the strict config loader: a misspelled
 override key is an error naming it, not a silently added key that trains the published variant."""
+
 import pytest
 
 from projects.focus_detr.tools.selection_ablation import load_config

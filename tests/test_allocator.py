@@ -1,4 +1,5 @@
 """Allocator setting of the tools: freed memory is reused instead of page-faulted in again."""
+
 import subprocess
 import sys
 import textwrap
@@ -42,8 +43,9 @@ needs_glibc = pytest.mark.skipif(allocator._glibc() is None, reason="needs glibc
 @pytest.fixture(scope="module")
 def retained_faults_per_step():
     """(setting in force, page faults per step, bytes a step allocates) under "retain"."""
-    out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, "retain"],
-                         capture_output=True, text=True, check=True).stdout.split("\n")
+    out = subprocess.run(
+        [sys.executable, "-c", _FAULTS_SCRIPT, "retain"], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     faults, allocated = out[1].split()
     return out[0], float(faults), int(allocated)
 
@@ -85,9 +87,11 @@ def test_system_setting_keeps_the_defaults(monkeypatch):
     assert configure_allocator("system") == "system"
     assert libc.mallopt.calls == []
     assert configure_allocator("retain") == "retain"
-    assert libc.mallopt.calls == [(allocator._M_MMAP_THRESHOLD, GLIBC_MAX_MMAP_THRESHOLD),
-                          (allocator._M_TRIM_THRESHOLD, 2 ** 31 - 1),
-                          (allocator._M_TOP_PAD, 64 * 1024 * 1024)]
+    assert libc.mallopt.calls == [
+        (allocator._M_MMAP_THRESHOLD, GLIBC_MAX_MMAP_THRESHOLD),
+        (allocator._M_TRIM_THRESHOLD, 2**31 - 1),
+        (allocator._M_TOP_PAD, 64 * 1024 * 1024),
+    ]
 
 
 def test_configure_allocator_reads_the_environment(monkeypatch):
@@ -108,7 +112,7 @@ def test_retain_freed_memory_refuses_out_of_range_settings():
     with pytest.raises(ValueError, match="trim_threshold must be in"):
         retain_freed_memory(trim_threshold=-1)
     with pytest.raises(ValueError, match="top_pad must be in"):
-        retain_freed_memory(top_pad=2 ** 31)
+        retain_freed_memory(top_pad=2**31)
 
 
 def test_retain_freed_memory_without_glibc_changes_nothing(monkeypatch):

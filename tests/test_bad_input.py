@@ -35,14 +35,23 @@ def _write(tmp_path, coco):
 def _annotation(ann_id, image_id, bbox=(5, 5, 20, 20)):
     """One COCO box annotation of category 1."""
     area = max(bbox[2], 0) * max(bbox[3], 0)
-    return {"id": ann_id, "image_id": image_id, "category_id": 1, "bbox": list(bbox),
-            "area": area, "iscrowd": 0}
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": 1,
+        "bbox": list(bbox),
+        "area": area,
+        "iscrowd": 0,
+    }
 
 
 def _register_dataset(tmp_path, image_root, images, annotations):
     """A registered one-category COCO dataset of `images` and `annotations`; its name."""
-    coco = {"images": images, "annotations": annotations,
-            "categories": [{"id": 1, "name": "thing"}]}
+    coco = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "thing"}],
+    }
     return _register(_write(tmp_path, coco), image_root)
 
 
@@ -203,17 +212,23 @@ def test_strict_loading_names_every_kind_of_mismatch(tmp_path):
 
     cases = {
         "missing": ({"fc.weight": torch.zeros(2, 3)}, r"1 missing keys \(fc\.bias\)"),
-        "unexpected": ({**source.state_dict(), "head.weight": torch.zeros(1)},
-                       r"1 unexpected keys \(head\.weight\)"),
-        "shape": ({"fc.weight": torch.zeros(5, 3), "fc.bias": torch.zeros(2)},
-                  r"1 shape mismatches \(fc\.weight: checkpoint \(5, 3\), model \(2, 3\)\)"),
+        "unexpected": (
+            {**source.state_dict(), "head.weight": torch.zeros(1)},
+            r"1 unexpected keys \(head\.weight\)",
+        ),
+        "shape": (
+            {"fc.weight": torch.zeros(5, 3), "fc.bias": torch.zeros(2)},
+            r"1 shape mismatches \(fc\.weight: checkpoint \(5, 3\), model \(2, 3\)\)",
+        ),
     }
     for name, (state, pattern) in cases.items():
         path = tmp_path / f"{name}.pth"
         torch.save({"model": state}, path)
         for checkpointer in (DetrCheckpointer, SafeDetectionCheckpointer):
-            with pytest.raises(CheckpointMismatchError, match=f"checkpoint .*{name}.pth does not "
-                                                              f"fit _Tiny: {pattern}"):
+            with pytest.raises(
+                CheckpointMismatchError,
+                match=f"checkpoint .*{name}.pth does not fit _Tiny: {pattern}",
+            ):
                 checkpointer(_Tiny(), strict=True).load(str(path))
         DetrCheckpointer(_Tiny()).load(str(path))  # default: partial loads stay allowed
 
@@ -257,10 +272,17 @@ def test_parts_that_do_not_fit_fail_at_construction():
     from dino_utils import tiny_cfg
 
     cases = [
-        ("model.neck.num_outs", 5, "the neck outputs 5 levels but the transformer has "
-                                   "num_feature_levels=4"),
-        ("model.neck.out_channels", 32, r"the neck outputs \[32\] channels but the "
-                                        r"transformer's embed_dim is \d+"),
+        (
+            "model.neck.num_outs",
+            5,
+            "the neck outputs 5 levels but the transformer has num_feature_levels=4",
+        ),
+        (
+            "model.neck.out_channels",
+            32,
+            r"the neck outputs \[32\] channels but the "
+            r"transformer's embed_dim is \d+",
+        ),
         ("model.position_embedding.num_pos_feats", 8, r"num_pos_feats=8 gives 16 channels"),
         ("model.input_format", "RBG", "input_format must be 'RGB' or 'BGR', got 'RBG'"),
     ]
@@ -275,13 +297,16 @@ def test_parts_that_do_not_fit_fail_at_construction():
             instantiate(cfg.model)
 
 
-@pytest.mark.parametrize("box, label, problem", [
-    ([30.0, 10.0, 20.0, 40.0], 1, "inverted"),
-    ([10.0, 10.0, 10.0, 40.0], 1, "zero width"),
-    ([10.0, 10.0, float("nan"), 40.0], 1, "not finite"),
-    ([10.0, 10.0, 20.0, 40.0], 5, "label = num_classes"),
-    ([10.0, 10.0, 20.0, 40.0], -1, "negative label"),
-])
+@pytest.mark.parametrize(
+    "box, label, problem",
+    [
+        ([30.0, 10.0, 20.0, 40.0], 1, "inverted"),
+        ([10.0, 10.0, 10.0, 40.0], 1, "zero width"),
+        ([10.0, 10.0, float("nan"), 40.0], 1, "not finite"),
+        ([10.0, 10.0, 20.0, 40.0], 5, "label = num_classes"),
+        ([10.0, 10.0, 20.0, 40.0], -1, "negative label"),
+    ],
+)
 def test_bad_ground_truth_reaching_the_model_is_named(box, label, problem):
     """A box with no positive width/height or not finite, or a label outside [0, num_classes),
     that reaches the model (another mapper than DetrDatasetMapper) fails naming the image, its
@@ -298,8 +323,11 @@ def test_bad_ground_truth_reaching_the_model_is_named(box, label, problem):
     instances.gt_boxes = Boxes(boxes)
     instances.gt_classes[1] = label
     batch[1]["file_name"] = "images/bad.jpg"
-    with pytest.raises(ValueError, match=r"image 1 of the batch \(images/bad\.jpg\): ground-truth "
-                                         r"box .* with label -?\d+: boxes must be finite"):
+    with pytest.raises(
+        ValueError,
+        match=r"image 1 of the batch \(images/bad\.jpg\): ground-truth "
+        r"box .* with label -?\d+: boxes must be finite",
+    ):
         model(batch)
     batch[1]["instances"] = instances[:1]
     losses = model(batch)  # the same batch without the bad box trains
@@ -317,20 +345,23 @@ def test_dataset_without_any_readable_image_is_named(tmp_path, kind):
         for info in infos:
             (d / info["file_name"]).write_bytes(b"not an image")
     name = _register_dataset(tmp_path, d, infos, [_annotation(1, 1), _annotation(2, 2)])
-    with pytest.raises(RuntimeError, match=f"dataset '{name}': none of its 2 images could be "
-                                           f"read under {d}.*1.jpg"):
+    with pytest.raises(
+        RuntimeError, match=f"dataset '{name}': none of its 2 images could be read under {d}.*1.jpg"
+    ):
         get_detection_dataset_dicts(name)
 
 
 def test_one_readable_image_is_enough(tmp_path, image_dir):
     d, infos = image_dir
-    name = _register_dataset(tmp_path, d, [infos[2], infos[0]], [_annotation(1, 3),
-                                                                 _annotation(2, 1)])
+    name = _register_dataset(
+        tmp_path, d, [infos[2], infos[0]], [_annotation(1, 3), _annotation(2, 1)]
+    )
     assert len(get_detection_dataset_dicts(name)) == 2
 
 
-def test_boxes_outside_the_image_are_dropped_at_loading_and_from_the_evaluation(tmp_path,
-                                                                                 image_dir):
+def test_boxes_outside_the_image_are_dropped_at_loading_and_from_the_evaluation(
+    tmp_path, image_dir
+):
     """A box entirely outside its image is dropped with a warning at loading, like a degenerate
     box, and the COCO evaluator's ground truth leaves out the same annotations."""
     from focus_detr.evaluation import COCOEvaluator
@@ -338,19 +369,28 @@ def test_boxes_outside_the_image_are_dropped_at_loading_and_from_the_evaluation(
     d, infos = image_dir
     w = infos[0]["width"]
     w2, h2 = infos[1]["width"], infos[1]["height"]
-    anns = [_annotation(1, 1), _annotation(2, 1, (w + 5, 10, 20, 20)),
-            _annotation(3, 2, (-40, 10, 30, 20)), _annotation(4, 2, (10, 10, 0, 5)),
-            _annotation(5, 2, (w2 - 5, h2 - 5, 30, 30))]  # partly inside: kept
+    anns = [
+        _annotation(1, 1),
+        _annotation(2, 1, (w + 5, 10, 20, 20)),
+        _annotation(3, 2, (-40, 10, 30, 20)),
+        _annotation(4, 2, (10, 10, 0, 5)),
+        _annotation(5, 2, (w2 - 5, h2 - 5, 30, 30)),
+    ]  # partly inside: kept
     name = _register_dataset(tmp_path, d, infos[:2], anns)
     with pytest.warns(UserWarning) as record:
         dicts = get_detection_dataset_dicts(name, filter_empty=False)
     messages = [str(r.message) for r in record]
-    assert any(f"'{name}': dropped 2 annotation(s) with a box entirely outside the image" in m
-               for m in messages), messages
+    assert any(
+        f"'{name}': dropped 2 annotation(s) with a box entirely outside the image" in m
+        for m in messages
+    ), messages
     assert any("dropped 1 annotation(s) with a zero, negative" in m for m in messages), messages
     assert [[a["bbox"] for a in x["annotations"]] for x in dicts] == [
-        [[5, 5, 20, 20]], [[w2 - 5, h2 - 5, 30, 30]]]
-    evaluator = COCOEvaluator(name, tasks=("bbox",), use_fast_impl=False,
-                              output_dir=str(tmp_path / "eval"))
+        [[5, 5, 20, 20]],
+        [[w2 - 5, h2 - 5, 30, 30]],
+    ]
+    evaluator = COCOEvaluator(
+        name, tasks=("bbox",), use_fast_impl=False, output_dir=str(tmp_path / "eval")
+    )
     assert sorted(evaluator._coco_api.getAnnIds()) == [1, 5]
     assert sorted(evaluator._coco_api.getAnnIds(imgIds=[2])) == [5]

@@ -7,13 +7,23 @@ from focus_detr.analysis.published import ANCHOR_INPUT_SIZE
 
 def test_config_labels_are_unique_and_name_the_overrides():
     specs = [["a/focus.py"], ["b/focus.py"], ["focus.py", "model.x.fold_backbone_norms=False"]]
-    assert benchmarking.config_labels(specs) == ["focus", "focus'", "focus[fold_backbone_norms=False]"]
+    assert benchmarking.config_labels(specs) == [
+        "focus",
+        "focus'",
+        "focus[fold_backbone_norms=False]",
+    ]
     assert benchmarking.config_labels(specs, ["x", "y", "z"]) == ["x", "y", "z"]
 
 
 def _summary():
-    return {"mine": dict(info={"method": "focus"}, seconds={"median": 1.05},
-                         parts_s={"backbone": 0.4}, gflops=80.0)}
+    return {
+        "mine": dict(
+            info={"method": "focus"},
+            seconds={"median": 1.05},
+            parts_s={"backbone": 0.4},
+            gflops=80.0,
+        )
+    }
 
 
 def test_anchor_table_only_at_the_anchors_size_and_notes_the_setting():
@@ -31,6 +41,7 @@ def test_anchor_table_only_at_the_anchors_size_and_notes_the_setting():
 def test_anchor_table_scales_by_the_calibration():
     summary = _summary()
     anchor_s = benchmarking.PUBLISHED_ANCHORS["focus"]["cpu_s"]
-    benchmarking.anchor_table(summary, ("cpu", 2, "wall"), ANCHOR_INPUT_SIZE,
-                              calibration={"factor": 1.5})
+    benchmarking.anchor_table(
+        summary, ("cpu", 2, "wall"), ANCHOR_INPUT_SIZE, calibration={"factor": 1.5}
+    )
     assert summary["mine"]["published_s_scaled"] == anchor_s * 1.5

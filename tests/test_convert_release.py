@@ -65,8 +65,16 @@ def test_a_release_of_another_model_is_refused(tmp_path):
     release = _release_zip(tmp_path / "dino.zip", synth_state_dict(list(dino.items())))
     tool = load_tool("convert_release")
     with pytest.raises(CheckpointMismatchError, match=r"dino.zip:.*model_final.pth does not fit"):
-        tool.main(["--config-file", CONFIG, "--input", str(release), "--output",
-                   str(tmp_path / "out.pth")])
+        tool.main(
+            [
+                "--config-file",
+                CONFIG,
+                "--input",
+                str(release),
+                "--output",
+                str(tmp_path / "out.pth"),
+            ]
+        )
     assert not (tmp_path / "out.pth").exists()
 
 
@@ -76,6 +84,9 @@ def test_a_zip_without_weights_is_named(tmp_path):
     empty = tmp_path / "empty.zip"
     with zipfile.ZipFile(empty, "w") as archive:
         archive.writestr("README.txt", "no weights")
-    with pytest.raises(ValueError, match=r"empty.zip: expected one .pth/.pt file in the zip, "
-                                         r"found none"):
+    with pytest.raises(
+        ValueError,
+        match=r"empty.zip: expected one .pth/.pt file in the zip, "
+        r"found none",
+    ):
         read_release(str(empty))

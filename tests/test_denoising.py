@@ -1,5 +1,6 @@
 """Contrastive denoising: group layout, noise, attention mask, and that the decoder honours the
 mask (dn groups and matching queries cannot see other groups' answers)."""
+
 import pytest
 import torch
 
@@ -14,15 +15,21 @@ C = 8
 
 def targets_of(counts, k=5, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [{"labels": torch.randint(0, k, (n,), generator=g),
-             "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.3]]).repeat(n, 1)
-             + torch.rand(n, 4, generator=g) * 0.02} for n in counts]
+    return [
+        {
+            "labels": torch.randint(0, k, (n,), generator=g),
+            "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.3]]).repeat(n, 1)
+            + torch.rand(n, 4, generator=g) * 0.02,
+        }
+        for n in counts
+    ]
 
 
 def test_layout_without_noise():
     enc = torch.nn.Embedding(5, C)
-    dn = ContrastiveDenoising(num_classes=5, num_dn_queries=9, label_noise_ratio=0.0,
-                              box_noise_scale=0.0)
+    dn = ContrastiveDenoising(
+        num_classes=5, num_dn_queries=9, label_noise_ratio=0.0, box_noise_scale=0.0
+    )
     targets = targets_of([2, 0, 3])
     content, boxes, mask, meta = dn(targets, enc, num_matching=4)
     assert (meta.num_groups, meta.max_gt, meta.group_size, meta.num_queries) == (3, 3, 6, 18)
@@ -48,10 +55,15 @@ def test_box_noise_ranges():
     (negatives whose corners crossed collapse to the minimal width, as in DINO: skipped)."""
     torch.manual_seed(0)
     enc = torch.nn.Embedding(5, C)
-    dn = ContrastiveDenoising(num_classes=5, num_dn_queries=200, label_noise_ratio=0.0,
-                              box_noise_scale=1.0)
-    t = [{"labels": torch.tensor([1, 2]),
-          "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.3], [0.4, 0.6, 0.1, 0.1]])}]
+    dn = ContrastiveDenoising(
+        num_classes=5, num_dn_queries=200, label_noise_ratio=0.0, box_noise_scale=1.0
+    )
+    t = [
+        {
+            "labels": torch.tensor([1, 2]),
+            "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.3], [0.4, 0.6, 0.1, 0.1]]),
+        }
+    ]
     _, boxes, _, meta = dn(t, enc, 0)
     cxcywh = boxes[0].double().sigmoid().view(meta.num_groups, 2, 2, 4)
     noisy = box_cxcywh_to_xyxy(cxcywh)  # (groups, pos/neg, object, corner)
@@ -71,8 +83,9 @@ def test_box_noise_ranges():
 def test_label_noise_rate():
     torch.manual_seed(0)
     enc = torch.nn.Embedding(4, C)
-    dn = ContrastiveDenoising(num_classes=4, num_dn_queries=2000, label_noise_ratio=0.5,
-                              box_noise_scale=0.0)
+    dn = ContrastiveDenoising(
+        num_classes=4, num_dn_queries=2000, label_noise_ratio=0.5, box_noise_scale=0.0
+    )
     t = [{"labels": torch.tensor([3]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
     content, _, _, meta = dn(t, enc, 0)
     changed = (content[0] - enc.weight[3]).abs().sum(-1) > 0
@@ -122,8 +135,10 @@ def test_decoder_honours_the_mask():
         with torch.no_grad():
             features = model.neck(model.backbone(images.tensor))
             pad = model.padding_mask(images)
-            masks = [torch.nn.functional.interpolate(pad[None].float(), size=f.shape[-2:])
-                     .bool()[0] for f in features]
+            masks = [
+                torch.nn.functional.interpolate(pad[None].float(), size=f.shape[-2:]).bool()[0]
+                for f in features
+            ]
             pos = [model.position_embedding(m) for m in masks]
             return model.transformer(features, masks, pos, (content, boxes), mask)
 

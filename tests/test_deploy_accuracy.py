@@ -1,6 +1,7 @@
 """COCO AP of an exported detector beside eager's (tools/evaluate_export.py): the exported graph
 wrapped as a detectron2 model gives eager's detections in the original files' pixels, and the
 evaluation scores both on the same images."""
+
 import pytest
 import torch
 from deploy_utils import TINY, TINY_BOX_TOL, TINY_SCORE_TOL, assert_same_sets, proposal_order_margin
@@ -26,8 +27,9 @@ def test_exported_model_gives_eager_detections_and_the_same_ap(tmp_path):
     inputs = [x for x in inputs if proposal_order_margin(model, x["image"]) > 1e-5][:2]
     assert len(inputs) == 2 and inputs[0]["image"].shape != inputs[1]["image"].shape
     assert (inputs[0]["height"], inputs[0]["width"]) != tuple(inputs[0]["image"].shape[-2:])
-    path = export_onnx(model, tmp_path / "m.onnx", tuple(inputs[0]["image"].shape[-2:]),
-                       dynamic_shapes=True)
+    path = export_onnx(
+        model, tmp_path / "m.onnx", tuple(inputs[0]["image"].shape[-2:]), dynamic_shapes=True
+    )
     exported = ExportedModel(load(path))
     with torch.no_grad():  # one image per call, as evaluation runs (no padding)
         theirs = [model([x])[0] for x in inputs]
@@ -37,8 +39,9 @@ def test_exported_model_gives_eager_detections_and_the_same_ap(tmp_path):
         # tolerance in input pixels grows with the scale to the file
         assert a["instances"].image_size == b["instances"].image_size == (x["height"], x["width"])
         scale = max(x["height"] / x["image"].shape[-2], x["width"] / x["image"].shape[-1])
-        assert_same_sets(_triple(a["instances"]), _triple(b["instances"]), TINY_SCORE_TOL,
-                         TINY_BOX_TOL * scale)
+        assert_same_sets(
+            _triple(a["instances"]), _triple(b["instances"]), TINY_SCORE_TOL, TINY_BOX_TOL * scale
+        )
     results = evaluate_detectors(cfg, {"eager": model, "onnxruntime": exported}, max_images=3)
     assert set(results) == {"eager", "onnxruntime"}
     ap = {name: r["bbox"]["AP"] for name, r in results.items()}

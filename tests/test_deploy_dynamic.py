@@ -1,6 +1,7 @@
 """Dynamic-size and batched ONNX graphs of the whole detector give eager's detections (matched as
 sets with the tolerances of test_deploy_onnx.py) and, for the sparse encoders, eager's keep
 counts, which the graph computes from its input's size."""
+
 import numpy as np
 import pytest
 import torch
@@ -26,8 +27,9 @@ def test_one_dynamic_graph_serves_two_sizes(name, tmp_path):
 
     model = tiny_model(name)
     sparse = name != "dino"
-    path = export_onnx(model, tmp_path / "dynamic.onnx", SIZES[0], dynamic_shapes=True,
-                       with_keep_counts=sparse)
+    path = export_onnx(
+        model, tmp_path / "dynamic.onnx", SIZES[0], dynamic_shapes=True, with_keep_counts=sparse
+    )
     session = ort.InferenceSession(str(path))
     reference = ExportableDetector(model, with_keep_counts=sparse).eval()
     counts = []
@@ -76,8 +78,9 @@ def test_unsupported_dynamic_requests_are_named(tmp_path):
     model = tiny_model("dino")
     with pytest.raises(ValueError, match="attention='portable' only.*TopK"):
         export_onnx(model, tmp_path / "m.onnx", SIZES[0], dynamic_shapes=True, attention="plugin")
-    with pytest.raises(ValueError, match="export_program serves one fixed input size.*"
-                                         "dynamic_shapes=True"):
+    with pytest.raises(
+        ValueError, match="export_program serves one fixed input size.*dynamic_shapes=True"
+    ):
         export_program(model, SIZES[0], dynamic_shapes=True)
     with pytest.raises(ValueError, match="batch must be a positive int"):
         export_onnx(model, tmp_path / "m.onnx", SIZES[0], batch=0)
@@ -96,10 +99,26 @@ def test_export_tool_dynamic_batch_graph(tmp_path, capsys):
 
     out = tmp_path / "dynamic.onnx"
     run = subprocess.run(
-        [sys.executable, str(ROOT / "tools/export_model.py"), "--config-file",
-         str(ROOT / TINY["focus_detr"]), "--input-size", "96", "128", "--dynamic-shapes",
-         "--batch", "2", "--output", str(out), "--check"],
-        capture_output=True, text=True, env=subprocess_env(), timeout=600)
+        [
+            sys.executable,
+            str(ROOT / "tools/export_model.py"),
+            "--config-file",
+            str(ROOT / TINY["focus_detr"]),
+            "--input-size",
+            "96",
+            "128",
+            "--dynamic-shapes",
+            "--batch",
+            "2",
+            "--output",
+            str(out),
+            "--check",
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "image (2, 3, H, W)" in run.stdout and "ONNX Runtime vs eager" in run.stdout
     assert load(out).input_shape == (2, 3, None, None)
@@ -107,8 +126,10 @@ def test_export_tool_dynamic_batch_graph(tmp_path, capsys):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     base = ["--config-file", "x.py", "--dynamic-shapes"]
-    for extra, message in ((["--format", "torch-export"], "--format onnx only"),
-                           (["--attention", "plugin"], "--attention portable only")):
+    for extra, message in (
+        (["--format", "torch-export"], "--format onnx only"),
+        (["--attention", "plugin"], "--attention portable only"),
+    ):
         with pytest.raises(SystemExit):
             tool.parse_args(base + extra)
         assert message in capsys.readouterr().err

@@ -7,6 +7,7 @@ score and <= 2.3e-5 px in box, and eager float32 vs eager float64 (the float32 r
 3e-8 and 3e-5 px, so the tolerances are >= 10x both. The R50 models with the published weights
 use the fixture tests' tolerances (score 5e-4, box 0.1 px; see test_dino_fixture.py).
 """
+
 from pathlib import Path
 
 import pytest
@@ -52,8 +53,6 @@ def onnx_detections(path, image):
     return result.pred_boxes.tensor, result.scores, result.pred_classes
 
 
-
-
 @pytest.fixture(scope="module")
 def tiny_exports(tmp_path_factory):
     out = {}
@@ -78,8 +77,12 @@ def test_float_input_graph_matches_uint8(tiny_exports, tmp_path):
     path = export_onnx(model, tmp_path / "float.onnx", SIZE, input_dtype=torch.float32)
     image = dataset_image(2, SIZE)
     assert onnx.load(str(path)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    assert_same_sets(onnx_detections(path, image.float()), onnx_detections(uint8_path, image),
-                     TINY_SCORE_TOL, TINY_BOX_TOL)
+    assert_same_sets(
+        onnx_detections(path, image.float()),
+        onnx_detections(uint8_path, image),
+        TINY_SCORE_TOL,
+        TINY_BOX_TOL,
+    )
 
 
 def test_portable_graph_has_only_standard_ops(tiny_exports):
@@ -100,8 +103,9 @@ def test_plugin_form_is_tensorrt_node(name, tmp_path):
     nodes = [n for n in graph.node if n.op_type == PLUGIN_OP]
     attentions = [m for m in model.modules() if isinstance(m, MultiScaleDeformableAttention)]
     assert len(nodes) == len(attentions) > 0
-    assert all(n.domain == PLUGIN_DOMAIN and len(n.input) == 5 and len(n.output) == 1
-               for n in nodes)
+    assert all(
+        n.domain == PLUGIN_DOMAIN and len(n.input) == 5 and len(n.output) == 1 for n in nodes
+    )
     assert "GridSample" not in {n.op_type for n in graph.node}
     producers = {out: n for n in graph.node for out in n.output}
     for node in nodes:
@@ -112,8 +116,7 @@ def test_plugin_form_is_tensorrt_node(name, tmp_path):
             else:  # folded into a constant by the exporter
                 assert source.op_type == "Constant"
                 assert source.attribute[0].t.data_type == onnx.TensorProto.INT32
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in graph.value_info}
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.value_info}
     attn = attentions[0]
     heads, points = attn.num_heads, attn.num_points
     # (1, S, heads, D) and (1, Q, heads, L, P, 2) where shape inference knows them (0: unknown)
@@ -177,8 +180,11 @@ def published_detections(name, ref):
 
 R50 = {
     "dino": (R50_MODEL, "dino_r50_detrex_subset.pt", "dino_r50_detrex_keys.tsv"),
-    "focus_detr": (str(ROOT / "projects/focus_detr/configs/models/focus_detr_r50.py"),
-                   "focus_detr_r50_reference.pt", "focus_detr_r50_detrex_keys.tsv"),
+    "focus_detr": (
+        str(ROOT / "projects/focus_detr/configs/models/focus_detr_r50.py"),
+        "focus_detr_r50_reference.pt",
+        "focus_detr_r50_detrex_keys.tsv",
+    ),
 }
 
 
@@ -192,12 +198,18 @@ def test_r50_published_weights_onnx_reproduce_published_detections(name, tmp_pat
     fixture = torch.load(FIXTURES / fixture_file, weights_only=True)
     meta = fixture.get("meta", fixture)
     model = instantiate_model(LazyConfig.load(config).model).eval()
-    model = load_synthesized(model, keys, fixture["aliases"], meta["salt"], meta["constant_rows"],
-                             tmp_path)
+    model = load_synthesized(
+        model, keys, fixture["aliases"], meta["salt"], meta["constant_rows"], tmp_path
+    )
     ref = fixture["images"][0]
     image = ref["image"]
-    path = export_onnx(model, tmp_path / "r50.onnx", tuple(image.shape[1:]),
-                       input_dtype=torch.float32, num_detections=100)
+    path = export_onnx(
+        model,
+        tmp_path / "r50.onnx",
+        tuple(image.shape[1:]),
+        input_dtype=torch.float32,
+        num_detections=100,
+    )
     ours = onnx_detections(path, image.float())
     assert set_distance(ours, published_detections(name, ref), R50_SCORE_TOL, R50_BOX_TOL) <= 1
 
@@ -229,15 +241,39 @@ def test_export_tool_writes_and_checks_graph(tmp_path):
 
     out = tmp_path / "tiny.onnx"
     run = subprocess.run(
-        [sys.executable, str(ROOT / "tools/export_model.py"), "--config-file",
-         str(ROOT / TINY["focus_detr"]), "--input-size", "128", "160", "--output", str(out),
-         "--check"],
-        capture_output=True, text=True, env=subprocess_env(), timeout=600)
+        [
+            sys.executable,
+            str(ROOT / "tools/export_model.py"),
+            "--config-file",
+            str(ROOT / TINY["focus_detr"]),
+            "--input-size",
+            "128",
+            "160",
+            "--output",
+            str(out),
+            "--check",
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert f"wrote {out}" in run.stdout and "ONNX Runtime vs eager" in run.stdout
     assert load(out).input_shape == (3, 128, 160)
     bad = subprocess.run(
-        [sys.executable, str(ROOT / "tools/export_model.py"), "--config-file",
-         str(ROOT / TINY["dino"]), "train.init_checkpoint=x.pth", "--output", "y.onnx"],
-        capture_output=True, text=True, env=subprocess_env(), timeout=120)
+        [
+            sys.executable,
+            str(ROOT / "tools/export_model.py"),
+            "--config-file",
+            str(ROOT / TINY["dino"]),
+            "train.init_checkpoint=x.pth",
+            "--output",
+            "y.onnx",
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
     assert bad.returncode != 0 and "options must come before" in bad.stderr

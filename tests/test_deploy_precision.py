@@ -4,6 +4,7 @@ runtime or device does not offer. With random weights the detections of a reduce
 graph are not compared to eager (near-tied scores reorder); the tests check that the graph is
 quantized and runs with the right outputs. The accuracy cost is measured on trained weights by
 tools/benchmark_export.py."""
+
 import pytest
 import torch
 from deploy_utils import SIZE, dataset_image, tiny_model
@@ -59,8 +60,11 @@ def test_static_int8_needs_calibration_images_and_writes_qdq(exported, tmp_path)
 
 
 def test_unoffered_precisions_are_named(exported, tmp_path):
-    with pytest.raises(ValueError, match=r"onnxruntime offers precisions \('fp32', 'int8'\), "
-                                         r"got 'bf16'; bf16 is offered by \['eager', 'openvino'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"onnxruntime offers precisions \('fp32', 'int8'\), "
+        r"got 'bf16'; bf16 is offered by \['eager', 'openvino'\]",
+    ):
         load(exported, precision="bf16")
     with pytest.raises(ValueError, match="openvino offers precisions .* got 'int8'"):
         check_precision("openvino", "int8")
@@ -79,7 +83,9 @@ class _Core:
 
 
 def test_openvino_bf16_is_refused_on_a_cpu_without_it():
-    with pytest.raises(ValueError, match="bf16 is not supported on this CPU: .*'FP32'.*without BF16"):
+    with pytest.raises(
+        ValueError, match="bf16 is not supported on this CPU: .*'FP32'.*without BF16"
+    ):
         openvino_hint("bf16", core=_Core(["FP32", "INT8"]))
     assert openvino_hint("bf16", core=_Core(["FP32", "BF16"])) == "bf16"
     assert openvino_hint("fp32", core=_Core(["FP32"])) == "f32"

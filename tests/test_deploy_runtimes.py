@@ -5,6 +5,7 @@ test_deploy_onnx.py: tiny models score 1e-6 / box 1e-3 px, R50 with published we
 ExportedProgram vs eager <= 3.5e-8 and <= 3.5e-5 px, both within the float32 rounding that eager
 float32 vs float64 shows.
 """
+
 import pytest
 import torch
 from deploy_utils import (
@@ -61,8 +62,13 @@ def test_exported_program_has_no_data_dependent_guard(tiny_models):
     node (a count read back to Python) and no assertion on data."""
     program = export_program(tiny_models["focus_detr"], SIZE)
     targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
-    data_reads = ("aten.item", "aten._local_scalar_dense", "aten._assert_async",
-                  "aten._assert_scalar", "aten.sym_constrain_range")
+    data_reads = (
+        "aten.item",
+        "aten._local_scalar_dense",
+        "aten._assert_async",
+        "aten._assert_scalar",
+        "aten.sym_constrain_range",
+    )
     assert not {t for t in targets if t.startswith(data_reads)}, targets
 
 
@@ -88,8 +94,9 @@ def test_openvino_matches_eager(tiny_models, name, tmp_path):
     assert detector.input_shape == (3, *SIZE)
     for index in unambiguous_images(model):
         image = dataset_image(index, SIZE)
-        assert_same_sets(detections(detector(image)), eager(model, image), TINY_SCORE_TOL,
-                         TINY_BOX_TOL)
+        assert_same_sets(
+            detections(detector(image)), eager(model, image), TINY_SCORE_TOL, TINY_BOX_TOL
+        )
     with pytest.raises(ValueError, match=r"exported for images of shape \(3, 192, 256\)"):
         detector(torch.zeros(3, 64, 64, dtype=torch.uint8))
 
@@ -123,8 +130,10 @@ def test_static_keep_counts_equal_the_tensor_counts():
     """The Python-side counts a captured graph uses equal the float32 tensor arithmetic of eager
     for every token count an export can meet (unpadded images)."""
     from focus_detr.modeling.focus.foreground_token_selector import ForegroundTokenSelector
-    from focus_detr.modeling.sparse.attention_map import (sparse_keep_counts,
-                                                          static_sparse_keep_count)
+    from focus_detr.modeling.sparse.attention_map import (
+        sparse_keep_counts,
+        static_sparse_keep_count,
+    )
 
     selector = ForegroundTokenSelector(embed_dim=8)
     for s in list(range(1, 400)) + [20_000, 20_001, 21_437]:

@@ -1,5 +1,6 @@
 """Our configs carry every `train.*` key detrex's tools/train_net.py reads (so they run under it),
 and our train_net honours `train.fast_dev_run` and `train.wandb`."""
+
 import json
 import sys
 from pathlib import Path
@@ -16,13 +17,31 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(str(p.relative_to(REPO)) for p in REPO.glob("projects/*/configs/*.py"))
 # what detrex e244e6c's tools/train_net.py reads from a config (read from its source)
 DETREX_TRAIN_NET_KEYS = (
-    "model", "optimizer", "lr_multiplier", "dataloader.train", "dataloader.test",
-    "dataloader.evaluator", "train.output_dir", "train.init_checkpoint", "train.max_iter",
-    "train.device", "train.ddp", "train.amp.enabled", "train.clip_grad.enabled",
-    "train.clip_grad.params", "train.checkpointer", "train.eval_period", "train.log_period",
-    "train.fast_dev_run.enabled", "train.wandb.enabled", "train.wandb.params.dir",
-    "train.wandb.params.project", "train.wandb.params.name", "train.model_ema.enabled",
-    "train.model_ema.decay", "train.model_ema.device",
+    "model",
+    "optimizer",
+    "lr_multiplier",
+    "dataloader.train",
+    "dataloader.test",
+    "dataloader.evaluator",
+    "train.output_dir",
+    "train.init_checkpoint",
+    "train.max_iter",
+    "train.device",
+    "train.ddp",
+    "train.amp.enabled",
+    "train.clip_grad.enabled",
+    "train.clip_grad.params",
+    "train.checkpointer",
+    "train.eval_period",
+    "train.log_period",
+    "train.fast_dev_run.enabled",
+    "train.wandb.enabled",
+    "train.wandb.params.dir",
+    "train.wandb.params.project",
+    "train.wandb.params.name",
+    "train.model_ema.enabled",
+    "train.model_ema.decay",
+    "train.model_ema.device",
     "train.model_ema.use_ema_weights_for_eval_only",
 )
 
@@ -30,8 +49,11 @@ DETREX_TRAIN_NET_KEYS = (
 @pytest.mark.parametrize("config", CONFIGS)
 def test_config_has_every_key_detrex_train_net_reads(config):
     cfg = LazyConfig.load(str(REPO / config))
-    missing = [k for k in DETREX_TRAIN_NET_KEYS
-               if OmegaConf.select(cfg, k, default="<missing>") == "<missing>"]
+    missing = [
+        k
+        for k in DETREX_TRAIN_NET_KEYS
+        if OmegaConf.select(cfg, k, default="<missing>") == "<missing>"
+    ]
     assert not missing, f"{config} lacks {missing}"
 
 
@@ -45,9 +67,15 @@ def test_fast_dev_run_sets_the_smoke_test_lengths():
 
 
 def test_train_net_fast_dev_run_stops_after_its_iterations(tmp_path, synthetic_splits):
-    run_train_net("--config-file", TOY_CONFIG, f"train.output_dir={tmp_path}",
-                  "train.max_iter=1000", "train.fast_dev_run.enabled=True",
-                  "train.fast_dev_run.max_iter=3", "train.fast_dev_run.eval_period=0")
+    run_train_net(
+        "--config-file",
+        TOY_CONFIG,
+        f"train.output_dir={tmp_path}",
+        "train.max_iter=1000",
+        "train.fast_dev_run.enabled=True",
+        "train.fast_dev_run.max_iter=3",
+        "train.fast_dev_run.eval_period=0",
+    )
     metrics = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
     # iterations 0..2, each logged (log_period 1), not the 1000 of train.max_iter
     assert {m["iteration"] for m in metrics if "total_loss" in m} == {0, 1, 2}
@@ -85,8 +113,11 @@ def test_wandb_writer_logs_the_latest_scalars_once(monkeypatch, tmp_path):
     (writer,) = wandb_writers(cfg)
     assert isinstance(writer, WandbWriter) and (tmp_path / "wandb").is_dir()
     run = writer._run
-    assert run.params == {"dir": str(tmp_path / "wandb"), "project": "focus_detr",
-                          "name": "focus_detr_experiment"}
+    assert run.params == {
+        "dir": str(tmp_path / "wandb"),
+        "project": "focus_detr",
+        "name": "focus_detr_experiment",
+    }
     with EventStorage(start_iter=0) as storage:
         storage.put_scalar("total_loss", 2.0, smoothing_hint=False)
         writer.write()

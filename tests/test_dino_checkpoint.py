@@ -1,5 +1,6 @@
 """Checkpoint compatibility: detrex DINO-R50 key names and shapes, torchvision and detectron2
 model-zoo ImageNet backbones, registered key aliases."""
+
 import pickle
 
 import numpy as np
@@ -11,9 +12,13 @@ from detectron2.modeling.backbone import BasicStem, ResNet
 
 from focus_detr.modeling.backbone import make_resnet_stages
 from focus_detr.engine.checkpoint import SafeDetectionCheckpointer
-from focus_detr.engine.published_checkpoints import (DetrCheckpointer, apply_key_aliases,
-                                            convert_torchvision_resnet, key_aliases,
-                                            register_key_alias)
+from focus_detr.engine.published_checkpoints import (
+    DetrCheckpointer,
+    apply_key_aliases,
+    convert_torchvision_resnet,
+    key_aliases,
+    register_key_alias,
+)
 
 from dino_utils import R50_MODEL
 from reference_keys import read_keys_tsv
@@ -25,8 +30,10 @@ def reference_keys():
 
 def test_r50_state_dict_matches_detrex_keys_and_shapes():
     model = instantiate(LazyConfig.load(R50_MODEL).model)
-    ours = {k: (tuple(v.shape), str(v.dtype).replace("torch.", ""))
-            for k, v in model.state_dict().items()}
+    ours = {
+        k: (tuple(v.shape), str(v.dtype).replace("torch.", ""))
+        for k, v in model.state_dict().items()
+    }
     ref, total = reference_keys()
     assert len(ref) == 634
     assert sorted(set(ref) - set(ours)) == [], "missing"
@@ -40,9 +47,11 @@ class Wrapped(torch.nn.Module):
 
     def __init__(self, depth, width=64):
         super().__init__()
-        self.backbone = ResNet(BasicStem(3, width, norm="FrozenBN"),
-                               make_resnet_stages(depth, width, norm="FrozenBN"),
-                               out_features=["res2", "res3", "res4", "res5"])
+        self.backbone = ResNet(
+            BasicStem(3, width, norm="FrozenBN"),
+            make_resnet_stages(depth, width, norm="FrozenBN"),
+            out_features=["res2", "res3", "res4", "res5"],
+        )
         self.head = torch.nn.Linear(2, 2)
 
 
@@ -88,12 +97,22 @@ def test_torchvision_resnet_loads_as_backbone(depth, checkpointer_cls, tmp_path)
 
 
 def test_convert_torchvision_names():
-    sd = {"conv1.weight": 0, "bn1.running_var": 1, "bn1.num_batches_tracked": 2,
-          "layer3.4.bn2.bias": 3, "layer1.0.downsample.0.weight": 4,
-          "layer2.0.downsample.1.running_mean": 5, "fc.weight": 6}
+    sd = {
+        "conv1.weight": 0,
+        "bn1.running_var": 1,
+        "bn1.num_batches_tracked": 2,
+        "layer3.4.bn2.bias": 3,
+        "layer1.0.downsample.0.weight": 4,
+        "layer2.0.downsample.1.running_mean": 5,
+        "fc.weight": 6,
+    }
     assert convert_torchvision_resnet(sd, prefix="") == {
-        "stem.conv1.weight": 0, "stem.conv1.norm.running_var": 1, "res4.4.conv2.norm.bias": 3,
-        "res2.0.shortcut.weight": 4, "res3.0.shortcut.norm.running_mean": 5}
+        "stem.conv1.weight": 0,
+        "stem.conv1.norm.running_var": 1,
+        "res4.4.conv2.norm.bias": 3,
+        "res2.0.shortcut.weight": 4,
+        "res3.0.shortcut.norm.running_mean": 5,
+    }
     with pytest.raises(KeyError, match="layer9.x"):
         convert_torchvision_resnet({"conv1.weight": 0, "layer9.x": 1})
 
@@ -102,12 +121,14 @@ def test_detectron2_model_zoo_pkl_loads_as_backbone(tmp_path):
     """A detectron2 ImageNet .pkl (numpy arrays, no "backbone." prefix, matching heuristics) —
     the format of detectron2://ImageNetPretrained/torchvision/R-50.pkl."""
     source = Wrapped(18, width=16)
-    weights = {k[len("backbone."):]: v.numpy().copy() for k, v in source.state_dict().items()
-               if k.startswith("backbone.")}
+    weights = {
+        k[len("backbone.") :]: v.numpy().copy()
+        for k, v in source.state_dict().items()
+        if k.startswith("backbone.")
+    }
     path = tmp_path / "r18.pkl"
     with open(path, "wb") as f:
-        pickle.dump({"model": weights, "__author__": "torchvision", "matching_heuristics": True},
-                    f)
+        pickle.dump({"model": weights, "__author__": "torchvision", "matching_heuristics": True}, f)
     torch.manual_seed(1)
     target = Wrapped(18, width=16)
     DetrCheckpointer(target).load(str(path))
@@ -118,8 +139,12 @@ def test_detectron2_model_zoo_pkl_loads_as_backbone(tmp_path):
 def test_key_aliases_rename_or_drop():
     model_keys = ["class_embed.6.weight", "class_embed.6.bias", "other"]
     w = torch.ones(2)
-    ckpt = {"class_embed.6.weight": w, "heads.2.weight": w.clone(), "heads.3.bias": w * 2,
-            "unrelated": w}
+    ckpt = {
+        "class_embed.6.weight": w,
+        "heads.2.weight": w.clone(),
+        "heads.3.bias": w * 2,
+        "unrelated": w,
+    }
     rules = [(r"heads\.\d+\.(weight|bias)", r"class_embed.6.\1")]
     out = apply_key_aliases(ckpt, model_keys, rules)
     # heads.2.weight aliases a tensor already present: dropped; heads.3.bias fills the bias

@@ -1,4 +1,5 @@
 """The DINO configs load and say what their names promise."""
+
 import pytest
 from detectron2.config import LazyConfig, instantiate
 
@@ -11,12 +12,15 @@ def load(name):
     return LazyConfig.load(str(CONFIGS / f"{name}.py"))
 
 
-@pytest.mark.parametrize("name,max_iter,decay,temperature,offset", [
-    ("dino_r50_4scale_12ep", 90000, 82500, 10000, -0.5),
-    ("dino_r50_4scale_24ep", 180000, 150000, 20, 0.0),
-    ("dino_r50_4scale_36ep", 270000, 150000, 20, 0.0),
-    ("dino_r101_4scale_12ep", 90000, 82500, 10000, -0.5),
-])
+@pytest.mark.parametrize(
+    "name,max_iter,decay,temperature,offset",
+    [
+        ("dino_r50_4scale_12ep", 90000, 82500, 10000, -0.5),
+        ("dino_r50_4scale_24ep", 180000, 150000, 20, 0.0),
+        ("dino_r50_4scale_36ep", 270000, 150000, 20, 0.0),
+        ("dino_r101_4scale_12ep", 90000, 82500, 10000, -0.5),
+    ],
+)
 def test_coco_configs(name, max_iter, decay, temperature, offset):
     cfg = load(name)
     for key in ("model", "dataloader", "optimizer", "lr_multiplier", "train"):

@@ -10,6 +10,7 @@ reference's own rounding noise: neck/memory 1e-4 (noise 7.2e-6), proposal scores
 score within 5e-4, box within 0.1 px (noise 1.1e-6 / 8.5e-4 px). Decoder rows are compared keyed
 by proposal token (`enc_topk_indices`), never by position: near-tied proposals may swap places.
 """
+
 import importlib
 from pathlib import Path
 
@@ -45,8 +46,14 @@ def fixture():
 def model(fixture, tmp_path_factory):
     model = instantiate_model(LazyConfig.load(R50_MODEL).model).eval()
     meta = fixture["meta"]
-    return load_synthesized(model, "dino_r50_detrex_keys.tsv", fixture["aliases"], meta["salt"],
-                            meta["constant_rows"], tmp_path_factory.mktemp("ckpt"))
+    return load_synthesized(
+        model,
+        "dino_r50_detrex_keys.tsv",
+        fixture["aliases"],
+        meta["salt"],
+        meta["constant_rows"],
+        tmp_path_factory.mktemp("ckpt"),
+    )
 
 
 def run(model, image, backend):
@@ -58,8 +65,9 @@ def run(model, image, backend):
         h, w = image.shape[1:]
         inputs = [{"image": image, "height": h, "width": w}]
         out = model.compute_outputs(model.preprocess_image(inputs))
-        out["instances"] = model.postprocess(out["pred_logits"], out["pred_boxes"], [(h, w)],
-                                             inputs)[0]["instances"]
+        out["instances"] = model.postprocess(
+            out["pred_logits"], out["pred_boxes"], [(h, w)], inputs
+        )[0]["instances"]
     return out
 
 
@@ -80,8 +88,9 @@ def test_matches_published_dino_r50(model, fixture, index, backend):
     neck = torch.cat([f[0].flatten(1).t() for f in out["neck_features"]])
     assert torch.equal(out["encoder_inputs"].spatial_shapes, ref["spatial_shapes"])
     errors["neck"] = close(neck[ref["tokens"]], ref["neck_tokens"], 1e-4, "neck features")
-    errors["memory"] = close(out["memory"][0, ref["tokens"]], ref["memory_tokens"], 1e-4,
-                             "encoder memory")
+    errors["memory"] = close(
+        out["memory"][0, ref["tokens"]], ref["memory_tokens"], 1e-4, "encoder memory"
+    )
 
     # the same 900 proposals (as a set); rows re-ordered to the fixture's by token
     ours_idx = out["enc_topk_indices"][0]
@@ -89,22 +98,24 @@ def test_matches_published_dino_r50(model, fixture, index, backend):
     row_of = torch.empty(int(ours_idx.max()) + 1, dtype=torch.long)
     row_of[ours_idx] = torch.arange(len(ours_idx))
     perm = row_of[ref["enc_topk_indices"]]  # our row of the fixture's row r
-    errors["enc_scores"] = close(out["enc_topk_scores"][0, perm], ref["enc_topk_scores"], 1e-4,
-                                 "proposal scores")
-    errors["enc_boxes"] = close(out["enc_boxes"][0, perm], ref["enc_boxes"], 1e-5,
-                                "proposal boxes")
-    errors["init_reference"] = close(out["init_reference"][0, perm], ref["init_reference"], 1e-5,
-                                     "initial references")
+    errors["enc_scores"] = close(
+        out["enc_topk_scores"][0, perm], ref["enc_topk_scores"], 1e-4, "proposal scores"
+    )
+    errors["enc_boxes"] = close(out["enc_boxes"][0, perm], ref["enc_boxes"], 1e-5, "proposal boxes")
+    errors["init_reference"] = close(
+        out["init_reference"][0, perm], ref["init_reference"], 1e-5, "initial references"
+    )
     rows = perm[ref["logit_rows"]]
-    errors["enc_logits"] = close(out["enc_logits"][0, rows], ref["enc_logits"], 1e-4,
-                                 "proposal logits")
+    errors["enc_logits"] = close(
+        out["enc_logits"][0, rows], ref["enc_logits"], 1e-4, "proposal logits"
+    )
 
     # decoder, every layer
-    errors["references"] = close(out["references"][:, 0, perm], ref["inter_references"], 1e-4,
-                                 "decoder references")
+    errors["references"] = close(
+        out["references"][:, 0, perm], ref["inter_references"], 1e-4, "decoder references"
+    )
     errors["boxes"] = close(out["boxes"][:, 0, perm], ref["layer_boxes"], 1e-4, "decoder boxes")
-    errors["logits"] = close(out["logits"][:, 0, rows], ref["layer_logits"], 1e-3,
-                             "decoder logits")
+    errors["logits"] = close(out["logits"][:, 0, rows], ref["layer_logits"], 1e-3, "decoder logits")
 
     # detections as sets: each of our top 100 has a same-class twin among the fixture's top 120
     inst = out["instances"]
@@ -118,8 +129,9 @@ def test_matches_published_dino_r50(model, fixture, index, backend):
     assert ok.any(1).all(), f"{int((~ok.any(1)).sum())} of 100 detections unmatched"
     errors["det_score"] = score_err.masked_fill(~ok, float("inf")).amin(1).max().item()
     errors["det_box_px"] = box_err.masked_fill(~ok, float("inf")).amin(1).max().item()
-    print(f"image {index} backend {backend}: " + ", ".join(
-        f"{k} {v:.2g}" for k, v in errors.items()))
+    print(
+        f"image {index} backend {backend}: " + ", ".join(f"{k} {v:.2g}" for k, v in errors.items())
+    )
 
 
 def test_shared_heads_loaded_under_both_names(model):

@@ -1,5 +1,6 @@
 """Generic layers of the DINO family against plain float64 formulas: sine position embeddings,
 inverse sigmoid, the channel mapper's levels, the token geometry of the transformer."""
+
 import math
 
 import pytest
@@ -8,8 +9,11 @@ from detectron2.layers import ShapeSpec
 
 from focus_detr.layers import PositionEmbeddingSine, get_sine_pos_embed, inverse_sigmoid
 from focus_detr.modeling import ChannelMapper
-from focus_detr.modeling.transformer.multiscale import (encoder_reference_points,
-                                                        token_proposals, valid_sizes)
+from focus_detr.modeling.transformer.multiscale import (
+    encoder_reference_points,
+    token_proposals,
+    valid_sizes,
+)
 
 
 def sine_ref(v, f, num_feats, temperature):
@@ -34,9 +38,11 @@ def test_position_embedding_sine(temperature, offset):
                 yy = (y + 1 + offset) / (vh + eps) * scale
                 xx = (x + 1 + offset) / (vw + eps) * scale
                 ref = [sine_ref(yy, f, n, temperature) for f in range(n)] + [
-                    sine_ref(xx, f, n, temperature) for f in range(n)]
-                torch.testing.assert_close(out[b, :, y, x], torch.tensor(ref, dtype=torch.float32),
-                                           rtol=1e-5, atol=1e-5)
+                    sine_ref(xx, f, n, temperature) for f in range(n)
+                ]
+                torch.testing.assert_close(
+                    out[b, :, y, x], torch.tensor(ref, dtype=torch.float32), rtol=1e-5, atol=1e-5
+                )
 
 
 def test_sine_embedding_of_boxes():
@@ -44,8 +50,9 @@ def test_sine_embedding_of_boxes():
     out = get_sine_pos_embed(boxes, num_pos_feats=4, temperature=100)
     assert out.shape == (1, 1, 16)
     order = [1, 0, 2, 3]  # y before x (DAB-DETR)
-    ref = [sine_ref(boxes[0, 0, c].item() * 2 * math.pi, f, 4, 100) for c in order
-           for f in range(4)]
+    ref = [
+        sine_ref(boxes[0, 0, c].item() * 2 * math.pi, f, 4, 100) for c in order for f in range(4)
+    ]
     torch.testing.assert_close(out[0, 0], torch.tensor(ref), rtol=1e-5, atol=1e-6)
 
 
@@ -58,12 +65,17 @@ def test_inverse_sigmoid():
 
 def test_channel_mapper_levels():
     shapes = {"a": ShapeSpec(channels=8, stride=8), "b": ShapeSpec(channels=16, stride=16)}
-    neck = ChannelMapper(shapes, ["a", "b"], out_channels=32, num_outs=4,
-                         norm=torch.nn.GroupNorm(8, 32))
+    neck = ChannelMapper(
+        shapes, ["a", "b"], out_channels=32, num_outs=4, norm=torch.nn.GroupNorm(8, 32)
+    )
     feats = {"a": torch.randn(2, 8, 16, 20), "b": torch.randn(2, 16, 8, 10)}
     outs = neck(feats)
-    assert [tuple(o.shape) for o in outs] == [(2, 32, 16, 20), (2, 32, 8, 10), (2, 32, 4, 5),
-                                              (2, 32, 2, 3)]
+    assert [tuple(o.shape) for o in outs] == [
+        (2, 32, 16, 20),
+        (2, 32, 8, 10),
+        (2, 32, 4, 5),
+        (2, 32, 2, 3),
+    ]
     assert neck.strides == [8, 16, 32, 64]
     assert neck.extra_convs[0].conv.in_channels == 16  # the first extra level reads input "b"
     with pytest.raises(ValueError, match="not among the backbone outputs"):

@@ -12,6 +12,7 @@ after ITERS iterations; loss ratio (mean of the last 50 iterations over the firs
 the untrained ones;
 MAX_LOSS_RATIO = 0.9 lies between the measured ratios and 1 (no learning).
 """
+
 import contextlib
 import io
 import random
@@ -92,6 +93,8 @@ if __name__ == "__main__":  # measurement: python tests/test_dino_learning.py [s
     for seed in [int(s) for s in sys.argv[1:]] or [0]:
         start = time.time()
         before, after, losses = train(learning_cfg(), seed, log=print)
-        print(f"seed {seed}: AP {before:.3f} -> {after:.3f}, loss ratio "
-              f"{np.mean(losses[-50:]) / np.mean(losses[:50]):.3f}, {time.time() - start:.0f} s",
-              flush=True)
+        print(
+            f"seed {seed}: AP {before:.3f} -> {after:.3f}, loss ratio "
+            f"{np.mean(losses[-50:]) / np.mean(losses[:50]):.3f}, {time.time() - start:.0f} s",
+            flush=True,
+        )

@@ -1,6 +1,7 @@
 """DINO end to end on a tiny random model: output shapes and types in training and inference,
 batches of mixed sizes, padding invariance, degenerate inputs, encoder hooks, both config
 systems."""
+
 import copy
 
 import pytest
@@ -21,8 +22,11 @@ LOSS_BASES = ("loss_class", "loss_bbox", "loss_giou")
 
 
 def expected_loss_keys(num_aux=LAYERS - 1):
-    suffixes = ["", "_enc", "_dn"] + [f"_{i}" for i in range(num_aux)] + [
-        f"_dn_{i}" for i in range(num_aux)]
+    suffixes = (
+        ["", "_enc", "_dn"]
+        + [f"_{i}" for i in range(num_aux)]
+        + [f"_dn_{i}" for i in range(num_aux)]
+    )
     return {b + s for b in LOSS_BASES for s in suffixes}
 
 
@@ -31,10 +35,13 @@ def model():
     return tiny_model(num_classes=K, num_queries=Q)
 
 
-@pytest.mark.parametrize("sizes,counts", [
-    ([(96, 128)], [3]),
-    ([(96, 128), (64, 100), (80, 80)], [3, 1, 4]),
-])
+@pytest.mark.parametrize(
+    "sizes,counts",
+    [
+        ([(96, 128)], [3]),
+        ([(96, 128), (64, 100), (80, 80)], [3, 1, 4]),
+    ],
+)
 def test_train_outputs_and_losses(model, sizes, counts):
     model.train()
     batch = make_batch(sizes, counts, K)
@@ -100,8 +107,9 @@ def test_postprocess_scales_to_output_size(model):
     logits = torch.full((1, 4, 3), -10.0)
     logits[0, 2, 1] = 5.0
     logits[0, 0, 2] = 3.0
-    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.1, 0.1, 0.1, 0.1], [0.25, 0.5, 0.5, 0.4],
-                           [0.5, 0.5, 1.0, 1.0]]])
+    boxes = torch.tensor(
+        [[[0.5, 0.5, 0.2, 0.2], [0.1, 0.1, 0.1, 0.1], [0.25, 0.5, 0.5, 0.4], [0.5, 0.5, 1.0, 1.0]]]
+    )
     m = copy.copy(model)
     m.select_box_nums_for_evaluation = 2
     res = m.postprocess(logits, boxes, [(100, 200)], [{"height": 50, "width": 400}])
@@ -115,11 +123,14 @@ def test_postprocess_scales_to_output_size(model):
 def _run_with_neck_edit(model, batch, edit):
     """Eval outputs of `model` on `batch`, with `edit(features, level_masks)` applied to the neck
     outputs in place."""
+
     def hook(_, __, outputs):
         images = model.preprocess_image(batch)
         mask = model.padding_mask(images)
-        masks = [torch.nn.functional.interpolate(mask[None].float(), size=f.shape[-2:])
-                 .bool()[0] for f in outputs]
+        masks = [
+            torch.nn.functional.interpolate(mask[None].float(), size=f.shape[-2:]).bool()[0]
+            for f in outputs
+        ]
         edit(outputs, masks)
         return outputs
 
@@ -136,8 +147,14 @@ def test_padding_is_masked_at_inference(model):
     change inside an image's valid region does change it (so the check can fail)."""
     model.eval()
     batch = make_batch([(128, 160), (64, 96), (96, 64)], [1, 1, 1], K)
-    keys = ("pred_logits", "pred_boxes", "enc_logits", "enc_boxes", "enc_topk_indices",
-            "references")
+    keys = (
+        "pred_logits",
+        "pred_boxes",
+        "enc_logits",
+        "enc_boxes",
+        "enc_topk_indices",
+        "references",
+    )
     base = _run_with_neck_edit(model, batch, lambda f, m: None)
     assert all(m.any() for m in base["level_masks"])  # every level has padding
 
@@ -148,6 +165,7 @@ def test_padding_is_masked_at_inference(model):
                 noise = torch.randn(f.shape, generator=g) * 10
                 sel = where(m)[:, None].expand_as(f)
                 f[sel] = noise[sel]
+
         return edit
 
     padded = _run_with_neck_edit(model, batch, scramble(lambda m: m))
@@ -175,8 +193,7 @@ def test_image_without_objects_trains_without_nan(model):
         total = sum(losses.values())
         assert torch.isfinite(total)
         total.backward()
-        assert all(torch.isfinite(p.grad).all() for p in model.parameters()
-                   if p.grad is not None)
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
         model.zero_grad()
 
 
@@ -184,8 +201,10 @@ def test_image_too_small_for_the_query_budget_is_named(model):
     """A 32 x 32 image has 16 + 4 + 1 + 1 = 22 tokens < 30 queries: alone or batched, in
     inference or training, the error names the image and its token count (no padded token
     becomes a query, no image gets fewer queries than its batch mates)."""
-    message = (r"image {} of the batch is too small for the query budget: 22 tokens "
-               r"\(levels HxW 4x4, 2x2, 1x1, 1x1\) for num_queries=30")
+    message = (
+        r"image {} of the batch is too small for the query budget: 22 tokens "
+        r"\(levels HxW 4x4, 2x2, 1x1, 1x1\) for num_queries=30"
+    )
     model.eval()
     with torch.no_grad(), pytest.raises(ValueError, match=message.format(0)):
         model(make_batch([(32, 32)], [1], K))
@@ -252,18 +271,28 @@ def test_returned_sampling_is_what_the_cross_attention_uses(model):
     handle.remove()
     with torch.no_grad():
         plain = model.compute_outputs(model.preprocess_image(batch))
-        alone = deformable_sampling(attn, captured["query"] + captured["query_pos"],
-                                    captured["reference_points"], captured["spatial_shapes"])
+        alone = deformable_sampling(
+            attn,
+            captured["query"] + captured["query_pos"],
+            captured["reference_points"],
+            captured["spatial_shapes"],
+        )
     assert "sampling_locations" not in plain
     for key in ("pred_logits", "pred_boxes"):
         assert torch.equal(out[key], plain[key])
     assert torch.equal(out["sampling_locations"][-1], alone[0])
     assert torch.equal(out["attention_weights"][-1], alone[1])
     value = attn.value_proj(captured["value"]).masked_fill(
-        captured["key_padding_mask"][..., None], 0.0)
+        captured["key_padding_mask"][..., None], 0.0
+    )
     value = value.view(*value.shape[:2], attn.num_heads, -1)
-    sampled = ms_deform_attn(value, captured["spatial_shapes"], captured["level_start_index"],
-                             out["sampling_locations"][-1], out["attention_weights"][-1])
+    sampled = ms_deform_attn(
+        value,
+        captured["spatial_shapes"],
+        captured["level_start_index"],
+        out["sampling_locations"][-1],
+        out["attention_weights"][-1],
+    )
     expect = attn.output_proj(sampled) + captured["query"]
     torch.testing.assert_close(expect, captured["output"], rtol=1e-5, atol=1e-5)
 
@@ -314,8 +343,9 @@ def test_mismatched_class_counts_are_errors():
         instantiate(cfg.model)
     cfg = tiny_cfg(num_classes=K)
     cfg.model.criterion.num_classes = K + 1
-    with pytest.raises(ValueError, match=f"num_classes={K} but the criterion was built "
-                                         f"for {K + 1} classes"):
+    with pytest.raises(
+        ValueError, match=f"num_classes={K} but the criterion was built for {K + 1} classes"
+    ):
         instantiate(cfg.model)
 
 
@@ -331,6 +361,7 @@ def test_r50_config_matches_yacs_defaults():
     cfg.MODEL.META_ARCHITECTURE = "DINO"
     cfg.MODEL.DEVICE = "cpu"
     yacs = {k: v.shape for k, v in build_model(cfg).state_dict().items()}
-    lazy = {k: v.shape for k, v in instantiate(LazyConfig.load(R50_MODEL).model)
-            .state_dict().items()}
+    lazy = {
+        k: v.shape for k, v in instantiate(LazyConfig.load(R50_MODEL).model).state_dict().items()
+    }
     assert yacs == lazy

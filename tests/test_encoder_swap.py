@@ -207,8 +207,9 @@ def test_sparse_auxiliary_boxes_use_the_transformers_proposals():
     `proposal_base_size` their zero-initialized output is each kept token's proposal box with
     that size, computed here by hand from the padding mask."""
     base = 0.1
-    model = build("model.transformer.encoder.name=sparse",
-                  f"model.transformer.proposal_base_size={base}")
+    model = build(
+        "model.transformer.encoder.name=sparse", f"model.transformer.proposal_base_size={base}"
+    )
     model.train()
     batch = make_batch([(96, 128), (64, 96)], [2, 1], CLASSES, seed=1)
     with torch.no_grad():
@@ -224,10 +225,10 @@ def test_sparse_auxiliary_boxes_use_the_transformers_proposals():
             token = int(index[b, slot])
             level = max(i for i, s in enumerate(starts) if s <= token)
             h, w = shapes[level]
-            mask = inputs.padding_mask[b, starts[level]:starts[level] + h * w].view(h, w)
+            mask = inputs.padding_mask[b, starts[level] : starts[level] + h * w].view(h, w)
             vh, vw = int((~mask[:, 0]).sum()), int((~mask[0]).sum())
             row, col = divmod(token - starts[level], w)
-            size = base * 2 ** level
+            size = base * 2**level
             box = torch.tensor([(col + 0.5) / vw, (row + 0.5) / vh, size, size])
             if ((box > 0.01) & (box < 0.99)).all():
                 torch.testing.assert_close(boxes[b, slot], box.to(boxes))

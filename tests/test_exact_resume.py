@@ -49,18 +49,32 @@ def test_killed_and_resumed_training_equals_the_uninterrupted_one(tmp_path):
     """Uninterrupted (no worker) vs crashed in iteration 5 after the checkpoint of iteration 3,
     then resumed (2 workers): iterations 4..7 have bit-identical losses. The evaluation at the
     checkpoint iteration 3 of the uninterrupted run does not shift its random draws."""
-    common = ["--config-file", TOY_CONFIG, "train.max_iter=8", "train.checkpointer.period=2",
-              "dataloader.train.total_batch_size=2"]
+    common = [
+        "--config-file",
+        TOY_CONFIG,
+        "train.max_iter=8",
+        "train.checkpointer.period=2",
+        "dataloader.train.total_batch_size=2",
+    ]
     full_log = tmp_path / "full.txt"
-    run_train_net(*common, f"train.output_dir={tmp_path / 'full'}", "train.eval_period=4",
-                  f"model.loss_log={full_log}", "dataloader.train.num_workers=0")
+    run_train_net(
+        *common,
+        f"train.output_dir={tmp_path / 'full'}",
+        "train.eval_period=4",
+        f"model.loss_log={full_log}",
+        "dataloader.train.num_workers=0",
+    )
     full = _losses(full_log)
     assert len(full) == 8
 
     log = tmp_path / "resumed.txt"
     out = tmp_path / "resumed"
-    run_args = [*common, f"train.output_dir={out}", f"model.loss_log={log}",
-                "dataloader.train.num_workers=2"]
+    run_args = [
+        *common,
+        f"train.output_dir={out}",
+        f"model.loss_log={log}",
+        "dataloader.train.num_workers=2",
+    ]
     crashed = run_train_net(*run_args, "model.crash_after_steps=5", check=False)
     assert crashed.returncode != 0
     assert (out / "last_checkpoint").read_text() == "model_0000003.pth"
@@ -74,10 +88,19 @@ def test_killed_and_resumed_training_equals_the_uninterrupted_one(tmp_path):
 def test_killed_and_resumed_torchrun_training_equals_the_uninterrupted_one(tmp_path):
     """The same under torchrun with 2 CPU processes: each process gets its own data position and
     RNG states back, so each rank's losses after the resume equal the uninterrupted run's."""
-    common = ["--config-file", TOY_CONFIG, "train.max_iter=6", "train.checkpointer.period=2",
-              "dataloader.train.total_batch_size=4"]
-    run_train_net(*common, f"train.output_dir={tmp_path / 'full'}",
-                  f"model.loss_log={tmp_path / 'fullRANK.txt'}", nproc=2)
+    common = [
+        "--config-file",
+        TOY_CONFIG,
+        "train.max_iter=6",
+        "train.checkpointer.period=2",
+        "dataloader.train.total_batch_size=4",
+    ]
+    run_train_net(
+        *common,
+        f"train.output_dir={tmp_path / 'full'}",
+        f"model.loss_log={tmp_path / 'fullRANK.txt'}",
+        nproc=2,
+    )
     full = [_losses(tmp_path / f"full{r}.txt") for r in (0, 1)]
     assert [len(x) for x in full] == [6, 6] and full[0] != full[1]
 

@@ -1,5 +1,6 @@
 """Dual-attention encoder layer and Focus encoder (Algorithm 1): a per-image float64 reference,
 padding, keep/object sets, batch invariance, gather/scatter."""
+
 import math
 
 import pytest
@@ -25,26 +26,55 @@ SIZES = [(64, 96), (48, 80), (8, 8), (40, 40)]  # 128, 81, 4 and 39 tokens
 
 # detrex names and shapes of one published encoder layer (reference state-dict list)
 PUBLISHED_LAYER_KEYS = {
-    "attentions.0.attn.in_proj_weight": (768, 256), "attentions.0.attn.in_proj_bias": (768,),
-    "attentions.0.attn.out_proj.weight": (256, 256), "attentions.0.attn.out_proj.bias": (256,),
-    "attentions.1.sampling_offsets.weight": (256, 256), "attentions.1.sampling_offsets.bias": (256,),
-    "attentions.1.attention_weights.weight": (128, 256), "attentions.1.attention_weights.bias": (128,),
-    "attentions.1.value_proj.weight": (256, 256), "attentions.1.value_proj.bias": (256,),
-    "attentions.1.output_proj.weight": (256, 256), "attentions.1.output_proj.bias": (256,),
-    "ffns.0.layers.0.0.weight": (2048, 256), "ffns.0.layers.0.0.bias": (2048,),
-    "ffns.0.layers.1.weight": (256, 2048), "ffns.0.layers.1.bias": (256,),
-    "norms.0.weight": (256,), "norms.0.bias": (256,), "norms.1.weight": (256,), "norms.1.bias": (256,),
-    "norm2.weight": (256,), "norm2.bias": (256,),
+    "attentions.0.attn.in_proj_weight": (768, 256),
+    "attentions.0.attn.in_proj_bias": (768,),
+    "attentions.0.attn.out_proj.weight": (256, 256),
+    "attentions.0.attn.out_proj.bias": (256,),
+    "attentions.1.sampling_offsets.weight": (256, 256),
+    "attentions.1.sampling_offsets.bias": (256,),
+    "attentions.1.attention_weights.weight": (128, 256),
+    "attentions.1.attention_weights.bias": (128,),
+    "attentions.1.value_proj.weight": (256, 256),
+    "attentions.1.value_proj.bias": (256,),
+    "attentions.1.output_proj.weight": (256, 256),
+    "attentions.1.output_proj.bias": (256,),
+    "ffns.0.layers.0.0.weight": (2048, 256),
+    "ffns.0.layers.0.0.bias": (2048,),
+    "ffns.0.layers.1.weight": (256, 2048),
+    "ffns.0.layers.1.bias": (256,),
+    "norms.0.weight": (256,),
+    "norms.0.bias": (256,),
+    "norms.1.weight": (256,),
+    "norms.1.bias": (256,),
+    "norm2.weight": (256,),
+    "norm2.bias": (256,),
 }
 
 
-def build(num_object_tokens=5, keep_ratio=0.3, cascade=(1.0, 0.8, 0.6, 0.6, 0.4, 0.2),
-          modulation="top_down", object_score="logit_product", seed=0, dtype=torch.float32):
+def build(
+    num_object_tokens=5,
+    keep_ratio=0.3,
+    cascade=(1.0, 0.8, 0.6, 0.6, 0.4, 0.2),
+    modulation="top_down",
+    object_score="logit_product",
+    seed=0,
+    dtype=torch.float32,
+):
     torch.manual_seed(seed)
-    selector = ForegroundTokenSelector(TokenScoreNetwork(DIM, DIM), modulation=modulation,
-                                       keep_ratio=keep_ratio, cascade_ratios=cascade)
-    layer = DualAttentionEncoderLayer(DIM, num_heads=4, feedforward_dim=64, num_points=2,
-                                      num_object_tokens=num_object_tokens, object_score=object_score)
+    selector = ForegroundTokenSelector(
+        TokenScoreNetwork(DIM, DIM),
+        modulation=modulation,
+        keep_ratio=keep_ratio,
+        cascade_ratios=cascade,
+    )
+    layer = DualAttentionEncoderLayer(
+        DIM,
+        num_heads=4,
+        feedforward_dim=64,
+        num_points=2,
+        num_object_tokens=num_object_tokens,
+        object_score=object_score,
+    )
     encoder = FocusEncoder(selector, layer)
     for p in encoder.parameters():  # non-trivial weights everywhere (MSDA init zeroes some)
         p.data.add_(torch.randn_like(p) * 0.05)
@@ -64,7 +94,11 @@ def reference_self_attention(mha, x, pos):
     w, b = mha.attn.in_proj_weight, mha.attn.in_proj_bias
     heads = mha.attn.num_heads
     qk = x + pos
-    q, k, v = qk @ w[:DIM].T + b[:DIM], qk @ w[DIM:2 * DIM].T + b[DIM:2 * DIM], x @ w[2 * DIM:].T + b[2 * DIM:]
+    q, k, v = (
+        qk @ w[:DIM].T + b[:DIM],
+        qk @ w[DIM : 2 * DIM].T + b[DIM : 2 * DIM],
+        x @ w[2 * DIM :].T + b[2 * DIM :],
+    )
     split = lambda t: t.view(t.shape[0], heads, -1).transpose(0, 1)
     attn = torch.softmax(split(q) @ split(k).transpose(1, 2) / math.sqrt(DIM // heads), -1)
     out = (attn @ split(v)).transpose(0, 1).reshape(x.shape[0], DIM)
@@ -76,8 +110,12 @@ def reference_encoder(encoder, inputs):
     assert inputs.tokens.shape[0] == 1 and not inputs.padding_mask.any()
     tokens, pos = inputs.tokens[0], inputs.pos[0]
     refs = inputs.reference_points[0]
-    fg = encoder.selector.score(inputs.proposal_projection(inputs.tokens + inputs.pos),
-                                inputs.padding_mask, inputs.spatial_shapes, inputs.level_start_index)[0]
+    fg = encoder.selector.score(
+        inputs.proposal_projection(inputs.tokens + inputs.pos),
+        inputs.padding_mask,
+        inputs.spatial_shapes,
+        inputs.level_start_index,
+    )[0]
     keep = encoder.selector.keep_counts(inputs.padding_mask)[2][0].tolist()
     order = torch.argsort(fg, descending=True)
     memory = tokens.clone()
@@ -92,9 +130,14 @@ def reference_encoder(encoder, inputs):
             q = q.clone()
             q[top] = layer.norm2(reference_self_attention(layer.attentions[0], q[top], p[top]))
             object_sets.append(set(kept[top].tolist()))
-        q = layer.attentions[1](q[None], value=tokens[None], query_pos=p[None],
-                                reference_points=refs[kept][None], spatial_shapes=inputs.spatial_shapes,
-                                level_start_index=inputs.level_start_index)[0]
+        q = layer.attentions[1](
+            q[None],
+            value=tokens[None],
+            query_pos=p[None],
+            reference_points=refs[kept][None],
+            spatial_shapes=inputs.spatial_shapes,
+            level_start_index=inputs.level_start_index,
+        )[0]
         q = layer.norms[1](layer.ffns[0](layer.norms[0](q)))
         memory = memory.clone()
         memory[kept] = q
@@ -138,7 +181,9 @@ def test_scatter_gather_round_trip_and_invalid_slots():
 def test_layer_keys_match_published():
     layer = DualAttentionEncoderLayer()
     assert {k: tuple(v.shape) for k, v in layer.state_dict().items()} == PUBLISHED_LAYER_KEYS
-    assert layer.self_attention is layer.attentions[0] and layer.cross_attention is layer.attentions[1]
+    assert (
+        layer.self_attention is layer.attentions[0] and layer.cross_attention is layer.attentions[1]
+    )
 
 
 def test_encoder_matches_per_image_float64_reference():
@@ -153,7 +198,9 @@ def test_encoder_matches_per_image_float64_reference():
         ex = out.selection
         for layer in range(6):
             assert index_sets(ex.kept_index[layer], ex.kept_valid[layer], 0) == kept_sets[layer]
-            assert index_sets(ex.object_index[layer], ex.object_valid[layer], 0) == object_sets[layer]
+            assert (
+                index_sets(ex.object_index[layer], ex.object_valid[layer], 0) == object_sets[layer]
+            )
         assert [len(o) for o in object_sets] == [min(5, len(k)) for k in kept_sets]
 
 
@@ -173,10 +220,17 @@ def test_mixed_size_batch_equals_each_image_alone():
         assert torch.equal(ex.counts()[i], alone.selection.counts()[0])
         for layer in range(6):
             for key in ("kept", "object"):
-                got = {to_own[t] for t in index_sets(getattr(ex, key + "_index")[layer],
-                                                     getattr(ex, key + "_valid")[layer], i)}
-                want = index_sets(getattr(alone.selection, key + "_index")[layer],
-                                  getattr(alone.selection, key + "_valid")[layer], 0)
+                got = {
+                    to_own[t]
+                    for t in index_sets(
+                        getattr(ex, key + "_index")[layer], getattr(ex, key + "_valid")[layer], i
+                    )
+                }
+                want = index_sets(
+                    getattr(alone.selection, key + "_index")[layer],
+                    getattr(alone.selection, key + "_valid")[layer],
+                    0,
+                )
                 assert got == want, (i, layer, key)
         # what lies in the padded region changes nothing for valid tokens
         assert torch.allclose(other_padding.memory[i, where], batch.memory[i, where], atol=1e-6)
@@ -193,15 +247,18 @@ def test_spatial_query_order_changes_nothing():
         encoder.zero_grad()
         out = encoder(inputs)
         out.memory.pow(2).sum().backward()
-        results.append((out, {n: p.grad.clone() for n, p in encoder.named_parameters()
-                              if p.grad is not None}))
+        results.append(
+            (out, {n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None})
+        )
     (spatial, spatial_grads), (ranked, ranked_grads) = results
     index = ranked.selection.kept_index[0]
     assert not torch.equal(index[0], index[0].sort().values)  # score order is not spatial
     assert torch.allclose(spatial.memory, ranked.memory, rtol=0, atol=1e-12)
     for key in ("kept_index", "kept_valid", "object_index", "object_valid"):
-        assert all(torch.equal(a, b) for a, b in zip(getattr(spatial.selection, key),
-                                                     getattr(ranked.selection, key)))
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(getattr(spatial.selection, key), getattr(ranked.selection, key))
+        )
     assert spatial_grads.keys() == ranked_grads.keys()
     assert "layers.5.attentions.1.sampling_offsets.weight" in ranked_grads
     for name, grad in ranked_grads.items():
@@ -215,8 +272,9 @@ def test_padded_tokens_never_selected_or_changed():
     pad = inputs.padding_mask
     assert pad.any()
     for key in ("kept", "object"):
-        for index, valid in zip(getattr(out.selection, key + "_index"),
-                                getattr(out.selection, key + "_valid")):
+        for index, valid in zip(
+            getattr(out.selection, key + "_index"), getattr(out.selection, key + "_valid")
+        ):
             assert not torch.gather(pad, 1, index)[valid].any()
     assert torch.equal(out.memory[pad], inputs.tokens[pad])
 
@@ -238,7 +296,9 @@ def test_keep_everything_without_object_tokens():
     encoder, projection, head = build(num_object_tokens=0, keep_ratio=1.0, cascade=(1.0, 1.0))
     inputs = Scene(SIZES, DIM).batch()
     out = run(encoder, projection, head, inputs)
-    valid_tokens = [set((~inputs.padding_mask[b]).nonzero().flatten().tolist()) for b in range(len(SIZES))]
+    valid_tokens = [
+        set((~inputs.padding_mask[b]).nonzero().flatten().tolist()) for b in range(len(SIZES))
+    ]
     for index, valid in zip(out.selection.kept_index, out.selection.kept_valid):
         for b in range(len(SIZES)):
             assert index_sets(index, valid, b) == valid_tokens[b]
@@ -271,21 +331,25 @@ def test_object_scores_and_fallback():
     out = run(encoder, projection, None, Scene(SIZES[:1], DIM).alone(0))
     fg_kept = torch.gather(out.selection.scores, 1, out.selection.kept_index[0])
     assert set(out.selection.object_index[0][0].tolist()) == set(
-        out.selection.kept_index[0][0, torch.topk(fg_kept[0], 5).indices].tolist())
+        out.selection.kept_index[0][0, torch.topk(fg_kept[0], 5).indices].tolist()
+    )
 
 
 def test_losses_and_gradients():
     encoder, projection, head = build()
     inputs = attach_projection(Scene(SIZES, DIM).batch(), projection, head)
     out = encoder(inputs)
-    targets = [{"boxes_xyxy": torch.tensor([[4.0, 4.0, 60.0, 40.0]])},
-               {"boxes_xyxy": torch.tensor([[0.0, 0.0, 30.0, 30.0], [10.0, 10.0, 47.0, 79.0]])},
-               {"boxes_xyxy": torch.zeros(0, 4)},
-               {"boxes": torch.tensor([[0.5, 0.5, 0.5, 0.5]]), "image_size": (40, 40)}]
+    targets = [
+        {"boxes_xyxy": torch.tensor([[4.0, 4.0, 60.0, 40.0]])},
+        {"boxes_xyxy": torch.tensor([[0.0, 0.0, 30.0, 30.0], [10.0, 10.0, 47.0, 79.0]])},
+        {"boxes_xyxy": torch.zeros(0, 4)},
+        {"boxes": torch.tensor([[0.5, 0.5, 0.5, 0.5]]), "image_size": (40, 40)},
+    ]
     losses = encoder.losses(out, targets)
     assert list(losses) == ["select_loss"] and losses["select_loss"] > 0
-    assert torch.equal(encoder.losses({"encoder_output": out}, targets)["select_loss"],
-                       losses["select_loss"])
+    assert torch.equal(
+        encoder.losses({"encoder_output": out}, targets)["select_loss"], losses["select_loss"]
+    )
     (losses["select_loss"] + out.memory.pow(2).mean()).backward()
     grads = {n: p.grad for n, p in encoder.named_parameters()}
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values())

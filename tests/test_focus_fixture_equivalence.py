@@ -7,6 +7,7 @@ projects/focus_detr/tools/make_test_fixture.py; tolerances from the fixture's RE
 perturbation of the reference itself x ~10-100). Also: the published key list loads with no
 missing or unexpected keys, and in a mixed-size batch padding changes no output of valid images.
 """
+
 from pathlib import Path
 
 import pytest
@@ -43,8 +44,14 @@ def model(reference, tmp_path_factory):
     """Focus-DETR-R50 from our config, loaded through our checkpointer (key aliases applied)
     with the fixture's synthesized weights under the published key names."""
     model = instantiate_model(LazyConfig.load(str(CONFIG)).model).eval()
-    return load_synthesized(model, KEYS, reference["aliases"], reference["salt"],
-                            reference["constant_rows"], tmp_path_factory.mktemp("ckpt"))
+    return load_synthesized(
+        model,
+        KEYS,
+        reference["aliases"],
+        reference["salt"],
+        reference["constant_rows"],
+        tmp_path_factory.mktemp("ckpt"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +64,18 @@ def runs(model, reference):
         with torch.no_grad():
             images = model.preprocess_image(inputs)
             outputs = model.compute_outputs(images)
-            detections = model.postprocess(outputs["pred_logits"], outputs["pred_boxes"],
-                                           images.image_sizes, inputs)[0]["instances"]
+            detections = model.postprocess(
+                outputs["pred_logits"], outputs["pred_boxes"], images.image_sizes, inputs
+            )[0]["instances"]
         out.append((outputs, detections))
     return out
 
 
 def test_published_keys_load_without_missing_or_unexpected(model):
     keys = read_key_shapes(KEYS)
-    converted = apply_key_aliases({k: torch.zeros(s) for k, s in keys.items()}, model.state_dict().keys())
+    converted = apply_key_aliases(
+        {k: torch.zeros(s) for k, s in keys.items()}, model.state_dict().keys()
+    )
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert {k: tuple(v.shape) for k, v in converted.items()} == ours
     assert sum(p.numel() for p in model.parameters()) == 49_339_920  # published count
@@ -119,11 +129,18 @@ def test_detections_match_as_sets(runs, reference, i):
     _, detections = runs[i]
     ref = reference["images"][i]
     top = detections.scores.argsort(descending=True)[:100]
-    boxes, scores, classes = detections.pred_boxes.tensor[top], detections.scores[top], detections.pred_classes[top]
+    boxes, scores, classes = (
+        detections.pred_boxes.tensor[top],
+        detections.scores[top],
+        detections.pred_classes[top],
+    )
     ref_classes = ref["det_classes"].long()
     for box, score, cls in zip(boxes, scores, classes):
-        same = (ref_classes == cls) & ((ref["det_scores"] - score).abs() <= 5e-4) & (
-            (ref["det_boxes"] - box).abs().max(-1).values <= 0.1)
+        same = (
+            (ref_classes == cls)
+            & ((ref["det_scores"] - score).abs() <= 5e-4)
+            & ((ref["det_boxes"] - box).abs().max(-1).values <= 0.1)
+        )
         assert same.any(), (box, score, cls)
 
 
@@ -141,7 +158,9 @@ def test_mixed_size_batch_padding_changes_no_valid_output(model, reference):
             out = []
             for f in features:
                 level_mask = F.interpolate(mask[None].float(), size=f.shape[-2:]).bool()[0]
-                noise = torch.randn(f.shape, generator=torch.Generator().manual_seed(1)) * noise_scale
+                noise = (
+                    torch.randn(f.shape, generator=torch.Generator().manual_seed(1)) * noise_scale
+                )
                 out.append(torch.where(level_mask[:, None], f + noise, f))
             return out
 
@@ -178,6 +197,12 @@ def test_images_too_small_for_the_published_query_budget_are_named(model, refere
     error names it instead of proposing padded tokens (batched) or fewer queries (alone)."""
     image = reference["images"][0]["image"][:, ::2, ::2].contiguous()
     inputs = [{"image": image, "height": image.shape[1], "width": image.shape[2]}]
-    with torch.no_grad(), pytest.raises(ValueError, match=r"image 0 of the batch is too small "
-                                        r"for the query budget: 8\d\d tokens .* num_queries=900"):
+    with (
+        torch.no_grad(),
+        pytest.raises(
+            ValueError,
+            match=r"image 0 of the batch is too small "
+            r"for the query budget: 8\d\d tokens .* num_queries=900",
+        ),
+    ):
         model.compute_outputs(model.preprocess_image(inputs))

@@ -1,4 +1,5 @@
 """Label assignment (Eq. 1) and the foreground focal loss (Eq. 7)."""
+
 import math
 
 import pytest
@@ -67,8 +68,9 @@ def test_hand_computed_large_box_splits_between_levels():
     labels = assigner(boxes, valid, shapes)[0]
     level3 = labels[27:].view(5, 5)
     # largest distance from (32 + 64j, 32 + 64i) is max(300 - 32 - 64 min(i, j), 32 + 64 max(i, j))
-    expected = torch.tensor([[max(268 - 64 * min(i, j), 32 + 64 * max(i, j)) > 256
-                              for j in range(5)] for i in range(5)])
+    expected = torch.tensor(
+        [[max(268 - 64 * min(i, j), 32 + 64 * max(i, j)) > 256 for j in range(5)] for i in range(5)]
+    )
     assert torch.equal(level3, expected)
     assert level3[0, 0] and not level3[2, 2] and level3[4, 4]
     # level 2 with stride 64 here would be ranges (128, 256]: (160, 160) is foreground there
@@ -94,8 +96,9 @@ def test_matches_brute_force_on_random_boxes_and_batch():
         a2 = ForegroundLabelAssigner(scale_ranges=overlapping_scale_ranges(), size_measure=measure)
         labels2 = a2(boxes, valid, shapes)
         for b, bx in enumerate(per_image):
-            assert labels2[b].tolist() == brute_force_labels(bx.tolist(), shapes, a2.strides,
-                                                             a2.scale_ranges, measure)
+            assert labels2[b].tolist() == brute_force_labels(
+                bx.tolist(), shapes, a2.strides, a2.scale_ranges, measure
+            )
 
 
 def test_padding_never_positive():
@@ -140,13 +143,15 @@ def test_range_scale_scales_every_positive_bound():
     wh = torch.rand(6, 2) * 40 + 4
     boxes = torch.cat([xy, (xy + wh).clamp(max=64)], 1)
     labels = assigner(*pad_boxes([boxes]), SHAPES)[0]
-    expected = brute_force_labels(boxes.double().tolist(), SHAPES, (8, 16, 32, 64),
-                                  assigner.scale_ranges)
+    expected = brute_force_labels(
+        boxes.double().tolist(), SHAPES, (8, 16, 32, 64), assigner.scale_ranges
+    )
     assert labels.tolist() == expected
     # a 40-px box (every token inside is 20 px or more from a side): level 0 under the published
     # ranges, level 1 at 0.25
-    published = ForegroundLabelAssigner()(*pad_boxes([torch.tensor([[4.0, 4.0, 44.0, 44.0]])]),
-                                          SHAPES)[0]
+    published = ForegroundLabelAssigner()(
+        *pad_boxes([torch.tensor([[4.0, 4.0, 44.0, 44.0]])]), SHAPES
+    )[0]
     scaled = assigner(*pad_boxes([torch.tensor([[4.0, 4.0, 44.0, 44.0]])]), SHAPES)[0]
     assert {level_of(i) for i in published.nonzero().flatten().tolist()} == {0}
     assert {level_of(i) for i in scaled.nonzero().flatten().tolist()} == {1}
@@ -170,7 +175,9 @@ def test_focal_loss_matches_formula_and_is_safe():
     extreme = torch.tensor([[-200.0, 200.0, -200.0, 200.0]])
     t = torch.tensor([[True, False, False, True]])
     assert not torch.isfinite(naive_focal(extreme, t).sum())
-    assert torch.allclose(foreground_focal_loss(extreme, t), torch.tensor((0.25 * 200 + 0.75 * 200) / 2))
+    assert torch.allclose(
+        foreground_focal_loss(extreme, t), torch.tensor((0.25 * 200 + 0.75 * 200) / 2)
+    )
     x = torch.randn(2, 7, dtype=torch.float64, requires_grad=True)
     labels = torch.rand(2, 7) > 0.5
     assert torch.autograd.gradcheck(lambda v: foreground_focal_loss(v, labels), (x,))
@@ -206,8 +213,9 @@ def test_foreground_loss_weights_and_names():
     assert labels.sum() == 10
     raw = foreground_focal_loss(logits, labels, padding)
     assert torch.allclose(out["select_loss"], 1.5 * raw)
-    assert torch.allclose(ForegroundLoss(weight=2.0, name="fg")(logits, boxes, SHAPES, padding)["fg"],
-                          2.0 * raw)
+    assert torch.allclose(
+        ForegroundLoss(weight=2.0, name="fg")(logits, boxes, SHAPES, padding)["fg"], 2.0 * raw
+    )
     with pytest.raises(ValueError, match="target box sets"):
         ForegroundLoss()(logits, boxes * 2, SHAPES, padding)
 

@@ -1,5 +1,6 @@
 """FocusDETR end to end on a tiny random model: losses (with `select_loss`) in training, outputs
 in inference, both config systems, the encoder type check."""
+
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
@@ -43,8 +44,9 @@ def test_training_losses_include_the_weighted_select_loss(model):
     out = model.compute_outputs(model.preprocess_image(batch), targets)
     foreground = model.transformer.encoder.foreground_loss
     selection = out["encoder_output"].selection
-    labels = foreground.labels([t["boxes_xyxy"] for t in targets], selection.spatial_shapes,
-                               selection.padding_mask)
+    labels = foreground.labels(
+        [t["boxes_xyxy"] for t in targets], selection.spatial_shapes, selection.padding_mask
+    )
     assert labels.any()
     expected = 1.5 * foreground_focal_loss(selection.scores, labels, selection.padding_mask)
     assert torch.allclose(losses["select_loss"], expected)
@@ -71,7 +73,9 @@ def test_focus_detr_requires_a_focus_encoder():
     from focus_detr.modeling import DeformableEncoder, DeformableEncoderLayer
 
     cfg.model.transformer.encoder = L(DeformableEncoder)(
-        layer=L(DeformableEncoderLayer)(embed_dim=64, num_heads=4, feedforward_dim=256), num_layers=1)
+        layer=L(DeformableEncoderLayer)(embed_dim=64, num_heads=4, feedforward_dim=256),
+        num_layers=1,
+    )
     with pytest.raises(TypeError, match="FocusEncoder"):
         instantiate(cfg.model)
     cfg = tiny_cfg()

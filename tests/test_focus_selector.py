@@ -1,5 +1,6 @@
 """Foreground token selector: score network, score modulation (Eq. 2 and the logit variant),
 padding-aware resizing, keep counts and ranking."""
+
 import itertools
 
 import pytest
@@ -17,11 +18,16 @@ from focus_detr.modeling.focus import (
 
 # detrex key names and shapes of `transformer.enc_mask_predictor` (reference state-dict list)
 PUBLISHED_SCORE_NETWORK_KEYS = {
-    "layer1.0.weight": (256,), "layer1.0.bias": (256,),
-    "layer1.1.weight": (256, 256), "layer1.1.bias": (256,),
-    "layer2.0.weight": (128, 256), "layer2.0.bias": (128,),
-    "layer2.2.weight": (64, 128), "layer2.2.bias": (64,),
-    "layer2.4.weight": (1, 64), "layer2.4.bias": (1,),
+    "layer1.0.weight": (256,),
+    "layer1.0.bias": (256,),
+    "layer1.1.weight": (256, 256),
+    "layer1.1.bias": (256,),
+    "layer2.0.weight": (128, 256),
+    "layer2.0.bias": (128,),
+    "layer2.2.weight": (64, 128),
+    "layer2.2.bias": (64,),
+    "layer2.4.weight": (1, 64),
+    "layer2.4.bias": (1,),
 }
 
 
@@ -33,7 +39,7 @@ def reference_score(net, x, valid=None):
     var = ((x - mu) ** 2).mean(-1, keepdim=True)
     z = (x - mu) / torch.sqrt(var + 1e-5) * p["layer1.0.weight"] + p["layer1.0.bias"]
     z = z @ p["layer1.1.weight"].T + p["layer1.1.bias"]
-    gelu = lambda t: 0.5 * t * (1 + torch.erf(t / 2 ** 0.5))
+    gelu = lambda t: 0.5 * t * (1 + torch.erf(t / 2**0.5))
     z = gelu(z)
     half = z.shape[-1] // 2
     glob = z[..., half:]
@@ -76,19 +82,22 @@ def test_resize_valid_region_matches_interpolate_per_image(src, dst):
     maps = torch.randn(2, *src)
     full = lambda hw: torch.tensor([hw, hw])
     out = resize_valid_region(maps, full(src), dst, full(dst))
-    assert torch.equal(out, F.interpolate(maps[:, None], dst, mode="bilinear", align_corners=True)[:, 0])
+    assert torch.equal(
+        out, F.interpolate(maps[:, None], dst, mode="bilinear", align_corners=True)[:, 0]
+    )
     # image 1 padded: its valid crops are resized alone; padded source values never matter
     src_valid = torch.tensor([src, (max(1, src[0] - 1), max(1, src[1] - 1))])
     dst_valid = torch.tensor([dst, (max(1, dst[0] - 1), max(1, dst[1] - 2))])
     noisy = maps.clone()
-    noisy[1, src_valid[1, 0]:] = 50.0
-    noisy[1, :, src_valid[1, 1]:] = -50.0
+    noisy[1, src_valid[1, 0] :] = 50.0
+    noisy[1, :, src_valid[1, 1] :] = -50.0
     out = resize_valid_region(noisy, src_valid, dst, dst_valid)
     for b in range(2):
         sh, sw = src_valid[b].tolist()
         dh, dw = dst_valid[b].tolist()
-        alone = F.interpolate(maps[b, None, None, :sh, :sw], (dh, dw), mode="bilinear",
-                              align_corners=True)[0, 0]
+        alone = F.interpolate(
+            maps[b, None, None, :sh, :sw], (dh, dw), mode="bilinear", align_corners=True
+        )[0, 0]
         assert torch.allclose(out[b, :dh, :dw], alone, atol=1e-5)
 
 
@@ -111,18 +120,22 @@ S = 108
 
 
 def levels(x):
-    return [x[:, s:s + h * w] for (h, w), s in zip(SHAPES.tolist(), STARTS.tolist())]
+    return [x[:, s : s + h * w] for (h, w), s in zip(SHAPES.tolist(), STARTS.tolist())]
 
 
 def make_selector(modulation="top_down", target="features", dim=16, dtype=torch.float32, **kw):
     torch.manual_seed(0)
-    sel = ForegroundTokenSelector(TokenScoreNetwork(dim, 16), modulation=modulation,
-                                  modulation_target=target, **kw)
+    sel = ForegroundTokenSelector(
+        TokenScoreNetwork(dim, 16), modulation=modulation, modulation_target=target, **kw
+    )
     return sel.to(dtype)
 
 
-@pytest.mark.parametrize("modulation,target", list(itertools.product(
-    ["top_down", "bottom_up"], ["features", "logits"])) + [("none", "features")])
+@pytest.mark.parametrize(
+    "modulation,target",
+    list(itertools.product(["top_down", "bottom_up"], ["features", "logits"]))
+    + [("none", "features")],
+)
 def test_zero_coefficients_give_independent_level_scores(modulation, target):
     sel = make_selector(modulation, target)
     if sel.modulation_coefficients is not None:
@@ -133,8 +146,9 @@ def test_zero_coefficients_give_independent_level_scores(modulation, target):
     assert torch.equal(sel.score(x, mask, SHAPES, STARTS), independent)
 
 
-@pytest.mark.parametrize("modulation,target", list(itertools.product(
-    ["top_down", "bottom_up"], ["features", "logits"])))
+@pytest.mark.parametrize(
+    "modulation,target", list(itertools.product(["top_down", "bottom_up"], ["features", "logits"]))
+)
 def test_gradients_reach_modulation_coefficients(modulation, target):
     sel = make_selector(modulation, target, dtype=torch.float64)
     x = torch.randn(1, S, 16, dtype=torch.float64)
@@ -143,7 +157,9 @@ def test_gradients_reach_modulation_coefficients(modulation, target):
     coeffs = torch.tensor([0.9, -1.1, 1.3], dtype=torch.float64, requires_grad=True)
 
     def scores(a):
-        return functional_call(sel, {"modulation_coefficients": a}, (x, mask, SHAPES, STARTS)).logits
+        return functional_call(
+            sel, {"modulation_coefficients": a}, (x, mask, SHAPES, STARTS)
+        ).logits
 
     assert torch.autograd.gradcheck(scores, (coeffs,), eps=1e-6, atol=1e-5)
     grad = torch.autograd.grad(scores(coeffs).sum(), coeffs)[0]
@@ -172,7 +188,9 @@ def test_published_modulation_invariant_to_positive_factor_but_logit_variant_is_
         assert torch.allclose(published.score(x, mask, SHAPES, STARTS), independent, atol=1e-4)
         # directly: any positive per-token factor on the network input is invisible
         scale = torch.rand(2, S, 1) * 5 + 0.1
-        assert torch.allclose(published.score_network(x * scale), published.score_network(x), atol=1e-4)
+        assert torch.allclose(
+            published.score_network(x * scale), published.score_network(x), atol=1e-4
+        )
         # the variant adds a * UP(S_coarser) to the logits: level 2 of top-down gets a_0 * UP(S_3)
         got = variant.score(x, mask, SHAPES, STARTS)
         lv = levels(got)
@@ -188,7 +206,9 @@ def test_bottom_up_modulates_coarser_from_finer():
     with torch.no_grad():
         got = levels(sel.score(x, torch.zeros(1, S, dtype=torch.bool), SHAPES, STARTS))
         down = F.interpolate(got[0].view(1, 1, 8, 10), (4, 5), mode="bilinear", align_corners=True)
-        expected = sel.score_network(levels(x)[1]) + sel.modulation_coefficients[0] * down.flatten(1)
+        expected = sel.score_network(levels(x)[1]) + sel.modulation_coefficients[0] * down.flatten(
+            1
+        )
     assert torch.allclose(got[1], expected, atol=1e-6)
     assert torch.equal(got[0], sel.score_network(levels(x)[0]))
 
@@ -222,8 +242,10 @@ def test_keep_counts_use_float32_cascade_like_the_published_code():
     sel = ForegroundTokenSelector()
     for valid_tokens in range(2, 400, 7):
         focus = int(valid_tokens * 0.5) + 1
-        expected = [int((torch.tensor(c, dtype=torch.float32) * focus).item())
-                    for c in (1.0, 0.8, 0.6, 0.6, 0.4, 0.2)]
+        expected = [
+            int((torch.tensor(c, dtype=torch.float32) * focus).item())
+            for c in (1.0, 0.8, 0.6, 0.6, 0.4, 0.2)
+        ]
         got = sel.keep_counts(torch.zeros(1, valid_tokens, dtype=torch.bool))[2][0].tolist()
         assert got == [min(e, valid_tokens) for e in expected]
 
@@ -247,7 +269,7 @@ def test_mixed_batch_keeps_own_counts_and_never_padding():
         selection = sel(x, mask, SHAPES, STARTS)
     valid = (~mask).sum(1)
     for b in range(3):
-        single = sel.keep_counts(mask[b:b + 1])[2][0]
+        single = sel.keep_counts(mask[b : b + 1])[2][0]
         assert torch.equal(selection.keep_counts[b], single)
     for layer in range(6):
         index, ok = selection.kept(layer)
@@ -267,9 +289,12 @@ def test_keep_ratio_beyond_the_cascade_is_refused():
     """keep_ratio is the mean kept fraction: with the published cascade (max / mean = 1 / 0.6)
     above 0.6 the first layer would keep more than every token and the mean would fall short."""
     ForegroundTokenSelector(keep_ratio=0.6)  # the first layer keeps all: allowed
-    with pytest.raises(ValueError, match=r"keep_ratio=0.7 .* asks layer 0 to keep 1.17x the "
-                                         r"valid tokens; with this cascade keep_ratio can be at "
-                                         r"most 0.6"):
+    with pytest.raises(
+        ValueError,
+        match=r"keep_ratio=0.7 .* asks layer 0 to keep 1.17x the "
+        r"valid tokens; with this cascade keep_ratio can be at "
+        r"most 0.6",
+    ):
         ForegroundTokenSelector(keep_ratio=0.7)
     with pytest.raises(ValueError, match="layer 1 .* at most 0.75"):
         ForegroundTokenSelector(keep_ratio=0.8, cascade_ratios=(0.5, 1.0))

@@ -26,10 +26,24 @@ LAYERS = {
 
 # imported where needed because they are optional, platform-specific or costly build tooling
 OPTIONAL = {
-    "onnx", "onnxruntime", "openvino", "fvcore", "matplotlib", "triton", "wandb", "timm",
-    "ninja", "fcntl", "torch_ms_deform_attn", "torch.utils.cpp_extension", "tqdm",
-    "detectron2._C", "hydra", "focus_detr.layers.ms_deform_attn.triton_kernels",
+    "onnx",
+    "onnxruntime",
+    "openvino",
+    "fvcore",
+    "matplotlib",
+    "triton",
+    "wandb",
+    "timm",
+    "ninja",
+    "fcntl",
+    "torch_ms_deform_attn",
+    "torch.utils.cpp_extension",
+    "tqdm",
+    "detectron2._C",
+    "hydra",
+    "focus_detr.layers.ms_deform_attn.triton_kernels",
 }
+
 
 def _rank(module: str) -> int:
     best = max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)

@@ -2,6 +2,7 @@
 batch norm, one product for several layers' value projections, the Focus encoder's ranked-prefix
 update, the two-stage box head on the selected tokens only; and they leave the state-dict keys
 and the training path alone."""
+
 import copy
 
 import pytest
@@ -33,8 +34,11 @@ def _randomize(norm):
 def _conv(norm="frozen", bias=False):
     torch.manual_seed(0)
     bn = FrozenBatchNorm2d(6) if norm == "frozen" else nn.BatchNorm2d(6)
-    return Conv2d(3, 6, 3, padding=1, bias=bias, norm=_randomize(bn),
-                  activation=nn.ReLU()).double().eval()
+    return (
+        Conv2d(3, 6, 3, padding=1, bias=bias, norm=_randomize(bn), activation=nn.ReLU())
+        .double()
+        .eval()
+    )
 
 
 # ---------------------------------------------------------------- folded conv + batch norm
@@ -117,8 +121,13 @@ def test_folding_leaves_training_and_tracing_alone():
 def test_folded_resnet_equals_reference():
     torch.manual_seed(0)
     stages = ResNet.make_default_stages(50, stride_in_1x1=False, norm="FrozenBN")[:2]
-    net = ResNet(BasicStem(3, 64, norm="FrozenBN"), stages, out_features=["res2", "res3"],
-                 freeze_at=1).double().eval()
+    net = (
+        ResNet(
+            BasicStem(3, 64, norm="FrozenBN"), stages, out_features=["res2", "res3"], freeze_at=1
+        )
+        .double()
+        .eval()
+    )
     for m in net.modules():
         if isinstance(m, FrozenBatchNorm2d):
             _randomize(m)
@@ -145,8 +154,9 @@ def test_dino_folds_its_backbone_without_changing_keys():
 # ---------------------------------------------------------------- value projections
 def test_project_values_equals_each_modules_projection():
     torch.manual_seed(0)
-    modules = [MultiScaleDeformableAttention(16, 4, 2, 2, batch_first=True).double()
-               for _ in range(3)]
+    modules = [
+        MultiScaleDeformableAttention(16, 4, 2, 2, batch_first=True).double() for _ in range(3)
+    ]
     for m in modules:
         nn.init.normal_(m.value_proj.bias)
     value = torch.randn(2, 10, 16, dtype=torch.float64, requires_grad=True)
@@ -159,10 +169,14 @@ def test_project_values_equals_each_modules_projection():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert (together[0][1, 7:] == 0).all()
     weights = torch.randn(3, 2, 10, 16, dtype=torch.float64)
-    g1 = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, together)),
-                             [value] + [m.value_proj.weight for m in modules])
-    g2 = torch.autograd.grad(sum((w * t).sum() for w, t in zip(weights, separate)),
-                             [value] + [m.value_proj.weight for m in modules])
+    g1 = torch.autograd.grad(
+        sum((w * t).sum() for w, t in zip(weights, together)),
+        [value] + [m.value_proj.weight for m in modules],
+    )
+    g2 = torch.autograd.grad(
+        sum((w * t).sum() for w, t in zip(weights, separate)),
+        [value] + [m.value_proj.weight for m in modules],
+    )
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
@@ -194,8 +208,10 @@ def test_value_projections_zero_exactly_the_padded_tokens():
     unpadded = torch.zeros(2, 10, dtype=torch.bool)
     padded = unpadded.clone()
     padded[0, 6:] = True
-    for project in (lambda mask: [m.project_value(value, mask) for m in modules],
-                    lambda mask: project_values(modules, value, mask)):
+    for project in (
+        lambda mask: [m.project_value(value, mask) for m in modules],
+        lambda mask: project_values(modules, value, mask),
+    ):
         plain = project(None)
         assert all(torch.equal(a, b) for a, b in zip(project(unpadded), plain))
         for out, ref in zip(project(padded), plain):
@@ -211,8 +227,9 @@ def test_decoder_with_one_value_product_equals_per_layer_projections(monkeypatch
     with torch.no_grad():
         images = model.preprocess_image(batch)
         fast = model.compute_outputs(images)
-        monkeypatch.setattr(decoder_module, "project_values",
-                            lambda modules, *a: [None] * len(modules))
+        monkeypatch.setattr(
+            decoder_module, "project_values", lambda modules, *a: [None] * len(modules)
+        )
         slow = model.compute_outputs(images)
     for key in ("pred_logits", "pred_boxes", "enc_topk_indices"):
         torch.testing.assert_close(fast[key], slow[key], rtol=1e-10, atol=1e-10)
@@ -231,14 +248,14 @@ def test_proposal_boxes_equal_box_head_over_every_token():
         from focus_detr.modeling.transformer.multiscale import token_proposals, valid_sizes
 
         masks = out["level_masks"]
-        proposals, invalid = token_proposals(inputs.spatial_shapes, valid_sizes(masks),
-                                             inputs.padding_mask)
+        proposals, invalid = token_proposals(
+            inputs.spatial_shapes, valid_sizes(masks), inputs.padding_mask
+        )
         projected = transformer.project_proposals(out["memory"], invalid)
         every = transformer.decoder.proposal_box_head(projected) + proposals  # all tokens
         topk = out["enc_topk_indices"]
         expected = every.gather(1, topk[..., None].expand(-1, -1, 4)).sigmoid()
-    torch.testing.assert_close(out["enc_outputs"]["pred_boxes"], expected, rtol=1e-12,
-                               atol=1e-12)
+    torch.testing.assert_close(out["enc_outputs"]["pred_boxes"], expected, rtol=1e-12, atol=1e-12)
 
 
 # ---------------------------------------------------------------- Focus encoder
@@ -246,8 +263,9 @@ def test_focus_encoder_training_path_equals_reference_with_gradients():
     """With autograd recording (the out-of-place branch), the encoder equals the per-layer
     full-map reference, and so do the gradients of the input tokens."""
     encoder, projection, head = build(dtype=torch.float64)
-    inputs = attach_projection(Scene([(48, 80)], DIM, dtype=torch.float64).alone(0), projection,
-                               head)
+    inputs = attach_projection(
+        Scene([(48, 80)], DIM, dtype=torch.float64).alone(0), projection, head
+    )
     inputs.tokens.requires_grad_(True)
     out = encoder(inputs)
     memory, _, _ = reference_encoder(encoder, inputs)
@@ -269,7 +287,8 @@ def test_ffn_in_chunks_at_inference_equals_one_pass(shape, identity):
     x = torch.randn(*shape, dtype=torch.float64)
     residual = torch.randn(*shape, dtype=torch.float64) if identity else None
     expected = (x if residual is None else residual) + ffn.layers[1](
-        torch.relu(ffn.layers[0][0](x)))
+        torch.relu(ffn.layers[0][0](x))
+    )
     with torch.no_grad():
         chunked = ffn(x, residual)
     torch.testing.assert_close(chunked, expected, rtol=0, atol=1e-12)

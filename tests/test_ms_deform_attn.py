@@ -3,6 +3,7 @@ gradients, backend selection and its errors, FLOP counting, and the module's sem
 
 The Triton kernel is checked under Triton's interpreter in test_ms_deform_attn_triton.py.
 """
+
 import concurrent.futures
 import math
 import sys
@@ -44,8 +45,9 @@ def _no_env_backend(monkeypatch):
 
 
 def _call(backend, value, loc, weights, shapes=SHAPES):
-    return ms_deform_attn(value, torch.tensor(shapes), level_start_index(shapes), loc, weights,
-                          backend=backend)
+    return ms_deform_attn(
+        value, torch.tensor(shapes), level_start_index(shapes), loc, weights, backend=backend
+    )
 
 
 # ---------------------------------------------------------------- numerics of every backend
@@ -76,8 +78,9 @@ def test_gradients_match_reference_float64(backend):
     inputs = [t.requires_grad_() for t in (value, loc, weights)]
     grad_out = torch.randn(2, 5, 60, dtype=torch.float64)
     got = torch.autograd.grad(_call(backend, *inputs), inputs, grad_out)
-    expected = torch.autograd.grad(reference_ms_deform_attn(value, SHAPES, loc, weights), inputs,
-                                   grad_out)
+    expected = torch.autograd.grad(
+        reference_ms_deform_attn(value, SHAPES, loc, weights), inputs, grad_out
+    )
     for g, e, name in zip(got, expected, ("value", "locations", "weights")):
         assert (g - e).abs().max() < 1e-10, name
 
@@ -88,7 +91,8 @@ def test_gradcheck(backend):
     value, loc, weights = random_inputs(2, 3, 2, 3, shapes, points=2, seed=2)
     inputs = tuple(t.requires_grad_() for t in (value, loc, weights))
     assert torch.autograd.gradcheck(
-        lambda v, l_, w: _call(backend, v, l_, w, shapes), inputs, eps=1e-6, atol=1e-8)
+        lambda v, l_, w: _call(backend, v, l_, w, shapes), inputs, eps=1e-6, atol=1e-8
+    )
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -101,8 +105,9 @@ def test_low_precision_dtypes(backend, dtype):
     assert out.dtype == dtype and all(a.grad.dtype == dtype for a in args)
     tol = {torch.float32: 1e-5, torch.float16: 2e-2, torch.bfloat16: 1e-1}[dtype]
     # inputs were rounded to `dtype`, so compare with the reference on the rounded inputs
-    expected = reference_ms_deform_attn(*[a.detach() for a in args[:1]], SHAPES,
-                                        *[a.detach() for a in args[1:]])
+    expected = reference_ms_deform_attn(
+        *[a.detach() for a in args[:1]], SHAPES, *[a.detach() for a in args[1:]]
+    )
     assert (out.double() - expected).abs().max() < tol * expected.abs().max()
 
 
@@ -110,8 +115,9 @@ def test_mixed_dtypes_compute_in_the_wider_dtype():
     value, loc, weights = random_inputs(1, 4, 2, 30, SHAPES, points=2, seed=4)
     out = _call("pytorch", value.to(torch.bfloat16), loc.float(), weights.float())
     assert out.dtype == torch.float32  # locations were not rounded to bfloat16
-    expected = reference_ms_deform_attn(value.to(torch.bfloat16), SHAPES, loc.float(),
-                                        weights.float())
+    expected = reference_ms_deform_attn(
+        value.to(torch.bfloat16), SHAPES, loc.float(), weights.float()
+    )
     assert (out.double() - expected).abs().max() < 1e-5
 
 
@@ -124,14 +130,16 @@ def test_native_reads_reduced_precision_values_without_a_cast(value_dtype, monke
     value = value.to(value_dtype)
     seen = []
     forward = native_backend.forward
-    monkeypatch.setattr(native_backend, "forward",
-                        lambda v, *args: seen.append(v.dtype) or forward(v, *args))
+    monkeypatch.setattr(
+        native_backend, "forward", lambda v, *args: seen.append(v.dtype) or forward(v, *args)
+    )
     with torch.no_grad():
         out = _call("native", value, loc.float(), weights.float())
     assert seen == [value_dtype] and out.dtype == torch.float32
     # the values are exact in float32: same numbers as the float32 reference on them
-    expected = reference_ms_deform_attn(value.double(), SHAPES, loc.float().double(),
-                                        weights.float().double())
+    expected = reference_ms_deform_attn(
+        value.double(), SHAPES, loc.float().double(), weights.float().double()
+    )
     assert (out.double() - expected).abs().max() < 1e-5
     # where a gradient is needed the value is cast (the backward computes in one dtype)
     seen.clear()
@@ -147,6 +155,7 @@ def test_native_unavailable_reasons(monkeypatch):
         raise RuntimeError("Error building extension 'focus_detr_msda_cpu'\nmore lines")
 
     from torch.utils import cpp_extension
+
     monkeypatch.setattr(cpp_extension, "load", fail)
     module, reason = native_backend._load.__wrapped__()  # uncached: a fresh build attempt
     assert module is None
@@ -180,10 +189,13 @@ def test_pytorch_backend_intermediates_bounded():
             out = func(*args, **(kwargs or {}))
             leaves = torch.utils._pytree.tree_leaves((args, kwargs))
             inputs = {a.untyped_storage().data_ptr() for a in leaves if isinstance(a, torch.Tensor)}
-            for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            for t in out if isinstance(out, (tuple, list)) else (out,):
                 # new allocations only (views share their input's memory)
-                if (isinstance(t, torch.Tensor) and t.shape != value.shape
-                        and t.untyped_storage().data_ptr() not in inputs):
+                if (
+                    isinstance(t, torch.Tensor)
+                    and t.shape != value.shape
+                    and t.untyped_storage().data_ptr() not in inputs
+                ):
                     sizes.append((t.numel(), str(func)))
             return out
 
@@ -192,8 +204,9 @@ def test_pytorch_backend_intermediates_bounded():
     assert sizes and max(sizes)[0] <= output * points // heads, max(sizes)
     sizes.clear()
     with Recorder():
-        grads = pytorch_backend.backward(value, shapes_t, starts, loc, weights,
-                                         torch.ones_like(out))
+        grads = pytorch_backend.backward(
+            value, shapes_t, starts, loc, weights, torch.ones_like(out)
+        )
     largest_slice = n * max(h * w for h, w in shapes) * head_dim  # one (level, head) of value
     assert max(sizes)[0] <= max(output * len(shapes) * points, largest_slice), max(sizes)
     expected = reference_ms_deform_attn(value, shapes, loc, weights)
@@ -221,7 +234,8 @@ def test_bad_shapes_raise_clear_errors():
 
 def test_selection_rule_argument_env_auto(monkeypatch):
     assert resolve_backend(None, "cpu") == next(
-        b for b in ("native", "ext", "pytorch") if b in CPU_BACKENDS)
+        b for b in ("native", "ext", "pytorch") if b in CPU_BACKENDS
+    )
     monkeypatch.setenv(ENV_VAR, "pytorch")
     assert resolve_backend(None, "cpu") == "pytorch"
     assert resolve_backend("auto", "cpu") == "pytorch"  # "auto" defers to the environment
@@ -229,16 +243,18 @@ def test_selection_rule_argument_env_auto(monkeypatch):
     monkeypatch.setenv(ENV_VAR, "nonsense")
     with pytest.raises(ValueError, match=rf"unknown .*'nonsense'.*\${ENV_VAR}"):
         resolve_backend(None, "cpu")
-    with pytest.raises(ValueError,
-                       match="choose one of .*'pytorch', 'native', 'ext', 'detrex', 'triton'"):
+    with pytest.raises(
+        ValueError, match="choose one of .*'pytorch', 'native', 'ext', 'detrex', 'triton'"
+    ):
         resolve_backend("cuda_op", "cpu")
 
 
 def test_auto_order_on_cpu(monkeypatch):
     avail = {"native": None, "ext": None}
     for name, mod in (("native", native_backend), ("ext", ext_backend)):
-        monkeypatch.setattr(mod, "unavailable_reason",
-                            lambda device, dtype=None, name=name: avail[name])
+        monkeypatch.setattr(
+            mod, "unavailable_reason", lambda device, dtype=None, name=name: avail[name]
+        )
     assert resolve_backend(None, "cpu") == "native"
     avail["native"] = "no compiler"
     assert resolve_backend(None, "cpu") == "ext"
@@ -256,8 +272,7 @@ def test_auto_order_on_cuda(monkeypatch):
     def fake_reason(name):
         return lambda device, dtype=None: avail[name]
 
-    for name, mod in (("triton", triton_backend), ("detrex", detrex_backend),
-                      ("ext", ext_backend)):
+    for name, mod in (("triton", triton_backend), ("detrex", detrex_backend), ("ext", ext_backend)):
         monkeypatch.setattr(mod, "unavailable_reason", fake_reason(name))
     assert resolve_backend(None, cuda) == "triton"
     avail["triton"] = "no triton"
@@ -271,13 +286,18 @@ def test_auto_order_on_cuda(monkeypatch):
 
 
 def test_ext_unavailable_falls_back_and_explains(monkeypatch):
-    monkeypatch.setattr(ext_backend, "_load", lambda: (None, "torch_ms_deform_attn failed to "
-                                                             "import (ImportError: nope)"))
+    monkeypatch.setattr(
+        ext_backend,
+        "_load",
+        lambda: (None, "torch_ms_deform_attn failed to import (ImportError: nope)"),
+    )
     monkeypatch.setattr(native_backend, "_load", lambda: (None, "no compiler"))
     assert resolve_backend(None, "cpu") == "pytorch"
-    with pytest.raises(BackendUnavailableError,
-                       match=r"'ext'.*nope.*pip install --no-build-isolation "
-                             r"torch-ms-deform-attn==0\.1\.1"):
+    with pytest.raises(
+        BackendUnavailableError,
+        match=r"'ext'.*nope.*pip install --no-build-isolation "
+        r"torch-ms-deform-attn==0\.1\.1",
+    ):
         resolve_backend("ext", "cpu")
 
 
@@ -318,6 +338,7 @@ class _FakeDetrexC:
 
     def ms_deform_attn_backward(self, value, shapes, starts, loc, weights, grad, im2col_step):
         self._check(value, shapes, starts, loc, weights, im2col_step, grad)
+
         def reference_grads():
             inputs = [t.detach().requires_grad_() for t in (value, loc, weights)]
             out = reference_ms_deform_attn(inputs[0], shapes.tolist(), *inputs[1:])
@@ -375,8 +396,9 @@ def test_detrex_adapter_passes_documented_arguments(fake_detrex, batch):
     else:
         grad_out = torch.randn_like(out)
         got = torch.autograd.grad(out, inputs, grad_out)
-        expected = torch.autograd.grad(reference_ms_deform_attn(value, SHAPES, loc, weights),
-                                       inputs, grad_out)
+        expected = torch.autograd.grad(
+            reference_ms_deform_attn(value, SHAPES, loc, weights), inputs, grad_out
+        )
         assert all((g - e).abs().max() < 1e-12 for g, e in zip(got, expected))
     assert fake_detrex.calls and all(batch % step == 0 for step in fake_detrex.calls)
     half = op(*[t.detach().half() for t in inputs])  # computed in float32 by the fake op
@@ -436,8 +458,9 @@ def test_fvcore_handles_ext_op_and_detrex_function_names():
 
     fns = [lambda v, l_, w: MultiScaleDeformableAttnFunction.apply(v, shapes, starts, l_, w, 64)]
     if "ext" in CPU_BACKENDS:
-        fns.append(lambda v, l_, w: torch.ops.torch_ms_deform_attn.forward(v, shapes, starts,
-                                                                          l_, w, 1))
+        fns.append(
+            lambda v, l_, w: torch.ops.torch_ms_deform_attn.forward(v, shapes, starts, l_, w, 1)
+        )
     for fn in fns:
         assert _flop_analysis(_Functional(None, fn), (value, loc, weights)).total() == expected
 
@@ -447,8 +470,9 @@ def test_fvcore_counts_module(backend, monkeypatch):
     """The module traces on CPU with every backend (and the default) and its count is the
     four linear layers plus the op."""
     n, q, c, heads, levels, points = 2, 5, 16, 2, 2, 3
-    attn = MultiScaleDeformableAttention(c, heads, levels, points, batch_first=True,
-                                         backend=backend).eval()
+    attn = MultiScaleDeformableAttention(
+        c, heads, levels, points, batch_first=True, backend=backend
+    ).eval()
     s = sum(h * w for h, w in SHAPES)
 
     class Wrapper(torch.nn.Module):  # jit tracing wants tensor arguments only
@@ -457,11 +481,23 @@ def test_fvcore_counts_module(backend, monkeypatch):
             self.attn = attn
 
         def forward(self, query, value, mask, ref, shapes, starts):
-            return self.attn(query, value=value, key_padding_mask=mask, reference_points=ref,
-                             spatial_shapes=shapes, level_start_index=starts)
+            return self.attn(
+                query,
+                value=value,
+                key_padding_mask=mask,
+                reference_points=ref,
+                spatial_shapes=shapes,
+                level_start_index=starts,
+            )
 
-    inputs = (torch.randn(n, q, c), torch.randn(n, s, c), torch.zeros(n, s, dtype=torch.bool),
-              torch.rand(n, q, levels, 2), torch.tensor(SHAPES), level_start_index(SHAPES))
+    inputs = (
+        torch.randn(n, q, c),
+        torch.randn(n, s, c),
+        torch.zeros(n, s, dtype=torch.bool),
+        torch.rand(n, q, levels, 2),
+        torch.tensor(SHAPES),
+        level_start_index(SHAPES),
+    )
     linear = n * s * c * c + n * q * c * (heads * levels * points * 3) + n * q * c * c
     msda = ms_deform_attn_flops(n, q, heads, levels, points, c // heads)
     analysis = _flop_analysis(Wrapper(), inputs)
@@ -474,8 +510,15 @@ def test_fvcore_counts_module(backend, monkeypatch):
 
 def _module(backend="pytorch", **kwargs):
     torch.manual_seed(0)
-    attn = MultiScaleDeformableAttention(embed_dim=12, num_heads=2, num_levels=2, num_points=3,
-                                         dropout=0.0, backend=backend, **kwargs).double()
+    attn = MultiScaleDeformableAttention(
+        embed_dim=12,
+        num_heads=2,
+        num_levels=2,
+        num_points=3,
+        dropout=0.0,
+        backend=backend,
+        **kwargs,
+    ).double()
     with torch.no_grad():  # non-trivial offsets and weights so every path matters
         for p in attn.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -491,8 +534,13 @@ def _module_inputs(n=2, q=5, c=12, seed=0, ref_dim=2):
     if ref_dim == 2:
         ref = torch.rand(n, q, 2, 2, generator=g, dtype=torch.float64)
     else:
-        ref = torch.cat([torch.rand(n, q, 2, 2, generator=g, dtype=torch.float64),
-                         0.1 + torch.rand(n, q, 2, 2, generator=g, dtype=torch.float64)], -1)
+        ref = torch.cat(
+            [
+                torch.rand(n, q, 2, 2, generator=g, dtype=torch.float64),
+                0.1 + torch.rand(n, q, 2, 2, generator=g, dtype=torch.float64),
+            ],
+            -1,
+        )
     return query, value, pos, ref
 
 
@@ -509,8 +557,7 @@ def _expected_module_output(attn, query, value, pos, ref, mask=None):
         wh = torch.tensor([[w, h] for h, w in SHAPES], dtype=torch.float64)  # (levels, 2)
         loc = ref[:, :, None, :, None, :] + off / wh[:, None, :]
     else:
-        loc = (ref[:, :, None, :, None, :2]
-               + off / points * ref[:, :, None, :, None, 2:] * 0.5)
+        loc = ref[:, :, None, :, None, :2] + off / points * ref[:, :, None, :, None, 2:] * 0.5
     logits = attn.attention_weights(q_in).view(n, nq, heads, levels * points)
     weights = logits.softmax(-1).view(n, nq, heads, levels, points)
     out = reference_ms_deform_attn(v.view(n, v.shape[1], heads, -1), SHAPES, loc, weights)
@@ -518,8 +565,15 @@ def _expected_module_output(attn, query, value, pos, ref, mask=None):
 
 
 def _run(attn, query, value, pos, ref, mask=None):
-    return attn(query, value=value, query_pos=pos, key_padding_mask=mask, reference_points=ref,
-                spatial_shapes=torch.tensor(SHAPES), level_start_index=level_start_index(SHAPES))
+    return attn(
+        query,
+        value=value,
+        query_pos=pos,
+        key_padding_mask=mask,
+        reference_points=ref,
+        spatial_shapes=torch.tensor(SHAPES),
+        level_start_index=level_start_index(SHAPES),
+    )
 
 
 @pytest.mark.parametrize("ref_dim", [2, 4])
@@ -556,11 +610,15 @@ def test_module_returns_the_sampling_it_used(ref_dim, batch_first):
     with torch.no_grad():
         plain = _run(attn, layout(query), layout(value), layout(pos), ref)
         out, locations, weights = attn(
-            layout(query), value=layout(value), query_pos=layout(pos), reference_points=ref,
-            spatial_shapes=torch.tensor(SHAPES), level_start_index=level_start_index(SHAPES),
-            return_sampling=True)
-        alone = deformable_sampling(attn, (query + pos).transpose(0, 1), ref,
-                                    torch.tensor(SHAPES))
+            layout(query),
+            value=layout(value),
+            query_pos=layout(pos),
+            reference_points=ref,
+            spatial_shapes=torch.tensor(SHAPES),
+            level_start_index=level_start_index(SHAPES),
+            return_sampling=True,
+        )
+        alone = deformable_sampling(attn, (query + pos).transpose(0, 1), ref, torch.tensor(SHAPES))
         expected, expected_loc = _expected_module_output(attn, query, value, pos, ref)
     assert torch.equal(out, plain)
     assert (layout(out) - expected).abs().max() < 1e-10
@@ -574,8 +632,9 @@ def test_module_returns_the_sampling_it_used(ref_dim, batch_first):
 
 def test_module_reference_point_formulas_by_hand():
     """One query, one head, one level, 2 points, offsets set by hand."""
-    attn = MultiScaleDeformableAttention(embed_dim=4, num_heads=1, num_levels=1, num_points=2,
-                                         batch_first=True)
+    attn = MultiScaleDeformableAttention(
+        embed_dim=4, num_heads=1, num_levels=1, num_points=2, batch_first=True
+    )
     with torch.no_grad():
         attn.sampling_offsets.weight.zero_()
         attn.sampling_offsets.bias.copy_(torch.tensor([2.0, -1.0, 4.0, 3.0]))  # (x, y) per point
@@ -585,8 +644,9 @@ def test_module_reference_point_formulas_by_hand():
     assert torch.allclose(points.view(2, 2), expected)
     boxes = attn.sampling_locations(query, torch.tensor([[[[0.5, 0.25, 0.2, 0.4]]]]), shapes)
     # ref_xy + offset / num_points * wh / 2
-    expected = torch.tensor([[0.5 + 2 / 2 * 0.1, 0.25 - 1 / 2 * 0.2],
-                             [0.5 + 4 / 2 * 0.1, 0.25 + 3 / 2 * 0.2]])
+    expected = torch.tensor(
+        [[0.5 + 2 / 2 * 0.1, 0.25 - 1 / 2 * 0.2], [0.5 + 4 / 2 * 0.1, 0.25 + 3 / 2 * 0.2]]
+    )
     assert torch.allclose(boxes.view(2, 2), expected)
     with pytest.raises(ValueError, match="must end in 2 .* or 4"):
         attn.sampling_locations(query, torch.zeros(1, 1, 1, 3), shapes)
@@ -598,8 +658,9 @@ def test_module_sampling_locations_keep_the_references_precision_under_autocast(
     formula on those same offsets to float32 rounding (dividing in bfloat16, as before, was off
     by up to 5e-4 here, 2^-9 of the offset term)."""
     torch.manual_seed(0)
-    attn = MultiScaleDeformableAttention(embed_dim=16, num_heads=2, num_levels=2, num_points=2,
-                                         batch_first=True)
+    attn = MultiScaleDeformableAttention(
+        embed_dim=16, num_heads=2, num_levels=2, num_points=2, batch_first=True
+    )
     with torch.no_grad():
         attn.sampling_offsets.bias.uniform_(-4.0, 4.0)
     query, shapes = torch.randn(1, 5, 16), torch.tensor([[100, 152], [13, 19]])
@@ -638,8 +699,9 @@ def test_value_differs_from_query_and_batch_first_both_ways():
     with torch.no_grad():
         seq_first = _run(attn, query, value, pos, ref)
         attn.batch_first = True
-        batch_first = _run(attn, query.transpose(0, 1), value.transpose(0, 1),
-                           pos.transpose(0, 1), ref)
+        batch_first = _run(
+            attn, query.transpose(0, 1), value.transpose(0, 1), pos.transpose(0, 1), ref
+        )
         expected, _ = _expected_module_output(attn, query, value, pos, ref)
     assert seq_first.shape == (4, 2, 12) and batch_first.shape == (2, 4, 12)
     assert (seq_first - expected).abs().max() < 1e-10
@@ -679,8 +741,16 @@ def test_custom_op_registration(backend):
     """Schema, autograd registration and fake (meta) kernel of the op agree (torch.compile and
     FakeTensor tracing rely on them)."""
     value, loc, weights = random_inputs(2, 3, 2, 4, SHAPES, points=2)
-    args = (value.requires_grad_(), torch.tensor(SHAPES), level_start_index(SHAPES),
-            loc.requires_grad_(), weights.requires_grad_(), backend)
-    torch.library.opcheck(ms_deform_attn_op, args,
-                          test_utils=("test_schema", "test_autograd_registration",
-                                      "test_faketensor"))
+    args = (
+        value.requires_grad_(),
+        torch.tensor(SHAPES),
+        level_start_index(SHAPES),
+        loc.requires_grad_(),
+        weights.requires_grad_(),
+        backend,
+    )
+    torch.library.opcheck(
+        ms_deform_attn_op,
+        args,
+        test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
+    )

@@ -3,6 +3,7 @@
 TRITON_INTERPRET=1 must be set before triton is imported, so the checks (msda_triton_cases.py)
 run in a fresh interpreter process; this test reports their result.
 """
+
 import importlib.util
 import os
 import subprocess
@@ -15,8 +16,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "msda_triton_cases.py"
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
-                                reason="triton is not installed")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="triton is not installed"
+)
 
 
 def _run_cases(env_extra):
@@ -24,9 +26,24 @@ def _run_cases(env_extra):
     env.pop("FOCUS_DETR_MSDA_BACKEND", None)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(CASES), "-q", "-p", "no:cacheprovider",
-         "-o", "addopts=", "-rs"],
-        cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(CASES),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            "-rs",
+        ],
+        cwd=HERE.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     report = proc.stdout[-6000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, report
     assert " passed" in proc.stdout and "skipped" not in proc.stdout, report
@@ -50,10 +67,28 @@ def _compile(kernel, dtype, head_dim, block_q, capability):
 
     block_d = triton.next_power_of_2(head_dim)
     grad_value = "fp32" if dtype == "bf16" else dtype
-    pointers = iter([f"*{dtype}", "*i64", "*i64", f"*{dtype}", f"*{dtype}", f"*{dtype}",
-                     f"*{grad_value}", f"*{dtype}", f"*{dtype}"])
-    constants = {"M": 8, "L": 4, "P": 4, "BLOCK_Q": block_q, "BLOCK_D": block_d,
-                 "EVEN_D": block_d == head_dim, "ACC": tl.float32}
+    pointers = iter(
+        [
+            f"*{dtype}",
+            "*i64",
+            "*i64",
+            f"*{dtype}",
+            f"*{dtype}",
+            f"*{dtype}",
+            f"*{grad_value}",
+            f"*{dtype}",
+            f"*{dtype}",
+        ]
+    )
+    constants = {
+        "M": 8,
+        "L": 4,
+        "P": 4,
+        "BLOCK_Q": block_q,
+        "BLOCK_D": block_d,
+        "EVEN_D": block_d == head_dim,
+        "ACC": tl.float32,
+    }
     signature, attrs = {}, {}
     for i, name in enumerate(kernel.arg_names):
         if name.endswith("_ptr"):
@@ -61,10 +96,15 @@ def _compile(kernel, dtype, head_dim, block_q, capability):
             attrs[(i,)] = [["tt.divisibility", 16]]
         else:
             signature[name] = "constexpr" if name in constants else "i32"
-    source = ASTSource(fn=kernel, signature=signature, attrs=attrs,
-                       constexprs={(kernel.arg_names.index(k),): v for k, v in constants.items()})
-    return triton.compile(source, target=GPUTarget("cuda", capability, 32),
-                          options={"num_warps": 4})
+    source = ASTSource(
+        fn=kernel,
+        signature=signature,
+        attrs=attrs,
+        constexprs={(kernel.arg_names.index(k),): v for k, v in constants.items()},
+    )
+    return triton.compile(
+        source, target=GPUTarget("cuda", capability, 32), options={"num_warps": 4}
+    )
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="needs the compiler")
@@ -74,7 +114,9 @@ def test_kernels_compile_for_gpu(dtype, head_dim, capability):
     both kernels for real GPU targets to catch what it lets through."""
     from focus_detr.layers.ms_deform_attn import triton_kernels
 
-    for kernel, block_q in ((triton_kernels.msda_fwd_kernel, 64),
-                            (triton_kernels.msda_bwd_kernel, 32)):
+    for kernel, block_q in (
+        (triton_kernels.msda_fwd_kernel, 64),
+        (triton_kernels.msda_bwd_kernel, 32),
+    ):
         compiled = _compile(kernel, dtype, head_dim, block_q, capability)
         assert ".entry " + kernel.fn.__name__ in compiled.asm["ptx"]

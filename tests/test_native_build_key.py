@@ -1,5 +1,6 @@
 """The native kernel's build is keyed by its source's content, flags and torch, not by the
 checkout's path, so clones of one source share one build; a held build lock is logged."""
+
 import logging
 import shutil
 

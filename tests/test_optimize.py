@@ -4,6 +4,7 @@ reduced precision, computes what the untransformed model computes (float64), is 
 declarative, refuses a bad precision before changing anything; the config keys
 `model.fold_backbone_norms` / `model.reduced_precision` reach it through `instantiate_model` and
 the strict override check."""
+
 import copy
 
 import pytest

@@ -4,6 +4,7 @@
 test_train_step_fixtures.py); here the case those fixtures do not reach (the padded tokens' tie
 group ranking inside the two-stage proposal cut), inference, batches of one, and the config key.
 """
+
 import copy
 from pathlib import Path
 
@@ -104,42 +105,56 @@ def test_no_padding_no_difference_and_inference_masks_in_both_modes():
         # batch-norm statistics, which the evaluation then uses
         model = copy.deepcopy(initial)
         model.transformer.padding = padding
-        for module in (model.transformer.encoder.selector, model.transformer.encoder.foreground_loss):
+        for module in (
+            model.transformer.encoder.selector,
+            model.transformer.encoder.foreground_loss,
+        ):
             module.padding = padding
         model.train()
-        train_losses[padding] = {k: float(v.detach())
-                                 for k, v in outputs_of(model, unpadded)[0].items()}
+        train_losses[padding] = {
+            k: float(v.detach()) for k, v in outputs_of(model, unpadded)[0].items()
+        }
         model.eval()
         with torch.no_grad():
             eval_outputs[padding] = [r["instances"] for r in outputs_of(model, padded)[0]]
     assert train_losses["published"] == train_losses["masked"]
     for a, b in zip(eval_outputs["published"], eval_outputs["masked"]):
-        assert torch.equal(a.scores, b.scores) and torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
+        assert torch.equal(a.scores, b.scores) and torch.equal(
+            a.pred_boxes.tensor, b.pred_boxes.tensor
+        )
 
 
-@pytest.mark.parametrize("build", [
-    lambda: ForegroundTokenSelector(embed_dim=16, padding="publish"),
-    lambda: ForegroundLoss(padding="publish"),
-    lambda: DINOTransformer(encoder=None, decoder=tiny_model().transformer.decoder, padding="publish"),
-])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: ForegroundTokenSelector(embed_dim=16, padding="publish"),
+        lambda: ForegroundLoss(padding="publish"),
+        lambda: DINOTransformer(
+            encoder=None, decoder=tiny_model().transformer.decoder, padding="publish"
+        ),
+    ],
+)
 def test_unknown_padding_mode_names_the_key(build):
     with pytest.raises(ValueError, match=r"model\.transformer\.padding.*'publish'"):
         build()
 
 
-@pytest.mark.parametrize("config, expected", [
-    ("projects/dino/configs/dino_r50_4scale_12ep.py", "published"),
-    ("projects/dino/configs/dino_r101_4scale_12ep.py", "published"),
-    ("projects/dino/configs/dino_r50_4scale_36ep.py", "published"),
-    ("projects/focus_detr/configs/focus_detr_r50_4scale_12ep.py", "published"),
-    ("projects/focus_detr/configs/focus_detr_r50_4scale_24ep.py", "published"),
-    ("projects/focus_detr/configs/focus_detr_r101_4scale_36ep.py", "published"),
-    ("projects/focus_detr/configs/focus_detr_swin_tiny_224_4scale_36ep.py", "published"),
-    ("projects/sparse_detr/configs/dino_sparse_r50_4scale_36ep.py", "published"),
-    ("projects/focus_detr/configs/focus_detr_tiny_synthetic.py", "masked"),
-    ("projects/dino/configs/dino_tiny_synthetic.py", "masked"),
-    ("projects/sparse_detr/configs/dino_sparse_tiny_synthetic.py", "masked"),
-])
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ("projects/dino/configs/dino_r50_4scale_12ep.py", "published"),
+        ("projects/dino/configs/dino_r101_4scale_12ep.py", "published"),
+        ("projects/dino/configs/dino_r50_4scale_36ep.py", "published"),
+        ("projects/focus_detr/configs/focus_detr_r50_4scale_12ep.py", "published"),
+        ("projects/focus_detr/configs/focus_detr_r50_4scale_24ep.py", "published"),
+        ("projects/focus_detr/configs/focus_detr_r101_4scale_36ep.py", "published"),
+        ("projects/focus_detr/configs/focus_detr_swin_tiny_224_4scale_36ep.py", "published"),
+        ("projects/sparse_detr/configs/dino_sparse_r50_4scale_36ep.py", "published"),
+        ("projects/focus_detr/configs/focus_detr_tiny_synthetic.py", "masked"),
+        ("projects/dino/configs/dino_tiny_synthetic.py", "masked"),
+        ("projects/sparse_detr/configs/dino_sparse_tiny_synthetic.py", "masked"),
+    ],
+)
 def test_one_key_sets_every_part(config, expected):
     cfg = LazyConfig.load(str(REPO / config))
     transformer = cfg.model.transformer
@@ -149,6 +164,9 @@ def test_one_key_sets_every_part(config, expected):
     if "selector" in focus:
         assert focus.selector.padding == expected and focus.foreground_loss.padding == expected
         cfg = apply_overrides(cfg, ["model.transformer.padding=masked"])
-        focus = (cfg.model.transformer.encoder.choices.focus if "choices" in encoder
-                 else cfg.model.transformer.encoder)
+        focus = (
+            cfg.model.transformer.encoder.choices.focus
+            if "choices" in encoder
+            else cfg.model.transformer.encoder
+        )
         assert focus.selector.padding == "masked" and focus.foreground_loss.padding == "masked"

@@ -9,8 +9,16 @@ from tests.tools_utils import load_tool
 
 def _tiny_results(path):
     for ratio, gflops, ap in ((0.3, 0.45, 10.0), (0.5, 0.5, 11.0)):
-        append_result(path, {"config": "tiny.py", "method": "focus", "keep_ratio": ratio,
-                             "gflops": gflops, "ap": ap})
+        append_result(
+            path,
+            {
+                "config": "tiny.py",
+                "method": "focus",
+                "keep_ratio": ratio,
+                "gflops": gflops,
+                "ap": ap,
+            },
+        )
 
 
 def test_paper_points_beside_tiny_models(tmp_path, capsys):
@@ -24,8 +32,19 @@ def test_paper_points_beside_tiny_models(tmp_path, capsys):
     tool.main(["--results", str(results), "--output", str(out), "--paper", "--xscale", "linear"])
     assert tool.main.scales == ["linear"]
     panels = tmp_path / "panels.png"
-    tool.main(["--results", str(results), "--output", str(panels), "--paper", "--panels",
-               "--size", "10", "4"])
+    tool.main(
+        [
+            "--results",
+            str(results),
+            "--output",
+            str(panels),
+            "--paper",
+            "--panels",
+            "--size",
+            "10",
+            "4",
+        ]
+    )
     assert tool.main.scales == ["linear", "linear"]  # each panel spans little
     with Image.open(panels) as im:
         assert im.size == (1000, 400)

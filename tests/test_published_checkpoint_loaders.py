@@ -2,6 +2,7 @@
 `DetectionCheckpointer`, `torch.nn.Module.load_state_dict(strict=True)` (also wrapped, as DDP
 does) and our `DetrCheckpointer`, with no missing or unexpected key and every tensor in place.
 """
+
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from focus_detr.engine.published_checkpoints import DetrCheckpointer, apply_key_
 from reference_keys import FIXTURES, read_key_shapes
 from synth_weights import state_dict as synth_state_dict
 
-CONFIG = Path(__file__).resolve().parents[1] / "projects/focus_detr/configs/models/focus_detr_r50.py"
+CONFIG = (
+    Path(__file__).resolve().parents[1] / "projects/focus_detr/configs/models/focus_detr_r50.py"
+)
 
 
 @pytest.fixture(scope="module")

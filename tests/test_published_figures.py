@@ -1,6 +1,7 @@
 """Figures measured outside the project live in one documented data file
 (focus_detr/data/published_figures.json), each group with its source; the benchmark reads them
 from there instead of holding its own copies."""
+
 import json
 
 from focus_detr.engine import REPO_ROOT

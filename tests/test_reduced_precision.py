@@ -2,6 +2,7 @@
 in bfloat16 and hand float32 to the rest; outputs stay close to float32's; training, gradients,
 tracing and state-dict keys are untouched; errors restore the autocast state; bad names and
 dtypes are refused with a clear message."""
+
 from collections import namedtuple
 from dataclasses import dataclass
 
@@ -34,21 +35,32 @@ def _record_dtypes(model, names):
     for name in names:
         leaf = next(m for m in modules[name].modules() if isinstance(m, (nn.Linear, nn.Conv2d)))
         leaf.register_forward_hook(
-            lambda m, a, out, name=name: seen.setdefault(name, set()).add(out.dtype))
+            lambda m, a, out, name=name: seen.setdefault(name, set()).add(out.dtype)
+        )
     return seen
 
 
 def test_chosen_modules_run_in_bfloat16_and_the_rest_in_float32():
     full, reduced = _focus_pair()
-    seen = _record_dtypes(reduced, ["backbone", "neck", "transformer.encoder.layers.0.ffns.0",
-                                    "transformer.decoder.layers.0.ffns.0"])
+    seen = _record_dtypes(
+        reduced,
+        [
+            "backbone",
+            "neck",
+            "transformer.encoder.layers.0.ffns.0",
+            "transformer.decoder.layers.0.ffns.0",
+        ],
+    )
     images = reduced.preprocess_image(make_batch([(96, 128), (64, 96)], [2, 3]))
     with torch.no_grad():
         out = reduced.compute_outputs(images)
         ref = full.compute_outputs(images)
-    assert seen == {"backbone": {torch.bfloat16}, "neck": {torch.bfloat16},
-                    "transformer.encoder.layers.0.ffns.0": {torch.bfloat16},
-                    "transformer.decoder.layers.0.ffns.0": {torch.float32}}
+    assert seen == {
+        "backbone": {torch.bfloat16},
+        "neck": {torch.bfloat16},
+        "transformer.encoder.layers.0.ffns.0": {torch.bfloat16},
+        "transformer.decoder.layers.0.ffns.0": {torch.float32},
+    }
     assert out["encoder_output"].memory.dtype == torch.float32  # cast back (a dataclass)
     assert all(f.dtype == torch.float32 for f in out["neck_features"])
     assert out["pred_boxes"].dtype == out["pred_logits"].dtype == torch.float32
@@ -58,8 +70,10 @@ def test_chosen_modules_run_in_bfloat16_and_the_rest_in_float32():
         rel = (f - f_ref).norm() / f_ref.norm()
         assert 0 < rel < 0.03, rel
     # the two-stage proposals are scored on that memory: mostly the same tokens
-    both = [set(a.tolist()) & set(b.tolist()) for a, b in
-            zip(out["enc_topk_indices"], ref["enc_topk_indices"])]
+    both = [
+        set(a.tolist()) & set(b.tolist())
+        for a, b in zip(out["enc_topk_indices"], ref["enc_topk_indices"])
+    ]
     assert all(len(s) >= 0.8 * out["enc_topk_indices"].shape[1] for s in both), both
 
 
@@ -77,10 +91,15 @@ def test_proposals_and_detections_close_to_full_precision():
     assert len(shared) >= 0.8 * len(idx)
     pos = torch.tensor([idx.index(t) for t in shared])
     pos_ref = torch.tensor([idx_ref.index(t) for t in shared])
-    torch.testing.assert_close(out["enc_outputs"]["pred_boxes"][0, pos],
-                               ref["enc_outputs"]["pred_boxes"][0, pos_ref], rtol=0, atol=0.01)
-    torch.testing.assert_close(out["enc_topk_scores"][0, pos], ref["enc_topk_scores"][0, pos_ref],
-                               rtol=0.05, atol=0.05)
+    torch.testing.assert_close(
+        out["enc_outputs"]["pred_boxes"][0, pos],
+        ref["enc_outputs"]["pred_boxes"][0, pos_ref],
+        rtol=0,
+        atol=0.01,
+    )
+    torch.testing.assert_close(
+        out["enc_topk_scores"][0, pos], ref["enc_topk_scores"][0, pos_ref], rtol=0.05, atol=0.05
+    )
 
 
 def test_training_and_gradients_stay_in_full_precision():
@@ -89,7 +108,10 @@ def test_training_and_gradients_stay_in_full_precision():
     seen = _record_dtypes(reduced, ["backbone", "transformer.encoder.layers.0.ffns.0"])
     out = reduced.compute_outputs(images)  # grad enabled: no autocast
     ref = full.compute_outputs(images)
-    assert seen == {"backbone": {torch.float32}, "transformer.encoder.layers.0.ffns.0": {torch.float32}}
+    assert seen == {
+        "backbone": {torch.float32},
+        "transformer.encoder.layers.0.ffns.0": {torch.float32},
+    }
     torch.testing.assert_close(out["pred_boxes"], ref["pred_boxes"], rtol=0, atol=0)
     assert out["pred_boxes"].requires_grad
     assert reduced.state_dict().keys() == full.state_dict().keys()

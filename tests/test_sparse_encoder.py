@@ -171,8 +171,11 @@ def test_spatial_query_order_changes_nothing_but_the_order():
     for name, value in ranked_losses.items():
         torch.testing.assert_close(spatial_losses[name], value, rtol=1e-10, atol=1e-12)
     assert spatial_grads.keys() == ranked_grads.keys()
-    assert {"layers.2.attentions.0.sampling_offsets.weight", "aux_box_heads.0.layers.0.weight",
-            "score_network.layer1.0.weight"} <= ranked_grads.keys()
+    assert {
+        "layers.2.attentions.0.sampling_offsets.weight",
+        "aux_box_heads.0.layers.0.weight",
+        "score_network.layer1.0.weight",
+    } <= ranked_grads.keys()
     for name, grad in ranked_grads.items():
         torch.testing.assert_close(spatial_grads[name], grad, rtol=1e-9, atol=1e-12)
 
@@ -373,28 +376,38 @@ def test_batched_auxiliary_matching_equals_per_image_matching():
     counts = [12, 7, 3, 9, 4]
     num_targets = [3, 0, 5, 1, 2]
     logits = torch.randn(n, k, CLASSES, generator=g, dtype=torch.float64)
-    boxes = torch.cat([torch.rand(n, k, 2, generator=g, dtype=torch.float64) * 0.6 + 0.2,
-                       torch.rand(n, k, 2, generator=g, dtype=torch.float64) * 0.3 + 0.05], -1)
+    boxes = torch.cat(
+        [
+            torch.rand(n, k, 2, generator=g, dtype=torch.float64) * 0.6 + 0.2,
+            torch.rand(n, k, 2, generator=g, dtype=torch.float64) * 0.3 + 0.05,
+        ],
+        -1,
+    )
     targets = []
     for i, m in enumerate(num_targets):
         target = {
             "labels": torch.randint(0, CLASSES, (m,), generator=g),
-            "boxes": torch.cat([torch.rand(m, 2, generator=g, dtype=torch.float64) * 0.6 + 0.2,
-                                torch.rand(m, 2, generator=g, dtype=torch.float64) * 0.3 + 0.05],
-                               -1),
+            "boxes": torch.cat(
+                [
+                    torch.rand(m, 2, generator=g, dtype=torch.float64) * 0.6 + 0.2,
+                    torch.rand(m, 2, generator=g, dtype=torch.float64) * 0.3 + 0.05,
+                ],
+                -1,
+            ),
         }
         targets.append(target)
         if m:  # invalid slots: the first target's box with a confident logit of its class
-            boxes[i, counts[i]:] = target["boxes"][0]
-            logits[i, counts[i]:, target["labels"][0]] = 10.0
+            boxes[i, counts[i] :] = target["boxes"][0]
+            logits[i, counts[i] :, target["labels"][0]] = 10.0
     valid = torch.arange(k)[None] < torch.tensor(counts)[:, None]
     matcher = HungarianMatcher()
     batched = EncoderAuxiliaryLoss(DINOCriterion(CLASSES, matcher)).match(
-        logits, boxes, valid, targets)
+        logits, boxes, valid, targets
+    )
     assert len(batched) == n
     for i, (count, m) in enumerate(zip(counts, num_targets)):
         alone = matcher(
-            {"pred_logits": logits[i:i + 1, :count], "pred_boxes": boxes[i:i + 1, :count]},
+            {"pred_logits": logits[i : i + 1, :count], "pred_boxes": boxes[i : i + 1, :count]},
             [targets[i]],
         )[0]
         rows, cols = batched[i]
@@ -404,5 +417,6 @@ def test_batched_auxiliary_matching_equals_per_image_matching():
     # no targets in the whole batch: empty pairs for every image
     empty = [{"labels": t["labels"][:0], "boxes": t["boxes"][:0]} for t in targets]
     matched = EncoderAuxiliaryLoss(DINOCriterion(CLASSES, matcher)).match(
-        logits, boxes, valid, empty)
+        logits, boxes, valid, empty
+    )
     assert [(len(r), len(c)) for r, c in matched] == [(0, 0)] * n

@@ -1,6 +1,7 @@
 """`SwinTransformer` (the published Swin models' backbone, detectron2's layout): against timm's
 independent Swin implementation in float64, the published key names, any input size, training;
 the Focus-DETR Swin-T config built on it."""
+
 from pathlib import Path
 
 import pytest
@@ -61,15 +62,20 @@ def test_published_key_names():
     """detectron2's names, as the published Swin checkpoints carry them: relative position
     indices included, patch merging at the end of stages 0-2, output norms of stages 1-3 only."""
     keys = set(SwinTransformer(out_indices=(1, 2, 3)).state_dict())
-    block = {f"{m}.{p}" for m in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
-             for p in ("weight", "bias")}
+    block = {
+        f"{m}.{p}"
+        for m in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+        for p in ("weight", "bias")
+    }
     block |= {"attn.relative_position_bias_table", "attn.relative_position_index"}
     expected = {f"patch_embed.{m}.{p}" for m in ("proj", "norm") for p in ("weight", "bias")}
     for i, depth in enumerate((2, 2, 6, 2)):
         expected |= {f"layers.{i}.blocks.{j}.{k}" for j in range(depth) for k in block}
         if i < 3:
-            expected |= {f"layers.{i}.downsample.{k}"
-                         for k in ("reduction.weight", "norm.weight", "norm.bias")}
+            expected |= {
+                f"layers.{i}.downsample.{k}"
+                for k in ("reduction.weight", "norm.weight", "norm.bias")
+            }
     expected |= {f"norm{i}.{p}" for i in (1, 2, 3) for p in ("weight", "bias")}
     assert keys == expected and len(keys) == 187
     model = SwinTransformer(out_indices=(1, 2, 3))
@@ -83,7 +89,10 @@ def test_any_input_size_gives_a_strided_backbones_sizes(h, w):
     backbone = SwinTransformer(**SMALL, out_indices=(1, 2, 3)).eval()
     shapes = backbone.output_shape()
     assert {k: (v.channels, v.stride) for k, v in shapes.items()} == {
-        "p1": (32, 8), "p2": (64, 16), "p3": (128, 32)}
+        "p1": (32, 8),
+        "p2": (64, 16),
+        "p3": (128, 32),
+    }
     assert backbone.size_divisibility == 0  # it pads internally: any input size works
     with torch.no_grad():
         out = backbone(torch.randn(2, 3, h, w))
@@ -113,9 +122,15 @@ def test_imagenet_swin_classifier_weights_load_as_backbone(tmp_path):
     for p in trunk.parameters():
         p.data.add_(torch.randn_like(p) * 0.05)
     classifier = {k: v for k, v in trunk.state_dict().items() if not k.startswith("norm3")}
-    classifier.update({"norm.weight": torch.rand(128), "norm.bias": torch.rand(128),
-                       "head.weight": torch.randn(1000, 128), "head.bias": torch.zeros(1000),
-                       "layers.0.blocks.1.attn_mask": torch.zeros(64, 49, 49)})
+    classifier.update(
+        {
+            "norm.weight": torch.rand(128),
+            "norm.bias": torch.rand(128),
+            "head.weight": torch.randn(1000, 128),
+            "head.bias": torch.zeros(1000),
+            "layers.0.blocks.1.attn_mask": torch.zeros(64, 49, 49),
+        }
+    )
     path = tmp_path / "swin_classifier.pth"
     torch.save({"model": classifier}, path)
     model = nn.Module()
@@ -124,7 +139,8 @@ def test_imagenet_swin_classifier_weights_load_as_backbone(tmp_path):
     incompatible = checkpointer._load_model(checkpointer._load_file(str(path)))
     assert incompatible.unexpected_keys == [] and incompatible.incorrect_shapes == []
     assert sorted(incompatible.missing_keys) == [
-        f"backbone.norm{i}.{p}" for i in (1, 2, 3) for p in ("bias", "weight")]
+        f"backbone.norm{i}.{p}" for i in (1, 2, 3) for p in ("bias", "weight")
+    ]
     loaded = model.backbone.state_dict()
     for key, value in classifier.items():
         if key.startswith(("layers.", "patch_embed.")) and not key.endswith("attn_mask"):
@@ -139,8 +155,7 @@ def test_trains_with_stochastic_depth_and_bad_arguments_are_named():
     x = torch.randn(2, 3, 40, 56)
     out = backbone(x)
     sum(f.square().mean() for f in out.values()).backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all()
-               for p in backbone.parameters())
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in backbone.parameters())
     assert not torch.equal(backbone(x)["p3"], backbone(x)["p3"])  # stochastic depth in training
     backbone.eval()
     with torch.no_grad():
@@ -165,8 +180,11 @@ def test_swin_tiny_focus_detr_trains_and_infers_with_the_r50_models_other_keys()
     assert sum(p.numel() for p in backbone.parameters()) > 27e6  # the real Swin-T
     r50_keys = set(instantiate(r50_cfg.model).state_dict())
     keys = set(model.state_dict())
-    assert {"backbone.layers.2.blocks.5.attn.relative_position_index", "backbone.norm3.weight",
-            "backbone.patch_embed.proj.weight"} <= keys - r50_keys
+    assert {
+        "backbone.layers.2.blocks.5.attn.relative_position_index",
+        "backbone.norm3.weight",
+        "backbone.patch_embed.proj.weight",
+    } <= keys - r50_keys
     assert {k for k in r50_keys - keys if not k.startswith("backbone.")} == set()
 
     swin_cfg.model.transformer.num_queries = 50  # the small images below have 83 and 128 tokens
@@ -174,8 +192,10 @@ def test_swin_tiny_focus_detr_trains_and_infers_with_the_r50_models_other_keys()
     model = instantiate(swin_cfg.model)
     backbone = model.backbone
     model.train()
-    batch = [{"image": torch.rand(3, 64, 96) * 255, "instances": make_instances(64, 96, 2)},
-             {"image": torch.rand(3, 48, 80) * 255, "instances": make_instances(48, 80, 1)}]
+    batch = [
+        {"image": torch.rand(3, 64, 96) * 255, "instances": make_instances(64, 96, 2)},
+        {"image": torch.rand(3, 48, 80) * 255, "instances": make_instances(48, 80, 1)},
+    ]
     losses = model(batch)
     assert "select_loss" in losses
     sum(losses.values()).backward()
@@ -187,9 +207,16 @@ def test_swin_tiny_focus_detr_trains_and_infers_with_the_r50_models_other_keys()
     assert out[0]["instances"].pred_boxes.tensor.shape == (300, 4)
 
 
-@pytest.mark.parametrize("size, params", [
-    ("tiny_224", 27.5e6), ("small_224", 48.8e6), ("base_384", 86.9e6), ("large_224", 195.0e6),
-    ("large_384", 195.0e6)])
+@pytest.mark.parametrize(
+    "size, params",
+    [
+        ("tiny_224", 27.5e6),
+        ("small_224", 48.8e6),
+        ("base_384", 86.9e6),
+        ("large_224", 195.0e6),
+        ("large_384", 195.0e6),
+    ],
+)
 def test_published_swin_model_configs(size, params):
     """Every published Focus-DETR Swin model config: its backbone's stages 1-3 feed the channel
     mapper with matching channels and strides; sizes as published (millions of parameters)."""

@@ -1,4 +1,5 @@
 """TimmBackbone: any timm feature extractor (here timm's Swin-T) as a detectron2 backbone."""
+
 import sys
 
 import pytest
@@ -13,10 +14,13 @@ def test_missing_timm_names_the_package(monkeypatch):
         TimmBackbone()
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(out_features=("p1", "p2")), "out_features"),
-    (dict(size_divisibility=0), "size_divisibility"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(out_features=("p1", "p2")), "out_features"),
+        (dict(size_divisibility=0), "size_divisibility"),
+    ],
+)
 def test_bad_arguments_are_named(bad, message):
     pytest.importorskip("timm")
     with pytest.raises(ValueError, match=message):
@@ -31,7 +35,10 @@ def test_swin_tiny_maps_have_a_strided_backbones_sizes(h, w):
     backbone = TimmBackbone(embed_dim=24, depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 4)).eval()
     shapes = backbone.output_shape()
     assert {k: (v.channels, v.stride) for k, v in shapes.items()} == {
-        "p1": (48, 8), "p2": (96, 16), "p3": (192, 32)}
+        "p1": (48, 8),
+        "p2": (96, 16),
+        "p3": (192, 32),
+    }
     with torch.no_grad():
         out = backbone(torch.randn(2, 3, h, w))
     assert list(out) == ["p1", "p2", "p3"]

@@ -44,7 +44,8 @@ def test_selection_counts_hand_made_example():
     summary = c.summary("layer0_")  # for JSON: null where undefined, with the reason
     assert summary["layer0_level1_recall"] is None
     assert summary["layer0_undefined"] == {
-        "layer0_level1_recall": "no foreground token at level 1 (label assignment)"}
+        "layer0_level1_recall": "no foreground token at level 1 (label assignment)"
+    }
     assert summary["layer0_level0_recall"] == pytest.approx(0.5)
     o = c.overall()
     assert o["precision"] == pytest.approx(1 / 3) and o["recall"] == pytest.approx(1 / 2)
@@ -243,10 +244,14 @@ def test_selecting_configs_log_selection_quality_beside_coco_ap(config, tmp_path
 @pytest.mark.parametrize(
     "config, model_key",
     [
-        ("projects/focus_detr/configs/focus_detr_tiny_synthetic.py",
-         "model.transformer.encoder.foreground_loss.assigner.range_scale"),
-        ("projects/sparse_detr/configs/dino_sparse_tiny_synthetic.py",
-         "model.transformer.encoder.choices.focus.foreground_loss.assigner.range_scale"),
+        (
+            "projects/focus_detr/configs/focus_detr_tiny_synthetic.py",
+            "model.transformer.encoder.foreground_loss.assigner.range_scale",
+        ),
+        (
+            "projects/sparse_detr/configs/dino_sparse_tiny_synthetic.py",
+            "model.transformer.encoder.choices.focus.foreground_loss.assigner.range_scale",
+        ),
     ],
 )
 def test_tiny_configs_label_ranges_are_scaled_and_the_evaluator_follows(config, model_key):
@@ -264,8 +269,10 @@ def test_tiny_configs_label_ranges_are_scaled_and_the_evaluator_follows(config, 
             encoder = instantiate(cfg.model).transformer.encoder
         return evaluator.scale_ranges, encoder.foreground_loss.assigner.scale_ranges
 
-    scaled = tuple((lo * LABEL_RANGE_SCALE if lo > 0 else lo, hi * LABEL_RANGE_SCALE)
-                   for lo, hi in PUBLISHED_SCALE_RANGES)
+    scaled = tuple(
+        (lo * LABEL_RANGE_SCALE if lo > 0 else lo, hi * LABEL_RANGE_SCALE)
+        for lo, hi in PUBLISHED_SCALE_RANGES
+    )
     assert assigners(load_config(config)) == (scaled, scaled)
     # one knob: the published ranges back, for the model's loss and the evaluator alike
     restored = assigners(load_config(config, [f"{model_key}=1.0"]))
@@ -284,7 +291,8 @@ def test_foreground_per_level_counts_each_level_of_hand_made_images():
     # scaled by 0.25 ((-1, 16], (16, 32], ...): the tokens 16-20 px from a side move to level 1
     scaled = foreground_per_level(images, ForegroundLabelAssigner(range_scale=0.25))
     labels = ForegroundLabelAssigner(range_scale=0.25)(
-        *pad_boxes([images[0][1]]), [(8, 8), (4, 4), (2, 2), (1, 1)])[0]
+        *pad_boxes([images[0][1]]), [(8, 8), (4, 4), (2, 2), (1, 1)]
+    )[0]
     assert scaled["foreground"] == [int(p.sum()) for p in labels.split([64, 16, 4, 1])]
     assert scaled["foreground"][1] > 0
 
@@ -295,11 +303,21 @@ def test_label_statistics_tool_prints_each_range_scale(capsys):
     from tests.tools_utils import REPO_ROOT
 
     spec = importlib.util.spec_from_file_location(
-        "label_statistics", REPO_ROOT / "tools" / "label_statistics.py")
+        "label_statistics", REPO_ROOT / "tools" / "label_statistics.py"
+    )
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    tool.main(["--config-file", "projects/focus_detr/configs/focus_detr_tiny_synthetic.py",
-               "--range-scales", "0.35", "1", "--images", "3"])
+    tool.main(
+        [
+            "--config-file",
+            "projects/focus_detr/configs/focus_detr_tiny_synthetic.py",
+            "--range-scales",
+            "0.35",
+            "1",
+            "--images",
+            "3",
+        ]
+    )
     out = capsys.readouterr().out
     assert "3 test images" in out
     assert "0.35 | (-1, 22.4] (22.4, 44.8] (44.8, 89.6] (89.6, inf] |" in out

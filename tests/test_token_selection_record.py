@@ -15,8 +15,10 @@ def _hand_built():
     return TokenSelection(
         scores=torch.arange(12.0).view(2, 6),
         kept_index=[torch.tensor([[5, 0, 2], [1, 3, 0]]), torch.tensor([[5], [3]])],
-        kept_valid=[torch.tensor([[True, True, True], [True, True, False]]),
-                    torch.tensor([[True], [True]])],
+        kept_valid=[
+            torch.tensor([[True, True, True], [True, True, False]]),
+            torch.tensor([[True], [True]]),
+        ],
         padding_mask=torch.tensor([[False] * 6, [False] * 4 + [True] * 2]),
         spatial_shapes=torch.tensor([[2, 2], [1, 2]]),
         level_start_index=torch.tensor([0, 4]),
@@ -50,9 +52,14 @@ def test_record_methods_on_a_hand_built_batch():
 
 def test_record_rejects_mismatched_layer_lists():
     with pytest.raises(ValueError, match="kept_valid"):
-        TokenSelection(scores=torch.zeros(1, 2), kept_index=[torch.zeros(1, 1, dtype=torch.long)],
-                       kept_valid=[], padding_mask=torch.zeros(1, 2, dtype=torch.bool),
-                       spatial_shapes=torch.tensor([[1, 2]]), level_start_index=torch.tensor([0]))
+        TokenSelection(
+            scores=torch.zeros(1, 2),
+            kept_index=[torch.zeros(1, 1, dtype=torch.long)],
+            kept_valid=[],
+            padding_mask=torch.zeros(1, 2, dtype=torch.bool),
+            spatial_shapes=torch.tensor([[1, 2]]),
+            level_start_index=torch.tensor([0]),
+        )
 
 
 @pytest.mark.parametrize("encoder", [FOCUS, SPARSE, DENSE])

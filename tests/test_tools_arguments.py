@@ -17,16 +17,25 @@ def _parse_error(capsys, parse_args, argv):
 
 
 # ---------------------------------------------------------------------------- sweep_keep_ratio
-SWEEP = ["--config-file", TINY_CONFIG, "--encoders", "dense", "focus", "--keep-ratios", "0.3",
-         "0.5"]
+SWEEP = [
+    "--config-file",
+    TINY_CONFIG,
+    "--encoders",
+    "dense",
+    "focus",
+    "--keep-ratios",
+    "0.3",
+    "0.5",
+]
 
 
 def test_sweep_checkpoint_names_and_paths(tmp_path, capsys):
     tool = load_tool("sweep_keep_ratio")
     weights = tmp_path / "model.pth"
     weights.write_bytes(b"")
-    args = tool.parse_args(SWEEP + ["--checkpoint", f"focus@0.3={weights}",
-                                    "--checkpoint", f"dense={weights}"])
+    args = tool.parse_args(
+        SWEEP + ["--checkpoint", f"focus@0.3={weights}", "--checkpoint", f"dense={weights}"]
+    )
     assert args.checkpoint == [f"focus@0.3={weights}", f"dense={weights}"]
     # the generated name is focus@0.3: 0.30 would be skipped silently
     err = _parse_error(capsys, tool.parse_args, SWEEP + ["--checkpoint", f"focus@0.30={weights}"])
@@ -97,18 +106,24 @@ def test_benchmark_metrics_files(tmp_path, capsys):
     broken.write_text('{"bbox/AP": 1.0}\n{"bbox/AP": \n')  # a run killed mid-write
     err = _parse_error(capsys, tool.parse_args, two + ["--metrics", str(metrics), str(broken)])
     assert f"{broken} is neither a JSON object nor JSON lines" in err
-    err = _parse_error(capsys, tool.parse_args, two + ["--metrics", str(metrics), str(metrics),
-                                                       "--eval"])
+    err = _parse_error(
+        capsys, tool.parse_args, two + ["--metrics", str(metrics), str(metrics), "--eval"]
+    )
     assert "--eval and --metrics" in err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--dataset-inputs", "-1"], "--dataset-inputs must be at least 1"),
-    (["--dataset-inputs", "0"], "--dataset-inputs must be at least 1 (the number of test images), "
-                                "got 0; leave it out"),
-    (["--threads", "0"], "--threads must be positive, got 0"),
-    (["--input-size", "0", "64"], "--input-size must be positive, got [0, 64]"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset-inputs", "-1"], "--dataset-inputs must be at least 1"),
+        (
+            ["--dataset-inputs", "0"],
+            "--dataset-inputs must be at least 1 (the number of test images), got 0; leave it out",
+        ),
+        (["--threads", "0"], "--threads must be positive, got 0"),
+        (["--input-size", "0", "64"], "--input-size must be positive, got [0, 64]"),
+    ],
+)
 def test_benchmark_bad_counts(capsys, argv, message):
     tool = load_tool("benchmark")
     assert message in _parse_error(capsys, tool.parse_args, ["--config-file", TINY_CONFIG] + argv)
@@ -142,8 +157,13 @@ def test_benchmark_msda_rejects_bad_arguments(capsys, argv, message):
 
 def test_benchmark_msda_parses_lists_and_counts():
     tool = load_tool("benchmark_msda")
-    args = tool.parse_args(["--dtype", "float32,bfloat16", "--shapes", "decoder", "--repeat", "3",
-                            "--warmup", "0"])
+    args = tool.parse_args(
+        ["--dtype", "float32,bfloat16", "--shapes", "decoder", "--repeat", "3", "--warmup", "0"]
+    )
     assert (args.dtype, args.shapes, args.repeat, args.warmup) == (
-        ["float32", "bfloat16"], ["decoder"], 3, 0)
+        ["float32", "bfloat16"],
+        ["decoder"],
+        3,
+        0,
+    )
     assert tool.parse_args([]).shapes == list(tool.SHAPES)  # every shape by default

@@ -9,9 +9,19 @@ import pytest
 from focus_detr.cli import check_overrides, is_override, split_overrides, tool_parser
 from tests.tools_utils import REPO_ROOT
 
-TOOLS = ("train_net", "demo", "sweep_keep_ratio", "plot_ap_flops", "visualize_tokens",
-         "label_statistics", "evaluate_export", "analyze_model", "benchmark", "benchmark_msda",
-         "convert_release")
+TOOLS = (
+    "train_net",
+    "demo",
+    "sweep_keep_ratio",
+    "plot_ap_flops",
+    "visualize_tokens",
+    "label_statistics",
+    "evaluate_export",
+    "analyze_model",
+    "benchmark",
+    "benchmark_msda",
+    "convert_release",
+)
 
 # runs a tool as __main__ and reports, after it exits, whether torch got imported
 _RUN = """
@@ -33,8 +43,13 @@ print("TORCH-IMPORTED" if "torch" in sys.modules else "NO-TORCH", code)
 
 def _run_tool(name, *argv):
     path = str(REPO_ROOT / "tools" / f"{name}.py")
-    done = subprocess.run([sys.executable, "-c", _RUN, path, *argv], capture_output=True,
-                          text=True, cwd=REPO_ROOT, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN, path, *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
     return done.stdout, done.stderr
 
 
@@ -52,13 +67,40 @@ def test_train_net_help_shows_lazyconfig_examples():
     assert ".yaml" not in out  # detectron2's yacs examples are not shown
 
 
-@pytest.mark.parametrize("name, argv", [
-    ("train_net", ["--config-file", "x.py", "train.max_iter=3", "--resume"]),
-    ("analyze_model", ["--config-file", "x.py", "--tasks", "flop", "--num-inputs", "1", "a.b=1",
-                       "--device", "cpu"]),
-    ("demo", ["--config-file", "x.py", "--input", "a.jpg", "--output", "o", "a.b=1",
-              "--device", "cpu"]),
-])
+@pytest.mark.parametrize(
+    "name, argv",
+    [
+        ("train_net", ["--config-file", "x.py", "train.max_iter=3", "--resume"]),
+        (
+            "analyze_model",
+            [
+                "--config-file",
+                "x.py",
+                "--tasks",
+                "flop",
+                "--num-inputs",
+                "1",
+                "a.b=1",
+                "--device",
+                "cpu",
+            ],
+        ),
+        (
+            "demo",
+            [
+                "--config-file",
+                "x.py",
+                "--input",
+                "a.jpg",
+                "--output",
+                "o",
+                "a.b=1",
+                "--device",
+                "cpu",
+            ],
+        ),
+    ],
+)
 def test_an_option_after_the_overrides_is_a_parse_error(name, argv):
     out, err = _run_tool(name, *argv)
     assert out.rstrip().endswith("NO-TORCH 2"), (out, err)
@@ -76,7 +118,9 @@ def test_override_helpers(capsys):
         check_overrides(parser, ["a=1", "oops"])
     assert "'oops' is not a key=value config override" in capsys.readouterr().err
     assert split_overrides(["a.jpg", "train.init_checkpoint=m.pth", "b/"]) == (
-        ["a.jpg", "b/"], ["train.init_checkpoint=m.pth"])
+        ["a.jpg", "b/"],
+        ["train.init_checkpoint=m.pth"],
+    )
 
 
 def test_split_overrides_keeps_existing_files(tmp_path, monkeypatch):
@@ -85,10 +129,13 @@ def test_split_overrides_keeps_existing_files(tmp_path, monkeypatch):
     assert split_overrides(["x=1", "y=2"]) == (["x=1"], ["y=2"])
 
 
-@pytest.mark.parametrize("name, argv", [
-    ("analyze_model", ["--config-file", "missing.py", "--tasks", "parameter"]),
-    ("train_net", ["--config-file", "missing.py"]),
-])
+@pytest.mark.parametrize(
+    "name, argv",
+    [
+        ("analyze_model", ["--config-file", "missing.py", "--tasks", "parameter"]),
+        ("train_net", ["--config-file", "missing.py"]),
+    ],
+)
 def test_no_torch_jit_deprecation_warning(name, argv):
     """fvcore's import-time `torch.jit.script` FutureWarning (via detectron2) is filtered."""
     out, err = _run_tool(name, *argv)

@@ -19,20 +19,41 @@ def _image(path, size=(90, 120), seed=0):
 
 def test_overrides_are_taken_from_input_opts_and_the_end(tmp_path):
     tool = load_tool("demo")
-    args = tool.parse_args(["--config-file", FOCUS_TINY, "--input", "a.png", "b/",
-                            "train.init_checkpoint=m.pth", "--output", "out", "model.x=1",
-                            "--opts", "model.y=2"])
+    args = tool.parse_args(
+        [
+            "--config-file",
+            FOCUS_TINY,
+            "--input",
+            "a.png",
+            "b/",
+            "train.init_checkpoint=m.pth",
+            "--output",
+            "out",
+            "model.x=1",
+            "--opts",
+            "model.y=2",
+        ]
+    )
     assert args.input == ["a.png", "b/"]
     assert args.opts == ["train.init_checkpoint=m.pth", "model.x=1", "model.y=2"]
-    assert tool.parse_args(["--config-file", FOCUS_TINY, "--input", "a.png", "--output", "o",
-                            "--opts", "a=1", "b=2"]).opts == ["a=1", "b=2"]
+    assert tool.parse_args(
+        ["--config-file", FOCUS_TINY, "--input", "a.png", "--output", "o", "--opts", "a=1", "b=2"]
+    ).opts == ["a=1", "b=2"]
 
 
 def test_an_output_file_needs_one_input_image(tmp_path, capsys):
     tool = load_tool("demo")
     with pytest.raises(SystemExit):
-        tool.parse_args(["--config-file", FOCUS_TINY, "--input", str(tmp_path), "--output",
-                         str(tmp_path / "x.png")])
+        tool.parse_args(
+            [
+                "--config-file",
+                FOCUS_TINY,
+                "--input",
+                str(tmp_path),
+                "--output",
+                str(tmp_path / "x.png"),
+            ]
+        )
     assert "is a file name, for one input image" in capsys.readouterr().err
 
 
@@ -45,8 +66,18 @@ def test_a_truncated_jpeg_is_named_and_skipped(tmp_path, capsys):
     (folder / "b.jpg").write_bytes(data[: len(data) // 2])  # a download cut short
     _image(folder / "c.png", size=(64, 80), seed=2)
     tool = load_tool("demo")
-    written = tool.main(["--config-file", FOCUS_TINY, "--input", str(folder), "--output",
-                         str(tmp_path / "out"), "--confidence-threshold", "1.0"])
+    written = tool.main(
+        [
+            "--config-file",
+            FOCUS_TINY,
+            "--input",
+            str(folder),
+            "--output",
+            str(tmp_path / "out"),
+            "--confidence-threshold",
+            "1.0",
+        ]
+    )
     assert [p.split("/")[-1] for p in written] == ["a.png", "c.png"]
     out = capsys.readouterr().out
     assert f"{folder / 'b.jpg'}: skipped, cannot decode the image" in out
@@ -62,8 +93,18 @@ def test_one_image_to_an_output_file(tmp_path):
     _image(tmp_path / "in.jpg")
     tool = load_tool("demo")
     target = tmp_path / "sub" / "drawn.png"
-    written = tool.main(["--config-file", FOCUS_TINY, "--input", str(tmp_path / "in.jpg"),
-                         "--output", str(target), "--confidence-threshold", "0.0"])
+    written = tool.main(
+        [
+            "--config-file",
+            FOCUS_TINY,
+            "--input",
+            str(tmp_path / "in.jpg"),
+            "--output",
+            str(target),
+            "--confidence-threshold",
+            "0.0",
+        ]
+    )
     assert written == [str(target)]
     with Image.open(target) as im:
         assert im.size == (120, 90)
@@ -73,8 +114,16 @@ def test_only_undecodable_inputs_is_an_error(tmp_path):
     (tmp_path / "x.jpg").write_bytes(b"not a jpeg")
     tool = load_tool("demo")
     with pytest.raises(SystemExit, match="no input image could be decoded"):
-        tool.main(["--config-file", FOCUS_TINY, "--input", str(tmp_path / "x.jpg"), "--output",
-                   str(tmp_path / "out")])
+        tool.main(
+            [
+                "--config-file",
+                FOCUS_TINY,
+                "--input",
+                str(tmp_path / "x.jpg"),
+                "--output",
+                str(tmp_path / "out"),
+            ]
+        )
 
 
 def test_demo_runs_an_exported_graph(tmp_path):
@@ -92,9 +141,20 @@ def test_demo_runs_an_exported_graph(tmp_path):
     _image(tmp_path / "in.jpg")
     tool = load_tool("demo")
     target = tmp_path / "drawn.png"
-    written = tool.main(["--config-file", FOCUS_TINY, "--input", str(tmp_path / "in.jpg"),
-                         "--output", str(target), "--onnx", str(graph),
-                         "--confidence-threshold", "0.0"])
+    written = tool.main(
+        [
+            "--config-file",
+            FOCUS_TINY,
+            "--input",
+            str(tmp_path / "in.jpg"),
+            "--output",
+            str(target),
+            "--onnx",
+            str(graph),
+            "--confidence-threshold",
+            "0.0",
+        ]
+    )
     assert written == [str(target)]
     with Image.open(target) as im:
         assert im.size == (120, 90)

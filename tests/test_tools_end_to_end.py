@@ -192,11 +192,18 @@ def test_benchmark_anchor_rows():
     }
 
     def ours(method, seconds, gflops):
-        return dict(info={"method": method}, seconds={"median": seconds},
-                    parts_s={"backbone": 0.4}, gflops=gflops)
+        return dict(
+            info={"method": method},
+            seconds={"median": seconds},
+            parts_s={"backbone": 0.4},
+            gflops=gflops,
+        )
 
-    summary = {"mine": ours("focus", 1.05, 80.0), "other": ours("sparse", 0.5, 70.0),
-               "plain": ours("custom", 1.0, 90.0)}  # no anchor for this method: no row
+    summary = {
+        "mine": ours("focus", 1.05, 80.0),
+        "other": ours("sparse", 0.5, 70.0),
+        "plain": ours("custom", 1.0, 90.0),
+    }  # no anchor for this method: no row
     mine, other = tool.anchor_rows(summary, factor=1.5, anchors=anchors)
     assert (mine["config"], mine["published model"], other["config"]) == ("mine", "F", "other")
     assert mine["published/ours"] == pytest.approx(2.00)  # 2.10 s / 1.05 s
@@ -222,12 +229,31 @@ def test_benchmark_calibrates_against_the_published_backbone(tmp_path, capsys):
     norms = [m for m in backbone.modules() if isinstance(m, FrozenBatchNorm2d)]
     assert len(norms) == 53  # the stem's and every block's: none folded into its convolution
     assert {k: v.channels for k, v in backbone.output_shape().items()} == {
-        "res3": 512, "res4": 1024, "res5": 2048}
+        "res3": 512,
+        "res4": 1024,
+        "res5": 2048,
+    }
 
     bench_json = tmp_path / "bench.json"
-    summary = tool.main(["--config-file", FOCUS_TINY, "--labels", "focus", "--runs", "1",
-                         "--warmup", "0", "--device", "cpu", "--no-flops", "--no-breakdown",
-                         "--calibrate", "--json", str(bench_json)])
+    summary = tool.main(
+        [
+            "--config-file",
+            FOCUS_TINY,
+            "--labels",
+            "focus",
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+            "--device",
+            "cpu",
+            "--no-flops",
+            "--no-breakdown",
+            "--calibrate",
+            "--json",
+            str(bench_json),
+        ]
+    )
     printed = capsys.readouterr().out
     calibration = json.loads(bench_json.read_text())["calibration"]
     assert calibration["factor"] == pytest.approx(calibration["seconds"]["median"] / 0.79)
@@ -236,8 +262,9 @@ def test_benchmark_calibrates_against_the_published_backbone(tmp_path, capsys):
     assert summary["focus"]["published_s_scaled"] == pytest.approx(2.10 * calibration["factor"])
     assert "published s, scaled" in printed
     threads = torch.get_num_threads()
-    with pytest.raises(SystemExit, match="anchors' setting .CPU, 2 threads, wall clock.; this run: "
-                       "cpu, 1 thread"):
+    with pytest.raises(
+        SystemExit, match="anchors' setting .CPU, 2 threads, wall clock.; this run: cpu, 1 thread"
+    ):
         tool.main(["--config-file", FOCUS_TINY, "--device", "cpu", "--threads", "1", "--calibrate"])
     assert torch.get_num_threads() == threads  # refused before touching the thread pool
 
@@ -248,16 +275,32 @@ def test_benchmark_msda_table(capsys, monkeypatch):
 
     monkeypatch.setenv("KINETO_LOG_LEVEL", "5")  # the tool sets it when unset
     tool = load_tool("benchmark_msda")
-    tool.main(["--device", "cpu", "--shapes", "decoder", "--dtype", "float32,float64",
-               "--repeat", "1", "--warmup", "0"])
+    tool.main(
+        [
+            "--device",
+            "cpu",
+            "--shapes",
+            "decoder",
+            "--dtype",
+            "float32,float64",
+            "--repeat",
+            "1",
+            "--warmup",
+            "0",
+        ]
+    )
     lines = capsys.readouterr().out.splitlines()
     header = [c.strip() for c in lines[1].strip("|").split("|")]
-    rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
-            for line in lines if line.startswith("| decoder |")]
+    rows = [
+        dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+        for line in lines
+        if line.startswith("| decoder |")
+    ]
     backends = available_backends(torch.device("cpu"))
     assert "pytorch" in backends
     assert [(r["dtype"], r["backend"]) for r in rows] == [
-        (d, b) for d in ("float32", "float64") for b in backends]
+        (d, b) for d in ("float32", "float64") for b in backends
+    ]
     assert all(r["queries"] == "900" for r in rows)
     for dtype in ("float32", "float64"):
         base = next(r for r in rows if r["dtype"] == dtype and r["backend"] == "pytorch")
@@ -274,13 +317,38 @@ def test_sweep_keep_ratio_costs(capsys):
     tool = load_tool("sweep_keep_ratio")
     threads = torch.get_num_threads()
     try:
-        rows = tool.main(["--config-file", TINY_CONFIG, "--encoders", "dense", "focus", "sparse",
-                          "--keep-ratios", "0.2", "0.5", "--image-size", *map(str, SMALL_INPUT),
-                          "--warmup", "0", "--repeats", "2", "--device", "cpu", "--threads", "1"])
+        rows = tool.main(
+            [
+                "--config-file",
+                TINY_CONFIG,
+                "--encoders",
+                "dense",
+                "focus",
+                "sparse",
+                "--keep-ratios",
+                "0.2",
+                "0.5",
+                "--image-size",
+                *map(str, SMALL_INPUT),
+                "--warmup",
+                "0",
+                "--repeats",
+                "2",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     assert [(r["encoder"], r["keep_ratio"]) for r in rows] == [
-        ("dense", None), ("focus", 0.2), ("focus", 0.5), ("sparse", 0.2), ("sparse", 0.5)]
+        ("dense", None),
+        ("focus", 0.2),
+        ("focus", 0.5),
+        ("sparse", 0.2),
+        ("sparse", 0.5),
+    ]
     assert all(r["latency_s"] > 0 and r["params_m"] > 0 for r in rows)
     dense, focus_low, focus_high, sparse_low, sparse_high = (r["gflops_encoder"] for r in rows)
     assert focus_low < focus_high < dense and sparse_low < sparse_high < dense
@@ -298,9 +366,24 @@ def test_sweep_evaluates_given_weights_as_they_are(tmp_path):
         model = tool.build_model(tool.load_config(TINY_CONFIG, encoder, ratio), "cpu", 0)
         paths[encoder] = tmp_path / f"{encoder}.pth"
         torch.save({"model": model.state_dict()}, paths[encoder])
-    common = ["--config-file", TINY_CONFIG, "--encoders", "focus", "--keep-ratios", "0.5",
-              "--no-flops", "--no-latency", "--eval-images", "2", "--device", "cpu",
-              "--train-iters", "2", "--image-size", *map(str, SMALL_INPUT)]
+    common = [
+        "--config-file",
+        TINY_CONFIG,
+        "--encoders",
+        "focus",
+        "--keep-ratios",
+        "0.5",
+        "--no-flops",
+        "--no-latency",
+        "--eval-images",
+        "2",
+        "--device",
+        "cpu",
+        "--train-iters",
+        "2",
+        "--image-size",
+        *map(str, SMALL_INPUT),
+    ]
     (row,) = tool.main(common + ["--checkpoint", f"focus@0.5={paths['focus']}"])
     assert 0.0 <= row["AP"] <= 100.0
     assert not any("loss" in key for key in row)  # not trained
@@ -359,9 +442,19 @@ def test_visualize_tokens_compares_two_models_of_one_method(tmp_path):
     """Two Focus-DETR models (keep ratio 0.3 and 0.15): each keeps its own metrics entry."""
     tool = load_tool("visualize_tokens")
     out = tmp_path / "tokens"
-    tool.main(["--config-file", FOCUS_TINY, "--compare-config", FOCUS_TINY,
-               "model.transformer.encoder.selector.keep_ratio=0.15", "--dataset-samples", "1",
-               "--output", str(out)])
+    tool.main(
+        [
+            "--config-file",
+            FOCUS_TINY,
+            "--compare-config",
+            FOCUS_TINY,
+            "model.transformer.encoder.selector.keep_ratio=0.15",
+            "--dataset-samples",
+            "1",
+            "--output",
+            str(out),
+        ]
+    )
     compare = json.loads((out / "selection_metrics.json").read_text())["images"][0]["compare"]
     assert compare["config"]["method"] == compare["compare_config"]["method"] == "focus"
     # the first layer keeps 4/3 of the keep ratio (cascade 1.0, 0.5)

@@ -314,8 +314,11 @@ def test_tools_refuse_a_checkpoint_of_another_model(tmp_path):
     path = tmp_path / "dino.pth"
     torch.save({"model": dense.state_dict()}, path)
     cfg = load_config(TINY_CONFIG, [FOCUS, f"train.init_checkpoint={path}"])
-    with pytest.raises(CheckpointMismatchError, match=f"{path} does not fit \\w+: "
-                                                      r"\d+ missing keys \(.*selector"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=f"{path} does not fit \\w+: "
+        r"\d+ missing keys \(.*selector",
+    ):
         build_model(cfg)
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a checkpoint")
@@ -343,8 +346,10 @@ def test_r50_models_count_within_5_percent_of_the_published_code():
     (keep ratio 0.3) 168 GFLOPs on one 800x1216 image; ours within 5% (and the same backbone)."""
     from focus_detr.analysis import build_model, load_config
 
-    published = {"dino/configs/models/dino_r50.py": 267e9,
-                 "focus_detr/configs/models/focus_detr_r50.py": 168e9}
+    published = {
+        "dino/configs/models/dino_r50.py": 267e9,
+        "focus_detr/configs/models/focus_detr_r50.py": 168e9,
+    }
     image = synthetic_inputs(800, 1216)[0]["image"]
     backbones = set()
     for config, expected in published.items():

@@ -9,11 +9,14 @@ from focus_detr.analysis.model_io import describe_encoder, image_list, keep_desc
 from tests.tools_utils import DENSE, FOCUS, FOCUS_TINY, SMALL_INPUT, SPARSE, load_tool, tiny_model
 
 
-@pytest.mark.parametrize("override, expected, text", [
-    (FOCUS, [0.4, 0.2], "keep ratio 0.3 = mean of the layers' 0.40, 0.20"),
-    (SPARSE, [0.3, 0.3], "keep ratio 0.3 in each of 2 layers"),
-    (DENSE, [1.0, 1.0], "keeps every token"),
-])
+@pytest.mark.parametrize(
+    "override, expected, text",
+    [
+        (FOCUS, [0.4, 0.2], "keep ratio 0.3 = mean of the layers' 0.40, 0.20"),
+        (SPARSE, [0.3, 0.3], "keep ratio 0.3 in each of 2 layers"),
+        (DENSE, [1.0, 1.0], "keeps every token"),
+    ],
+)
 def test_layer_keep_fractions_match_the_selection(override, expected, text):
     _, model = tiny_model(override)
     info = describe_encoder(model)
@@ -21,8 +24,11 @@ def test_layer_keep_fractions_match_the_selection(override, expected, text):
     assert keep_description(info) == text
     if override == DENSE:
         return
-    x = {"image": torch.rand(3, *SMALL_INPUT) * 255, "height": SMALL_INPUT[0],
-         "width": SMALL_INPUT[1]}
+    x = {
+        "image": torch.rand(3, *SMALL_INPUT) * 255,
+        "height": SMALL_INPUT[0],
+        "width": SMALL_INPUT[1],
+    }
     with torch.no_grad():
         batch = image_list(model, [x])
         out = model.compute_outputs(batch)

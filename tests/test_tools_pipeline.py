@@ -12,13 +12,37 @@ from tests.tools_utils import SMALL_INPUT, TINY_CONFIG, load_tool
 def test_sweep_results_feed_the_ap_flops_plot(tmp_path, capsys):
     results = tmp_path / "sweep.jsonl"
     sweep = load_tool("sweep_keep_ratio")
-    rows = sweep.main(["--config-file", TINY_CONFIG, "--encoders", "dense", "focus",
-                       "--keep-ratios", "0.3", "0.5", "--train-iters", "1", "--eval-images", "1",
-                       "--no-latency", "--device", "cpu", "--image-size", *map(str, SMALL_INPUT),
-                       "--results", str(results), "--output", str(tmp_path / "rows.json")])
+    rows = sweep.main(
+        [
+            "--config-file",
+            TINY_CONFIG,
+            "--encoders",
+            "dense",
+            "focus",
+            "--keep-ratios",
+            "0.3",
+            "0.5",
+            "--train-iters",
+            "1",
+            "--eval-images",
+            "1",
+            "--no-latency",
+            "--device",
+            "cpu",
+            "--image-size",
+            *map(str, SMALL_INPUT),
+            "--results",
+            str(results),
+            "--output",
+            str(tmp_path / "rows.json"),
+        ]
+    )
     records = [json.loads(line) for line in results.read_text().splitlines()]
     assert [(r["method"], r.get("keep_ratio")) for r in records] == [
-        ("dense", None), ("focus", 0.3), ("focus", 0.5)]
+        ("dense", None),
+        ("focus", 0.3),
+        ("focus", 0.5),
+    ]
     for row, record in zip(rows, records):
         assert record["gflops"] == pytest.approx(row["gflops"])
         assert record["ap"] == pytest.approx(row["AP"])

@@ -17,15 +17,18 @@ def test_progress_line_and_throttling():
     progress.update(3)  # t=11: too soon, skipped
     progress.update(4)  # t=20: the last step, always
     lines = stream.getvalue().splitlines()
-    assert lines == ["[x] training: 1/4, loss 2.0, elapsed 0 s, ETA 0 s",
-                     "[x] training: 2/4, elapsed 10 s, ETA 10 s",
-                     "[x] training: 4/4, elapsed 20 s, ETA 0 s"]
+    assert lines == [
+        "[x] training: 1/4, loss 2.0, elapsed 0 s, ETA 0 s",
+        "[x] training: 2/4, elapsed 10 s, ETA 10 s",
+        "[x] training: 4/4, elapsed 20 s, ETA 0 s",
+    ]
 
 
 def test_analyze_model_reports_flop_counting(capsys):
     tool = load_tool("analyze_model")
-    tool.main(["--config-file", FOCUS_TINY, "--tasks", "flop", "--num-inputs", "2",
-               "--device", "cpu"])
+    tool.main(
+        ["--config-file", FOCUS_TINY, "--tasks", "flop", "--num-inputs", "2", "--device", "cpu"]
+    )
     out = capsys.readouterr().out
     assert "flop count: tracing the model on 2 input(s)" in out
     assert "flop count (fvcore traces the model): 1/2" in out
@@ -34,9 +37,26 @@ def test_analyze_model_reports_flop_counting(capsys):
 
 def test_sweep_training_reports_iterations(capsys):
     tool = load_tool("sweep_keep_ratio")
-    tool.main(["--config-file", TINY_CONFIG, "--encoders", "focus", "--keep-ratios", "0.3",
-               "--train-iters", "2", "--eval-images", "1", "--no-latency", "--no-flops",
-               "--device", "cpu", "--image-size", *map(str, SMALL_INPUT)])
+    tool.main(
+        [
+            "--config-file",
+            TINY_CONFIG,
+            "--encoders",
+            "focus",
+            "--keep-ratios",
+            "0.3",
+            "--train-iters",
+            "2",
+            "--eval-images",
+            "1",
+            "--no-latency",
+            "--no-flops",
+            "--device",
+            "cpu",
+            "--image-size",
+            *map(str, SMALL_INPUT),
+        ]
+    )
     out = capsys.readouterr().out
     assert "[focus@0.3] training iteration: 1/2, total_loss" in out
     assert "[focus@0.3] training iteration: 2/2" in out and "ETA" in out

@@ -69,9 +69,14 @@ def test_eval_only_refuses_a_checkpoint_that_does_not_fit(toy_run, tmp_path):
     del state[dropped]
     path = tmp_path / "partial.pth"
     torch.save({"model": state}, path)
-    proc = run_train_net("--eval-only", "--config-file", TOY_CONFIG,
-                         f"train.init_checkpoint={path}", f"train.output_dir={tmp_path}",
-                         check=False)
+    proc = run_train_net(
+        "--eval-only",
+        "--config-file",
+        TOY_CONFIG,
+        f"train.init_checkpoint={path}",
+        f"train.output_dir={tmp_path}",
+        check=False,
+    )
     assert proc.returncode != 0
     assert "CheckpointMismatchError" in proc.stdout
     assert f"checkpoint {path} does not fit" in proc.stdout and dropped in proc.stdout

@@ -11,6 +11,7 @@ noise of the published step x >= 7 (losses 1e-4 relative, gradient norms 5e-3 re
 projections and full gradients 5e-2 of the reference norm, the modulation coefficients'
 gradient absolutely where its norm is ~1e-5, logits 1e-3).
 """
+
 import zlib
 from pathlib import Path
 
@@ -26,10 +27,16 @@ from reference_keys import load_synthesized
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "r50_train_steps.pt"
-CONFIGS = {"dino": REPO / "projects/dino/configs/models/dino_r50.py",
-           "focus_detr": REPO / "projects/focus_detr/configs/models/focus_detr_r50.py"}
-NAMES = ("dino_r50_train", "dino_r50_train_padded", "focus_detr_r50_train",
-         "focus_detr_r50_train_padded")
+CONFIGS = {
+    "dino": REPO / "projects/dino/configs/models/dino_r50.py",
+    "focus_detr": REPO / "projects/focus_detr/configs/models/focus_detr_r50.py",
+}
+NAMES = (
+    "dino_r50_train",
+    "dino_r50_train_padded",
+    "focus_detr_r50_train",
+    "focus_detr_r50_train_padded",
+)
 LOSS_RTOL, NORM_RTOL, PROJ_TOL, ALPHA_ATOL, LOGIT_ATOL = 1e-4, 5e-3, 5e-2, 1e-6, 1e-3
 # below this gradient norm the modulation coefficients are compared absolutely (README)
 TINY_NORM = 1e-4
@@ -46,12 +53,23 @@ def fixtures():
 def build_model(name, fx, directory, padding="published"):
     arch = "focus_detr" if name.startswith("focus_detr") else "dino"
     cfg = LazyConfig.load(str(CONFIGS[arch]))
-    cfg = apply_overrides(cfg, [
-        "model.denoising.label_noise_ratio=0.0", "model.denoising.box_noise_scale=0.0",
-        f"model.transformer.padding={padding}"])
+    cfg = apply_overrides(
+        cfg,
+        [
+            "model.denoising.label_noise_ratio=0.0",
+            "model.denoising.box_noise_scale=0.0",
+            f"model.transformer.padding={padding}",
+        ],
+    )
     model = instantiate(cfg.model)
-    load_synthesized(model, f"{arch}_r50_detrex_keys.tsv", fx["aliases"], fx["meta"]["salt"],
-                     fx["meta"]["constant_rows"], directory)
+    load_synthesized(
+        model,
+        f"{arch}_r50_detrex_keys.tsv",
+        fx["aliases"],
+        fx["meta"]["salt"],
+        fx["meta"]["constant_rows"],
+        directory,
+    )
     return model.train()
 
 
@@ -64,7 +82,8 @@ def run_step(model, fx):
         batch.append({"image": image, "height": h, "width": w, "instances": inst})
     captured = {}
     hook = model.transformer.register_forward_hook(
-        lambda module, args, out: captured.setdefault("out", out))
+        lambda module, args, out: captured.setdefault("out", out)
+    )
     model.zero_grad(set_to_none=True)
     torch.manual_seed(0)
     try:
@@ -74,8 +93,12 @@ def run_step(model, fx):
     total = sum(losses.values())
     total.backward()
     grads = {k: p.grad for k, p in model.named_parameters(remove_duplicate=False)}
-    return ({k: float(v.detach()) for k, v in losses.items()}, float(total.detach()), grads,
-            captured["out"])
+    return (
+        {k: float(v.detach()) for k, v in losses.items()},
+        float(total.detach()),
+        grads,
+        captured["out"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +111,7 @@ def steps(fixtures, tmp_path_factory):
             model = build_model(name, fx, tmp_path_factory.mktemp(name), padding)
             cache[(name, padding)] = (model, run_step(model, fx))
         return cache[(name, padding)]
+
     return get
 
 
@@ -102,7 +126,9 @@ def our_gradient(key, grads, model_keys):
 
 def projections(key, grad):
     g = torch.Generator().manual_seed(zlib.crc32(("train-proj:" + key).encode()))
-    return torch.randn(3, grad.numel(), generator=g, dtype=torch.float64) @ grad.double().reshape(-1)
+    return torch.randn(3, grad.numel(), generator=g, dtype=torch.float64) @ grad.double().reshape(
+        -1
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -112,7 +138,9 @@ def test_every_loss_term_and_total(fixtures, steps, name):
     assert sorted(losses) == sorted(ref["losses"])
     errors = {k: abs(losses[k] - v) / abs(v) for k, v in ref["losses"].items()}
     worst = max(errors, key=errors.get)
-    assert errors[worst] < LOSS_RTOL, f"{worst}: ours {losses[worst]} published {ref['losses'][worst]}"
+    assert errors[worst] < LOSS_RTOL, (
+        f"{worst}: ours {losses[worst]} published {ref['losses'][worst]}"
+    )
     assert abs(total - ref["total"]) / abs(ref["total"]) < LOSS_RTOL
 
 
@@ -151,11 +179,15 @@ def test_every_parameter_gradient(fixtures, steps, name):
             rows = grad.double().reshape(entry["sorted_row_norms"].shape[0], -1)
             rowsum_error = float((rows.sum(0) - entry["rowsum"]).abs().max())
             row_norms = rows.norm(dim=1).sort().values
-            if rowsum_error > PROJ_TOL * entry["norm"] or float(
-                    (row_norms - entry["sorted_row_norms"]).abs().max()) > PROJ_TOL * entry["norm"]:
+            if (
+                rowsum_error > PROJ_TOL * entry["norm"]
+                or float((row_norms - entry["sorted_row_norms"]).abs().max())
+                > PROJ_TOL * entry["norm"]
+            ):
                 failures.append(f"{key}: row sums / sorted row norms differ")
     assert not failures, f"{len(failures)} of {len(ref['grads'])} gradients differ:\n" + "\n".join(
-        failures[:20])
+        failures[:20]
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -189,8 +221,9 @@ def test_focus_selector_stage_by_stage(fixtures, steps, name):
         # written back: each image's prefix of its processed ranking
         assert written.sum(1).tolist() == list(ref["scattered_back_counts"][layer])
         objects = record.object_index[layer]
-        assert torch.equal(objects.sort(1).values,
-                           ref["encoder_oesm_token_inds"][layer].sort(1).values), f"layer {layer}"
+        assert torch.equal(
+            objects.sort(1).values, ref["encoder_oesm_token_inds"][layer].sort(1).values
+        ), f"layer {layer}"
 
 
 def test_masked_padding_changes_the_padded_focus_step(fixtures, steps):
@@ -205,7 +238,8 @@ def test_masked_padding_changes_the_padded_focus_step(fixtures, steps):
     assert selection.keep_counts[1, 0] < selection.keep_counts[0, 0]
     # valid-only pooling moves image 1's valid logits (README: by up to 0.87 .. 5.93)
     valid = ~ref["intermediates"]["mask_flatten"][1]
-    moved = (selection.logits.detach()[1, valid] - ref["intermediates"]["fts_logits"][1, valid, 0])
+    moved = selection.logits.detach()[1, valid] - ref["intermediates"]["fts_logits"][1, valid, 0]
     assert moved.abs().max() > 0.1
     assert abs(losses["select_loss"] - ref["losses"]["select_loss"]) > 100 * LOSS_RTOL * abs(
-        ref["losses"]["select_loss"])
+        ref["losses"]["select_loss"]
+    )

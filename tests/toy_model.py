@@ -93,8 +93,9 @@ class ToyDetector(nn.Module):
             inst.pred_boxes.clip(images.image_sizes[i])
             inst.scores = top[i]
             inst.pred_classes = idx[i] % self.num_classes
-            height, width = x.get("height", images.image_sizes[i][0]), x.get(
-                "width", images.image_sizes[i][1]
+            height, width = (
+                x.get("height", images.image_sizes[i][0]),
+                x.get("width", images.image_sizes[i][1]),
             )
             results.append({"instances": detector_postprocess(inst, height, width)})
         return results

@@ -138,8 +138,11 @@ def run_counts(args, model, inputs, kind: str):
     progress = Progress(len(inputs), f"{kind} count (fvcore traces the model)", min_interval_s=0)
     for i, x in enumerate(inputs):
         if i == 0:
-            print(f"{kind} count: tracing the model on {len(inputs)} input(s) "
-                  f"({tuple(x['image'].shape[-2:])} first) ...", flush=True)
+            print(
+                f"{kind} count: tracing the model on {len(inputs)} input(s) "
+                f"({tuple(x['image'].shape[-2:])} first) ...",
+                flush=True,
+            )
         with torch.no_grad():
             analysis = analyze(model, [x["image"]])
             parts = model_part_counts(analysis, model)

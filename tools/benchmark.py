@@ -160,8 +160,10 @@ def parse_args(argv=None):
     if args.runs <= 0 or args.warmup < 0:
         p.error("--runs must be positive and --warmup non-negative")
     if args.dataset_inputs is not None and args.dataset_inputs <= 0:
-        p.error(f"--dataset-inputs must be at least 1 (the number of test images), got "
-                f"{args.dataset_inputs}; leave it out to time a synthesized --input-size image")
+        p.error(
+            f"--dataset-inputs must be at least 1 (the number of test images), got "
+            f"{args.dataset_inputs}; leave it out to time a synthesized --input-size image"
+        )
     if args.threads is not None and args.threads <= 0:
         p.error(f"--threads must be positive, got {args.threads}")
     if min(args.input_size) <= 0:
@@ -176,6 +178,7 @@ import torch  # noqa: E402
 
 import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
 from focus_detr.analysis import resolve_device, set_threads  # noqa: E402
+
 # anchor_rows and calibration_runner stay importable from the tool, as before
 from focus_detr.analysis.benchmarking import (  # noqa: E402,F401
     ANCHOR_SETTING,
@@ -215,13 +218,21 @@ def main(argv=None):
     built = build_benchmark_models(
         args.config_file, labels, device, args.input_size, args.dataset_inputs
     )
-    where = (f"{args.dataset_inputs} dataset image(s)" if args.dataset_inputs
-             else f"one synthesized {args.input_size[0]}x{args.input_size[1]} image")
-    on = (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
-          else f", {threads} thread(s)")
+    where = (
+        f"{args.dataset_inputs} dataset image(s)"
+        if args.dataset_inputs
+        else f"one synthesized {args.input_size[0]}x{args.input_size[1]} image"
+    )
+    on = (
+        f" ({torch.cuda.get_device_name(device)})"
+        if device.type == "cuda"
+        else f", {threads} thread(s)"
+    )
     msda_backend = resolve_backend(args.msda_backend, device)
-    print(f"Device {device}{on}; {where}, batch 1; {args.warmup} warm-up + {args.runs} timed rounds"
-          f", interleaved; deformable attention: {msda_backend} backend; malloc: {allocator}")
+    print(
+        f"Device {device}{on}; {where}, batch 1; {args.warmup} warm-up + {args.runs} timed rounds"
+        f", interleaved; deformable attention: {msda_backend} backend; malloc: {allocator}"
+    )
     flops = {} if args.no_flops else count_flops(built)
     timers = {} if args.no_breakdown else part_timers(built.models, device, args.clock, args.detail)
     results, calibration = time_rounds(
@@ -239,11 +250,19 @@ def main(argv=None):
         print(table)
     for label in labels if args.profile else ():
         print(profile_table(built.models[label], built.inputs[label], args.profile, label))
-    run = dict(clock=args.clock, device=str(device), threads=threads, malloc=allocator,
-               msda_backend=msda_backend, input_size=f"dataset:{args.dataset_inputs}"
-               if args.dataset_inputs else list(args.input_size))
-    evaluate_and_record(built, summary, args.config_file, run, args.eval, args.metrics_ap,
-                        args.results)
+    run = dict(
+        clock=args.clock,
+        device=str(device),
+        threads=threads,
+        malloc=allocator,
+        msda_backend=msda_backend,
+        input_size=f"dataset:{args.dataset_inputs}"
+        if args.dataset_inputs
+        else list(args.input_size),
+    )
+    evaluate_and_record(
+        built, summary, args.config_file, run, args.eval, args.metrics_ap, args.results
+    )
     if args.results:
         print(f"\nAppended {len(labels)} record(s) to {args.results}")
     if args.json:

@@ -24,6 +24,7 @@ Examples:
   python tools/benchmark_msda.py --device cpu --threads 2 --repeat 3
   python tools/benchmark_msda.py --device cuda --dtype float32,bfloat16
 """
+
 import argparse
 import os
 import statistics
@@ -43,6 +44,7 @@ DTYPES = ("float32", "bfloat16", "float16", "float64")  # torch attribute names
 
 def _count(minimum):
     """argparse type: an int >= `minimum`."""
+
     def parse(text):
         try:
             value = int(text)
@@ -51,40 +53,62 @@ def _count(minimum):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
+
     return parse
 
 
 def _names(allowed):
     """argparse type: a comma list of names out of `allowed`."""
+
     def parse(text):
         names = text.split(",")
         unknown = [n for n in names if n not in allowed]
         if unknown:
             raise argparse.ArgumentTypeError(
-                f"unknown {', '.join(map(repr, unknown))}; choose from {','.join(allowed)}")
+                f"unknown {', '.join(map(repr, unknown))}; choose from {','.join(allowed)}"
+            )
         return names
+
     return parse
 
 
 def parse_args(argv=None):
     p = tool_parser(__doc__)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--dtype", type=_names(DTYPES), default=None,
-                   help=f"comma list of {','.join(DTYPES)} (default: float32 on CPU, "
-                        "float32,bfloat16 on CUDA)")
-    p.add_argument("--repeat", type=_count(1), default=None,
-                   help="timed runs per measurement, median reported (default 5 CPU, 20 CUDA)")
+    p.add_argument(
+        "--dtype",
+        type=_names(DTYPES),
+        default=None,
+        help=f"comma list of {','.join(DTYPES)} (default: float32 on CPU, "
+        "float32,bfloat16 on CUDA)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=_count(1),
+        default=None,
+        help="timed runs per measurement, median reported (default 5 CPU, 20 CUDA)",
+    )
     p.add_argument("--warmup", type=_count(0), default=1, help="untimed runs first (default 1)")
-    p.add_argument("--shapes", type=_names(tuple(SHAPES)), default=list(SHAPES),
-                   help=f"comma list of {','.join(SHAPES)}")
-    p.add_argument("--backends", default=None,
-                   help="comma list (default: every backend available on the device)")
+    p.add_argument(
+        "--shapes",
+        type=_names(tuple(SHAPES)),
+        default=list(SHAPES),
+        help=f"comma list of {','.join(SHAPES)}",
+    )
+    p.add_argument(
+        "--backends",
+        default=None,
+        help="comma list (default: every backend available on the device)",
+    )
     p.add_argument("--batch", type=_count(1), default=1, help="images per batch (default 1)")
-    p.add_argument("--threads", type=_count(1), default=None,
-                   help="CPU threads (torch and OpenMP)")
-    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                   help="wall: elapsed time (default); cpu: CPU time of this process, all "
-                        "threads summed (CPU only; robust on a shared machine, use --threads 1)")
+    p.add_argument("--threads", type=_count(1), default=None, help="CPU threads (torch and OpenMP)")
+    p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: elapsed time (default); cpu: CPU time of this process, all "
+        "threads summed (CPU only; robust on a shared machine, use --threads 1)",
+    )
     p.add_argument("--no-backward", action="store_true", help="time the forward only")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory run")
     return p.parse_args(argv)
@@ -100,22 +124,33 @@ def make_inputs(torch, shape, batch, dtype, device, seed=0):
     wh = shapes.flip(-1).double()  # (levels, 2) as (W, H)
     spec = SHAPES[shape]
     if isinstance(spec, float):  # encoder: queries are (a subset of) the tokens themselves
-        centers = torch.cat([torch.stack(torch.meshgrid(
-            (torch.arange(w) + 0.5) / w, (torch.arange(h) + 0.5) / h, indexing="xy"), -1
-        ).reshape(-1, 2) for h, w in LEVELS]).double()  # (S, 2) as (x, y)
+        centers = torch.cat(
+            [
+                torch.stack(
+                    torch.meshgrid(
+                        (torch.arange(w) + 0.5) / w, (torch.arange(h) + 0.5) / h, indexing="xy"
+                    ),
+                    -1,
+                ).reshape(-1, 2)
+                for h, w in LEVELS
+            ]
+        ).double()  # (S, 2) as (x, y)
         q = round(spec * s)
         keep = torch.randperm(s, generator=g)[:q].sort().values if q < s else torch.arange(s)
         ref = centers[keep][None, :, None, None, None, :].expand(batch, q, 1, 1, 1, 2)
         # a few pixels around the reference on every level
-        offsets = 2.0 * torch.randn(batch, q, HEADS, len(LEVELS), POINTS, 2, generator=g,
-                                    dtype=torch.float64)
+        offsets = 2.0 * torch.randn(
+            batch, q, HEADS, len(LEVELS), POINTS, 2, generator=g, dtype=torch.float64
+        )
         loc = ref + offsets / wh[:, None, :]
     else:  # decoder: points inside random boxes
         q = spec
         cxcy = torch.rand(batch, q, 1, 1, 1, 2, generator=g, dtype=torch.float64)
         box = 0.05 + 0.3 * torch.rand(batch, q, 1, 1, 1, 2, generator=g, dtype=torch.float64)
-        inside = torch.rand(batch, q, HEADS, len(LEVELS), POINTS, 2, generator=g,
-                            dtype=torch.float64) - 0.5
+        inside = (
+            torch.rand(batch, q, HEADS, len(LEVELS), POINTS, 2, generator=g, dtype=torch.float64)
+            - 0.5
+        )
         loc = cxcy + inside * box
     value = torch.randn(batch, s, HEADS, HEAD_DIM, generator=g, dtype=torch.float64)
     logits = torch.randn(batch, q, HEADS, len(LEVELS) * POINTS, generator=g, dtype=torch.float64)
@@ -156,8 +191,10 @@ def peak_memory(torch, device, fn):
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    records = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                     key=lambda e: e.start_ns())
+    records = sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+        key=lambda e: e.start_ns(),
+    )
     live = peak = 0
     for record in records:
         live += record.nbytes()
@@ -167,7 +204,7 @@ def peak_memory(torch, device, fn):
 
 def bandwidth(torch, device):
     """Bytes/s of a 1 GiB device-to-device copy (read + write)."""
-    x = torch.empty(2 ** 28, dtype=torch.float32, device=device)
+    x = torch.empty(2**28, dtype=torch.float32, device=device)
     y = torch.empty_like(x)
     t = time_call(torch, device, lambda: y.copy_(x), repeat=10, warmup=2)
     return 2 * x.numel() * 4 / t
@@ -182,12 +219,18 @@ def main(argv=None):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from focus_detr.layers.ms_deform_attn import (BACKENDS, available_backends,
-                                                  backend_unavailable_reason, ms_deform_attn)
+    from focus_detr.layers.ms_deform_attn import (
+        BACKENDS,
+        available_backends,
+        backend_unavailable_reason,
+        ms_deform_attn,
+    )
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtypes = [getattr(torch, d) for d in (args.dtype or (
-        ["float32", "bfloat16"] if device.type == "cuda" else ["float32"]))]
+    dtypes = [
+        getattr(torch, d)
+        for d in (args.dtype or (["float32", "bfloat16"] if device.type == "cuda" else ["float32"]))
+    ]
     repeat = args.repeat if args.repeat is not None else (20 if device.type == "cuda" else 5)
     if args.clock == "cpu" and device.type != "cpu":
         sys.exit("--clock cpu measures CPU time: use it with --device cpu")
@@ -201,22 +244,31 @@ def main(argv=None):
         if reason:
             sys.exit(f"backend {b!r} unavailable on {device.type}: {reason}")
 
-    hw = (torch.cuda.get_device_name(device) if device.type == "cuda"
-          else f"CPU, {torch.get_num_threads()} threads")
-    print(f"# torch {torch.__version__}, {hw}, batch {args.batch}, median {args.clock} time of "
-          f"{repeat} runs (warmup {args.warmup})")
-    header = ("| shape | queries | dtype | backend | fwd ms | fwd+bwd ms | peak MiB | "
-              "fwd speedup | fwd+bwd speedup |")
+    hw = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"# torch {torch.__version__}, {hw}, batch {args.batch}, median {args.clock} time of "
+        f"{repeat} runs (warmup {args.warmup})"
+    )
+    header = (
+        "| shape | queries | dtype | backend | fwd ms | fwd+bwd ms | peak MiB | "
+        "fwd speedup | fwd+bwd speedup |"
+    )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     footers = []
     for shape in shapes:
         for dtype in dtypes:
-            value, sshapes, starts, loc, weights = make_inputs(torch, shape, args.batch, dtype,
-                                                               device)
+            value, sshapes, starts, loc, weights = make_inputs(
+                torch, shape, args.batch, dtype, device
+            )
             q = loc.shape[1]
             rows, base = [], {}
             for b in backends:
+
                 def fwd():
                     with torch.no_grad():
                         ms_deform_attn(value, sshapes, starts, loc, weights, backend=b)
@@ -230,8 +282,11 @@ def main(argv=None):
                         t.grad = None
 
                 t_f = time_call(torch, device, fwd, repeat, args.warmup, clock)
-                t_fb = None if args.no_backward else time_call(torch, device, fwd_bwd, repeat,
-                                                               args.warmup, clock)
+                t_fb = (
+                    None
+                    if args.no_backward
+                    else time_call(torch, device, fwd_bwd, repeat, args.warmup, clock)
+                )
                 mem = None
                 if not args.no_memory:
                     mem = peak_memory(torch, device, fwd if args.no_backward else fwd_bwd)
@@ -239,17 +294,25 @@ def main(argv=None):
                     base = {"f": t_f, "fb": t_fb}
                 rows.append((b, t_f, t_fb, mem))
             for b, t_f, t_fb, mem in rows:
+
                 def ratio(key, t):
                     return f"{base[key] / t:.2f}x" if base.get(key) and t else "-"
 
-                print(f"| {shape} | {q} | {str(dtype).replace('torch.', '')} | {b} | "
-                      f"{t_f * 1e3:.1f} | {'-' if t_fb is None else f'{t_fb * 1e3:.1f}'} | "
-                      f"{'-' if mem is None else f'{mem / 2 ** 20:.0f}'} | {ratio('f', t_f)} | "
-                      f"{ratio('fb', t_fb)} |", flush=True)
+                print(
+                    f"| {shape} | {q} | {str(dtype).replace('torch.', '')} | {b} | "
+                    f"{t_f * 1e3:.1f} | {'-' if t_fb is None else f'{t_fb * 1e3:.1f}'} | "
+                    f"{'-' if mem is None else f'{mem / 2**20:.0f}'} | {ratio('f', t_f)} | "
+                    f"{ratio('fb', t_fb)} |",
+                    flush=True,
+                )
             if device.type == "cuda":
                 elem = value.element_size()
-                compulsory = (value.numel() + loc.numel() + weights.numel()
-                              + q * args.batch * HEADS * HEAD_DIM) * elem
+                compulsory = (
+                    value.numel()
+                    + loc.numel()
+                    + weights.numel()
+                    + q * args.batch * HEADS * HEAD_DIM
+                ) * elem
                 sampled = 4 * weights.numel() * HEAD_DIM * elem
                 footers.append((shape, dtype, compulsory, sampled))
             value = loc = weights = None  # freed before the next inputs (no del: fwd names them)
@@ -257,9 +320,11 @@ def main(argv=None):
         bw = bandwidth(torch, device)
         print(f"\nDevice copy bandwidth {bw / 1e9:.0f} GB/s. Memory-bound floors (forward):")
         for shape, dtype, compulsory, sampled in footers:
-            print(f"- {shape} {str(dtype).replace('torch.', '')}: compulsory bytes "
-                  f"{compulsory / bw * 1e3:.3f} ms, every sampled corner read once "
-                  f"{sampled / bw * 1e3:.3f} ms")
+            print(
+                f"- {shape} {str(dtype).replace('torch.', '')}: compulsory bytes "
+                f"{compulsory / bw * 1e3:.3f} ms, every sampled corner read once "
+                f"{sampled / bw * 1e3:.3f} ms"
+            )
 
 
 if __name__ == "__main__":

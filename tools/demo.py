@@ -62,8 +62,12 @@ def parse_args(argv=None):
     )
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto (GPU if any)")
     p.add_argument("--onnx", help="run this exported graph (tools/export_model.py) instead")
-    p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "openvino"],
-                   help="runtime of --onnx (default onnxruntime)")
+    p.add_argument(
+        "--runtime",
+        default="onnxruntime",
+        choices=["onnxruntime", "openvino"],
+        help="runtime of --onnx (default onnxruntime)",
+    )
     p.add_argument(
         "--metadata", help="dataset name for class names (default: the config's test dataset)"
     )
@@ -185,6 +189,7 @@ def main(argv=None):
 
         def detect(x):
             return model([x])[0]["instances"].to("cpu")
+
     metadata = _metadata(cfg, args.metadata)
     use_visualizer = _has_opencv()
     if not use_visualizer:
@@ -192,8 +197,10 @@ def main(argv=None):
             "OpenCV is not installed (pip install opencv-python-headless): drawing with PIL "
             "instead of detectron2's Visualizer"
         )
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)) if args.output_file else args.output,
-                exist_ok=True)
+    os.makedirs(
+        os.path.dirname(os.path.abspath(args.output)) if args.output_file else args.output,
+        exist_ok=True,
+    )
     skipped = []
 
     def unreadable(path, error):
@@ -216,8 +223,10 @@ def main(argv=None):
         written.append(path)
         found = f"{len(keep)} detection(s) >= {threshold}"
         if not len(keep):
-            found = (f"no detection >= {threshold} (highest score "
-                     f"{'-' if best is None else f'{best:.2f}'})")
+            found = (
+                f"no detection >= {threshold} (highest score "
+                f"{'-' if best is None else f'{best:.2f}'})"
+            )
         print(f"{x['file_name']}: {found} in {seconds:.2f} s -> {path}", flush=True)
     if not written:
         raise SystemExit(f"no input image could be decoded: {skipped}")

@@ -10,6 +10,7 @@ The model is exported once with dynamic image sizes (portable attention, uint8 i
 test image runs at the size the config's test resize gives it, as in eager evaluation. Needs
 `pip install -e '.[deploy]'`.
 """
+
 import argparse
 import sys
 import tempfile
@@ -25,8 +26,13 @@ filter_known_warnings()  # before torch/detectron2 import: their import-time war
 def parse_args(argv=None):
     p = tool_parser(__doc__)
     p.add_argument("--config-file", required=True, help="LazyConfig with model and test data")
-    p.add_argument("--precisions", nargs="+", default=["fp32"], metavar="P",
-                   help="fp32, bf16, int8: each runtime evaluates those it offers")
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32"],
+        metavar="P",
+        help="fp32, bf16, int8: each runtime evaluates those it offers",
+    )
     p.add_argument("--images", type=int, default=None, help="first N test images (default all)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: each runtime's default)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
@@ -63,7 +69,8 @@ def main(argv=None):
             models["eager fp32"] = model
         elif precision in PRECISIONS["eager"]:
             models[f"eager {precision}"] = optimize(
-                copy.deepcopy(model), fold_norms=True, reduced_precision=precision)
+                copy.deepcopy(model), fold_norms=True, reduced_precision=precision
+            )
     with tempfile.TemporaryDirectory() as tmp:
         # traced at the first test image's size; the graph serves every size
         size = tuple(dataset_inputs(cfg, 1)[0]["image"].shape[-2:])
@@ -72,7 +79,8 @@ def main(argv=None):
             for precision in (p for p in args.precisions if p in PRECISIONS[runtime]):
                 try:
                     models[f"{runtime} {precision}"] = ExportedModel(
-                        load(path, runtime=runtime, threads=args.threads, precision=precision))
+                        load(path, runtime=runtime, threads=args.threads, precision=precision)
+                    )
                 except (ImportError, ValueError) as e:
                     print(f"{runtime} {precision} skipped: {e}")
         results = evaluate_detectors(cfg, models, args.images)

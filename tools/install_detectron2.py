@@ -168,9 +168,12 @@ def extract_sdist(sdist: Path, dest) -> None:
         for member in tar.getmembers():
             target = (root / member.name).resolve()
             if not (member.isfile() or member.isdir()) or (
-                    target != root and root not in target.parents):
-                raise RuntimeError(f"refusing to extract {member.name!r} from {sdist}: "
-                                   f"not a plain file or directory inside {root}")
+                target != root and root not in target.parents
+            ):
+                raise RuntimeError(
+                    f"refusing to extract {member.name!r} from {sdist}: "
+                    f"not a plain file or directory inside {root}"
+                )
         tar.extractall(dest)
 
 

@@ -10,6 +10,7 @@ images' size.
 Prints, per range scale, each level's foreground token count and its share of the level's
 tokens (images resized by the config's test mapper).
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -24,8 +25,13 @@ filter_known_warnings()  # before torch/detectron2 import: their import-time war
 def parse_args(argv=None):
     p = tool_parser(__doc__)
     p.add_argument("--config-file", required=True, help="LazyConfig with `dataloader.test`")
-    p.add_argument("--range-scales", type=float, nargs="+", default=[1.0],
-                   help="factors on the published scale ranges (default 1: published)")
+    p.add_argument(
+        "--range-scales",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="factors on the published scale ranges (default 1: published)",
+    )
     p.add_argument("--images", type=int, default=200, help="test images counted (default 200)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
     args = p.parse_args(argv)
@@ -44,16 +50,18 @@ def main(argv=None):
     from focus_detr.evaluation import foreground_per_level
     from focus_detr.modeling.focus import ForegroundLabelAssigner
 
-    inputs = dataset_inputs(load_config(args.config_file, args.opts), args.images,
-                            with_annotations=True)
+    inputs = dataset_inputs(
+        load_config(args.config_file, args.opts), args.images, with_annotations=True
+    )
     images = [(x["image"].shape[-2:], x["instances"].gt_boxes.tensor) for x in inputs]
     print(f"{len(images)} test images of {args.config_file}")
     print("range scale | scale ranges | foreground tokens per level (share of the level's tokens)")
     for scale in args.range_scales:
         assigner = ForegroundLabelAssigner(range_scale=scale)
         counts = foreground_per_level(images, assigner)
-        levels = ", ".join(f"{f} ({100.0 * f / t:.1f}%)"
-                           for f, t in zip(counts["foreground"], counts["tokens"]))
+        levels = ", ".join(
+            f"{f} ({100.0 * f / t:.1f}%)" for f, t in zip(counts["foreground"], counts["tokens"])
+        )
         ranges = " ".join(f"({lo:g}, {hi:g}]" for lo, hi in assigner.scale_ranges)
         print(f"{scale:g} | {ranges} | {levels}")
 

@@ -73,7 +73,7 @@ from focus_detr.analysis.report import markdown_table  # noqa: E402
 
 
 def choose_xscale(requested: str, gflops) -> str:
-    """"linear" or "log" for the GFLOPs values `gflops` (auto: log when they span > LOG_SPAN)."""
+    """ "linear" or "log" for the GFLOPs values `gflops` (auto: log when they span > LOG_SPAN)."""
     if requested != "auto":
         return requested
     positive = [g for g in gflops if g > 0]
@@ -111,8 +111,9 @@ def main(argv=None):
             "keep-ratio sweep for AP)"
         )
     panels = args.panels and args.paper and bool(lines)
-    fig, axes = plt.subplots(1, 2 if panels else 1, figsize=tuple(args.size), dpi=100,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if panels else 1, figsize=tuple(args.size), dpi=100, squeeze=False
+    )
     ours_ax, paper_ax = axes[0][0], axes[0][-1]
     rows = []
     for label, points in lines.items():
@@ -120,8 +121,9 @@ def main(argv=None):
         ours_ax.plot(x, y, marker="o", label=label)
         for g, a, k in points:
             if k is not None:
-                ours_ax.annotate(f"{k:g}", (g, a), textcoords="offset points", xytext=(4, 4),
-                                 fontsize=8)
+                ours_ax.annotate(
+                    f"{k:g}", (g, a), textcoords="offset points", xytext=(4, 4), fontsize=8
+                )
             rows.append([label, k, g, a])
     if args.paper:
         for label, k, g, a in PAPER_POINTS:

@@ -138,8 +138,10 @@ def parse_args(argv=None):
         if not sep:
             parser.error(f"--checkpoint {c!r}: expected NAME=PATH")
         if name not in names:
-            parser.error(f"--checkpoint {c!r}: no model named {name!r} in this sweep; "
-                         f"the models are {', '.join(names)}")
+            parser.error(
+                f"--checkpoint {c!r}: no model named {name!r} in this sweep; "
+                f"the models are {', '.join(names)}"
+            )
         if name in seen:
             parser.error(f"--checkpoint {c!r}: a second checkpoint for {name!r}")
         seen.add(name)
@@ -210,7 +212,10 @@ def count_flops(model: nn.Module, image: torch.Tensor) -> Dict[str, float]:
     model.eval()
     with torch.no_grad():
         parts = model_part_counts(flop_analysis(model, [image]), model)
-    return {"gflops": parts.pop("total") / 1e9, **{f"gflops_{k}": v / 1e9 for k, v in parts.items()}}
+    return {
+        "gflops": parts.pop("total") / 1e9,
+        **{f"gflops_{k}": v / 1e9 for k, v in parts.items()},
+    }
 
 
 def count_params(model: nn.Module) -> int:
@@ -225,8 +230,12 @@ def measure_latency(model: nn.Module, image: torch.Tensor, warmup: int, repeats:
 
     model.eval()
     inputs = [{"image": image}]
-    times = measure_interleaved({"model": lambda: model(inputs)}, rounds=repeats, warmup=warmup,
-                                devices={"model": image.device})["model"].total
+    times = measure_interleaved(
+        {"model": lambda: model(inputs)},
+        rounds=repeats,
+        warmup=warmup,
+        devices={"model": image.device},
+    )["model"].total
     return min(times)
 
 
@@ -250,8 +259,14 @@ def _progress_hook(iters: int, label: str, min_interval_s: float):
     return TrainingProgress()
 
 
-def train(model: nn.Module, cfg, iters: int, seed: int, label: str = "training",
-          progress_interval_s: float = 10.0) -> Dict[str, float]:
+def train(
+    model: nn.Module,
+    cfg,
+    iters: int,
+    seed: int,
+    label: str = "training",
+    progress_interval_s: float = 10.0,
+) -> Dict[str, float]:
     """Train `iters` iterations with the config's optimizer, clipping and (rescaled) lr
     schedule, same seed and data order for every model. Returns mean losses of the first and
     last fifth of the run."""
@@ -263,8 +278,9 @@ def train(model: nn.Module, cfg, iters: int, seed: int, label: str = "training",
     cfg = copy.deepcopy(cfg)
     cfg.train.max_iter = iters
     cfg.train.device = str(next(model.parameters()).device)  # where the sweep built the model
-    trainer = train_run(cfg, model=model, hooks=[_progress_hook(iters, label, progress_interval_s)],
-                        save=False).trainer
+    trainer = train_run(
+        cfg, model=model, hooks=[_progress_hook(iters, label, progress_interval_s)], save=False
+    ).trainer
     history = trainer.storage.histories()
     span = max(1, iters // 5)
     summary = {}
@@ -323,10 +339,12 @@ def evaluate(model: nn.Module, cfg, dataset, verbose: bool = False) -> Dict[str,
         selection = evaluators[1].evaluate().get("token_selection", {}) if selects else {}
     box = results.get("bbox", {}) if results else {}
     row = {k: float(box[k]) for k in ("AP", "AP50", "APs", "APm", "APl") if k in box}
-    layers = [v / 100 for k, v in selection.items() if k.startswith("layer") and
-              k.endswith("_recall")]
-    levels = {k: v / 100 for k, v in selection.items()
-              if k.startswith("level") and k.endswith("_recall")}
+    layers = [
+        v / 100 for k, v in selection.items() if k.startswith("layer") and k.endswith("_recall")
+    ]
+    levels = {
+        k: v / 100 for k, v in selection.items() if k.startswith("level") and k.endswith("_recall")
+    }
     if not selects:
         layers, levels = [1.0], {}
     row.update(fg_recall_mean=sum(layers) / len(layers), fg_recall_first=layers[0])
@@ -389,8 +407,15 @@ def sweep(args) -> List[Dict[str, Any]]:
                 SafeDetectionCheckpointer(model, strict=True).load(checkpoints[name])
             elif args.train_iters:
                 load_shared_init(model, shared_init, name)
-                row.update(train(model, cfg, args.train_iters, args.seed,
-                                 label=f"[{name}] training iteration"))
+                row.update(
+                    train(
+                        model,
+                        cfg,
+                        args.train_iters,
+                        args.seed,
+                        label=f"[{name}] training iteration",
+                    )
+                )
             if name in checkpoints or args.train_iters:
                 if dataset is None:
                     dataset = _test_dataset(cfg, args.eval_images)
@@ -458,8 +483,11 @@ UNDEFINED_REASONS = {
 
 def _with_reasons(row: Dict[str, Any]) -> Dict[str, Any]:
     """A JSON-ready row with "undefined": {key: reason} for its null values."""
-    undefined = {k: UNDEFINED_REASONS.get(k, "not a finite number") for k, v in row.items()
-                 if v is None and k != "keep_ratio"}
+    undefined = {
+        k: UNDEFINED_REASONS.get(k, "not a finite number")
+        for k, v in row.items()
+        if v is None and k != "keep_ratio"
+    }
     return {**row, "undefined": undefined} if undefined else row
 
 
@@ -512,15 +540,18 @@ def main(argv=None) -> List[Dict[str, Any]]:
     if args.output:
         from focus_detr.analysis.results import json_ready
 
-        Path(args.output).write_text(json.dumps(
-            [_with_reasons(r) for r in json_ready(rows)], indent=1, allow_nan=False))
+        Path(args.output).write_text(
+            json.dumps([_with_reasons(r) for r in json_ready(rows)], indent=1, allow_nan=False)
+        )
     if args.results:
         from focus_detr.analysis.results import append_result
 
         for record in result_records(args, rows):
             append_result(args.results, record)
-        print(f"Appended {len(rows)} record(s) to {args.results} (tools/plot_ap_flops.py "
-              f"--results {args.results} --output ap_vs_gflops.png)")
+        print(
+            f"Appended {len(rows)} record(s) to {args.results} (tools/plot_ap_flops.py "
+            f"--results {args.results} --output ap_vs_gflops.png)"
+        )
     return rows
 
 

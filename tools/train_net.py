@@ -88,16 +88,15 @@ def main(args, cfg=None):
     kind = "eval" if args.eval_only else "resume" if args.resume else "train"
     # logging, seeding, environment info; the config saved without replacing another run's
     cfg_path = setup_run(cfg, args, kind)
-    logger = setup_logger(
-        cfg.train.output_dir, distributed_rank=comm.get_rank(), name="focus_detr"
-    )
+    logger = setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="focus_detr")
     # large CPU tensors reused instead of page-faulted in at every iteration
     logger.info(f"malloc: {configure_allocator()}")
     if args.eval_only:
         model, checkpointer, results = entry.evaluate_checkpoint(cfg)
     else:
-        model, _, checkpointer, results = entry.train(cfg, resume=args.resume,
-                                                      config_file=args.config_file)
+        model, _, checkpointer, results = entry.train(
+            cfg, resume=args.resume, config_file=args.config_file
+        )
     if comm.is_main_process():
         report_outputs(cfg, checkpointer, cfg_path)
     return model, results

@@ -142,8 +142,10 @@ def select(model, x):
 def _masks(selection):
     """{"layer": (layers, N) kept-token masks, "object": (layers, N) object-token masks} of a
     one-image selection, on the CPU."""
-    return {"layer": selection.kept_masks()[:, 0].cpu(),
-            "object": selection.object_masks()[:, 0].cpu()}
+    return {
+        "layer": selection.kept_masks()[:, 0].cpu(),
+        "object": selection.object_masks()[:, 0].cpu(),
+    }
 
 
 def _pr(counts):
@@ -191,7 +193,10 @@ def draw_levels(path, image, selection, layer, fg, title):
         fgm = level_masks(fg, shapes)
         rows.append(
             [
-                (overlay_cells(base, f, s, GROUND_TRUTH_COLOR), f"L{l} ground truth: {int(f.sum())}")
+                (
+                    overlay_cells(base, f, s, GROUND_TRUTH_COLOR),
+                    f"L{l} ground truth: {int(f.sum())}",
+                )
                 for l, (f, s) in enumerate(zip(fgm, strides))
             ]
         )
@@ -211,8 +216,11 @@ def draw_levels(path, image, selection, layer, fg, title):
         rows.append(agreement)
     legend = level_legend(len(strides), strides)
     if fg is not None:
-        legend = legend + [(GROUND_TRUTH_COLOR, "ground-truth foreground")] + [
-            (color, meaning) for meaning, color in AGREEMENT_COLORS.items()]
+        legend = (
+            legend
+            + [(GROUND_TRUTH_COLOR, "ground-truth foreground")]
+            + [(color, meaning) for meaning, color in AGREEMENT_COLORS.items()]
+        )
     return save_grid(path, rows, title, legend)
 
 
@@ -281,9 +289,7 @@ def main(argv=None):
         boxes = x["instances"].gt_boxes.tensor if "instances" in x else None
         fg = foreground_labels(selection, boxes) if boxes is not None else None
         if not 0 <= args.layer < selection.num_layers:
-            raise SystemExit(
-                f"--layer {args.layer}: the encoder has {selection.num_layers} layers"
-            )
+            raise SystemExit(f"--layer {args.layer}: the encoder has {selection.num_layers} layers")
         title = (
             f"{Path(args.config_file[0]).stem} ({info['method']}, {keep_description(info)}, "
             f"{info['weights']})"

@@ -275,14 +275,35 @@ def summary_table(built, results, flops, device, runs, clock="wall"):
             gflops=gflops,
             params_m=model_part_parameters(built.models[label])["total"] / 1e6,
         )
-        rows.append([
-            label, info["method"], info["keep_ratio"], gflops, s["median"],
-            f"{s['q1']:.3f}-{s['q3']:.3f}", s["min"], s["max"], fps, ratio["median"],
-            f"{ratio['q1']:.2f}-{ratio['q3']:.2f}",
-        ])
+        rows.append(
+            [
+                label,
+                info["method"],
+                info["keep_ratio"],
+                gflops,
+                s["median"],
+                f"{s['q1']:.3f}-{s['q3']:.3f}",
+                s["min"],
+                s["max"],
+                fps,
+                ratio["median"],
+                f"{ratio['q1']:.2f}-{ratio['q3']:.2f}",
+            ]
+        )
     unit = _unit(clock)
-    columns = ["config", "encoder", "keep", "GFLOPs", f"{unit}/img", "q1-q3", "min", "max", "FPS",
-               "speed-up", "q1-q3"]
+    columns = [
+        "config",
+        "encoder",
+        "keep",
+        "GFLOPs",
+        f"{unit}/img",
+        "q1-q3",
+        "min",
+        "max",
+        "FPS",
+        "speed-up",
+        "q1-q3",
+    ]
     title = (
         f"\nInference per image ({device}, {unit}, median of {runs}; speed-up = median of the "
         f"paired per-round ratios time({base}) / time(config)):"
@@ -423,8 +444,9 @@ def profile_table(model, inputs, top_k: int, label: str) -> str:
     return f"\nProfile of {label} (one inference, top {top_k} ops by self time):\n{table}"
 
 
-def evaluate_and_record(built, summary, specs, run, evaluate=False, metrics_ap=(),
-                        results_file=None, log=_print):
+def evaluate_and_record(
+    built, summary, specs, run, evaluate=False, metrics_ap=(), results_file=None, log=_print
+):
     """Each config's AP (evaluated, read from metrics files, or None) into `summary` (`ap`,
     and `evaluation` when evaluated), and with `results_file` one results record per config.
 
@@ -450,27 +472,30 @@ def evaluate_and_record(built, summary, specs, run, evaluate=False, metrics_ap=(
         summary[label]["ap"] = ap
         if results_file:
             info, ours = built.infos[label], summary[label]
-            append_result(results_file, dict(
-                config=specs[i][0],
-                overrides=specs[i][1:],
-                label=label,
-                method=info["method"],
-                keep_ratio=info["keep_ratio"],
-                gflops=ours["gflops"],
-                params_m=ours["params_m"],
-                ap=ap,
-                fps=ours["fps"],
-                latency_s=ours["seconds"]["median"],
-                clock=run["clock"],
-                device=run["device"],
-                threads=run["threads"],
-                malloc=run["malloc"],
-                checkpoint=built.checkpoints[label],
-                tool="benchmark",
-                msda_backend=run["msda_backend"],
-                folded_norms=bool(getattr(built.models[label], "fold_backbone_norms", False)),
-                input_size=run["input_size"],
-            ))
+            append_result(
+                results_file,
+                dict(
+                    config=specs[i][0],
+                    overrides=specs[i][1:],
+                    label=label,
+                    method=info["method"],
+                    keep_ratio=info["keep_ratio"],
+                    gflops=ours["gflops"],
+                    params_m=ours["params_m"],
+                    ap=ap,
+                    fps=ours["fps"],
+                    latency_s=ours["seconds"]["median"],
+                    clock=run["clock"],
+                    device=run["device"],
+                    threads=run["threads"],
+                    malloc=run["malloc"],
+                    checkpoint=built.checkpoints[label],
+                    tool="benchmark",
+                    msda_backend=run["msda_backend"],
+                    folded_norms=bool(getattr(built.models[label], "fold_backbone_norms", False)),
+                    input_size=run["input_size"],
+                ),
+            )
 
 
 def write_measurements(path, summary, results, calibration, run, runs):
@@ -480,17 +505,19 @@ def write_measurements(path, summary, results, calibration, run, runs):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(
-            json_ready({
-                "device": run["device"],
-                "threads": run["threads"],
-                "malloc": run["malloc"],
-                "runs": runs,
-                "clock": run["clock"],
-                "configs": summary,
-                "raw_seconds": {k: r.total for k, r in results.items()},
-                "raw_parts": {k: r.parts for k, r in results.items()},
-                "calibration": calibration,
-            }),
+            json_ready(
+                {
+                    "device": run["device"],
+                    "threads": run["threads"],
+                    "malloc": run["malloc"],
+                    "runs": runs,
+                    "clock": run["clock"],
+                    "configs": summary,
+                    "raw_seconds": {k: r.total for k, r in results.items()},
+                    "raw_parts": {k: r.parts for k, r in results.items()},
+                    "calibration": calibration,
+                }
+            ),
             f,
             indent=1,
             default=lambda v: json_ready(float(v)),  # tensors, numpy scalars

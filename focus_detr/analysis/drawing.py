@@ -139,8 +139,10 @@ def panel_scale(height: int, width: int, min_width: int = MIN_PANEL) -> int:
 def level_legend(num_levels: int, strides: Sequence[int] = ()) -> List[Tuple[Sequence[int], str]]:
     """Legend entries (colour, text) of the feature levels."""
     return [
-        (LEVEL_COLORS[l % len(LEVEL_COLORS)],
-         f"level {l}" + (f" (stride {int(strides[l])})" if l < len(strides) else ""))
+        (
+            LEVEL_COLORS[l % len(LEVEL_COLORS)],
+            f"level {l}" + (f" (stride {int(strides[l])})" if l < len(strides) else ""),
+        )
         for l in range(num_levels)
     ]
 
@@ -207,8 +209,14 @@ def save_grid(
     captions = [[_wrap(p[1], font, pw - 8) if p is not None else [] for p in row] for row in rows]
     caption_heights = [max([len(c) for c in row] + [1]) * LINE_HEIGHT + 4 for row in captions]
     legend_rows = _legend_lines(legend, font, width)
-    height = (len(title_lines) * LINE_HEIGHT + 4 + sum(caption_heights) + len(rows) * ph
-              + len(legend_rows) * LINE_HEIGHT + (6 if legend_rows else 0))
+    height = (
+        len(title_lines) * LINE_HEIGHT
+        + 4
+        + sum(caption_heights)
+        + len(rows) * ph
+        + len(legend_rows) * LINE_HEIGHT
+        + (6 if legend_rows else 0)
+    )
     canvas = Image.new("RGB", (width, height), (0, 0, 0))
     draw = ImageDraw.Draw(canvas)
     y = 2
@@ -225,16 +233,20 @@ def save_grid(
             if image.shape[:2] != (h, w):
                 raise ValueError(f"panel ({r}, {c}) is {image.shape[:2]}, expected {(h, w)}")
             for i, line in enumerate(captions[r][c]):
-                draw.text((c * pw + 4, y + 2 + i * LINE_HEIGHT), line, fill=(255, 255, 255),
-                          font=font)
+                draw.text(
+                    (c * pw + 4, y + 2 + i * LINE_HEIGHT), line, fill=(255, 255, 255), font=font
+                )
             big = np.kron(image, np.ones((scale, scale, 1), np.uint8)) if scale > 1 else image
             canvas.paste(Image.fromarray(big), (c * pw, y + caption_heights[r]))
         y += caption_heights[r] + ph
     y += 4
     for legend_row in legend_rows:
         for color, text, x in legend_row:
-            draw.rectangle([x, y + 2, x + LINE_HEIGHT - 4, y + LINE_HEIGHT - 2],
-                           fill=tuple(int(v) for v in color), outline=(128, 128, 128))
+            draw.rectangle(
+                [x, y + 2, x + LINE_HEIGHT - 4, y + LINE_HEIGHT - 2],
+                fill=tuple(int(v) for v in color),
+                outline=(128, 128, 128),
+            )
             draw.text((x + LINE_HEIGHT, y + 1), text, fill=(255, 255, 255), font=font)
         y += LINE_HEIGHT
     canvas.save(path)

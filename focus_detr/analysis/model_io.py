@@ -49,9 +49,13 @@ def load_config(path: str, overrides: Sequence[str] = ()):
         FileNotFoundError: no such file. KeyError: the config defines no `model`, or an
         override names an unknown key.
     """
-    return load_strict_config(path, overrides, required=("model",),
-                              defaults={"train": {"init_checkpoint": ""}},
-                              extra_keys=inference_config_keys)
+    return load_strict_config(
+        path,
+        overrides,
+        required=("model",),
+        defaults={"train": {"init_checkpoint": ""}},
+        extra_keys=inference_config_keys,
+    )
 
 
 def resolve_device(device: Optional[str] = None) -> torch.device:
@@ -243,8 +247,12 @@ def describe_encoder(model: nn.Module) -> Dict[str, Any]:
         }
     if name == "DeformableEncoder":
         layers = len(getattr(encoder, "layers", ())) or None
-        return {"method": "dense", "keep_ratio": 1.0,
-                "layer_keep_fractions": [1.0] * layers if layers else None, "encoder": name}
+        return {
+            "method": "dense",
+            "keep_ratio": 1.0,
+            "layer_keep_fractions": [1.0] * layers if layers else None,
+            "encoder": name,
+        }
     return {"method": name, "keep_ratio": None, "layer_keep_fractions": None, "encoder": name}
 
 

@@ -74,8 +74,10 @@ def _drop_unusable_boxes(name, dicts):
                 examples[why].append(d["file_name"])
         if len(keep) != len(annos):
             d["annotations"] = keep
-    what = {"size": "a zero, negative or non-finite box size",
-            "outside": "a box entirely outside the image"}
+    what = {
+        "size": "a zero, negative or non-finite box size",
+        "outside": "a box entirely outside the image",
+    }
     for why, count in dropped.items():
         if count:
             warnings.warn(

@@ -100,8 +100,16 @@ class ResumableTrainLoader:
         shuffle (bool): permute the dataset in each epoch.
     """
 
-    def __init__(self, dataset, mapper, batch_size, num_workers=0, aspect_ratio_grouping=True,
-                 seed=None, shuffle=True):
+    def __init__(
+        self,
+        dataset,
+        mapper,
+        batch_size,
+        num_workers=0,
+        aspect_ratio_grouping=True,
+        seed=None,
+        shuffle=True,
+    ):
         if batch_size <= 0:
             raise ValueError(f"batch size must be positive, got {batch_size}")
         if not len(dataset):
@@ -122,8 +130,9 @@ class ResumableTrainLoader:
         return 0 if w > h else 1
 
     def __iter__(self):
-        samples = _PositionedSamples(self.dataset, self.mapper, self.seed, self.shuffle,
-                                     self.rank, self.world_size)
+        samples = _PositionedSamples(
+            self.dataset, self.mapper, self.seed, self.shuffle, self.rank, self.world_size
+        )
         self._buckets = [[], []]
         for b, positions in enumerate(self._restored_pending or ([], [])):
             for p in positions:
@@ -163,26 +172,45 @@ class ResumableTrainLoader:
         }
 
     def load_state_dict(self, state):
-        if (state.get("world_size"), state.get("batch_size")) != (self.world_size,
-                                                                  self.batch_size):
+        if (state.get("world_size"), state.get("batch_size")) != (self.world_size, self.batch_size):
             logger.warning(
                 "The checkpoint's data position was saved with %s processes and %s images per "
                 "process, this run has %s and %s: the data stream restarts from its beginning "
-                "(the resume is not exact)", state.get("world_size"), state.get("batch_size"),
-                self.world_size, self.batch_size)
+                "(the resume is not exact)",
+                state.get("world_size"),
+                state.get("batch_size"),
+                self.world_size,
+                self.batch_size,
+            )
             return
         self.seed = int(state["seed"])
         self.position = int(state["position"])
         self._restored_pending = [list(b) for b in state["pending"]]
 
 
-def build_resumable_train_loader(dataset, mapper, total_batch_size, num_workers=0,
-                                 aspect_ratio_grouping=True, seed=None, shuffle=True):
+def build_resumable_train_loader(
+    dataset,
+    mapper,
+    total_batch_size,
+    num_workers=0,
+    aspect_ratio_grouping=True,
+    seed=None,
+    shuffle=True,
+):
     """`ResumableTrainLoader` with detectron2's `build_detection_train_loader` arguments (the
     batch is split over the processes), for use in configs in its place."""
     world = comm.get_world_size()
     if total_batch_size <= 0 or total_batch_size % world:
-        raise ValueError(f"total_batch_size={total_batch_size} must be a positive multiple of "
-                         f"the number of processes ({world})")
-    return ResumableTrainLoader(dataset, mapper, total_batch_size // world, num_workers,
-                                aspect_ratio_grouping, seed, shuffle)
+        raise ValueError(
+            f"total_batch_size={total_batch_size} must be a positive multiple of "
+            f"the number of processes ({world})"
+        )
+    return ResumableTrainLoader(
+        dataset,
+        mapper,
+        total_batch_size // world,
+        num_workers,
+        aspect_ratio_grouping,
+        seed,
+        shuffle,
+    )

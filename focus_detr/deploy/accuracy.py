@@ -1,5 +1,6 @@
 """COCO AP of exported detectors on a config's test set, beside the eager model's: what an
 exported runtime or a reduced precision costs in accuracy (tools/evaluate_export.py)."""
+
 import copy
 import itertools
 from typing import Any, Dict, Optional
@@ -27,8 +28,13 @@ class ExportedModel(nn.Module):
         results = []
         for x in batched_inputs:  # the runtimes take one image per call
             h, w = x["image"].shape[-2:]
-            results.append({"instances": detect_resized(
-                self.detector, x["image"], x.get("height", h), x.get("width", w))})
+            results.append(
+                {
+                    "instances": detect_resized(
+                        self.detector, x["image"], x.get("height", h), x.get("width", w)
+                    )
+                }
+            )
         return results
 
 
@@ -40,8 +46,9 @@ def box_evaluator_config(evaluator_cfg):
     return copy.deepcopy(evaluator_cfg)
 
 
-def evaluate_detectors(cfg, models: Dict[str, nn.Module],
-                       max_images: Optional[int] = None) -> Dict[str, Dict[str, Any]]:
+def evaluate_detectors(
+    cfg, models: Dict[str, nn.Module], max_images: Optional[int] = None
+) -> Dict[str, Dict[str, Any]]:
     """Box AP of each model (an eager detector or an `ExportedModel`) on the same images.
 
     Args:

@@ -1,4 +1,5 @@
 """Detections of two runs of one model compared as sets (exported vs eager, float32 vs float64)."""
+
 import torch
 
 __all__ = ["set_distance"]
@@ -21,6 +22,7 @@ def set_distance(a, b, score_scale: float, box_scale: float) -> float:
         return float("inf")
     box = (boxes_a[:, None].double() - boxes_b[None].double()).abs().amax(-1) / box_scale
     score = (scores_a[:, None].double() - scores_b[None].double()).abs() / score_scale
-    distance = torch.maximum(box, score).masked_fill(labels_a[:, None] != labels_b[None],
-                                                     float("inf"))
+    distance = torch.maximum(box, score).masked_fill(
+        labels_a[:, None] != labels_b[None], float("inf")
+    )
     return float(distance.min(1).values.max())

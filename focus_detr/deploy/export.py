@@ -9,6 +9,7 @@ size (export again for another), unless exported with `dynamic_shapes=True`, whi
 those counts, the level shapes and the top-k sizes in the graph from the input. While capturing,
 the model takes its branch-free paths (`focus_detr.layers.graph_capture`): no check that reads tensor contents enters the graph.
 """
+
 import contextlib
 import warnings
 from pathlib import Path
@@ -43,13 +44,16 @@ class ExportableDetector(nn.Module):
             Sparse DETR): what a dynamic-size graph computes from its input's size.
     """
 
-    def __init__(self, model: nn.Module, num_detections: Optional[int] = None,
-                 with_keep_counts: bool = False):
+    def __init__(
+        self, model: nn.Module, num_detections: Optional[int] = None, with_keep_counts: bool = False
+    ):
         super().__init__()
         for name in ("compute_outputs", "pixel_mean", "pixel_std"):
             if not hasattr(model, name):
-                raise TypeError(f"{type(model).__name__} cannot be exported: it has no {name} "
-                                "(export a DINO or FocusDETR)")
+                raise TypeError(
+                    f"{type(model).__name__} cannot be exported: it has no {name} "
+                    "(export a DINO or FocusDETR)"
+                )
         self.model = model
         self.num_detections = int(num_detections or model.select_box_nums_for_evaluation)
         self.with_keep_counts = with_keep_counts
@@ -83,15 +87,26 @@ class ExportableDetector(nn.Module):
     def _keep_counts(outputs) -> torch.Tensor:
         selection = getattr(outputs.get("encoder_output"), "selection", None)
         if selection is None:
-            raise ValueError("with_keep_counts needs a sparse encoder (Focus-DETR, Sparse DETR); "
-                             "this model's encoder updates every token")
+            raise ValueError(
+                "with_keep_counts needs a sparse encoder (Focus-DETR, Sparse DETR); "
+                "this model's encoder updates every token"
+            )
         return torch.stack([valid.sum(1) for valid in selection.kept_valid], 1)
 
 
-def export_onnx(model: nn.Module, path, input_size: Tuple[int, int], *, opset: int = 17,
-                attention: str = "portable", input_dtype: torch.dtype = torch.uint8,
-                num_detections: Optional[int] = None, dynamic_shapes: bool = False,
-                batch: Optional[int] = None, with_keep_counts: bool = False) -> Path:
+def export_onnx(
+    model: nn.Module,
+    path,
+    input_size: Tuple[int, int],
+    *,
+    opset: int = 17,
+    attention: str = "portable",
+    input_dtype: torch.dtype = torch.uint8,
+    num_detections: Optional[int] = None,
+    dynamic_shapes: bool = False,
+    batch: Optional[int] = None,
+    with_keep_counts: bool = False,
+) -> Path:
     """Export `model` (eval mode, on CPU) for images of `input_size` (H, W) to `path`.
 
     Args:
@@ -109,16 +124,19 @@ def export_onnx(model: nn.Module, path, input_size: Tuple[int, int], *, opset: i
         the written path.
     """
     if opset < MIN_OPSET:
-        raise ValueError(f"opset {opset} is too old for the exported graph (GridSample needs "
-                         f">= {MIN_OPSET})")
+        raise ValueError(
+            f"opset {opset} is too old for the exported graph (GridSample needs >= {MIN_OPSET})"
+        )
     if dynamic_shapes and attention == "plugin":
         raise ValueError(
             "dynamic_shapes=True works with attention='portable' only: in a dynamic graph the "
             "cascade's TopK k is computed from the input size, and TensorRT's ONNX parser takes "
             "TopK's k only as a constant; export the plugin form once per input size "
-            "(dynamic_shapes=False), or use the portable form for dynamic sizes")
-    detector, example = _prepare(model, input_size, attention, input_dtype, num_detections,
-                                 batch, with_keep_counts)
+            "(dynamic_shapes=False), or use the portable form for dynamic sizes"
+        )
+    detector, example = _prepare(
+        model, input_size, attention, input_dtype, num_detections, batch, with_keep_counts
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     outputs = list(OUTPUT_NAMES) + (["keep_counts"] if with_keep_counts else [])
@@ -130,16 +148,30 @@ def export_onnx(model: nn.Module, path, input_size: Tuple[int, int], *, opset: i
         # tracing fixes the size-derived counts for this input size, as documented (with
         # dynamic shapes they are graph values; the warnings then concern fixed facts only)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(detector, (example,), str(path), opset_version=opset, dynamo=False,
-                          input_names=["image"], output_names=outputs, dynamic_axes=dynamic_axes,
-                          custom_opsets={"trt": 1} if attention == "plugin" else None)
+        torch.onnx.export(
+            detector,
+            (example,),
+            str(path),
+            opset_version=opset,
+            dynamo=False,
+            input_names=["image"],
+            output_names=outputs,
+            dynamic_axes=dynamic_axes,
+            custom_opsets={"trt": 1} if attention == "plugin" else None,
+        )
     return path
 
 
-def export_program(model: nn.Module, input_size: Tuple[int, int], *,
-                   attention: str = "portable", input_dtype: torch.dtype = torch.uint8,
-                   num_detections: Optional[int] = None, batch: Optional[int] = None,
-                   dynamic_shapes: bool = False) -> "torch.export.ExportedProgram":
+def export_program(
+    model: nn.Module,
+    input_size: Tuple[int, int],
+    *,
+    attention: str = "portable",
+    input_dtype: torch.dtype = torch.uint8,
+    num_detections: Optional[int] = None,
+    batch: Optional[int] = None,
+    dynamic_shapes: bool = False,
+) -> "torch.export.ExportedProgram":
     """`model` (eval mode) as a `torch.export.ExportedProgram` for images of `input_size` (H, W):
     the same module and outputs as `export_onnx`'s graph; save it with `torch.export.save`,
     run it with `program.module()(image)`.
@@ -152,16 +184,22 @@ def export_program(model: nn.Module, input_size: Tuple[int, int], *,
             "and keep counts would be symbolic sizes, which the model's level loops and top-k "
             "widths do not support yet; use export_onnx(..., dynamic_shapes=True) "
             "(tools/export_model.py --format onnx --dynamic-shapes) for one graph of any size, "
-            "or export a program per input size")
-    detector, example = _prepare(model, input_size, attention, input_dtype, num_detections,
-                                 batch)
+            "or export a program per input size"
+        )
+    detector, example = _prepare(model, input_size, attention, input_dtype, num_detections, batch)
     with torch.no_grad(), exporting(attention):
         return torch.export.export(detector, (example,), strict=False)
 
 
-def _prepare(model: nn.Module, input_size: Tuple[int, int], attention: str,
-             input_dtype: torch.dtype, num_detections: Optional[int], batch: Optional[int] = None,
-             with_keep_counts: bool = False):
+def _prepare(
+    model: nn.Module,
+    input_size: Tuple[int, int],
+    attention: str,
+    input_dtype: torch.dtype,
+    num_detections: Optional[int],
+    batch: Optional[int] = None,
+    with_keep_counts: bool = False,
+):
     """The checks both exports share; (ExportableDetector, example image)."""
     if attention not in ATTENTION_FORMS:
         raise ValueError(f"attention must be one of {ATTENTION_FORMS}, got {attention!r}")
@@ -172,13 +210,17 @@ def _prepare(model: nn.Module, input_size: Tuple[int, int], attention: str,
     if getattr(model, "training", False):
         raise ValueError("export a model in eval mode (model.eval())")
     if batch is not None and (isinstance(batch, bool) or int(batch) != batch or batch < 1):
-        raise ValueError(f"batch must be a positive int (images per graph call) or None (one "
-                         f"image (3, H, W)), got {batch!r}")
+        raise ValueError(
+            f"batch must be a positive int (images per graph call) or None (one "
+            f"image (3, H, W)), got {batch!r}"
+        )
     detector = ExportableDetector(model, num_detections).eval()
     if with_keep_counts:
         if not _has_sparse_encoder(model):
-            raise ValueError(f"with_keep_counts needs a sparse encoder (Focus-DETR, Sparse DETR); "
-                             f"{type(model.transformer.encoder).__name__} updates every token")
+            raise ValueError(
+                f"with_keep_counts needs a sparse encoder (Focus-DETR, Sparse DETR); "
+                f"{type(model.transformer.encoder).__name__} updates every token"
+            )
         detector.with_keep_counts = True
     h, w = (int(v) for v in input_size)
     shape = (3, h, w) if batch is None else (int(batch), 3, h, w)

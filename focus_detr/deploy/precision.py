@@ -10,14 +10,21 @@ Precision names are shared by the runtimes: "fp32" (as exported), "bf16", "fp16"
   that precision and keeps precision-sensitive ops in float32).
 - eager PyTorch: fp32, bf16 (`focus_detr.modeling.optimize(reduced_precision="bfloat16")`).
 """
+
 import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["PRECISIONS", "INT8_MODES", "check_precision", "openvino_capabilities",
-           "openvino_hint", "quantize_int8"]
+__all__ = [
+    "PRECISIONS",
+    "INT8_MODES",
+    "check_precision",
+    "openvino_capabilities",
+    "openvino_hint",
+    "quantize_int8",
+]
 
 PRECISIONS: Dict[str, Tuple[str, ...]] = {
     "eager": ("fp32", "bf16"),
@@ -27,8 +34,7 @@ PRECISIONS: Dict[str, Tuple[str, ...]] = {
 INT8_MODES = ("dynamic", "static")
 # precision -> (OpenVINO's hint value, the capability the device must list)
 _OPENVINO_HINTS = {"fp32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "fp16": ("f16", "FP16")}
-_ALIASES = {"f32": "fp32", "float32": "fp32", "f16": "fp16", "float16": "fp16",
-            "bfloat16": "bf16"}
+_ALIASES = {"f32": "fp32", "float32": "fp32", "f16": "fp16", "float16": "fp16", "bfloat16": "bf16"}
 
 
 def check_precision(runtime: str, precision: str) -> str:
@@ -40,8 +46,9 @@ def check_precision(runtime: str, precision: str) -> str:
     if name not in PRECISIONS[runtime]:
         offered = [r for r, names in PRECISIONS.items() if name in names]
         elsewhere = f"; {name} is offered by {offered}" if offered else ""
-        raise ValueError(f"{runtime} offers precisions {PRECISIONS[runtime]}, got "
-                         f"{precision!r}{elsewhere}")
+        raise ValueError(
+            f"{runtime} offers precisions {PRECISIONS[runtime]}, got {precision!r}{elsewhere}"
+        )
     return name
 
 
@@ -65,15 +72,21 @@ def openvino_hint(precision: str, device: str = "CPU", core=None) -> str:
     hint, capability = _OPENVINO_HINTS[name]
     capabilities = openvino_capabilities(device, core)
     if name != "fp32" and capability not in capabilities:
-        raise ValueError(f"{name} is not supported on this {device}: OpenVINO lists its "
-                         f"capabilities as {list(capabilities)}, without {capability}; use "
-                         "precision='fp32' (or int8 with ONNX Runtime)")
+        raise ValueError(
+            f"{name} is not supported on this {device}: OpenVINO lists its "
+            f"capabilities as {list(capabilities)}, without {capability}; use "
+            "precision='fp32' (or int8 with ONNX Runtime)"
+        )
     return hint
 
 
-def quantize_int8(onnx_path, out_path, mode: str = "dynamic",
-                  calibration_images: Optional[Iterable[np.ndarray]] = None,
-                  op_types: Optional[Sequence[str]] = None) -> Path:
+def quantize_int8(
+    onnx_path,
+    out_path,
+    mode: str = "dynamic",
+    calibration_images: Optional[Iterable[np.ndarray]] = None,
+    op_types: Optional[Sequence[str]] = None,
+) -> Path:
     """Write an int8 version of the exported float graph at `onnx_path` to `out_path`.
 
     Args:
@@ -98,8 +111,10 @@ def quantize_int8(onnx_path, out_path, mode: str = "dynamic",
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if mode == "dynamic":
         if calibration_images is not None:
-            raise ValueError("calibration_images are for mode='static'; dynamic quantization "
-                             "observes each call's activations")
+            raise ValueError(
+                "calibration_images are for mode='static'; dynamic quantization "
+                "observes each call's activations"
+            )
         # uint8 weights for convolutions: ONNX Runtime's CPU ConvInteger has no int8-weight
         # kernel; the matrix products take int8 weights
         with tempfile.TemporaryDirectory() as tmp:
@@ -108,22 +123,32 @@ def quantize_int8(onnx_path, out_path, mode: str = "dynamic",
             rest = [t for t in ops if t != "Conv"]
             if rest:
                 staged = Path(tmp) / "products.onnx"
-                q.quantize_dynamic(onnx_path, staged, op_types_to_quantize=rest,
-                                   weight_type=q.QuantType.QInt8)
+                q.quantize_dynamic(
+                    onnx_path, staged, op_types_to_quantize=rest, weight_type=q.QuantType.QInt8
+                )
             if conv:
-                q.quantize_dynamic(staged, out_path, op_types_to_quantize=conv,
-                                   weight_type=q.QuantType.QUInt8)
+                q.quantize_dynamic(
+                    staged, out_path, op_types_to_quantize=conv, weight_type=q.QuantType.QUInt8
+                )
             elif staged != onnx_path:
                 Path(staged).replace(out_path)
         return out_path
     images = list(calibration_images or [])
     if not images:
-        raise ValueError("static int8 quantization needs calibration_images: a few (3, H, W) "
-                         "images of the graph's input size")
-    q.quantize_static(onnx_path, out_path, _calibration_reader(onnx_path, images),
-                      quant_format=q.QuantFormat.QDQ, op_types_to_quantize=ops,
-                      activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
-                      calibrate_method=q.CalibrationMethod.MinMax)
+        raise ValueError(
+            "static int8 quantization needs calibration_images: a few (3, H, W) "
+            "images of the graph's input size"
+        )
+    q.quantize_static(
+        onnx_path,
+        out_path,
+        _calibration_reader(onnx_path, images),
+        quant_format=q.QuantFormat.QDQ,
+        op_types_to_quantize=ops,
+        activation_type=q.QuantType.QInt8,
+        weight_type=q.QuantType.QInt8,
+        calibrate_method=q.CalibrationMethod.MinMax,
+    )
     return out_path
 
 

@@ -1,6 +1,7 @@
 """Run an exported detector: `load("model.onnx")` returns a callable that takes an image (3, H, W)
 tensor or HxWx3 array and returns detectron2 `Instances`, with ONNX Runtime (default) or OpenVINO
 (`runtime="openvino"`), both optional (`pip install -e '.[deploy]'`)."""
+
 import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
@@ -11,8 +12,14 @@ from detectron2.structures import Boxes, Instances
 
 from .precision import check_precision, openvino_hint, quantize_int8
 
-__all__ = ["RUNTIMES", "ExportedDetector", "OnnxDetector", "OpenVinoDetector", "load",
-           "detect_resized"]
+__all__ = [
+    "RUNTIMES",
+    "ExportedDetector",
+    "OnnxDetector",
+    "OpenVinoDetector",
+    "load",
+    "detect_resized",
+]
 
 RUNTIMES = ("onnxruntime", "openvino")
 
@@ -21,8 +28,10 @@ def _require(module: str):
     try:
         return __import__(module)
     except ImportError:
-        raise ImportError(f"running an exported model with {module} needs it installed: "
-                          "pip install -e '.[deploy]'") from None
+        raise ImportError(
+            f"running an exported model with {module} needs it installed: "
+            "pip install -e '.[deploy]'"
+        ) from None
 
 
 class ExportedDetector:
@@ -45,12 +54,15 @@ class ExportedDetector:
         if array.ndim == 3 and array.shape[-1] == 3 and array.shape[0] != 3:
             array = array.transpose(2, 0, 1)  # HxWx3 -> 3xHxW
         expected = self.input_shape
-        if array.ndim != len(expected) or any(e is not None and e != a
-                                              for e, a in zip(expected, array.shape)):
+        if array.ndim != len(expected) or any(
+            e is not None and e != a for e, a in zip(expected, array.shape)
+        ):
             layout = "(N, 3, H, W)" if len(expected) == 4 else "(3, H, W)"
-            raise ValueError(f"this graph was exported for images of shape {expected} {layout} "
-                             f"(None: any size), got {tuple(array.shape)}; resize the image or "
-                             "export for its size")
+            raise ValueError(
+                f"this graph was exported for images of shape {expected} {layout} "
+                f"(None: any size), got {tuple(array.shape)}; resize the image or "
+                "export for its size"
+            )
         boxes, scores, labels = self.run(np.ascontiguousarray(array, dtype=self.input_dtype))[:3]
         if len(expected) == 4:
             return [_instances(array.shape[-2:], *found) for found in zip(boxes, scores, labels)]
@@ -85,8 +97,11 @@ class OnnxDetector(ExportedDetector):
         ort = _require("onnxruntime")
         path = _existing(path)
         available = ort.get_available_providers()
-        chosen = list(providers) if providers else [
-            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        chosen = (
+            list(providers)
+            if providers
+            else [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=chosen)
@@ -119,8 +134,9 @@ class OpenVinoDetector(ExportedDetector):
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = ov.Core().compile_model(str(path), device, config)
         (parameter,) = self.compiled.inputs
-        self.input_shape = tuple(d.get_length() if d.is_static else None
-                                 for d in parameter.get_partial_shape())
+        self.input_shape = tuple(
+            d.get_length() if d.is_static else None for d in parameter.get_partial_shape()
+        )
         self.input_dtype = np.uint8 if parameter.get_element_type() == ov.Type.u8 else np.float32
         self.request = self.compiled.create_infer_request()
 
@@ -129,8 +145,9 @@ class OpenVinoDetector(ExportedDetector):
         return [outputs[o] for o in self.compiled.outputs]
 
 
-def load(path, runtime: str = "onnxruntime", threads: int = 0, precision: str = "fp32",
-         **options) -> ExportedDetector:
+def load(
+    path, runtime: str = "onnxruntime", threads: int = 0, precision: str = "fp32", **options
+) -> ExportedDetector:
     """The exported detector at `path` in `runtime` ("onnxruntime" or "openvino").
 
     Args:
@@ -154,8 +171,9 @@ def load(path, runtime: str = "onnxruntime", threads: int = 0, precision: str = 
     return OnnxDetector(path, threads=threads, **options)
 
 
-def detect_resized(detector: ExportedDetector, image: torch.Tensor, height: int,
-                   width: int) -> Instances:
+def detect_resized(
+    detector: ExportedDetector, image: torch.Tensor, height: int, width: int
+) -> Instances:
     """Detections of a fixed-size exported graph on an image of another size: `image` (3, h, w)
     (the model's input format, e.g. after the config's test resize) is resized bilinearly to the
     graph's input size, and the boxes are scaled to an output image of `height` x `width` (the
@@ -163,15 +181,18 @@ def detect_resized(detector: ExportedDetector, image: torch.Tensor, height: int,
     changes the aspect ratio where the sizes' ratios differ; export at the size you serve to
     avoid it."""
     if len(detector.input_shape) != 3:
-        raise ValueError(f"detect_resized takes a one-image graph (3, H, W), this one takes "
-                         f"{detector.input_shape}; call the detector with the batch instead")
+        raise ValueError(
+            f"detect_resized takes a one-image graph (3, H, W), this one takes "
+            f"{detector.input_shape}; call the detector with the batch instead"
+        )
     _, graph_h, graph_w = detector.input_shape
     if graph_h is None or graph_w is None:  # a dynamic-size graph serves the image as it is
         graph_h, graph_w = image.shape[-2:]
     x = image[None].float()
     if tuple(x.shape[-2:]) != (graph_h, graph_w):
-        x = torch.nn.functional.interpolate(x, size=(graph_h, graph_w), mode="bilinear",
-                                            align_corners=False)
+        x = torch.nn.functional.interpolate(
+            x, size=(graph_h, graph_w), mode="bilinear", align_corners=False
+        )
     if detector.input_dtype == np.uint8:
         x = x.round().clamp(0, 255).to(torch.uint8)
     found = detector(x[0])

@@ -6,6 +6,7 @@ TBB arena), which spin for a while after a call before they sleep: on a machine 
 runtime timed right after another one shares the cores with those spinning threads (measured
 here: eager Focus-DETR-R50 at 800x1216 on 2 cores took 3.2 s right after an OpenVINO call and
 1.7 s alone). A pause before every timed call lets the previous runtime's threads go idle."""
+
 import statistics
 import time
 from typing import Callable, Dict
@@ -15,9 +16,13 @@ import torch
 __all__ = ["compute_floor_ratio", "interleaved_timings", "matmul_rate"]
 
 
-def interleaved_timings(runners: Dict[str, Callable[[], object]], rounds: int = 5,
-                        warmup: int = 1, pause_s: float = 0.5,
-                        sleep: Callable[[float], None] = time.sleep) -> Dict[str, Dict[str, float]]:
+def interleaved_timings(
+    runners: Dict[str, Callable[[], object]],
+    rounds: int = 5,
+    warmup: int = 1,
+    pause_s: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Dict[str, Dict[str, float]]:
     """Median and minimum seconds per call of each runner.
 
     Args:
@@ -63,7 +68,7 @@ def matmul_rate(size: int = 2048, rounds: int = 3, dtype=None) -> float:
         start = time.perf_counter()
         torch.mm(a, b)
         best = min(best, time.perf_counter() - start)
-    return size ** 3 / best
+    return size**3 / best
 
 
 def compute_floor_ratio(seconds: float, multiply_adds: float, rate: float) -> float:

@@ -15,14 +15,20 @@ process keeps its peak heap instead of returning memory to the system between in
 The tools apply it through `configure_allocator` ($FOCUS_DETR_MALLOC=system keeps glibc's
 defaults, e.g. to measure the difference).
 """
+
 import ctypes
 import ctypes.util
 import os
 import sys
 from typing import Optional
 
-__all__ = ["ALLOCATOR_ENV_VAR", "ALLOCATOR_SETTINGS", "GLIBC_MAX_MMAP_THRESHOLD",
-           "configure_allocator", "retain_freed_memory"]
+__all__ = [
+    "ALLOCATOR_ENV_VAR",
+    "ALLOCATOR_SETTINGS",
+    "GLIBC_MAX_MMAP_THRESHOLD",
+    "configure_allocator",
+    "retain_freed_memory",
+]
 
 ALLOCATOR_ENV_VAR = "FOCUS_DETR_MALLOC"
 ALLOCATOR_SETTINGS = ("retain", "system")
@@ -33,7 +39,7 @@ _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
 # the largest mmap threshold glibc accepts on 64-bit systems (HEAP_MAX_SIZE / 2)
 GLIBC_MAX_MMAP_THRESHOLD = 32 * 1024 * 1024
-_INT_MAX = 2 ** 31 - 1
+_INT_MAX = 2**31 - 1
 
 
 def _glibc() -> Optional[ctypes.CDLL]:
@@ -49,8 +55,11 @@ def _glibc() -> Optional[ctypes.CDLL]:
     return libc
 
 
-def retain_freed_memory(mmap_threshold: int = GLIBC_MAX_MMAP_THRESHOLD,
-                        trim_threshold: int = _INT_MAX, top_pad: int = 64 * 1024 * 1024) -> bool:
+def retain_freed_memory(
+    mmap_threshold: int = GLIBC_MAX_MMAP_THRESHOLD,
+    trim_threshold: int = _INT_MAX,
+    top_pad: int = 64 * 1024 * 1024,
+) -> bool:
     """Set glibc's malloc to serve blocks up to `mmap_threshold` bytes from its heap and to keep
     freed heap memory (module docstring). Process-wide; call once, before the heavy work.
 
@@ -66,8 +75,10 @@ def retain_freed_memory(mmap_threshold: int = GLIBC_MAX_MMAP_THRESHOLD,
         ValueError: a setting out of glibc's range.
     """
     if not 0 < mmap_threshold <= GLIBC_MAX_MMAP_THRESHOLD:
-        raise ValueError(f"mmap_threshold must be in (0, {GLIBC_MAX_MMAP_THRESHOLD}] bytes "
-                         f"(glibc's limit on 64-bit), got {mmap_threshold}")
+        raise ValueError(
+            f"mmap_threshold must be in (0, {GLIBC_MAX_MMAP_THRESHOLD}] bytes "
+            f"(glibc's limit on 64-bit), got {mmap_threshold}"
+        )
     for name, value in (("trim_threshold", trim_threshold), ("top_pad", top_pad)):
         if not 0 <= value <= _INT_MAX:
             raise ValueError(f"{name} must be in [0, {_INT_MAX}] bytes, got {value}")

@@ -121,8 +121,11 @@ class SafeDetectionCheckpointer(DetrCheckpointer):
         checkpoint = safe_load_checkpoint(path)
         saved_info = checkpoint.get("model_info") or {}
         own_info = self.model_info or {}
-        other_class = (saved_info.get("class") and own_info.get("class")
-                       and saved_info["class"] != own_info["class"])
+        other_class = (
+            saved_info.get("class")
+            and own_info.get("class")
+            and saved_info["class"] != own_info["class"]
+        )
         differences = _state_differences(checkpoint.get("model", {}), self.model.state_dict())
         if not other_class and not differences:
             return
@@ -160,8 +163,9 @@ class SafeDetectionCheckpointer(DetrCheckpointer):
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename):
-        write_text_atomically(os.path.join(self.save_dir, "last_checkpoint"),
-                              last_filename_basename)
+        write_text_atomically(
+            os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename
+        )
 
     def load(self, path, checkpointables=None):
         if path and not os.path.isfile(path) and "://" not in path:

@@ -79,8 +79,11 @@ def check_override_key(cfg, key, extra_keys=()):
         choices = [k for k in node.keys() if k != "_target_"]
         if target is not None:
             choices += list(_target_parameters(target) or ())
-        choices += [k[len(prefix) + 1:] for k in extra_keys
-                    if k.startswith(prefix + ".") and "." not in k[len(prefix) + 1:]]
+        choices += [
+            k[len(prefix) + 1 :]
+            for k in extra_keys
+            if k.startswith(prefix + ".") and "." not in k[len(prefix) + 1 :]
+        ]
         raise _unknown(key, prefix, part, choices)
 
 

@@ -84,7 +84,7 @@ class ModelEMA:
         missing = set(self.state) - set(state_dict["state"])
         if missing:
             raise KeyError(
-                f"EMA state is missing {len(missing)} entries, e.g. " f"{sorted(missing)[:3]}"
+                f"EMA state is missing {len(missing)} entries, e.g. {sorted(missing)[:3]}"
             )
         for k, v in state_dict["state"].items():
             if k in self.state:

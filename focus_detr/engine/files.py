@@ -1,4 +1,5 @@
 """Files written whole or not at all: a run killed mid-write leaves the previous file intact."""
+
 import os
 from typing import Callable
 
@@ -20,7 +21,9 @@ def write_atomically(path: str, write: Callable[[str], None]) -> str:
 
 def write_text_atomically(path: str, text: str) -> str:
     """`text` at `path`, written whole or not at all."""
+
     def write(tmp):
         with open(tmp, "w") as f:
             f.write(text)
+
     return write_atomically(path, write)

@@ -96,8 +96,9 @@ def _eval_context(cfg, model, ema):
     return nullcontext()
 
 
-def evaluate(cfg, model: nn.Module, ema: Optional[ModelEMA] = None,
-             with_selection: bool = False) -> Dict[str, Any]:
+def evaluate(
+    cfg, model: nn.Module, ema: Optional[ModelEMA] = None, with_selection: bool = False
+) -> Dict[str, Any]:
     """Run `cfg.dataloader.test` through `cfg.dataloader.evaluator`; prints and returns the
     results (on the main process; {} elsewhere and when the config has no evaluator).
 
@@ -126,8 +127,15 @@ def _model_for(cfg, device, model):
     return model.to(device)
 
 
-def train(cfg, resume: bool = False, *, model: Optional[nn.Module] = None,
-          config_file: Optional[str] = None, hooks: Sequence = (), save: bool = True) -> TrainRun:
+def train(
+    cfg,
+    resume: bool = False,
+    *,
+    model: Optional[nn.Module] = None,
+    config_file: Optional[str] = None,
+    hooks: Sequence = (),
+    save: bool = True,
+) -> TrainRun:
     """Train as `cfg` says, from iteration 0 or (`resume`) from the last checkpoint in
     `train.output_dir`, to `train.max_iter`.
 
@@ -158,8 +166,13 @@ def train(cfg, resume: bool = False, *, model: Optional[nn.Module] = None,
     amp = bool(cfg.train.amp.enabled) and device.startswith("cuda")
     if cfg.train.amp.enabled and not amp:
         logger.warning("train.amp.enabled is ignored on %s: mixed precision is CUDA only", device)
-    trainer = DetrTrainer(model, train_loader, optimizer, amp=amp,
-                          clip_grad_params=clip.params if clip.enabled else None)
+    trainer = DetrTrainer(
+        model,
+        train_loader,
+        optimizer,
+        amp=amp,
+        clip_grad_params=clip.params if clip.enabled else None,
+    )
     schedule = LRSchedulerHook(scheduler=instantiate(cfg.lr_multiplier))
     if not save:
         trainer.register_hooks([d2_hooks.IterationTimer(), schedule, *hooks])
@@ -171,8 +184,11 @@ def train(cfg, resume: bool = False, *, model: Optional[nn.Module] = None,
     stream = StreamState(train_loader)  # RNG states and data position: an exact resume
     extra["stream"] = stream
     checkpointer = SafeDetectionCheckpointer(
-        model, cfg.train.output_dir, model_info=model_identity(model, config_file),
-        trainer=trainer, **extra,
+        model,
+        cfg.train.output_dir,
+        model_info=model_identity(model, config_file),
+        trainer=trainer,
+        **extra,
     )
     results = {}
 
@@ -183,16 +199,21 @@ def train(cfg, resume: bool = False, *, model: Optional[nn.Module] = None,
         return results
 
     eval_period = cfg.train.eval_period if cfg.train.eval_period > 0 else cfg.train.max_iter
-    trainer.register_hooks([
-        d2_hooks.IterationTimer(),
-        EMAHook(ema, model) if ema is not None else None,
-        schedule,
-        StreamStateHook(stream, cfg.train.checkpointer.period, cfg.train.max_iter),
-        (d2_hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
-         if comm.is_main_process() else None),
-        d2_hooks.EvalHook(eval_period, test_and_save_results),
-        *hooks,
-    ])
+    trainer.register_hooks(
+        [
+            d2_hooks.IterationTimer(),
+            EMAHook(ema, model) if ema is not None else None,
+            schedule,
+            StreamStateHook(stream, cfg.train.checkpointer.period, cfg.train.max_iter),
+            (
+                d2_hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+                if comm.is_main_process()
+                else None
+            ),
+            d2_hooks.EvalHook(eval_period, test_and_save_results),
+            *hooks,
+        ]
+    )
 
     if resume and checkpointer.has_checkpoint():
         checkpointer.check_resume_fits()  # another model's run directory: stop, load nothing
@@ -204,12 +225,15 @@ def train(cfg, resume: bool = False, *, model: Optional[nn.Module] = None,
     if comm.is_main_process():  # last: the writers see every other hook's metrics
         writers = training_writers(cfg.train.output_dir, cfg.train.max_iter, start_iter)
         trainer.register_hooks(
-            [d2_hooks.PeriodicWriter(writers + extra_writers, period=cfg.train.log_period)])
+            [d2_hooks.PeriodicWriter(writers + extra_writers, period=cfg.train.log_period)]
+        )
     if ema is not None and ema.num_updates == 0:
         ema.reset(model)  # start the average from the loaded weights, not the random init
     if start_iter >= cfg.train.max_iter:
-        logger.info(f"Already trained for {start_iter} >= train.max_iter={cfg.train.max_iter} "
-                    "iterations; nothing to train")
+        logger.info(
+            f"Already trained for {start_iter} >= train.max_iter={cfg.train.max_iter} "
+            "iterations; nothing to train"
+        )
     else:
         trainer.train(start_iter, cfg.train.max_iter)
     return TrainRun(unwrap_model(model), trainer, checkpointer, results)

@@ -12,6 +12,7 @@ template), or dropped when the checkpoint already holds that canonical key (a sh
 so detectron2's `DetectionCheckpointer`, `load_state_dict(strict=True)` and `DetrCheckpointer`
 all load a published checkpoint with no missing or unexpected key.
 """
+
 import logging
 import re
 from typing import Dict, Iterable, List, Optional, Tuple
@@ -49,8 +50,11 @@ def key_aliases() -> List[Tuple[str, str]]:
     return [(p.pattern, c) for p, c in _ALIASES]
 
 
-def apply_key_aliases(state_dict: Dict[str, torch.Tensor], model_keys: Iterable[str],
-                      aliases: Optional[List[Tuple[str, str]]] = None) -> Dict[str, torch.Tensor]:
+def apply_key_aliases(
+    state_dict: Dict[str, torch.Tensor],
+    model_keys: Iterable[str],
+    aliases: Optional[List[Tuple[str, str]]] = None,
+) -> Dict[str, torch.Tensor]:
     """Rename or drop alias keys (see module docstring). Returns a new dict."""
     model_keys = set(model_keys)
     rules = _ALIASES if aliases is None else [(re.compile(p), c) for p, c in aliases]
@@ -68,20 +72,23 @@ def apply_key_aliases(state_dict: Dict[str, torch.Tensor], model_keys: Iterable[
             if target not in out:
                 out[target] = value
             elif not torch.equal(out[target], value):
-                logger.warning(f"checkpoint key {key} aliases {target} but holds other values; "
-                               f"keeping {target}")
+                logger.warning(
+                    f"checkpoint key {key} aliases {target} but holds other values; "
+                    f"keeping {target}"
+                )
             break
     return out
 
 
-def _rename_published_keys(module: torch.nn.Module, state_dict: Dict[str, torch.Tensor],
-                          prefix: str, *args) -> None:
+def _rename_published_keys(
+    module: torch.nn.Module, state_dict: Dict[str, torch.Tensor], prefix: str, *args
+) -> None:
     """Load pre-hook: applies the registered key aliases, in place, to the keys of `state_dict`
     under `prefix` (the module's place in the loaded model, e.g. "module." under DDP)."""
     own = {k: v for k, v in state_dict.items() if k.startswith(prefix)}
     if not own or not _ALIASES:
         return
-    local = {k[len(prefix):]: v for k, v in own.items()}
+    local = {k[len(prefix) :]: v for k, v in own.items()}
     renamed = apply_key_aliases(local, module.state_dict().keys())
     if renamed.keys() == local.keys():
         return
@@ -105,8 +112,9 @@ def is_torchvision_resnet(state_dict: Dict[str, torch.Tensor]) -> bool:
     return "conv1.weight" in state_dict and any(k.startswith("layer1.0.") for k in state_dict)
 
 
-def convert_torchvision_resnet(state_dict: Dict[str, torch.Tensor],
-                               prefix: str = "backbone.") -> Dict[str, torch.Tensor]:
+def convert_torchvision_resnet(
+    state_dict: Dict[str, torch.Tensor], prefix: str = "backbone."
+) -> Dict[str, torch.Tensor]:
     """torchvision ResNet names -> detectron2 ResNet names (with `prefix`).
 
     conv1/bn1 -> stem.conv1(.norm); layer{i}.{b}.conv{k}/bn{k} -> res{i+1}.{b}.conv{k}(.norm);
@@ -118,9 +126,9 @@ def convert_torchvision_resnet(state_dict: Dict[str, torch.Tensor],
         if key.endswith("num_batches_tracked") or key.startswith("fc."):
             continue
         if key.startswith("conv1."):
-            new = "stem.conv1." + key[len("conv1."):]
+            new = "stem.conv1." + key[len("conv1.") :]
         elif key.startswith("bn1."):
-            new = "stem.conv1.norm." + key[len("bn1."):]
+            new = "stem.conv1.norm." + key[len("bn1.") :]
         elif _TV_STAGE.match(key):
             stage, block, kind, k, rest = _TV_STAGE.match(key).groups()
             new = f"res{int(stage) + 1}.{block}.conv{k}." + ("norm." if kind == "bn" else "") + rest
@@ -139,8 +147,9 @@ def is_swin_classifier(state_dict: Dict[str, torch.Tensor]) -> bool:
     return "patch_embed.proj.weight" in state_dict and "head.weight" in state_dict
 
 
-def convert_swin_classifier(state_dict: Dict[str, torch.Tensor],
-                            prefix: str = "backbone.") -> Dict[str, torch.Tensor]:
+def convert_swin_classifier(
+    state_dict: Dict[str, torch.Tensor], prefix: str = "backbone."
+) -> Dict[str, torch.Tensor]:
     """Original Swin classifier names -> `SwinTransformer` backbone names (with `prefix`): the
     same tensor names; the classifier (`head.*`), its final `norm.*` (the backbone normalizes
     each output stage with its own, freshly initialized `norm{i}`) and the shifted blocks'
@@ -164,19 +173,22 @@ def _describe_mismatch(incompatible, model_name: str, shown: int = 5) -> str:
     parts = []
     wrong_shape = {k for k, _, _ in incompatible.incorrect_shapes}  # fvcore also lists as missing
     missing = [k for k in incompatible.missing_keys if k not in wrong_shape]
-    for what, keys in (("missing", missing),
-                       ("unexpected", incompatible.unexpected_keys)):
+    for what, keys in (("missing", missing), ("unexpected", incompatible.unexpected_keys)):
         if keys:
             more = f", ... {len(keys) - shown} more" if len(keys) > shown else ""
             parts.append(f"{len(keys)} {what} keys ({', '.join(keys[:shown])}{more})")
     if incompatible.incorrect_shapes:
-        shapes = [f"{k}: checkpoint {tuple(c)}, model {tuple(m)}"
-                  for k, c, m in incompatible.incorrect_shapes[:shown]]
+        shapes = [
+            f"{k}: checkpoint {tuple(c)}, model {tuple(m)}"
+            for k, c, m in incompatible.incorrect_shapes[:shown]
+        ]
         parts.append(f"{len(incompatible.incorrect_shapes)} shape mismatches ({'; '.join(shapes)})")
     if not parts:
         return ""
-    return (f"does not fit {model_name}: {'; '.join(parts)}. A checkpoint of another model, "
-            f"backbone only, or another num_classes? Evaluation and the tools need every weight.")
+    return (
+        f"does not fit {model_name}: {'; '.join(parts)}. A checkpoint of another model, "
+        f"backbone only, or another num_classes? Evaluation and the tools need every weight."
+    )
 
 
 class DetrCheckpointer(DetectionCheckpointer):

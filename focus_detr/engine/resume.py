@@ -27,8 +27,13 @@ def get_rng_state():
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
-                  float(cached)],
+        "numpy": [
+            kind,
+            torch.from_numpy(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ],
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -70,8 +75,7 @@ class StreamState:
 
     def _local(self):
         has_state = hasattr(self.loader, "state_dict")
-        return {"loader": self.loader.state_dict() if has_state else None,
-                "rng": get_rng_state()}
+        return {"loader": self.loader.state_dict() if has_state else None, "rng": get_rng_state()}
 
     def gather(self):
         """Collect every process's state (call on all processes at once)."""
@@ -86,17 +90,21 @@ class StreamState:
         ranks = state.get("ranks") or []
         world, rank = comm.get_world_size(), comm.get_rank()
         if len(ranks) != world:
-            logger.warning(f"The checkpoint's data and RNG states are of {len(ranks)} "
-                           f"process(es), this run has {world}: they are not restored (the "
-                           "resume is not exact)")
+            logger.warning(
+                f"The checkpoint's data and RNG states are of {len(ranks)} "
+                f"process(es), this run has {world}: they are not restored (the "
+                "resume is not exact)"
+            )
             return
         mine = ranks[rank]
         if mine.get("loader") is not None and hasattr(self.loader, "load_state_dict"):
             self.loader.load_state_dict(mine["loader"])
         elif not hasattr(self.loader, "load_state_dict"):
-            logger.warning(f"{type(self.loader).__name__} cannot resume its position: the data "
-                           "restarts from its beginning (use "
-                           "focus_detr.data.build_resumable_train_loader for an exact resume)")
+            logger.warning(
+                f"{type(self.loader).__name__} cannot resume its position: the data "
+                "restarts from its beginning (use "
+                "focus_detr.data.build_resumable_train_loader for an exact resume)"
+            )
         set_rng_state(mine["rng"])
 
 

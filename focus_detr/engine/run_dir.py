@@ -55,8 +55,9 @@ def run_config_path(output_dir, kind, now=None):
 def save_run_config(cfg, output_dir, kind):
     """Save `cfg` at `run_config_path(output_dir, kind)`, whole or not at all; returns the path."""
     os.makedirs(output_dir, exist_ok=True)
-    return write_atomically(run_config_path(output_dir, kind),
-                            lambda tmp: LazyConfig.save(cfg, tmp))
+    return write_atomically(
+        run_config_path(output_dir, kind), lambda tmp: LazyConfig.save(cfg, tmp)
+    )
 
 
 def setup_run(cfg, args, kind):
@@ -125,6 +126,9 @@ def training_writers(output_dir, max_iter, start_iter=0, window_size=20):
     return [
         CommonMetricPrinter(max_iter),
         JSONWriter(metrics, window_size=window_size),
-        TensorboardXWriter(output_dir, window_size=window_size,
-                           **({"purge_step": start_iter} if start_iter > 0 else {})),
+        TensorboardXWriter(
+            output_dir,
+            window_size=window_size,
+            **({"purge_step": start_iter} if start_iter > 0 else {}),
+        ),
     ]

@@ -6,6 +6,7 @@ config runs under either train_net).
 - `wandb.enabled`: also log the training metrics to Weights & Biases, with `wandb.params`
   (`dir`, `project`, `name`) passed to `wandb.init`; the `wandb` package is optional.
 """
+
 import os
 
 from detectron2.utils.events import EventWriter, get_event_storage
@@ -40,7 +41,9 @@ class WandbWriter(EventWriter):
     def write(self):
         storage = get_event_storage()
         values = {}
-        for name, (value, iteration) in storage.latest_with_smoothing_hint(self._window_size).items():
+        for name, (value, iteration) in storage.latest_with_smoothing_hint(
+            self._window_size
+        ).items():
             if iteration > self._last_written:
                 values[name] = value
         if values:
@@ -59,8 +62,10 @@ def wandb_writers(cfg):
     try:
         import wandb  # optional dependency
     except ImportError:
-        raise ImportError("train.wandb.enabled=True needs the wandb package: pip install wandb "
-                          "(or set train.wandb.enabled=False)") from None
+        raise ImportError(
+            "train.wandb.enabled=True needs the wandb package: pip install wandb "
+            "(or set train.wandb.enabled=False)"
+        ) from None
     params = dict(options.params)
     os.makedirs(params.get("dir", "."), exist_ok=True)
     return [WandbWriter(wandb.init(**params))]

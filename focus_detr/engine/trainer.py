@@ -86,7 +86,8 @@ class DetrTrainer(SimpleTrainer):
                 utils.clip_grads_with_norm_(params, self.clip_grad_params["max_norm"], norm)
         if not self.amp and not bool(torch.isfinite(norm)):
             raise FloatingPointError(
-                self._non_finite_gradient_message(f"gradient norm {float(norm)}"))
+                self._non_finite_gradient_message(f"gradient norm {float(norm)}")
+            )
         return norm
 
     def _first_non_finite_gradient(self):
@@ -110,8 +111,9 @@ class DetrTrainer(SimpleTrainer):
 
     def _check_finite_gradients(self):
         """Without clipping there is no norm: one fused check of every gradient instead."""
-        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"]
-                 if p.grad is not None]
+        grads = [
+            p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None
+        ]
         if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
             raise FloatingPointError(self._non_finite_gradient_message("gradient"))
 

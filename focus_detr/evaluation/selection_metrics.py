@@ -11,8 +11,13 @@ import torch
 from ..modeling.focus.label_assignment import pad_boxes
 from ..modeling.transformer.encoder_api import TokenSelection
 
-__all__ = ["SelectionCounts", "foreground_per_level", "kept_foreground_recall", "level_of_tokens",
-           "selection_counts"]
+__all__ = [
+    "SelectionCounts",
+    "foreground_per_level",
+    "kept_foreground_recall",
+    "level_of_tokens",
+    "selection_counts",
+]
 
 
 def level_of_tokens(spatial_shapes: torch.Tensor) -> torch.Tensor:
@@ -104,8 +109,12 @@ class SelectionCounts:
         {prefix}level{i}_precision, {prefix}level{i}_recall. A ratio without a denominator (no
         kept token, no foreground token at a level) is None, not NaN, and
         {prefix}undefined maps its key to the reason."""
-        reasons = {"precision": "no kept token", "recall": "no foreground token",
-                   "keep_fraction": "no valid token", "foreground_fraction": "no valid token"}
+        reasons = {
+            "precision": "no kept token",
+            "recall": "no foreground token",
+            "keep_fraction": "no valid token",
+            "foreground_fraction": "no valid token",
+        }
         out: Dict[str, Any] = {}
         undefined = {}
 
@@ -157,6 +166,7 @@ def foreground_per_level(images, assigner, level_shapes_of=None) -> Dict[str, An
         {"foreground": [count per level], "tokens": [count per level], "images": n}.
     """
     if level_shapes_of is None:
+
         def level_shapes_of(size):
             return [(-(-size[0] // s), -(-size[1] // s)) for s in assigner.strides]
 

@@ -29,8 +29,11 @@ __all__ = ["TokenSelectionEvaluator", "foreground_labels"]
 logger = logging.getLogger(__name__)
 
 
-def foreground_labels(selection: TokenSelection, boxes_xyxy: torch.Tensor,
-                      assigner: Optional[ForegroundLabelAssigner] = None) -> torch.Tensor:
+def foreground_labels(
+    selection: TokenSelection,
+    boxes_xyxy: torch.Tensor,
+    assigner: Optional[ForegroundLabelAssigner] = None,
+) -> torch.Tensor:
     """(N,) bool ground-truth foreground label of every token of one image's selection.
 
     Args:
@@ -124,8 +127,10 @@ class TokenSelectionEvaluator(DatasetEvaluator):
             valid = selection.valid_tokens()[0].cpu()
             level = level_of_tokens(shapes)
             fg = foreground_labels(selection, self._boxes(x), self._assigner)
-            for kind, masks in (("layer", selection.kept_masks()),
-                                ("object", selection.object_masks())):
+            for kind, masks in (
+                ("layer", selection.kept_masks()),
+                ("object", selection.object_masks()),
+            ):
                 for j, kept in enumerate(masks[:, 0].cpu()):
                     counts = selection_counts(kept, fg, valid, level, num_levels)
                     self._add(f"{kind}{j}", counts)
@@ -160,8 +165,9 @@ class TokenSelectionEvaluator(DatasetEvaluator):
             scope = counts[key].summary(prefix=f"{key}_")
             for metric in ("precision", "recall"):
                 first[f"{key}_{metric}"] = scope[f"{key}_{metric}"]
-            undefined.update({k: v for k, v in scope.pop(f"{key}_undefined", {}).items()
-                              if k in first})
+            undefined.update(
+                {k: v for k, v in scope.pop(f"{key}_undefined", {}).items() if k in first}
+            )
         # a metric without a denominator is left out (metrics must be numbers, never NaN)
         results.update({k: 100.0 * v for k, v in first.items() if v is not None})
         if undefined:

@@ -21,6 +21,7 @@ attention-map loss needs the decoder's deformable sampling, the model also recor
 detrex's decoder cross attentions samples (from the inputs detrex hands them: the same offsets,
 weights and reference boxes as the attention computes).
 """
+
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -53,9 +54,13 @@ class DetrexEncoderAdapter(nn.Module):
             tokens its projection zeroes); defaults detrex's 0.05 and (0.01, 0.99).
     """
 
-    def __init__(self, encoder: nn.Module, strides: Sequence[int] = FOUR_SCALE_STRIDES,
-                 proposal_base_size: float = DETREX_PROPOSAL_BASE_SIZE,
-                 proposal_valid_range: Tuple[float, float] = DETREX_PROPOSAL_VALID_RANGE):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        strides: Sequence[int] = FOUR_SCALE_STRIDES,
+        proposal_base_size: float = DETREX_PROPOSAL_BASE_SIZE,
+        proposal_valid_range: Tuple[float, float] = DETREX_PROPOSAL_VALID_RANGE,
+    ):
         super().__init__()
         self.encoder = encoder
         self.embed_dim = encoder.embed_dim  # detrex's DINOTransformer reads it
@@ -73,37 +78,65 @@ class DetrexEncoderAdapter(nn.Module):
         """Use `transformer`'s (detrex's DINOTransformer) projection and class head."""
         self.__dict__["_transformer"] = transformer
 
-    def forward(self, query: torch.Tensor, key=None, value=None, query_pos=None,
-                query_key_padding_mask=None, spatial_shapes=None, reference_points=None,
-                level_start_index=None, valid_ratios=None, **kwargs) -> torch.Tensor:
+    def forward(
+        self,
+        query: torch.Tensor,
+        key=None,
+        value=None,
+        query_pos=None,
+        query_key_padding_mask=None,
+        spatial_shapes=None,
+        reference_points=None,
+        level_start_index=None,
+        valid_ratios=None,
+        **kwargs,
+    ) -> torch.Tensor:
         """detrex's encoder signature. Shapes as detrex passes them: query, query_pos (N, S, C);
         query_key_padding_mask (N, S) bool; spatial_shapes (L, 2); reference_points
         (N, S, L, 2); level_start_index (L,); valid_ratios (N, L, 2). Returns memory (N, S, C)."""
         transformer = self._transformer
         if transformer is None:
-            raise RuntimeError("DetrexEncoderAdapter is not bound to a detrex transformer: build "
-                               "the model with focus_detr.integrations.detrex.build_detrex_model "
-                               "(use_encoder(model_cfg, encoder_cfg) sets it in a LazyConfig)")
+            raise RuntimeError(
+                "DetrexEncoderAdapter is not bound to a detrex transformer: build "
+                "the model with focus_detr.integrations.detrex.build_detrex_model "
+                "(use_encoder(model_cfg, encoder_cfg) sets it in a LazyConfig)"
+            )
         n, s, _ = query.shape
-        padding = (query_key_padding_mask if query_key_padding_mask is not None
-                   else query.new_zeros(n, s, dtype=torch.bool))
+        padding = (
+            query_key_padding_mask
+            if query_key_padding_mask is not None
+            else query.new_zeros(n, s, dtype=torch.bool)
+        )
         shapes = level_shapes(spatial_shapes)
-        sizes = level_valid_sizes(padding, shapes, level_starts(spatial_shapes, level_start_index)
-                                  ).flip(-1).float()
-        proposals, invalid = token_proposals(spatial_shapes, sizes, padding,
-                                             self.proposal_base_size, self.proposal_valid_range)
+        sizes = (
+            level_valid_sizes(padding, shapes, level_starts(spatial_shapes, level_start_index))
+            .flip(-1)
+            .float()
+        )
+        proposals, invalid = token_proposals(
+            spatial_shapes, sizes, padding, self.proposal_base_size, self.proposal_valid_range
+        )
         decoder = transformer.decoder
 
         def project(x: torch.Tensor) -> torch.Tensor:
-            return transformer.enc_output_norm(transformer.enc_output(
-                x.masked_fill(invalid[..., None], 0.0)))
+            return transformer.enc_output_norm(
+                transformer.enc_output(x.masked_fill(invalid[..., None], 0.0))
+            )
 
         inputs = EncoderInputs(
-            tokens=query, pos=query_pos, padding_mask=padding, spatial_shapes=spatial_shapes,
-            level_start_index=level_start_index, valid_ratios=valid_ratios,
-            reference_points=reference_points, proposal_projection=project,
-            class_head=decoder.class_embed[decoder.num_layers], strides=list(self.strides),
-            proposals=proposals, invalid_proposals=invalid)
+            tokens=query,
+            pos=query_pos,
+            padding_mask=padding,
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+            valid_ratios=valid_ratios,
+            reference_points=reference_points,
+            proposal_projection=project,
+            class_head=decoder.class_embed[decoder.num_layers],
+            strides=list(self.strides),
+            proposals=proposals,
+            invalid_proposals=invalid,
+        )
         self.decoder_sampling = []
         self.last_output = self.encoder(inputs)
         return self.last_output.memory
@@ -123,24 +156,34 @@ class DetrexEncoderAdapter(nn.Module):
                     f"{type(self.encoder).__name__}'s loss needs the decoder's deformable "
                     "sampling, but no decoder cross attention ran (build the model with "
                     "build_detrex_model; the decoder needs modules with sampling_offsets and "
-                    "attention_weights)")
+                    "attention_weights)"
+                )
             locations, weights = (torch.stack(t) for t in zip(*self.decoder_sampling))
-            outputs.update(sampling_locations=locations, attention_weights=weights,
-                           dn_meta=_QueryCount(locations.shape[2] - self._matching_queries()))
+            outputs.update(
+                sampling_locations=locations,
+                attention_weights=weights,
+                dn_meta=_QueryCount(locations.shape[2] - self._matching_queries()),
+            )
         return self.encoder.losses(outputs, self.targets)
 
     def _matching_queries(self) -> int:
         # detrex puts the denoising queries first, then its two-stage proposals
         return int(self._transformer.two_stage_num_proposals)
 
-    def record_decoder_sampling(self, attention: nn.Module, query: torch.Tensor,
-                                query_pos: Optional[torch.Tensor], reference_points: torch.Tensor,
-                                spatial_shapes: torch.Tensor) -> None:
+    def record_decoder_sampling(
+        self,
+        attention: nn.Module,
+        query: torch.Tensor,
+        query_pos: Optional[torch.Tensor],
+        reference_points: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+    ) -> None:
         """Record where `attention` (a detrex MultiScaleDeformableAttention, batch-first)
         samples for this call's inputs."""
         q = query if query_pos is None else query + query_pos
-        locations, weights = deformable_sampling(_AsOurs(attention), q, reference_points,
-                                                 spatial_shapes)
+        locations, weights = deformable_sampling(
+            _AsOurs(attention), q, reference_points, spatial_shapes
+        )
         self.decoder_sampling.append((locations, weights))
 
 
@@ -164,7 +207,8 @@ class _AsOurs:
 
     def sampling_locations(self, query, reference_points, spatial_shapes):
         return MultiScaleDeformableAttention.sampling_locations(
-            self._attention, query, reference_points, spatial_shapes)
+            self._attention, query, reference_points, spatial_shapes
+        )
 
 
 def _targets(batched_inputs) -> Optional[List[dict]]:
@@ -177,27 +221,43 @@ def _targets(batched_inputs) -> Optional[List[dict]]:
         h, w = inst.image_size
         boxes = inst.gt_boxes.tensor
         scale = boxes.new_tensor([w, h, w, h])
-        targets.append({"boxes_xyxy": boxes, "labels": inst.gt_classes, "image_size": (h, w),
-                        "boxes": box_xyxy_to_cxcywh(boxes / scale)})
+        targets.append(
+            {
+                "boxes_xyxy": boxes,
+                "labels": inst.gt_classes,
+                "image_size": (h, w),
+                "boxes": box_xyxy_to_cxcywh(boxes / scale),
+            }
+        )
     return targets
 
 
 def _record_sampling_hooks(transformer: nn.Module, adapter: DetrexEncoderAdapter) -> int:
     """Pre-hooks on `transformer.decoder`'s deformable attentions recording their sampling into
     `adapter` in training; returns how many were hooked."""
-    attentions = [m for m in transformer.decoder.modules()
-                  if hasattr(m, "sampling_offsets") and hasattr(m, "attention_weights")]
+    attentions = [
+        m
+        for m in transformer.decoder.modules()
+        if hasattr(m, "sampling_offsets") and hasattr(m, "attention_weights")
+    ]
 
     def record(module, args, kwargs):
         if module.training:
             query = args[0] if args else kwargs["query"]
-            adapter.record_decoder_sampling(module, query, kwargs.get("query_pos"),
-                                            kwargs["reference_points"], kwargs["spatial_shapes"])
+            adapter.record_decoder_sampling(
+                module,
+                query,
+                kwargs.get("query_pos"),
+                kwargs["reference_points"],
+                kwargs["spatial_shapes"],
+            )
 
     for attention in attentions:
         if not getattr(attention, "batch_first", True):
-            raise ValueError("the decoder's deformable attention must be batch_first (detrex "
-                             "DINO's is) for the Sparse DETR loss")
+            raise ValueError(
+                "the decoder's deformable attention must be batch_first (detrex "
+                "DINO's is) for the Sparse DETR loss"
+            )
         attention.register_forward_pre_hook(record, with_kwargs=True)
     return len(attentions)
 
@@ -214,15 +274,20 @@ def build_detrex_model(detrex_target, **kwargs) -> nn.Module:
             adapter.bind(module)
             adapters.append(adapter)
     if not adapters:
-        raise ValueError(f"{type(model).__name__} holds no DetrexEncoderAdapter as a "
-                         "transformer's `encoder`; set model.transformer.encoder with use_encoder")
+        raise ValueError(
+            f"{type(model).__name__} holds no DetrexEncoderAdapter as a "
+            "transformer's `encoder`; set model.transformer.encoder with use_encoder"
+        )
     for adapter in adapters:
         if hasattr(adapter.encoder, "init_weights"):
             adapter.encoder.init_weights()
-        if adapter.needs_decoder_sampling and not _record_sampling_hooks(adapter._transformer,
-                                                                         adapter):
-            raise ValueError(f"{type(adapter.encoder).__name__} needs the decoder's deformable "
-                             "sampling, but the decoder has no deformable attention")
+        if adapter.needs_decoder_sampling and not _record_sampling_hooks(
+            adapter._transformer, adapter
+        ):
+            raise ValueError(
+                f"{type(adapter.encoder).__name__} needs the decoder's deformable "
+                "sampling, but the decoder has no deformable attention"
+            )
 
     def remember_targets(module, args, kwargs):
         batched = args[0] if args else kwargs.get("batched_inputs")

@@ -1,4 +1,5 @@
 """Generic layers shared by every model (detrex's `detrex.layers`)."""
+
 from .attention import MultiheadAttention
 from .box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, generalized_box_iou, inverse_sigmoid
 from .mlp import FFN, MLP

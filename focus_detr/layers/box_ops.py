@@ -1,4 +1,5 @@
 """Box helpers on top of torchvision.ops (formats, inverse sigmoid)."""
+
 import torch
 from torchvision.ops import box_convert, generalized_box_iou
 

@@ -13,6 +13,7 @@ On CPU the folded path also runs in channels-last layout (oneDNN's native one; t
 stored so, and the activations stay channels-last through ReLU, pooling and residual additions):
 with folding, ResNet-50 at 800x1216 runs ~1.6x faster on 2 cores (see README "Speed").
 """
+
 from typing import Optional
 
 import torch
@@ -29,8 +30,12 @@ def foldable_norm(norm: Optional[nn.Module]) -> bool:
     """True for a frozen batch norm or an eval-mode, affine, running-stats `BatchNorm2d`."""
     if isinstance(norm, FrozenBatchNorm2d):
         return True
-    return (isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.affine
-            and norm.running_mean is not None)
+    return (
+        isinstance(norm, nn.BatchNorm2d)
+        and not norm.training
+        and norm.affine
+        and norm.running_mean is not None
+    )
 
 
 def _base_conv_class():
@@ -44,8 +49,18 @@ class _FoldedNormConv2dMixin:
 
     def _fold_sources(self):
         norm = self.norm
-        return [t for t in (self.weight, self.bias, norm.weight, norm.bias, norm.running_mean,
-                            norm.running_var) if t is not None]
+        return [
+            t
+            for t in (
+                self.weight,
+                self.bias,
+                norm.weight,
+                norm.bias,
+                norm.running_mean,
+                norm.running_var,
+            )
+            if t is not None
+        ]
 
     def _folded_parameters(self, channels_last: bool):
         """(weight, bias) of the folded convolution, from the cache when still valid."""
@@ -102,8 +117,11 @@ _CLASSES = {}
 def _folded_class(cls):
     """The subclass of `cls` with the folded forward (one per conv class)."""
     if cls not in _CLASSES:
-        _CLASSES[cls] = type(f"FoldedNorm{cls.__name__}", (_FoldedNormConv2dMixin, cls),
-                             {"__module__": __name__, "__doc__": FoldedNormConv2d.__doc__})
+        _CLASSES[cls] = type(
+            f"FoldedNorm{cls.__name__}",
+            (_FoldedNormConv2dMixin, cls),
+            {"__module__": __name__, "__doc__": FoldedNormConv2d.__doc__},
+        )
     return _CLASSES[cls]
 
 

@@ -17,21 +17,32 @@ values: under tracing a tensor's sizes are 0-dim tensors, and everything derived
 shapes and starts, keep counts, top-k's k) must stay tensor arithmetic, so the graph recomputes
 it for every input (`capturing_dynamic_shapes()` tells the code to do so).
 """
+
 from contextlib import contextmanager
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["capturing_dynamic_shapes", "capturing_graph", "dynamic_shape_capture", "level_shapes",
-           "level_starts", "spatial_shapes_tensor"]
+__all__ = [
+    "capturing_dynamic_shapes",
+    "capturing_graph",
+    "dynamic_shape_capture",
+    "level_shapes",
+    "level_starts",
+    "spatial_shapes_tensor",
+]
 
 _SHAPES_ATTRIBUTE = "_level_shapes"
 _dynamic_capture = [False]
 
 
 def capturing_graph() -> bool:
-    return (torch.jit.is_tracing() or torch.jit.is_scripting()
-            or torch.compiler.is_compiling() or torch.compiler.is_exporting())
+    return (
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+    )
 
 
 @contextmanager
@@ -54,8 +65,9 @@ def spatial_shapes_tensor(shapes: Sequence[Tuple[int, int]], device=None) -> tor
     """(L, 2) int64 (H, W) per level, remembering `shapes` for `level_shapes`."""
     if capturing_dynamic_shapes():
         # traced sizes are 0-dim tensors: stacking records them (as_tensor would bake the values)
-        tensor = torch.stack([torch.stack([torch.as_tensor(v, dtype=torch.long) for v in hw])
-                              for hw in shapes]).to(device)
+        tensor = torch.stack(
+            [torch.stack([torch.as_tensor(v, dtype=torch.long) for v in hw]) for hw in shapes]
+        ).to(device)
     else:
         # built from the sizes as given (torch.Size under ONNX tracing, which records them)
         tensor = torch.as_tensor(list(shapes), dtype=torch.long, device=device)

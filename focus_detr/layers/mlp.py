@@ -1,6 +1,7 @@
 """Multi-layer perceptron (box head, query position head) and the transformer feed-forward block.
 
 Submodule names follow detrex (`layers.i` / `layers.0.0`, `layers.1`) so its state dicts load."""
+
 from typing import Optional
 
 import torch
@@ -51,17 +52,25 @@ class FFN(nn.Module):
         inference_chunk: rows per chunk at inference; 0 disables chunking. Default 1024.
     """
 
-    def __init__(self, embed_dim: int = 256, feedforward_dim: int = 2048, dropout: float = 0.0,
-                 activation: Optional[nn.Module] = None, inference_chunk: int = 1024):
+    def __init__(
+        self,
+        embed_dim: int = 256,
+        feedforward_dim: int = 2048,
+        dropout: float = 0.0,
+        activation: Optional[nn.Module] = None,
+        inference_chunk: int = 1024,
+    ):
         super().__init__()
         if inference_chunk < 0:
             raise ValueError(f"inference_chunk must be >= 0, got {inference_chunk}")
         self.embed_dim = embed_dim
         self.inference_chunk = inference_chunk
         self.layers = nn.Sequential(
-            nn.Sequential(nn.Linear(embed_dim, feedforward_dim),
-                          activation if activation is not None else nn.ReLU(inplace=True),
-                          nn.Dropout(dropout)),
+            nn.Sequential(
+                nn.Linear(embed_dim, feedforward_dim),
+                activation if activation is not None else nn.ReLU(inplace=True),
+                nn.Dropout(dropout),
+            ),
             nn.Linear(feedforward_dim, embed_dim),
             nn.Dropout(dropout),
         )
@@ -72,8 +81,13 @@ class FFN(nn.Module):
         rows = x.numel() // max(x.shape[-1], 1)
         chunk = self.inference_chunk
         # a trace (ONNX export) records no writes through `out=`: one product there
-        if (self.training or torch.is_grad_enabled() or chunk == 0 or rows <= chunk
-                or capturing_graph()):
+        if (
+            self.training
+            or torch.is_grad_enabled()
+            or chunk == 0
+            or rows <= chunk
+            or capturing_graph()
+        ):
             return identity + self.layers(x)
         flat = x.reshape(rows, x.shape[-1])
         residual = identity.expand_as(x).reshape(rows, x.shape[-1])

@@ -1,5 +1,6 @@
 """Sine position embeddings: the 2-d map embedding of the encoder tokens and the box embedding of
 the decoder queries (DAB-DETR / DINO)."""
+
 import math
 
 import torch
@@ -35,9 +36,15 @@ class PositionEmbeddingSine(nn.Module):
             0.0 from 24ep on).
     """
 
-    def __init__(self, num_pos_feats: int = 128, temperature: float = 10000,
-                 normalize: bool = True, scale: float = 2 * math.pi, eps: float = 1e-6,
-                 offset: float = -0.5):
+    def __init__(
+        self,
+        num_pos_feats: int = 128,
+        temperature: float = 10000,
+        normalize: bool = True,
+        scale: float = 2 * math.pi,
+        eps: float = 1e-6,
+        offset: float = -0.5,
+    ):
         super().__init__()
         self.num_pos_feats = num_pos_feats
         self.temperature = temperature
@@ -60,12 +67,18 @@ class PositionEmbeddingSine(nn.Module):
         return torch.cat((pos_y, pos_x), dim=-1).permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:
-        return (f"num_pos_feats={self.num_pos_feats}, temperature={self.temperature}, "
-                f"normalize={self.normalize}, offset={self.offset}")
+        return (
+            f"num_pos_feats={self.num_pos_feats}, temperature={self.temperature}, "
+            f"normalize={self.normalize}, offset={self.offset}"
+        )
 
 
-def get_sine_pos_embed(pos: torch.Tensor, num_pos_feats: int = 128, temperature: float = 10000,
-                       exchange_xy: bool = True) -> torch.Tensor:
+def get_sine_pos_embed(
+    pos: torch.Tensor,
+    num_pos_feats: int = 128,
+    temperature: float = 10000,
+    exchange_xy: bool = True,
+) -> torch.Tensor:
     """Sine embedding of normalized coordinates, each scaled by 2*pi.
 
     Args:

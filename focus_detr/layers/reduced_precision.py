@@ -12,6 +12,7 @@ keeps its own precision policy (detectron2's `AMPTrainer`).
 On a CPU with bfloat16 dot-product instructions (AVX512-BF16, AMX) this roughly doubles the speed
 of the chosen modules; on one without them it is slower (README "Cost").
 """
+
 import copy
 import dataclasses
 from typing import Any, Dict, List, Optional, Sequence
@@ -29,8 +30,10 @@ __all__ = [
 ]
 
 REDUCED_PRECISION_DTYPES: Dict[str, torch.dtype] = {
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
 }
 
 
@@ -53,8 +56,10 @@ def _resolve_dtype(dtype) -> torch.dtype:
         return dtype
     if isinstance(dtype, str) and dtype in REDUCED_PRECISION_DTYPES:
         return REDUCED_PRECISION_DTYPES[dtype]
-    raise ValueError(f"reduced precision dtype must be None, 'float32' or one of "
-                     f"{sorted(REDUCED_PRECISION_DTYPES)}, got {dtype!r}")
+    raise ValueError(
+        f"reduced precision dtype must be None, 'float32' or one of "
+        f"{sorted(REDUCED_PRECISION_DTYPES)}, got {dtype!r}"
+    )
 
 
 def _cast_back(obj: Any, low: torch.dtype, high: torch.dtype) -> Any:
@@ -108,8 +113,9 @@ class _AutocastHooks:
         return _cast_back(output, self.dtype, torch.float32)
 
 
-def enable_reduced_precision(model: nn.Module, module_names: Sequence[str],
-                             dtype="bfloat16") -> List[Any]:
+def enable_reduced_precision(
+    model: nn.Module, module_names: Sequence[str], dtype="bfloat16"
+) -> List[Any]:
     """Run the named submodules of `model` under autocast at inference (module docstring).
 
     Args:
@@ -128,9 +134,11 @@ def enable_reduced_precision(model: nn.Module, module_names: Sequence[str],
     modules = dict(model.named_modules())
     missing = [name for name in module_names if name not in modules]
     if missing:
-        raise ValueError(f"reduced precision: no submodule named {missing} in "
-                         f"{type(model).__name__} (top-level children: "
-                         f"{[n for n, _ in model.named_children()]})")
+        raise ValueError(
+            f"reduced precision: no submodule named {missing} in "
+            f"{type(model).__name__} (top-level children: "
+            f"{[n for n, _ in model.named_children()]})"
+        )
     handles = []
     for name in module_names:
         hooks = _AutocastHooks(dtype)
@@ -145,9 +153,12 @@ def disable_reduced_precision(model: nn.Module) -> int:
     model (`copy.deepcopy`) is handled as well. Returns the number of modules that had them."""
     count = 0
     for module in model.modules():
-        ours = [(hooks, key) for hooks in (module._forward_pre_hooks, module._forward_hooks)
-                for key, hook in hooks.items()
-                if isinstance(getattr(hook, "__self__", None), _AutocastHooks)]
+        ours = [
+            (hooks, key)
+            for hooks in (module._forward_pre_hooks, module._forward_hooks)
+            for key, hook in hooks.items()
+            if isinstance(getattr(hook, "__self__", None), _AutocastHooks)
+        ]
         for hooks, key in ours:
             del hooks[key]
             module._forward_hooks_always_called.pop(key, None)

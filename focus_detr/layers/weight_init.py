@@ -1,4 +1,5 @@
 """The deformable transformers' initialisation, shared by encoders and decoders."""
+
 from torch import nn
 
 from .ms_deform_attn import MultiScaleDeformableAttention

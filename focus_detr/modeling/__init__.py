@@ -1,15 +1,26 @@
 """Models of the DINO family: backbone helpers, neck, transformer, matcher, criterion, denoising,
 meta-architectures, checkpoint loading and the inference transforms (`optimize`)."""
-from ..engine.published_checkpoints import (CheckpointMismatchError, DetrCheckpointer,
-                                            register_key_alias)
+
+from ..engine.published_checkpoints import (
+    CheckpointMismatchError,
+    DetrCheckpointer,
+    register_key_alias,
+)
 from .criterion import DINOCriterion
 from .denoising import ContrastiveDenoising, DenoisingMeta
 from .matcher import HungarianMatcher
 from .inference import instantiate_model, optimize
 from .meta_arch import DINO, FocusDETR, add_dino_config, add_focus_detr_config
 from .neck import ChannelMapper
-from .transformer import (DeformableDecoderLayer, DeformableEncoder, DeformableEncoderLayer,
-                          DINODecoder, DINOTransformer, EncoderInputs, EncoderOutput)
+from .transformer import (
+    DeformableDecoderLayer,
+    DeformableEncoder,
+    DeformableEncoderLayer,
+    DINODecoder,
+    DINOTransformer,
+    EncoderInputs,
+    EncoderOutput,
+)
 
 __all__ = [
     "ChannelMapper",

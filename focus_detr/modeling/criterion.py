@@ -1,6 +1,7 @@
 """DINO's training losses: sigmoid focal class loss, L1 and GIoU box losses on Hungarian-matched
 predictions of the last decoder layer, of every earlier layer (`_0`..), of the two-stage
 proposals (`_enc`), and on the denoising queries (`_dn`, `_dn_0`..)."""
+
 import re
 from typing import Dict, List, Optional, Tuple
 
@@ -42,22 +43,29 @@ class DINOCriterion(nn.Module):
         alpha, gamma: focal loss parameters. Defaults 0.25, 2.0.
     """
 
-    def __init__(self, num_classes: int = 80, matcher: Optional[nn.Module] = None,
-                 weight_dict: Optional[Dict[str, float]] = None, alpha: float = 0.25,
-                 gamma: float = 2.0):
+    def __init__(
+        self,
+        num_classes: int = 80,
+        matcher: Optional[nn.Module] = None,
+        weight_dict: Optional[Dict[str, float]] = None,
+        alpha: float = 0.25,
+        gamma: float = 2.0,
+    ):
         super().__init__()
         if matcher is None:
             raise ValueError("DINOCriterion needs a matcher")
         self.num_classes = num_classes
         self.matcher = matcher
-        self.weight_dict = dict(weight_dict or {"loss_class": 1.0, "loss_bbox": 5.0,
-                                                "loss_giou": 2.0})
+        self.weight_dict = dict(
+            weight_dict or {"loss_class": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+        )
         self.alpha = alpha
         self.gamma = gamma
 
     # ---- loss terms (unweighted) -------------------------------------------------------------
-    def loss_labels(self, logits: torch.Tensor, targets, indices: Indices,
-                    num_boxes: float) -> torch.Tensor:
+    def loss_labels(
+        self, logits: torch.Tensor, targets, indices: Indices, num_boxes: float
+    ) -> torch.Tensor:
         """Sigmoid focal loss over all queries and classes; matched queries' target is their
         object's class, every other entry 0. logits (N, Q, K)."""
         onehot = torch.zeros_like(logits)
@@ -67,15 +75,18 @@ class DINOCriterion(nn.Module):
         loss = sigmoid_focal_loss(logits, onehot, self.alpha, self.gamma, reduction="sum")
         return loss / num_boxes
 
-    def loss_boxes(self, boxes: torch.Tensor, targets, indices: Indices,
-                   num_boxes: float) -> Dict[str, torch.Tensor]:
+    def loss_boxes(
+        self, boxes: torch.Tensor, targets, indices: Indices, num_boxes: float
+    ) -> Dict[str, torch.Tensor]:
         """L1 and 1 - GIoU between matched predictions and their boxes (cxcywh). boxes (N, Q, 4)."""
         batch, src = self._src_index(indices)
         pred = boxes[batch.to(boxes.device), src.to(boxes.device)]
         gt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(pred)
         giou = generalized_box_iou(box_cxcywh_to_xyxy(pred), box_cxcywh_to_xyxy(gt)).diagonal()
-        return {"loss_bbox": F.l1_loss(pred, gt, reduction="sum") / num_boxes,
-                "loss_giou": (1 - giou).sum() / num_boxes}
+        return {
+            "loss_bbox": F.l1_loss(pred, gt, reduction="sum") / num_boxes,
+            "loss_giou": (1 - giou).sum() / num_boxes,
+        }
 
     @staticmethod
     def _src_index(indices: Indices):
@@ -92,8 +103,10 @@ class DINOCriterion(nn.Module):
             return self.weight_dict[name]
         base = _SUFFIX.sub("", name)
         if base not in self.weight_dict:
-            raise KeyError(f"no weight for loss {name!r} (nor {base!r}) in weight_dict "
-                           f"{sorted(self.weight_dict)}")
+            raise KeyError(
+                f"no weight for loss {name!r} (nor {base!r}) in weight_dict "
+                f"{sorted(self.weight_dict)}"
+            )
         return self.weight_dict[base]
 
     # ---- all terms ---------------------------------------------------------------------------
@@ -103,9 +116,14 @@ class DINOCriterion(nn.Module):
             torch.distributed.all_reduce(n)
         return max(n.item() / _world_size(), 1.0)
 
-    def forward(self, outputs: Dict, targets: List[Dict[str, torch.Tensor]],
-                dn_outputs: Optional[Dict] = None, dn_meta: Optional[DenoisingMeta] = None,
-                dn_indices: Optional[Indices] = None) -> Dict[str, torch.Tensor]:
+    def forward(
+        self,
+        outputs: Dict,
+        targets: List[Dict[str, torch.Tensor]],
+        dn_outputs: Optional[Dict] = None,
+        dn_meta: Optional[DenoisingMeta] = None,
+        dn_indices: Optional[Indices] = None,
+    ) -> Dict[str, torch.Tensor]:
         """Args:
             outputs: pred_logits (N, Q, K), pred_boxes (N, Q, 4), aux_outputs (list of the same
                 for the earlier decoder layers), enc_outputs (the same for the proposals).
@@ -117,19 +135,25 @@ class DINOCriterion(nn.Module):
         """
         device = outputs["pred_logits"].device
         num_boxes = self.num_boxes(targets, device)
-        layers = [("", outputs)] + [(f"_{i}", o) for i, o in
-                                    enumerate(outputs.get("aux_outputs", []))]
+        layers = [("", outputs)] + [
+            (f"_{i}", o) for i, o in enumerate(outputs.get("aux_outputs", []))
+        ]
         if "enc_outputs" in outputs:
             layers.append(("_enc", outputs["enc_outputs"]))
         losses = {}
         for suffix, out in layers:
             losses.update(self._terms(out, targets, self.matcher(out, targets), num_boxes, suffix))
 
-        dn_layers = [("_dn", dn_outputs)] + [(f"_dn_{i}", o) for i, o in enumerate(
-            dn_outputs.get("aux_outputs", []))] if dn_outputs is not None else []
+        dn_layers = (
+            [("_dn", dn_outputs)]
+            + [(f"_dn_{i}", o) for i, o in enumerate(dn_outputs.get("aux_outputs", []))]
+            if dn_outputs is not None
+            else []
+        )
         for suffix, out in dn_layers:
-            losses.update(self._terms(out, targets, dn_indices, num_boxes * dn_meta.num_groups,
-                                      suffix))
+            losses.update(
+                self._terms(out, targets, dn_indices, num_boxes * dn_meta.num_groups, suffix)
+            )
         if dn_outputs is None:  # same keys every step (logging, distributed reductions)
             zero = outputs["pred_logits"].sum() * 0.0
             num_aux = len(outputs.get("aux_outputs", []))
@@ -139,5 +163,7 @@ class DINOCriterion(nn.Module):
         return {k: v * self.weight(k) for k, v in losses.items()}
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, weight_dict={self.weight_dict}, " \
-               f"alpha={self.alpha}, gamma={self.gamma}"
+        return (
+            f"num_classes={self.num_classes}, weight_dict={self.weight_dict}, "
+            f"alpha={self.alpha}, gamma={self.gamma}"
+        )

@@ -1,5 +1,6 @@
 """Contrastive denoising queries (DINO): noised copies of the ground truth that the decoder must
 reconstruct (positives) or reject (negatives), in groups that cannot see each other."""
+
 from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional
 
@@ -78,8 +79,13 @@ class ContrastiveDenoising(nn.Module):
         box_noise_scale: Default 1.0.
     """
 
-    def __init__(self, num_classes: int = 80, num_dn_queries: int = 100,
-                 label_noise_ratio: float = 0.5, box_noise_scale: float = 1.0):
+    def __init__(
+        self,
+        num_classes: int = 80,
+        num_dn_queries: int = 100,
+        label_noise_ratio: float = 0.5,
+        box_noise_scale: float = 1.0,
+    ):
         super().__init__()
         self.num_classes = num_classes
         self.num_dn_queries = num_dn_queries
@@ -95,9 +101,9 @@ class ContrastiveDenoising(nn.Module):
         is_dn_key = torch.arange(d + num_matching, device=device) < d
         return is_dn_key[None, :] & (group[:, None] != group[None, :])
 
-    def forward(self, targets: List[Dict[str, torch.Tensor]], label_enc: nn.Embedding,
-                num_matching: int
-                ) -> Optional[DenoisingQueries]:
+    def forward(
+        self, targets: List[Dict[str, torch.Tensor]], label_enc: nn.Embedding, num_matching: int
+    ) -> Optional[DenoisingQueries]:
         """Args:
             targets: per image {"labels": (n,) int64, "boxes": (n, 4) normalized cxcywh}.
             label_enc: embedding of the (noised) labels, (num_classes, C).
@@ -130,8 +136,12 @@ class ContrastiveDenoising(nn.Module):
         content = label_enc(labels) * keep[..., None]
         box_unact = inverse_sigmoid(boxes) * keep[..., None]
         d = meta.num_queries
-        return DenoisingQueries(content.reshape(n, d, -1), box_unact.reshape(n, d, 4),
-                                self.attention_mask(meta, num_matching, labels.device), meta)
+        return DenoisingQueries(
+            content.reshape(n, d, -1),
+            box_unact.reshape(n, d, 4),
+            self.attention_mask(meta, num_matching, labels.device),
+            meta,
+        )
 
     def matched_indices(self, targets: List[Dict[str, torch.Tensor]], meta: DenoisingMeta):
         """Per image (query indices, target indices) of the positive queries, group-major."""
@@ -144,5 +154,7 @@ class ContrastiveDenoising(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return (f"num_dn_queries={self.num_dn_queries}, label_noise_ratio="
-                f"{self.label_noise_ratio}, box_noise_scale={self.box_noise_scale}")
+        return (
+            f"num_dn_queries={self.num_dn_queries}, label_noise_ratio="
+            f"{self.label_noise_ratio}, box_noise_scale={self.box_noise_scale}"
+        )

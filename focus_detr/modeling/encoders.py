@@ -192,7 +192,8 @@ def focus_encoder_config(
         selector=L(ForegroundTokenSelector)(
             # "${...layer.x}" from a key of selector.score_network is this encoder's layer.x
             score_network=L(TokenScoreNetwork)(
-                in_dim="${...layer.embed_dim}", hidden_dim="${...layer.embed_dim}"),
+                in_dim="${...layer.embed_dim}", hidden_dim="${...layer.embed_dim}"
+            ),
             num_levels="${..layer.num_levels}",
             modulation="top_down",
             modulation_target="features",  # "logits": coarse scores reach the finer levels
@@ -202,12 +203,26 @@ def focus_encoder_config(
             padding=padding,
         ),
         layer=L(DualAttentionEncoderLayer)(
-            embed_dim=embed_dim, num_heads=num_heads, feedforward_dim=feedforward_dim,
-            dropout=dropout, num_levels=num_levels, num_points=num_points,
-            num_object_tokens=num_object_tokens, object_score="logit_product"),
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            feedforward_dim=feedforward_dim,
+            dropout=dropout,
+            num_levels=num_levels,
+            num_points=num_points,
+            num_object_tokens=num_object_tokens,
+            object_score="logit_product",
+        ),
         foreground_loss=L(ForegroundLoss)(
             assigner=L(ForegroundLabelAssigner)(
-                strides=tuple(strides), scale_ranges=PUBLISHED_SCALE_RANGES,
-                size_measure="max_side_distance", range_scale=range_scale),
-            weight=1.5, alpha=0.25, gamma=2.0, name="select_loss", padding=padding),
+                strides=tuple(strides),
+                scale_ranges=PUBLISHED_SCALE_RANGES,
+                size_measure="max_side_distance",
+                range_scale=range_scale,
+            ),
+            weight=1.5,
+            alpha=0.25,
+            gamma=2.0,
+            name="select_loss",
+            padding=padding,
+        ),
     )

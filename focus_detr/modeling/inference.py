@@ -20,6 +20,7 @@ A LazyConfig's `model` of the DINO family takes the same choices as the config k
 them and then calls `optimize`. detectron2's plain `instantiate(cfg.model)` builds the model
 untransformed (and refuses those keys).
 """
+
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from detectron2.config import instantiate
@@ -27,8 +28,11 @@ from detectron2.utils.registry import locate
 from torch import nn
 
 from ..layers.folded_conv import fold_conv_norms, unfold_conv_norms
-from ..layers.reduced_precision import (disable_reduced_precision, enable_reduced_precision,
-                                        resolve_reduced_precision)
+from ..layers.reduced_precision import (
+    disable_reduced_precision,
+    enable_reduced_precision,
+    resolve_reduced_precision,
+)
 from .meta_arch.dino import DINO
 
 __all__ = [
@@ -48,14 +52,19 @@ DEFAULT_REDUCED_PRECISION_MODULES = ("backbone", "neck", "transformer.encoder")
 MODEL_INFERENCE_KEYS: Dict[str, tuple] = {
     "fold_backbone_norms": ("fold_norms", True),
     "reduced_precision": ("reduced_precision", None),
-    "reduced_precision_modules": ("reduced_precision_modules",
-                                  list(DEFAULT_REDUCED_PRECISION_MODULES)),
+    "reduced_precision_modules": (
+        "reduced_precision_modules",
+        list(DEFAULT_REDUCED_PRECISION_MODULES),
+    ),
 }
 
 
-def optimize(model: nn.Module, fold_norms: bool = True, reduced_precision: Optional[Any] = None,
-             reduced_precision_modules: Sequence[str] = DEFAULT_REDUCED_PRECISION_MODULES
-             ) -> nn.Module:
+def optimize(
+    model: nn.Module,
+    fold_norms: bool = True,
+    reduced_precision: Optional[Any] = None,
+    reduced_precision_modules: Sequence[str] = DEFAULT_REDUCED_PRECISION_MODULES,
+) -> nn.Module:
     """Apply the inference transforms to `model` in place (module docstring); returns `model`.
 
     Args:
@@ -76,13 +85,17 @@ def optimize(model: nn.Module, fold_norms: bool = True, reduced_precision: Optio
     modules = dict(model.named_modules())
     missing = [name for name in reduced_precision_modules if name not in modules]
     if dtype is not None and missing:
-        raise ValueError(f"reduced_precision_modules: no submodule named {missing} in "
-                         f"{type(model).__name__} (top-level children: "
-                         f"{[n for n, _ in model.named_children()]})")
+        raise ValueError(
+            f"reduced_precision_modules: no submodule named {missing} in "
+            f"{type(model).__name__} (top-level children: "
+            f"{[n for n, _ in model.named_children()]})"
+        )
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, nn.Module):
-        raise TypeError(f"optimize: {type(model).__name__} has no `backbone` module whose norms "
-                        "could be folded; pass a detector of the DINO family")
+        raise TypeError(
+            f"optimize: {type(model).__name__} has no `backbone` module whose norms "
+            "could be folded; pass a detector of the DINO family"
+        )
     if fold_norms:
         fold_conv_norms(backbone)
     else:
@@ -125,9 +138,11 @@ def instantiate_model(model_cfg) -> nn.Module:
     given = [key for key in MODEL_INFERENCE_KEYS if key in model_cfg]
     if not takes_inference_options(model_cfg):
         if given:
-            raise KeyError(f"model.{given[0]}: the inference options {list(MODEL_INFERENCE_KEYS)}"
-                           f" apply to DINO-family models, not to {model_cfg.get('_target_')}; "
-                           "remove the key, or call focus_detr.modeling.optimize yourself")
+            raise KeyError(
+                f"model.{given[0]}: the inference options {list(MODEL_INFERENCE_KEYS)}"
+                f" apply to DINO-family models, not to {model_cfg.get('_target_')}; "
+                "remove the key, or call focus_detr.modeling.optimize yourself"
+            )
         return instantiate(model_cfg)
     values = {key: model_cfg.pop(key) for key in given}
     try:
@@ -135,6 +150,7 @@ def instantiate_model(model_cfg) -> nn.Module:
     finally:
         for key, value in values.items():
             model_cfg[key] = value
-    options = {arg: values.get(key, default) for key, (arg, default) in
-               MODEL_INFERENCE_KEYS.items()}
+    options = {
+        arg: values.get(key, default) for key, (arg, default) in MODEL_INFERENCE_KEYS.items()
+    }
     return optimize(model, **options)

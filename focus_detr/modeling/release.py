@@ -6,6 +6,7 @@ of one of our configs exactly (every key, every shape, after the registered key 
 Focus-DETR's shared class head), and writes `{"model": state_dict}` under our names, loadable by
 `train.init_checkpoint=...` of that config. Nothing is downloaded.
 """
+
 import os
 import shutil
 import tempfile
@@ -15,8 +16,11 @@ from typing import Any, Dict, Sequence, Tuple
 
 import torch
 
-from ..engine.published_checkpoints import (CheckpointMismatchError, _describe_mismatch,
-                                            apply_key_aliases)
+from ..engine.published_checkpoints import (
+    CheckpointMismatchError,
+    _describe_mismatch,
+    apply_key_aliases,
+)
 
 __all__ = ["convert_release", "read_release"]
 
@@ -29,9 +33,13 @@ def _is_torch_archive(names: Sequence[str]) -> bool:
 
 
 def _weights_members(archive: zipfile.ZipFile):
-    return [n for n in archive.namelist()
-            if n.lower().endswith(WEIGHT_SUFFIXES) and not n.startswith("__MACOSX/")
-            and not os.path.basename(n).startswith("._")]
+    return [
+        n
+        for n in archive.namelist()
+        if n.lower().endswith(WEIGHT_SUFFIXES)
+        and not n.startswith("__MACOSX/")
+        and not os.path.basename(n).startswith("._")
+    ]
 
 
 def _state_dict(loaded: Any, source: str) -> Dict[str, torch.Tensor]:
@@ -40,8 +48,10 @@ def _state_dict(loaded: Any, source: str) -> Dict[str, torch.Tensor]:
             loaded = loaded[key]
             break
     if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
-        raise ValueError(f"{source} holds no state dict (a dict of tensors, possibly under "
-                         "'model' or 'state_dict')")
+        raise ValueError(
+            f"{source} holds no state dict (a dict of tensors, possibly under "
+            "'model' or 'state_dict')"
+        )
     return loaded
 
 
@@ -95,8 +105,11 @@ def convert_release(
     renamed = apply_key_aliases(state, ours.keys())
     missing = [k for k in ours if k not in renamed]
     unexpected = [k for k in renamed if k not in ours]
-    shapes = [(k, tuple(renamed[k].shape), tuple(ours[k].shape))
-              for k in ours if k in renamed and renamed[k].shape != ours[k].shape]
+    shapes = [
+        (k, tuple(renamed[k].shape), tuple(ours[k].shape))
+        for k in ours
+        if k in renamed and renamed[k].shape != ours[k].shape
+    ]
     incompatible = SimpleNamespace(
         missing_keys=missing, unexpected_keys=unexpected, incorrect_shapes=shapes
     )

@@ -3,6 +3,7 @@
 Backends and the selection rule: see :mod:`.backends` and :func:`ms_deform_attn`.
 FLOP counting for fvcore: :data:`MSDA_FLOP_HANDLES`, :func:`ms_deform_attn_flops`.
 """
+
 from .backends import (
     AUTO_ORDER,
     BACKENDS,

@@ -13,6 +13,7 @@ slow interpreter and is never chosen automatically there).
 A backend that was asked for explicitly but cannot run raises `BackendUnavailableError` saying
 why and what to install; it never silently falls back.
 """
+
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -21,8 +22,14 @@ import torch
 from . import detrex_backend, ext_backend, native_backend, pytorch_backend, triton_backend
 
 __all__ = [
-    "ENV_VAR", "BACKENDS", "AUTO_ORDER", "BackendUnavailableError", "available_backends",
-    "backend_unavailable_reason", "reduced_value_dtypes", "resolve_backend",
+    "ENV_VAR",
+    "BACKENDS",
+    "AUTO_ORDER",
+    "BackendUnavailableError",
+    "available_backends",
+    "backend_unavailable_reason",
+    "reduced_value_dtypes",
+    "resolve_backend",
 ]
 
 ENV_VAR = "FOCUS_DETR_MSDA_BACKEND"
@@ -45,8 +52,9 @@ class BackendUnavailableError(RuntimeError):
     """A deformable-attention backend was requested but cannot run here."""
 
 
-def backend_unavailable_reason(name: str, device, dtype: Optional[torch.dtype] = None
-                               ) -> Optional[str]:
+def backend_unavailable_reason(
+    name: str, device, dtype: Optional[torch.dtype] = None
+) -> Optional[str]:
     """None if backend `name` can run tensors on `device` (of `dtype`), else the reason."""
     if name == "pytorch":
         return None
@@ -89,11 +97,14 @@ def resolve_backend(backend: Optional[str], device, dtype: Optional[torch.dtype]
                 return candidate
         return "pytorch"
     if name not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown deformable-attention backend {name!r} (from {source}); "
-                         f"choose one of {('auto',) + BACKENDS}")
+        raise ValueError(
+            f"unknown deformable-attention backend {name!r} (from {source}); "
+            f"choose one of {('auto',) + BACKENDS}"
+        )
     reason = backend_unavailable_reason(name, device, dtype)
     if reason is not None:
         raise BackendUnavailableError(
             f"deformable-attention backend {name!r} (from {source}) is unavailable for "
-            f"{device.type} tensors: {reason}")
+            f"{device.type} tensors: {reason}"
+        )
     return name

@@ -7,6 +7,7 @@ raises), float32/float64 only, contiguous inputs, and a batch that is a multiple
 min(batch, im2col_step). We pass the largest such step so that any batch size works, and compute
 float16/bfloat16 in float32.
 """
+
 import functools
 import importlib
 from typing import Optional
@@ -17,8 +18,10 @@ from .ext_backend import _compute_dtype, _im2col_step
 
 __all__ = ["INSTALL_HINT", "unavailable_reason", "forward", "backward"]
 
-INSTALL_HINT = ("install detrex with its CUDA extension (clone IDEA-Research/detrex, then "
-                "`pip install -e .` with CUDA_HOME set, so that `import detrex._C` works)")
+INSTALL_HINT = (
+    "install detrex with its CUDA extension (clone IDEA-Research/detrex, then "
+    "`pip install -e .` with CUDA_HOME set, so that `import detrex._C` works)"
+)
 
 
 @functools.lru_cache(maxsize=None)
@@ -28,8 +31,9 @@ def _load():
         native = importlib.import_module("detrex._C")
     except Exception as e:
         return None, f"detrex._C is not importable ({type(e).__name__}: {e})"
-    missing = [f for f in ("ms_deform_attn_forward", "ms_deform_attn_backward")
-               if not hasattr(native, f)]
+    missing = [
+        f for f in ("ms_deform_attn_forward", "ms_deform_attn_backward") if not hasattr(native, f)
+    ]
     if missing:
         return None, f"detrex._C lacks {missing}"
     return native, None
@@ -40,8 +44,10 @@ def unavailable_reason(device: torch.device, dtype: Optional[torch.dtype] = None
     if native is None:
         return f"{reason}; {INSTALL_HINT}"
     if device.type != "cuda":
-        return (f"detrex's op runs on CUDA tensors only (got {device.type}); use backend "
-                "'ext' or 'pytorch' on this device")
+        return (
+            f"detrex's op runs on CUDA tensors only (got {device.type}); use backend "
+            "'ext' or 'pytorch' on this device"
+        )
     return None
 
 
@@ -56,20 +62,30 @@ def forward(value, spatial_shapes, level_start_index, sampling_locations, attent
     native = _native()
     dtype = _compute_dtype(value.dtype)
     out = native.ms_deform_attn_forward(
-        value.to(dtype).contiguous(), spatial_shapes.contiguous(),
-        level_start_index.contiguous(), sampling_locations.to(dtype).contiguous(),
-        attention_weights.to(dtype).contiguous(), _im2col_step(value.shape[0]))
+        value.to(dtype).contiguous(),
+        spatial_shapes.contiguous(),
+        level_start_index.contiguous(),
+        sampling_locations.to(dtype).contiguous(),
+        attention_weights.to(dtype).contiguous(),
+        _im2col_step(value.shape[0]),
+    )
     return out.to(value.dtype)
 
 
-def backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-             grad_output):
+def backward(
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output
+):
     native = _native()
     dtype = _compute_dtype(value.dtype)
     grads = native.ms_deform_attn_backward(
-        value.to(dtype).contiguous(), spatial_shapes.contiguous(),
-        level_start_index.contiguous(), sampling_locations.to(dtype).contiguous(),
-        attention_weights.to(dtype).contiguous(), grad_output.to(dtype).contiguous(),
-        _im2col_step(value.shape[0]))
-    return tuple(g.to(t.dtype) for g, t in
-                 zip(grads, (value, sampling_locations, attention_weights)))
+        value.to(dtype).contiguous(),
+        spatial_shapes.contiguous(),
+        level_start_index.contiguous(),
+        sampling_locations.to(dtype).contiguous(),
+        attention_weights.to(dtype).contiguous(),
+        grad_output.to(dtype).contiguous(),
+        _im2col_step(value.shape[0]),
+    )
+    return tuple(
+        g.to(t.dtype) for g, t in zip(grads, (value, sampling_locations, attention_weights))
+    )

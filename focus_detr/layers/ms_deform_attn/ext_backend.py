@@ -5,6 +5,7 @@ The package registers two dispatcher ops, ``torch_ms_deform_attn::forward`` and 
 float32 and float64. We call the raw ops (the autograd wiring is ours, shared by all backends);
 float16/bfloat16 inputs are computed in float32 and cast back, as the package itself does.
 """
+
 import functools
 from typing import Optional
 
@@ -32,9 +33,11 @@ def unavailable_reason(device: torch.device, dtype: Optional[torch.dtype] = None
     if native is None:
         return f"{reason}; install it with `{INSTALL_HINT}`"
     if device.type == "cuda" and not getattr(native, "with_cuda", False):
-        return ("torch_ms_deform_attn was built without CUDA; rebuild it where the CUDA toolkit "
-                "and a GPU are visible: `pip install --force-reinstall --no-build-isolation "
-                "torch-ms-deform-attn==0.1.1`")
+        return (
+            "torch_ms_deform_attn was built without CUDA; rebuild it where the CUDA toolkit "
+            "and a GPU are visible: `pip install --force-reinstall --no-build-isolation "
+            "torch-ms-deform-attn==0.1.1`"
+        )
     if device.type == "mps" and not getattr(native, "with_mps", False):
         return "torch_ms_deform_attn was built without MPS support"
     if device.type not in ("cpu", "cuda", "mps"):
@@ -64,16 +67,29 @@ def _compute_dtype(dtype):
 def forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
     dtype = _compute_dtype(value.dtype)
     out = _ops().forward(
-        value.to(dtype), spatial_shapes, level_start_index, sampling_locations.to(dtype),
-        attention_weights.to(dtype), _im2col_step(value.shape[0]))
+        value.to(dtype),
+        spatial_shapes,
+        level_start_index,
+        sampling_locations.to(dtype),
+        attention_weights.to(dtype),
+        _im2col_step(value.shape[0]),
+    )
     return out.to(value.dtype)
 
 
-def backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-             grad_output):
+def backward(
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output
+):
     dtype = _compute_dtype(value.dtype)
     grads = _ops().backward(
-        value.to(dtype), spatial_shapes, level_start_index, sampling_locations.to(dtype),
-        attention_weights.to(dtype), grad_output.to(dtype), _im2col_step(value.shape[0]))
-    return tuple(g.to(t.dtype) for g, t in
-                 zip(grads, (value, sampling_locations, attention_weights)))
+        value.to(dtype),
+        spatial_shapes,
+        level_start_index,
+        sampling_locations.to(dtype),
+        attention_weights.to(dtype),
+        grad_output.to(dtype),
+        _im2col_step(value.shape[0]),
+    )
+    return tuple(
+        g.to(t.dtype) for g, t in zip(grads, (value, sampling_locations, attention_weights))
+    )

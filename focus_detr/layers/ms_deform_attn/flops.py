@@ -13,6 +13,7 @@ Usage::
 `MSDA_FLOP_HANDLES` names this project's op, the raw op of ``torch-ms-deform-attn`` and detrex's
 autograd Function, so models calling any of them are counted the same way.
 """
+
 from typing import Any, List
 
 __all__ = ["MSDA_FLOP_HANDLES", "ms_deform_attn_flops", "ms_deform_attn_flop_jit"]
@@ -20,11 +21,11 @@ __all__ = ["MSDA_FLOP_HANDLES", "ms_deform_attn_flops", "ms_deform_attn_flop_jit
 MACS_PER_CHANNEL = 4 + 1  # bilinear corners + attention weight
 
 
-def ms_deform_attn_flops(batch: int, num_queries: int, num_heads: int, num_levels: int,
-                         num_points: int, head_dim: int) -> int:
+def ms_deform_attn_flops(
+    batch: int, num_queries: int, num_heads: int, num_levels: int, num_points: int, head_dim: int
+) -> int:
     """Analytic count (multiply-adds) of one call; see the module docstring."""
-    return (MACS_PER_CHANNEL * batch * num_queries * num_heads * num_levels * num_points
-            * head_dim)
+    return MACS_PER_CHANNEL * batch * num_queries * num_heads * num_levels * num_points * head_dim
 
 
 def _shape(val) -> List[int]:
@@ -41,8 +42,10 @@ def ms_deform_attn_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     value = next((s for s in shapes if len(s) == 4), None)
     locations = next((s for s in shapes if len(s) == 6), None)
     if value is None or locations is None:
-        raise ValueError("deformable-attention FLOP handle: no (N, S, heads, head_dim) value and "
-                         f"(N, Q, heads, levels, points, 2) locations among input shapes {shapes}")
+        raise ValueError(
+            "deformable-attention FLOP handle: no (N, S, heads, head_dim) value and "
+            f"(N, Q, heads, levels, points, 2) locations among input shapes {shapes}"
+        )
     n, _, heads, head_dim = value
     _, q, _, levels, points, _ = locations
     return ms_deform_attn_flops(n, q, heads, levels, points, head_dim)

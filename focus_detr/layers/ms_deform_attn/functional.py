@@ -12,6 +12,7 @@ Selection: explicit ``backend`` argument (the module's ``backend`` attribute / c
 ``$FOCUS_DETR_MSDA_BACKEND`` > ``auto`` (CUDA: triton, detrex, ext, pytorch; CPU: native, ext,
 pytorch; first available). See :mod:`.backends`.
 """
+
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -32,23 +33,35 @@ def _check(value, spatial_shapes, level_start_index, sampling_locations, attenti
     if value.dim() != 4:
         raise ValueError(f"value must be (N, S, heads, head_dim), got shape {tuple(value.shape)}")
     if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
-        raise ValueError("sampling_locations must be (N, Q, heads, levels, points, 2), got shape "
-                         f"{tuple(sampling_locations.shape)}")
+        raise ValueError(
+            "sampling_locations must be (N, Q, heads, levels, points, 2), got shape "
+            f"{tuple(sampling_locations.shape)}"
+        )
     n, q, heads, levels, points, _ = sampling_locations.shape
     if tuple(attention_weights.shape) != (n, q, heads, levels, points):
-        raise ValueError(f"attention_weights must be {(n, q, heads, levels, points)} "
-                         f"(N, Q, heads, levels, points), got {tuple(attention_weights.shape)}")
+        raise ValueError(
+            f"attention_weights must be {(n, q, heads, levels, points)} "
+            f"(N, Q, heads, levels, points), got {tuple(attention_weights.shape)}"
+        )
     if value.shape[0] != n or value.shape[2] != heads:
-        raise ValueError(f"value {tuple(value.shape)} and sampling_locations "
-                         f"{tuple(sampling_locations.shape)} disagree on batch or heads")
+        raise ValueError(
+            f"value {tuple(value.shape)} and sampling_locations "
+            f"{tuple(sampling_locations.shape)} disagree on batch or heads"
+        )
     if tuple(spatial_shapes.shape) != (levels, 2):
-        raise ValueError(f"spatial_shapes must be ({levels}, 2) (H, W) per level, got shape "
-                         f"{tuple(spatial_shapes.shape)}")
+        raise ValueError(
+            f"spatial_shapes must be ({levels}, 2) (H, W) per level, got shape "
+            f"{tuple(spatial_shapes.shape)}"
+        )
     if tuple(level_start_index.shape) != (levels,):
-        raise ValueError(f"level_start_index must be ({levels},), got "
-                         f"{tuple(level_start_index.shape)}")
-    for name, t in (("value", value), ("sampling_locations", sampling_locations),
-                    ("attention_weights", attention_weights)):
+        raise ValueError(
+            f"level_start_index must be ({levels},), got {tuple(level_start_index.shape)}"
+        )
+    for name, t in (
+        ("value", value),
+        ("sampling_locations", sampling_locations),
+        ("attention_weights", attention_weights),
+    ):
         if not t.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")
     # content checks only where they cost no device sync; levels may sit anywhere in S
@@ -58,17 +71,19 @@ def _check(value, spatial_shapes, level_start_index, sampling_locations, attenti
             if start < 0 or start + size > value.shape[1] or size <= 0:
                 raise ValueError(
                     f"level {lvl} (shape {spatial_shapes[lvl].tolist()}, start {start}) does not "
-                    f"fit in value's {value.shape[1]} tokens")
+                    f"fit in value's {value.shape[1]} tokens"
+                )
 
 
 def _reads_value_as_is(backend, value, dtype, *others) -> bool:
     """Whether a reduced-precision `value` can go to `backend` uncast: the backend reads its dtype
     (`reduced_value_dtypes`, e.g. `native`'s bfloat16/float16) beside float32/float64 locations
     and weights, and no gradient is needed (inference under autocast)."""
-    return (value.dtype in reduced_value_dtypes(backend)
-            and dtype in (torch.float32, torch.float64)
-            and not (torch.is_grad_enabled()
-                     and any(t.requires_grad for t in (value,) + others)))
+    return (
+        value.dtype in reduced_value_dtypes(backend)
+        and dtype in (torch.float32, torch.float64)
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in (value,) + others))
+    )
 
 
 def ms_deform_attn(
@@ -111,16 +126,25 @@ def ms_deform_attn(
         sizes = spatial_shapes[:, 0] * spatial_shapes[:, 1]
         level_start_index = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
     _check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-    dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype),
-                                attention_weights.dtype)
+    dtype = torch.promote_types(
+        torch.promote_types(value.dtype, sampling_locations.dtype), attention_weights.dtype
+    )
     if export_form() is not None:  # inside an export (focus_detr.deploy): graph ops, no backend
-        return exported_ms_deform_attn(value.to(dtype), spatial_shapes, level_start_index,
-                                       sampling_locations.to(dtype), attention_weights.to(dtype))
+        return exported_ms_deform_attn(
+            value.to(dtype),
+            spatial_shapes,
+            level_start_index,
+            sampling_locations.to(dtype),
+            attention_weights.to(dtype),
+        )
     name = resolve_backend(backend, device, dtype)
     if not _reads_value_as_is(name, value, dtype, sampling_locations, attention_weights):
         value = value.to(dtype)
     return ms_deform_attn_op(
-        value.contiguous(), spatial_shapes,
+        value.contiguous(),
+        spatial_shapes,
         _as_index_tensor(level_start_index, device).contiguous(),
         sampling_locations.to(device, dtype).contiguous(),
-        attention_weights.to(device, dtype).contiguous(), name)
+        attention_weights.to(device, dtype).contiguous(),
+        name,
+    )

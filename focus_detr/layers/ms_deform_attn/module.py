@@ -3,6 +3,7 @@
 Constructor arguments, submodule names and forward arguments follow detrex, so detrex state dicts
 load unchanged and detrex-style layer code can call it.
 """
+
 import math
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -44,8 +45,9 @@ class MultiScaleDeformableAttention(nn.Module):
     ):
         super().__init__()
         if embed_dim % num_heads != 0:
-            raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads "
-                             f"({num_heads})")
+            raise ValueError(
+                f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})"
+            )
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.num_levels = num_levels
@@ -79,16 +81,18 @@ class MultiScaleDeformableAttention(nn.Module):
         nn.init.xavier_uniform_(self.output_proj.weight)
         nn.init.zeros_(self.output_proj.bias)
 
-    def project_value(self, value: torch.Tensor,
-                      key_padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def project_value(
+        self, value: torch.Tensor, key_padding_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """`value_proj`, then zeros at padded tokens: (N, S, C) -> (N, S, C)."""
         value = self.value_proj(value)
         if _has_padding(key_padding_mask):
             value = value.masked_fill(key_padding_mask[..., None], 0.0)
         return value
 
-    def sampling_locations(self, query: torch.Tensor, reference_points: torch.Tensor,
-                           spatial_shapes: torch.Tensor) -> torch.Tensor:
+    def sampling_locations(
+        self, query: torch.Tensor, reference_points: torch.Tensor, spatial_shapes: torch.Tensor
+    ) -> torch.Tensor:
         """Sampling locations (N, Q, heads, levels, points, 2) for batch-first `query` (N, Q, C).
 
         2-d references (N, Q, levels, 2): ref + offset / (W_l, H_l).
@@ -96,7 +100,8 @@ class MultiScaleDeformableAttention(nn.Module):
         """
         n, q, _ = query.shape
         offsets = self.sampling_offsets(query).view(
-            n, q, self.num_heads, self.num_levels, self.num_points, 2)
+            n, q, self.num_heads, self.num_levels, self.num_points, 2
+        )
         # one fused multiply-add with a per-level (or per-box) scale: dividing by a broadcast
         # (levels, 1, 2) tensor and adding after is ~3x slower on CPU (20k queries: ~25 ms/layer)
         if reference_points.shape[-1] == 2:
@@ -107,8 +112,10 @@ class MultiScaleDeformableAttention(nn.Module):
         if reference_points.shape[-1] == 4:
             ref = reference_points[:, :, None, :, None]
             return torch.addcmul(ref[..., :2], offsets, ref[..., 2:] * (0.5 / self.num_points))
-        raise ValueError("reference_points must end in 2 (points) or 4 (boxes), got shape "
-                         f"{tuple(reference_points.shape)}")
+        raise ValueError(
+            "reference_points must end in 2 (points) or 4 (boxes), got shape "
+            f"{tuple(reference_points.shape)}"
+        )
 
     def forward(
         self,
@@ -165,17 +172,23 @@ class MultiScaleDeformableAttention(nn.Module):
             raise ValueError("reference_points, spatial_shapes and level_start_index are required")
         tokens = spatial_shapes[:, 0] * spatial_shapes[:, 1]
         if not capturing_graph() and int(tokens.sum()) != s:
-            raise ValueError(f"value has {s} tokens but spatial_shapes "
-                             f"{spatial_shapes.tolist()} describe a different number")
+            raise ValueError(
+                f"value has {s} tokens but spatial_shapes "
+                f"{spatial_shapes.tolist()} describe a different number"
+            )
         if projected_value is None:
             value = self.project_value(value, key_padding_mask)
         value = value.view(n, s, self.num_heads, -1)
         locations = self.sampling_locations(query, reference_points, spatial_shapes)
-        weights = self.attention_weights(query).view(
-            n, query.shape[1], self.num_heads, self.num_levels * self.num_points).softmax(-1)
+        weights = (
+            self.attention_weights(query)
+            .view(n, query.shape[1], self.num_heads, self.num_levels * self.num_points)
+            .softmax(-1)
+        )
         weights = weights.view(n, query.shape[1], self.num_heads, self.num_levels, self.num_points)
-        out = ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights,
-                             backend=self.backend)
+        out = ms_deform_attn(
+            value, spatial_shapes, level_start_index, locations, weights, backend=self.backend
+        )
         out = self.output_proj(out)
         if not self.batch_first:
             out = out.transpose(0, 1)
@@ -189,12 +202,16 @@ def _has_padding(key_padding_mask: Optional[torch.Tensor]) -> bool:
     device sync, so any mask is applied."""
     if key_padding_mask is None:
         return False
-    return key_padding_mask.device.type != "cpu" or capturing_graph() \
-        or bool(key_padding_mask.any())
+    return (
+        key_padding_mask.device.type != "cpu" or capturing_graph() or bool(key_padding_mask.any())
+    )
 
 
-def project_values(modules: Sequence[MultiScaleDeformableAttention], value: torch.Tensor,
-                   key_padding_mask: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+def project_values(
+    modules: Sequence[MultiScaleDeformableAttention],
+    value: torch.Tensor,
+    key_padding_mask: Optional[torch.Tensor] = None,
+) -> List[torch.Tensor]:
     """`[m.project_value(value, key_padding_mask) for m in modules]` for several layers attending
     into the same map (the decoder's memory, Focus-DETR's original features), with the shared work
     done once: under autocast `value` is cast once (each projection would cast it again), and a

@@ -14,6 +14,7 @@ the hash and it compiles a copy of the source kept in that folder, so every chec
 venv with the same torch) of the same source shares one build, and one with another source or
 torch builds its own beside it instead of rebuilding a shared one on every switch.
 """
+
 import functools
 import hashlib
 import logging
@@ -25,9 +26,16 @@ from typing import List, NamedTuple, Optional
 
 import torch
 
-__all__ = ["SOURCE", "REDUCED_VALUE_DTYPES", "BuildSpec", "build_spec", "build_lock_held",
-           "unavailable_reason",
-           "forward", "backward"]
+__all__ = [
+    "SOURCE",
+    "REDUCED_VALUE_DTYPES",
+    "BuildSpec",
+    "build_spec",
+    "build_lock_held",
+    "unavailable_reason",
+    "forward",
+    "backward",
+]
 
 SOURCE = Path(__file__).with_name("csrc") / "ms_deform_attn_cpu.cpp"
 # value dtypes the forward reads as they are next to float32/float64 locations
@@ -67,8 +75,12 @@ def build_spec(source: Path = SOURCE, capability: Optional[str] = None) -> Build
     capability = capability or torch.backends.cpu.get_cpu_capability()
     flags = ["-O3", "-fopenmp"] + _ISA_FLAGS.get(capability, [])
     key = hashlib.sha256()
-    for part in (Path(source).read_bytes(), " ".join(flags).encode(), torch.__version__.encode(),
-                 sys.version.encode()):
+    for part in (
+        Path(source).read_bytes(),
+        " ".join(flags).encode(),
+        torch.__version__.encode(),
+        sys.version.encode(),
+    ):
         key.update(part + b"\0")
     name = f"focus_detr_msda_cpu_{capability.lower()}_{key.hexdigest()[:12]}"
     from torch.utils import cpp_extension
@@ -88,8 +100,10 @@ def _prepare(spec: BuildSpec, source: Path = SOURCE) -> None:
         os.replace(partial, spec.source)
     lock = spec.directory / "lock"
     if build_lock_held(lock):
-        _logger.warning("waiting for another process's build of the native deformable-attention "
-                        f"kernel (it holds {lock})")
+        _logger.warning(
+            "waiting for another process's build of the native deformable-attention "
+            f"kernel (it holds {lock})"
+        )
 
 
 def build_lock_held(lock: Path) -> bool:
@@ -125,12 +139,19 @@ def _load():
 
         _prepare(spec)
         module = cpp_extension.load(
-            name=spec.name, sources=[str(spec.source)], extra_cflags=spec.flags,
-            extra_ldflags=["-fopenmp"], build_directory=str(spec.directory), verbose=False)
+            name=spec.name,
+            sources=[str(spec.source)],
+            extra_cflags=spec.flags,
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(spec.directory),
+            verbose=False,
+        )
     except Exception as e:  # no compiler or ninja, a failed compilation
         message = str(e).strip().splitlines()
-        return None, (f"its C++ kernel ({SOURCE.name}) did not build: {type(e).__name__}: "
-                      f"{message[0] if message else ''} (needs a C++ compiler and ninja)")
+        return None, (
+            f"its C++ kernel ({SOURCE.name}) did not build: {type(e).__name__}: "
+            f"{message[0] if message else ''} (needs a C++ compiler and ninja)"
+        )
     finally:
         torch_logger.setLevel(level)
     return module, None
@@ -162,16 +183,28 @@ def forward(value, spatial_shapes, level_start_index, sampling_locations, attent
     compute = _compute_dtype(dtype)
     if value.dtype not in REDUCED_VALUE_DTYPES:
         value = value.to(compute)
-    out = _module().forward(value, spatial_shapes, level_start_index,
-                         sampling_locations.to(compute), attention_weights.to(compute))
+    out = _module().forward(
+        value,
+        spatial_shapes,
+        level_start_index,
+        sampling_locations.to(compute),
+        attention_weights.to(compute),
+    )
     return out.to(dtype)
 
 
-def backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-             grad_output):
+def backward(
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output
+):
     compute = _compute_dtype(sampling_locations.dtype)
     grads = _module().backward(
-        value.to(compute), spatial_shapes, level_start_index, sampling_locations.to(compute),
-        attention_weights.to(compute), grad_output.to(compute).contiguous())
-    return tuple(g.to(t.dtype) for g, t in
-                 zip(grads, (value, sampling_locations, attention_weights)))
+        value.to(compute),
+        spatial_shapes,
+        level_start_index,
+        sampling_locations.to(compute),
+        attention_weights.to(compute),
+        grad_output.to(compute).contiguous(),
+    )
+    return tuple(
+        g.to(t.dtype) for g, t in zip(grads, (value, sampling_locations, attention_weights))
+    )

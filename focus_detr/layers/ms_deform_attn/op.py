@@ -9,6 +9,7 @@ The op takes contiguous tensors of one dtype and device (except, at inference, a
 value for a backend that reads it, see `reduced_value_dtypes`), spatial shapes and level starts as
 int64 tensors on that device, and a resolved backend name; :func:`ms_deform_attn` prepares them.
 """
+
 from typing import Tuple
 
 import torch
@@ -23,11 +24,17 @@ BACKWARD_OP_NAME = "focus_detr::ms_deform_attn_backward"
 
 
 @torch.library.custom_op(OP_NAME, mutates_args=())
-def ms_deform_attn_op(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-                      sampling_locations: Tensor, attention_weights: Tensor,
-                      backend: str) -> Tensor:
-    return IMPLEMENTATIONS[backend].forward(value, spatial_shapes, level_start_index,
-                                            sampling_locations, attention_weights)
+def ms_deform_attn_op(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+    backend: str,
+) -> Tensor:
+    return IMPLEMENTATIONS[backend].forward(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+    )
 
 
 @ms_deform_attn_op.register_fake
@@ -37,20 +44,42 @@ def _(value, spatial_shapes, level_start_index, sampling_locations, attention_we
 
 
 @torch.library.custom_op(BACKWARD_OP_NAME, mutates_args=())
-def ms_deform_attn_backward_op(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
-                               sampling_locations: Tensor, attention_weights: Tensor,
-                               grad_output: Tensor, backend: str
-                               ) -> Tuple[Tensor, Tensor, Tensor]:
-    return tuple(IMPLEMENTATIONS[backend].backward(
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-        grad_output))
+def ms_deform_attn_backward_op(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+    grad_output: Tensor,
+    backend: str,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    return tuple(
+        IMPLEMENTATIONS[backend].backward(
+            value,
+            spatial_shapes,
+            level_start_index,
+            sampling_locations,
+            attention_weights,
+            grad_output,
+        )
+    )
 
 
 @ms_deform_attn_backward_op.register_fake
-def _(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-      grad_output, backend):
-    return (torch.empty_like(value), torch.empty_like(sampling_locations),
-            torch.empty_like(attention_weights))
+def _(
+    value,
+    spatial_shapes,
+    level_start_index,
+    sampling_locations,
+    attention_weights,
+    grad_output,
+    backend,
+):
+    return (
+        torch.empty_like(value),
+        torch.empty_like(sampling_locations),
+        torch.empty_like(attention_weights),
+    )
 
 
 def _setup_context(ctx, inputs, output):
@@ -61,7 +90,8 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_output):
     grad_value, grad_loc, grad_w = ms_deform_attn_backward_op(
-        *ctx.saved_tensors, grad_output.contiguous(), ctx.backend)
+        *ctx.saved_tensors, grad_output.contiguous(), ctx.backend
+    )
     return grad_value, None, None, grad_loc, grad_w, None
 
 

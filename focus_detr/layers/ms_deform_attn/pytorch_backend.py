@@ -10,6 +10,7 @@ and grid gradients), so nothing of size output x levels x points is ever alive.
 (One `grid_sample` over all heads would need a (N*heads, head_dim, H, W) copy of each level,
 larger than the output x levels x points bound for decoder-sized queries, and was not faster.)
 """
+
 from typing import List, Sequence, Tuple
 
 import torch
@@ -24,19 +25,24 @@ _BILINEAR, _ZEROS = 0, 0  # grid_sampler_2d's enum values for mode and padding_m
 
 def _levels(spatial_shapes, level_start_index) -> List[Tuple[int, int, int]]:
     """(H, W, start) per level as Python ints (one host sync on CUDA)."""
-    return [(h, w, s) for (h, w), s in zip(level_shapes(spatial_shapes),
-                                           level_starts(spatial_shapes, level_start_index))]
+    return [
+        (h, w, s)
+        for (h, w), s in zip(
+            level_shapes(spatial_shapes), level_starts(spatial_shapes, level_start_index)
+        )
+    ]
 
 
 def _level(value: torch.Tensor, h: int, w: int, start: int) -> torch.Tensor:
     """Level of `value` (N, S, heads, D) as a (N, H, W, heads, D) view."""
-    return value[:, start:start + h * w].unflatten(1, (h, w))
+    return value[:, start : start + h * w].unflatten(1, (h, w))
 
 
 def _sample(level_head: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """(N, D, H, W) values at grid (N, Q, P, 2) in [-1, 1] -> (N, D, Q, P)."""
-    return F.grid_sample(level_head, grid, mode="bilinear", padding_mode="zeros",
-                         align_corners=False)
+    return F.grid_sample(
+        level_head, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
 
 
 def forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
@@ -54,8 +60,9 @@ def forward(value, spatial_shapes, level_start_index, sampling_locations, attent
     return out.view(n, q, heads * d)
 
 
-def backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-             grad_output):
+def backward(
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output
+):
     """(grad_value, grad_sampling_locations, grad_attention_weights) for `grad_output`."""
     n, _, heads, d = value.shape
     q = sampling_locations.shape[1]
@@ -72,8 +79,14 @@ def backward(value, spatial_shapes, level_start_index, sampling_locations, atten
             g = grad_out[:, :, head].transpose(1, 2).unsqueeze(-1)  # (N, D, Q, 1)
             grad_w[:, :, head, lvl] = (_sample(level_head, grid) * g).sum(1)
             grad_v, grad_grid = torch.ops.aten.grid_sampler_2d_backward(
-                g * attention_weights[:, None, :, head, lvl], level_head, grid, _BILINEAR,
-                _ZEROS, False, [True, True])
+                g * attention_weights[:, None, :, head, lvl],
+                level_head,
+                grid,
+                _BILINEAR,
+                _ZEROS,
+                False,
+                [True, True],
+            )
             grad_level[:, :, :, head] = grad_v.permute(0, 2, 3, 1)
             grad_loc[:, :, head, lvl] = 2 * grad_grid  # d(grid)/d(location) = 2
     return grad_value, grad_loc, grad_w

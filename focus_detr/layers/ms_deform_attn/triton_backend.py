@@ -5,6 +5,7 @@ before triton is first imported; slow, for tests). Any batch size; float64 accum
 float64, everything else in float32 (float16/bfloat16 values are read as is, grad_value is
 accumulated in a float32 buffer).
 """
+
 import contextlib
 import functools
 import os
@@ -49,8 +50,10 @@ def unavailable_reason(device: torch.device, dtype: Optional[torch.dtype] = None
         return None
     if device.type == "cpu" and interpreter_active():
         return None
-    return (f"the triton backend needs CUDA tensors (got {device.type}); on CPU it runs only "
-            "under Triton's interpreter (TRITON_INTERPRET=1 before importing triton, slow)")
+    return (
+        f"the triton backend needs CUDA tensors (got {device.type}); on CPU it runs only "
+        "under Triton's interpreter (TRITON_INTERPRET=1 before importing triton, slow)"
+    )
 
 
 def _blocks(head_dim: int, dtype: torch.dtype, backward: bool):
@@ -68,9 +71,11 @@ def _blocks(head_dim: int, dtype: torch.dtype, backward: bool):
 
 def _check_index_range(value: torch.Tensor):
     # offsets inside one image are int32 (half the registers of int64 addresses)
-    if value[0].numel() >= 2 ** 31:
-        raise ValueError(f"triton backend: one image's value has {value[0].numel()} elements; "
-                         "at most 2**31 - 1 are supported (use the ext or pytorch backend)")
+    if value[0].numel() >= 2**31:
+        raise ValueError(
+            f"triton backend: one image's value has {value[0].numel()} elements; "
+            "at most 2**31 - 1 are supported (use the ext or pytorch backend)"
+        )
 
 
 def _acc_dtype(dtype):
@@ -88,8 +93,11 @@ def _device_guard(device: torch.device):
 def forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
     kernels = _kernels()
     n, s, m, d = value.shape
-    q, levels, points = sampling_locations.shape[1], sampling_locations.shape[3], \
-        sampling_locations.shape[4]
+    q, levels, points = (
+        sampling_locations.shape[1],
+        sampling_locations.shape[3],
+        sampling_locations.shape[4],
+    )
     out = value.new_empty(n, q, m * d)
     if out.numel() == 0:
         return out.zero_()
@@ -98,21 +106,41 @@ def forward(value, spatial_shapes, level_start_index, sampling_locations, attent
     grid = ((q + block_q - 1) // block_q, n * m)
     with _device_guard(value.device):
         kernels.msda_fwd_kernel[grid](
-            value, spatial_shapes, level_start_index, sampling_locations, attention_weights, out,
-            s, q, d, M=m, L=levels, P=points, BLOCK_Q=block_q, BLOCK_D=block_d,
-            EVEN_D=block_d == d, ACC=_acc_dtype(value.dtype), num_warps=warps)
+            value,
+            spatial_shapes,
+            level_start_index,
+            sampling_locations,
+            attention_weights,
+            out,
+            s,
+            q,
+            d,
+            M=m,
+            L=levels,
+            P=points,
+            BLOCK_Q=block_q,
+            BLOCK_D=block_d,
+            EVEN_D=block_d == d,
+            ACC=_acc_dtype(value.dtype),
+            num_warps=warps,
+        )
     return out
 
 
-def backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-             grad_output):
+def backward(
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output
+):
     kernels = _kernels()
     n, s, m, d = value.shape
-    q, levels, points = sampling_locations.shape[1], sampling_locations.shape[3], \
-        sampling_locations.shape[4]
+    q, levels, points = (
+        sampling_locations.shape[1],
+        sampling_locations.shape[3],
+        sampling_locations.shape[4],
+    )
     low_precision = value.dtype in (torch.float16, torch.bfloat16)
-    grad_value = torch.zeros(value.shape, device=value.device,
-                             dtype=torch.float32 if low_precision else value.dtype)
+    grad_value = torch.zeros(
+        value.shape, device=value.device, dtype=torch.float32 if low_precision else value.dtype
+    )
     grad_loc = torch.zeros_like(sampling_locations)
     grad_w = torch.zeros_like(attention_weights)
     if n * q * m > 0 and s > 0:
@@ -121,8 +149,25 @@ def backward(value, spatial_shapes, level_start_index, sampling_locations, atten
         grid = ((q + block_q - 1) // block_q, n * m)
         with _device_guard(value.device):
             kernels.msda_bwd_kernel[grid](
-                value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-                grad_output, grad_value, grad_loc, grad_w,
-                s, q, d, M=m, L=levels, P=points, BLOCK_Q=block_q, BLOCK_D=block_d,
-                EVEN_D=block_d == d, ACC=_acc_dtype(value.dtype), num_warps=warps)
+                value,
+                spatial_shapes,
+                level_start_index,
+                sampling_locations,
+                attention_weights,
+                grad_output,
+                grad_value,
+                grad_loc,
+                grad_w,
+                s,
+                q,
+                d,
+                M=m,
+                L=levels,
+                P=points,
+                BLOCK_Q=block_q,
+                BLOCK_D=block_d,
+                EVEN_D=block_d == d,
+                ACC=_acc_dtype(value.dtype),
+                num_warps=warps,
+            )
     return grad_value.to(value.dtype), grad_loc, grad_w

@@ -19,13 +19,13 @@ ACC is the accumulation dtype: float64 for float64 inputs, else float32. Offsets
 are int32 (the wrapper checks the range), across images int64. Atomics are relaxed: only their
 sum matters.
 """
+
 import triton
 import triton.language as tl
 
 
 @triton.jit
-def _bilinear_setup(loc_ptr, w_ptr, shapes_ptr, starts_ptr, lp, lvl, q_mask,
-                    ACC: tl.constexpr):
+def _bilinear_setup(loc_ptr, w_ptr, shapes_ptr, starts_ptr, lp, lvl, q_mask, ACC: tl.constexpr):
     """Loads one (level, point) of a query block; returns corner geometry and weights."""
     h = tl.load(shapes_ptr + 2 * lvl).to(tl.int32)
     w = tl.load(shapes_ptr + 2 * lvl + 1).to(tl.int32)
@@ -48,8 +48,7 @@ def _bilinear_setup(loc_ptr, w_ptr, shapes_ptr, starts_ptr, lp, lvl, q_mask,
 
 
 @triton.jit
-def _corner(value_base, start, yi, xi, h, w, q_mask, d_offs, d_mask, row,
-            ACC: tl.constexpr):
+def _corner(value_base, start, yi, xi, h, w, q_mask, d_offs, d_mask, row, ACC: tl.constexpr):
     """Offsets, mask and values (BLOCK_Q, BLOCK_D) of corner (yi, xi); zero outside."""
     valid = q_mask & (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
     tok = start + yi * w + xi
@@ -60,8 +59,9 @@ def _corner(value_base, start, yi, xi, h, w, q_mask, d_offs, d_mask, row,
 
 
 @triton.jit
-def _program_block(S, Q, D, M: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr,
-                   EVEN_D: tl.constexpr):
+def _program_block(
+    S, Q, D, M: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr
+):
     """This program's (batch, head) pair and query block, shared by forward and backward:
     query/channel offsets and masks, the value row stride, the offset of its (batch, head) in
     the value (and grad_value) tensor, and the flat (n, q, m) index of its queries."""
@@ -85,86 +85,156 @@ def _program_block(S, Q, D, M: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.
 
 @triton.jit
 def msda_fwd_kernel(
-    value_ptr, shapes_ptr, starts_ptr, loc_ptr, attw_ptr, out_ptr,
-    S, Q, D,
-    M: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
-    BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, ACC: tl.constexpr,
+    value_ptr,
+    shapes_ptr,
+    starts_ptr,
+    loc_ptr,
+    attw_ptr,
+    out_ptr,
+    S,
+    Q,
+    D,
+    M: tl.constexpr,
+    L: tl.constexpr,
+    P: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    ACC: tl.constexpr,
 ):
     q_offs, d_offs, q_mask, d_mask, row, batch_offset, nqm = _program_block(
-        S, Q, D, M, BLOCK_Q, BLOCK_D, EVEN_D)
+        S, Q, D, M, BLOCK_Q, BLOCK_D, EVEN_D
+    )
     value_base = value_ptr + batch_offset
     lp_base = nqm * (L * P)
     acc = tl.zeros((BLOCK_Q, BLOCK_D), dtype=ACC)
     for lvl in range(L):
         for pt in range(P):
             h, w, start, wf, hf, aw, fx, fy, x0, y0 = _bilinear_setup(
-                loc_ptr, attw_ptr, shapes_ptr, starts_ptr, lp_base + lvl * P + pt, lvl, q_mask,
-                ACC)
+                loc_ptr, attw_ptr, shapes_ptr, starts_ptr, lp_base + lvl * P + pt, lvl, q_mask, ACC
+            )
             _, _, v00 = _corner(value_base, start, y0, x0, h, w, q_mask, d_offs, d_mask, row, ACC)
-            _, _, v01 = _corner(value_base, start, y0, x0 + 1, h, w, q_mask, d_offs, d_mask, row,
-                                ACC)
-            _, _, v10 = _corner(value_base, start, y0 + 1, x0, h, w, q_mask, d_offs, d_mask, row,
-                                ACC)
-            _, _, v11 = _corner(value_base, start, y0 + 1, x0 + 1, h, w, q_mask, d_offs, d_mask,
-                                row, ACC)
+            _, _, v01 = _corner(
+                value_base, start, y0, x0 + 1, h, w, q_mask, d_offs, d_mask, row, ACC
+            )
+            _, _, v10 = _corner(
+                value_base, start, y0 + 1, x0, h, w, q_mask, d_offs, d_mask, row, ACC
+            )
+            _, _, v11 = _corner(
+                value_base, start, y0 + 1, x0 + 1, h, w, q_mask, d_offs, d_mask, row, ACC
+            )
             gx = 1.0 - fx
             gy = 1.0 - fy
-            acc += ((aw * gy * gx)[:, None] * v00 + (aw * gy * fx)[:, None] * v01
-                    + (aw * fy * gx)[:, None] * v10 + (aw * fy * fx)[:, None] * v11)
+            acc += (
+                (aw * gy * gx)[:, None] * v00
+                + (aw * gy * fx)[:, None] * v01
+                + (aw * fy * gx)[:, None] * v10
+                + (aw * fy * fx)[:, None] * v11
+            )
     out_ptrs = out_ptr + nqm[:, None] * D + d_offs[None, :]
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=q_mask[:, None] & d_mask[None, :])
 
 
 @triton.jit
 def msda_bwd_kernel(
-    value_ptr, shapes_ptr, starts_ptr, loc_ptr, attw_ptr, grad_out_ptr,
-    grad_value_ptr, grad_loc_ptr, grad_attw_ptr,
-    S, Q, D,
-    M: tl.constexpr, L: tl.constexpr, P: tl.constexpr,
-    BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, ACC: tl.constexpr,
+    value_ptr,
+    shapes_ptr,
+    starts_ptr,
+    loc_ptr,
+    attw_ptr,
+    grad_out_ptr,
+    grad_value_ptr,
+    grad_loc_ptr,
+    grad_attw_ptr,
+    S,
+    Q,
+    D,
+    M: tl.constexpr,
+    L: tl.constexpr,
+    P: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    ACC: tl.constexpr,
 ):
     q_offs, d_offs, q_mask, d_mask, row, batch_offset, nqm = _program_block(
-        S, Q, D, M, BLOCK_Q, BLOCK_D, EVEN_D)
+        S, Q, D, M, BLOCK_Q, BLOCK_D, EVEN_D
+    )
     value_base = value_ptr + batch_offset
     grad_value_base = grad_value_ptr + batch_offset
     lp_base = nqm * (L * P)
-    g = tl.load(grad_out_ptr + nqm[:, None] * D + d_offs[None, :],
-                mask=q_mask[:, None] & d_mask[None, :], other=0.0).to(ACC)
+    g = tl.load(
+        grad_out_ptr + nqm[:, None] * D + d_offs[None, :],
+        mask=q_mask[:, None] & d_mask[None, :],
+        other=0.0,
+    ).to(ACC)
     gv_dtype = grad_value_ptr.dtype.element_ty
     for lvl in range(L):
         for pt in range(P):
             lp = lp_base + lvl * P + pt
             h, w, start, wf, hf, aw, fx, fy, x0, y0 = _bilinear_setup(
-                loc_ptr, attw_ptr, shapes_ptr, starts_ptr, lp, lvl, q_mask, ACC)
-            o00, m00, v00 = _corner(value_base, start, y0, x0, h, w, q_mask, d_offs, d_mask,
-                                    row, ACC)
-            o01, m01, v01 = _corner(value_base, start, y0, x0 + 1, h, w, q_mask, d_offs, d_mask,
-                                    row, ACC)
-            o10, m10, v10 = _corner(value_base, start, y0 + 1, x0, h, w, q_mask, d_offs, d_mask,
-                                    row, ACC)
-            o11, m11, v11 = _corner(value_base, start, y0 + 1, x0 + 1, h, w, q_mask, d_offs,
-                                    d_mask, row, ACC)
+                loc_ptr, attw_ptr, shapes_ptr, starts_ptr, lp, lvl, q_mask, ACC
+            )
+            o00, m00, v00 = _corner(
+                value_base, start, y0, x0, h, w, q_mask, d_offs, d_mask, row, ACC
+            )
+            o01, m01, v01 = _corner(
+                value_base, start, y0, x0 + 1, h, w, q_mask, d_offs, d_mask, row, ACC
+            )
+            o10, m10, v10 = _corner(
+                value_base, start, y0 + 1, x0, h, w, q_mask, d_offs, d_mask, row, ACC
+            )
+            o11, m11, v11 = _corner(
+                value_base, start, y0 + 1, x0 + 1, h, w, q_mask, d_offs, d_mask, row, ACC
+            )
             gx = 1.0 - fx
             gy = 1.0 - fy
             # d out / d weight = <grad, bilinear sample>
-            sampled = (gy * gx)[:, None] * v00 + (gy * fx)[:, None] * v01 \
-                + (fy * gx)[:, None] * v10 + (fy * fx)[:, None] * v11
-            tl.store(grad_attw_ptr + lp, tl.sum(g * sampled, axis=1).to(
-                grad_attw_ptr.dtype.element_ty), mask=q_mask)
+            sampled = (
+                (gy * gx)[:, None] * v00
+                + (gy * fx)[:, None] * v01
+                + (fy * gx)[:, None] * v10
+                + (fy * fx)[:, None] * v11
+            )
+            tl.store(
+                grad_attw_ptr + lp,
+                tl.sum(g * sampled, axis=1).to(grad_attw_ptr.dtype.element_ty),
+                mask=q_mask,
+            )
             # d sample / d x_pixel and / d y_pixel; x_pixel = loc_x * W - 0.5
             dx = gy[:, None] * (v01 - v00) + fy[:, None] * (v11 - v10)
             dy = gx[:, None] * (v10 - v00) + fx[:, None] * (v11 - v01)
             gl_dtype = grad_loc_ptr.dtype.element_ty
-            tl.store(grad_loc_ptr + 2 * lp, (aw * wf * tl.sum(g * dx, axis=1)).to(gl_dtype),
-                     mask=q_mask)
-            tl.store(grad_loc_ptr + 2 * lp + 1, (aw * hf * tl.sum(g * dy, axis=1)).to(gl_dtype),
-                     mask=q_mask)
+            tl.store(
+                grad_loc_ptr + 2 * lp, (aw * wf * tl.sum(g * dx, axis=1)).to(gl_dtype), mask=q_mask
+            )
+            tl.store(
+                grad_loc_ptr + 2 * lp + 1,
+                (aw * hf * tl.sum(g * dy, axis=1)).to(gl_dtype),
+                mask=q_mask,
+            )
             # scatter weight x bilinear coefficient x grad into the four corners
-            tl.atomic_add(grad_value_base + o00,
-                          ((aw * gy * gx)[:, None] * g).to(gv_dtype), mask=m00, sem="relaxed")
-            tl.atomic_add(grad_value_base + o01,
-                          ((aw * gy * fx)[:, None] * g).to(gv_dtype), mask=m01, sem="relaxed")
-            tl.atomic_add(grad_value_base + o10,
-                          ((aw * fy * gx)[:, None] * g).to(gv_dtype), mask=m10, sem="relaxed")
-            tl.atomic_add(grad_value_base + o11,
-                          ((aw * fy * fx)[:, None] * g).to(gv_dtype), mask=m11, sem="relaxed")
+            tl.atomic_add(
+                grad_value_base + o00,
+                ((aw * gy * gx)[:, None] * g).to(gv_dtype),
+                mask=m00,
+                sem="relaxed",
+            )
+            tl.atomic_add(
+                grad_value_base + o01,
+                ((aw * gy * fx)[:, None] * g).to(gv_dtype),
+                mask=m01,
+                sem="relaxed",
+            )
+            tl.atomic_add(
+                grad_value_base + o10,
+                ((aw * fy * gx)[:, None] * g).to(gv_dtype),
+                mask=m10,
+                sem="relaxed",
+            )
+            tl.atomic_add(
+                grad_value_base + o11,
+                ((aw * fy * fx)[:, None] * g).to(gv_dtype),
+                mask=m11,
+                sem="relaxed",
+            )

@@ -9,6 +9,7 @@ stage i. Any input size: the patch embedding pads the image to whole patches, ea
 map to whole windows after its first norm (zeros), the shifted blocks mask attention between
 regions that the cyclic shift made neighbours, and patch merging pads odd sizes.
 """
+
 from typing import Dict, Optional, Sequence
 
 import torch
@@ -55,13 +56,13 @@ class WindowAttention(nn.Module):
         span = 2 * window_size - 1
         self.relative_position_bias_table = nn.Parameter(torch.zeros(span * span, num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-        ys, xs = torch.meshgrid(torch.arange(window_size), torch.arange(window_size),
-                                indexing="ij")
+        ys, xs = torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij")
         dy = ys.flatten()[:, None] - ys.flatten()[None]  # (window^2, window^2) offsets
         dx = xs.flatten()[:, None] - xs.flatten()[None]
         # persistent: the published checkpoints carry it
-        self.register_buffer("relative_position_index",
-                             (dy + window_size - 1) * span + (dx + window_size - 1))
+        self.register_buffer(
+            "relative_position_index", (dy + window_size - 1) * span + (dx + window_size - 1)
+        )
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
@@ -76,15 +77,24 @@ class WindowAttention(nn.Module):
             bias = bias[None] + mask[:, None]  # (windows, heads, window^2, window^2)
             q, k, v = (t.view(n // windows, windows, *t.shape[1:]) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
-        return self.proj(out.reshape(n, self.num_heads, tokens, -1).transpose(1, 2)
-                         .reshape(n, tokens, c))
+        return self.proj(
+            out.reshape(n, self.num_heads, tokens, -1).transpose(1, 2).reshape(n, tokens, c)
+        )
 
 
 class SwinBlock(nn.Module):
     """norm1 -> (shifted) window attention -> residual; norm2 -> MLP (GELU) -> residual."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift: int,
-                 mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shift: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         self.window_size, self.shift, self.drop_path = window_size, shift, drop_path
         self.norm1 = nn.LayerNorm(dim)
@@ -131,15 +141,32 @@ class PatchMerging(nn.Module):
 class SwinStage(nn.Module):
     """`depth` blocks (odd ones shifted by half a window) and an optional patch merging."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int,
-                 mlp_ratio: float, qkv_bias: bool, drop_paths: Sequence[float], downsample: bool):
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        drop_paths: Sequence[float],
+        downsample: bool,
+    ):
         super().__init__()
         self.window_size = window_size
         self.shift = window_size // 2
         self.blocks = nn.ModuleList(
-            SwinBlock(dim, num_heads, window_size, self.shift if j % 2 else 0, mlp_ratio,
-                      qkv_bias, drop_paths[j])
-            for j in range(depth))
+            SwinBlock(
+                dim,
+                num_heads,
+                window_size,
+                self.shift if j % 2 else 0,
+                mlp_ratio,
+                qkv_bias,
+                drop_paths[j],
+            )
+            for j in range(depth)
+        )
         self.downsample = PatchMerging(dim) if downsample else None
 
     def shift_mask(self, h: int, w: int, device) -> torch.Tensor:
@@ -151,8 +178,8 @@ class SwinStage(nn.Module):
 
         def bands(length):  # region id along one axis: 0, 1, 2 at the cuts
             ids = torch.zeros(length, device=device)
-            ids[length - size:] = 1
-            ids[length - shift:] = 2
+            ids[length - size :] = 1
+            ids[length - shift :] = 2
             return ids
 
         region = (bands(hp)[:, None] * 3 + bands(wp)[None])[None, :, :, None]
@@ -182,18 +209,31 @@ class SwinTransformer(Backbone):
             through its LayerNorm `norm{i}`. Default (0, 1, 2, 3).
     """
 
-    def __init__(self, pretrain_img_size: int = 224, patch_size: int = 4, in_chans: int = 3,
-                 embed_dim: int = 96, depths: Sequence[int] = (2, 2, 6, 2),
-                 num_heads: Sequence[int] = (3, 6, 12, 24), window_size: int = 7,
-                 mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path_rate: float = 0.2,
-                 patch_norm: bool = True, out_indices: Sequence[int] = (0, 1, 2, 3)):
+    def __init__(
+        self,
+        pretrain_img_size: int = 224,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (2, 2, 6, 2),
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        window_size: int = 7,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path_rate: float = 0.2,
+        patch_norm: bool = True,
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+    ):
         super().__init__()
         if len(depths) != len(num_heads):
-            raise ValueError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} must "
-                             "have one entry per stage")
+            raise ValueError(
+                f"depths {tuple(depths)} and num_heads {tuple(num_heads)} must "
+                "have one entry per stage"
+            )
         if not out_indices or any(not 0 <= i < len(depths) for i in out_indices):
-            raise ValueError(f"out_indices {tuple(out_indices)} must name stages 0.."
-                             f"{len(depths) - 1}")
+            raise ValueError(
+                f"out_indices {tuple(out_indices)} must name stages 0..{len(depths) - 1}"
+            )
         self.patch_size = patch_size
         self.out_indices = tuple(out_indices)
         self.patch_embed = nn.Module()
@@ -203,14 +243,23 @@ class SwinTransformer(Backbone):
         self.layers = nn.ModuleList()
         for i, (depth, heads) in enumerate(zip(depths, num_heads)):
             first = sum(depths[:i])
-            self.layers.append(SwinStage(embed_dim * 2 ** i, depth, heads, window_size, mlp_ratio,
-                                         qkv_bias, rates[first:first + depth],
-                                         downsample=i < len(depths) - 1))
+            self.layers.append(
+                SwinStage(
+                    embed_dim * 2**i,
+                    depth,
+                    heads,
+                    window_size,
+                    mlp_ratio,
+                    qkv_bias,
+                    rates[first : first + depth],
+                    downsample=i < len(depths) - 1,
+                )
+            )
         for i in self.out_indices:
-            self.add_module(f"norm{i}", nn.LayerNorm(embed_dim * 2 ** i))
+            self.add_module(f"norm{i}", nn.LayerNorm(embed_dim * 2**i))
         self._out_features = [f"p{i}" for i in self.out_indices]
-        self._out_feature_channels = {f"p{i}": embed_dim * 2 ** i for i in self.out_indices}
-        self._out_feature_strides = {f"p{i}": patch_size * 2 ** i for i in self.out_indices}
+        self._out_feature_channels = {f"p{i}": embed_dim * 2**i for i in self.out_indices}
+        self._out_feature_strides = {f"p{i}": patch_size * 2**i for i in self.out_indices}
         self.apply(self._init_weights)
 
     @staticmethod
@@ -224,9 +273,12 @@ class SwinTransformer(Backbone):
             nn.init.zeros_(m.bias)
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
-        return {name: ShapeSpec(channels=self._out_feature_channels[name],
-                                stride=self._out_feature_strides[name])
-                for name in self._out_features}
+        return {
+            name: ShapeSpec(
+                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
+            )
+            for name in self._out_features
+        }
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """x: (N, 3, H, W) -> {"p{i}": (N, C_i, ceil(H / 2^(i+2)), ceil(W / 2^(i+2)))}."""

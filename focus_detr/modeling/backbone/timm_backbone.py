@@ -4,6 +4,7 @@ timm (PyPI, optional: ``pip install timm``) provides Swin and many other backbon
 ``pretrained=False`` nothing is downloaded, so it runs offline; weights come from a checkpoint
 with this model's keys (``backbone.body.*``) through `train.init_checkpoint`.
 """
+
 from typing import Dict, Sequence
 
 import torch
@@ -32,10 +33,15 @@ class TimmBackbone(Backbone):
         **kwargs: passed to `timm.create_model` (e.g. drop_path_rate=0.1).
     """
 
-    def __init__(self, model_name: str = "swin_tiny_patch4_window7_224",
-                 out_indices: Sequence[int] = (1, 2, 3),
-                 out_features: Sequence[str] = ("p1", "p2", "p3"), pretrained: bool = False,
-                 size_divisibility: int = 32, **kwargs):
+    def __init__(
+        self,
+        model_name: str = "swin_tiny_patch4_window7_224",
+        out_indices: Sequence[int] = (1, 2, 3),
+        out_features: Sequence[str] = ("p1", "p2", "p3"),
+        pretrained: bool = False,
+        size_divisibility: int = 32,
+        **kwargs,
+    ):
         super().__init__()
         try:
             import timm
@@ -47,8 +53,13 @@ class TimmBackbone(Backbone):
             raise ValueError(f"size_divisibility must be >= 1, got {size_divisibility}")
         if "swin" in model_name:  # any input size (padded to windows), not only 224 x 224
             kwargs.setdefault("strict_img_size", False)
-        self.body = timm.create_model(model_name, pretrained=pretrained, features_only=True,
-                                      out_indices=tuple(out_indices), **kwargs)
+        self.body = timm.create_model(
+            model_name,
+            pretrained=pretrained,
+            features_only=True,
+            out_indices=tuple(out_indices),
+            **kwargs,
+        )
         fmt = getattr(self.body, "output_fmt", "NCHW")
         self._channels_last_output = str(getattr(fmt, "value", fmt)) == "NHWC"
         self._pad_multiple = int(size_divisibility)
@@ -59,9 +70,12 @@ class TimmBackbone(Backbone):
         self._out_feature_strides = dict(zip(self._out_features, strides))
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
-        return {name: ShapeSpec(channels=self._out_feature_channels[name],
-                                stride=self._out_feature_strides[name])
-                for name in self._out_features}
+        return {
+            name: ShapeSpec(
+                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
+            )
+            for name in self._out_features
+        }
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """x: (N, 3, H, W) -> {name: (N, C, ceil(H / stride), ceil(W / stride))}."""

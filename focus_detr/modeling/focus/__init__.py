@@ -3,6 +3,7 @@ foreground loss, multi-category object scores, dual-attention encoder layer, Foc
 
 Each is usable on its own in other DETR-like models.
 """
+
 from .checkpoint_keys import FOCUS_DETR_KEY_ALIASES
 from .dual_attention_layer import DualAttentionEncoderLayer
 from .focus_encoder import FocusEncoder, target_boxes_xyxy

@@ -9,6 +9,7 @@ so the other two names are dropped on load. The aliases are registered (on impor
 checkpointer's registry (`focus_detr.engine.published_checkpoints`), which applies them
 in `DetrCheckpointer`; `apply_key_aliases` applies them to a bare state dict.
 """
+
 from ...engine.published_checkpoints import register_key_alias
 
 __all__ = ["FOCUS_DETR_KEY_ALIASES"]

@@ -11,6 +11,7 @@ Submodule names are the published ones: `attentions.0` object-token self-attenti
 `attentions.1` deformable cross attention, `norm2` after the self-attention, `norms.0` after the
 cross attention, `ffns.0`, `norms.1` after the FFN.
 """
+
 from typing import Optional, Tuple
 
 import torch
@@ -25,16 +26,16 @@ __all__ = ["DualAttentionEncoderLayer"]
 
 class DualAttentionEncoderLayer(nn.Module):
     """Args:
-        embed_dim: channels. Default 256.
-        num_heads: heads of both attentions. Default 8.
-        feedforward_dim: FFN hidden width. Default 2048.
-        dropout: dropout of attentions and FFN. Default 0.0 (published).
-        num_levels: feature levels of the deformable attention. Default 4.
-        num_points: sampling points per head and level. Default 4.
-        num_object_tokens: k, object tokens through self-attention per image (clamped to the
-            image's kept count; 0 disables the self-attention). Default 300.
-        object_score: "logit_product" (published) or "probability_product" (see `object_score`).
-        self_attention, cross_attention, ffn: prebuilt submodules replacing the defaults.
+    embed_dim: channels. Default 256.
+    num_heads: heads of both attentions. Default 8.
+    feedforward_dim: FFN hidden width. Default 2048.
+    dropout: dropout of attentions and FFN. Default 0.0 (published).
+    num_levels: feature levels of the deformable attention. Default 4.
+    num_points: sampling points per head and level. Default 4.
+    num_object_tokens: k, object tokens through self-attention per image (clamped to the
+        image's kept count; 0 disables the self-attention). Default 300.
+    object_score: "logit_product" (published) or "probability_product" (see `object_score`).
+    self_attention, cross_attention, ffn: prebuilt submodules replacing the defaults.
     """
 
     def __init__(
@@ -53,16 +54,24 @@ class DualAttentionEncoderLayer(nn.Module):
     ):
         super().__init__()
         if object_score not in OBJECT_SCORE_MODES:
-            raise ValueError(f"object_score must be one of {OBJECT_SCORE_MODES}, got {object_score!r}")
+            raise ValueError(
+                f"object_score must be one of {OBJECT_SCORE_MODES}, got {object_score!r}"
+            )
         if num_object_tokens < 0:
             raise ValueError(f"num_object_tokens must be >= 0, got {num_object_tokens}")
         if self_attention is None:
-            self_attention = MultiheadAttention(embed_dim, num_heads, attn_drop=dropout,
-                                                batch_first=True)
+            self_attention = MultiheadAttention(
+                embed_dim, num_heads, attn_drop=dropout, batch_first=True
+            )
         if cross_attention is None:
             cross_attention = MultiScaleDeformableAttention(
-                embed_dim=embed_dim, num_heads=num_heads, num_levels=num_levels,
-                num_points=num_points, dropout=dropout, batch_first=True)
+                embed_dim=embed_dim,
+                num_heads=num_heads,
+                num_levels=num_levels,
+                num_points=num_points,
+                dropout=dropout,
+                batch_first=True,
+            )
         if ffn is None:
             ffn = FFN(embed_dim, feedforward_dim, dropout)
         self.embed_dim = embed_dim
@@ -81,9 +90,13 @@ class DualAttentionEncoderLayer(nn.Module):
     def cross_attention(self) -> nn.Module:
         return self.attentions[1]
 
-    def select_object_tokens(self, query: torch.Tensor, foreground_logits: torch.Tensor,
-                             query_valid: torch.Tensor, class_head: Optional[nn.Module]
-                             ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def select_object_tokens(
+        self,
+        query: torch.Tensor,
+        foreground_logits: torch.Tensor,
+        query_valid: torch.Tensor,
+        class_head: Optional[nn.Module],
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Top-k object tokens of each image among its valid kept tokens.
 
         Returns:
@@ -141,8 +154,9 @@ class DualAttentionEncoderLayer(nn.Module):
         """
         info = {}
         if self.num_object_tokens > 0:
-            index, valid, scores = self.select_object_tokens(query, foreground_logits, query_valid,
-                                                             class_head)
+            index, valid, scores = self.select_object_tokens(
+                query, foreground_logits, query_valid, class_head
+            )
             info.update(object_index=index, object_valid=valid, object_scores=scores)
         if self.num_object_tokens > 0 and index.shape[1] > 0:
             objects = gather_tokens(query, index)
@@ -155,13 +169,19 @@ class DualAttentionEncoderLayer(nn.Module):
             query = scatter_tokens(query, index, objects, valid)
         if query_order is not None:
             query, query_pos, reference_points = (
-                gather_tokens(t, query_order) for t in (query, query_pos, reference_points))
+                gather_tokens(t, query_order) for t in (query, query_pos, reference_points)
+            )
         extra = {} if projected_value is None else {"projected_value": projected_value}
-        query = self.cross_attention(query, value=value, query_pos=query_pos,
-                                     key_padding_mask=value_padding_mask,
-                                     reference_points=reference_points,
-                                     spatial_shapes=spatial_shapes,
-                                     level_start_index=level_start_index, **extra)
+        query = self.cross_attention(
+            query,
+            value=value,
+            query_pos=query_pos,
+            key_padding_mask=value_padding_mask,
+            reference_points=reference_points,
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+            **extra,
+        )
         query = self.norms[0](query)
         query = self.ffns[0](query)
         query = self.norms[1](query)

@@ -7,6 +7,7 @@ are masked in the deformable attention) or labelled foreground; with the selecto
 loss's `padding="masked"` they are not scored into the selection or the loss either, with
 `"published"` training does what the published code does (see `ForegroundTokenSelector`).
 """
+
 import copy
 from typing import Dict, List, Optional, Sequence
 
@@ -47,30 +48,37 @@ def target_boxes_xyxy(target: dict, image_size: Optional[Sequence[int]] = None) 
         raise KeyError("target needs 'boxes_xyxy' (absolute) or 'boxes' (normalised cxcywh)")
     size = target.get("image_size", target.get("size", image_size))
     if size is None:
-        raise KeyError("normalised 'boxes' need the image size: give 'image_size' (h, w) in the "
-                       "target or the image_sizes argument")
+        raise KeyError(
+            "normalised 'boxes' need the image size: give 'image_size' (h, w) in the "
+            "target or the image_sizes argument"
+        )
     h, w = (float(v) for v in size)
     cx, cy, bw, bh = target["boxes"].unbind(-1)
-    return torch.stack([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], -1)
+    return torch.stack(
+        [(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], -1
+    )
 
 
 class FocusEncoder(nn.Module):
     """Args:
-        selector: the foreground token selector (its `cascade_ratios` set the number of layers).
-        layer: one `DualAttentionEncoderLayer`, deep-copied once per encoder layer.
-        foreground_loss: supervision of the selector (`losses`); default `ForegroundLoss()`
-            (published label assignment, focal loss, weight 1.5, name `select_loss`).
-        spatial_query_order: run each layer's per-token part over the kept tokens in token-index
-            (spatial) order instead of score order (`DualAttentionEncoderLayer`'s `query_order`):
-            same result, local memory reads in the deformable attention. Default True.
+    selector: the foreground token selector (its `cascade_ratios` set the number of layers).
+    layer: one `DualAttentionEncoderLayer`, deep-copied once per encoder layer.
+    foreground_loss: supervision of the selector (`losses`); default `ForegroundLoss()`
+        (published label assignment, focal loss, weight 1.5, name `select_loss`).
+    spatial_query_order: run each layer's per-token part over the kept tokens in token-index
+        (spatial) order instead of score order (`DualAttentionEncoderLayer`'s `query_order`):
+        same result, local memory reads in the deformable attention. Default True.
     """
 
     selects_tokens = True
 
-    def __init__(self, selector: Optional[ForegroundTokenSelector] = None,
-                 layer: Optional[DualAttentionEncoderLayer] = None,
-                 foreground_loss: Optional[ForegroundLoss] = None,
-                 spatial_query_order: bool = True):
+    def __init__(
+        self,
+        selector: Optional[ForegroundTokenSelector] = None,
+        layer: Optional[DualAttentionEncoderLayer] = None,
+        foreground_loss: Optional[ForegroundLoss] = None,
+        spatial_query_order: bool = True,
+    ):
         super().__init__()
         self.spatial_query_order = spatial_query_order
         self.selector = selector if selector is not None else ForegroundTokenSelector()
@@ -98,8 +106,9 @@ class FocusEncoder(nn.Module):
         features = tokens + pos
         if inputs.proposal_projection is not None:
             features = inputs.proposal_projection(features)
-        selection = self.selector(features, padding_mask, inputs.spatial_shapes,
-                                  inputs.level_start_index)
+        selection = self.selector(
+            features, padding_mask, inputs.spatial_shapes, inputs.level_start_index
+        )
         n, s, _ = tokens.shape
         # Every layer keeps a prefix of the same ranking, so the layers work on the ranked tokens
         # (gathered once) and the result is scattered into the full map once; this equals
@@ -108,13 +117,19 @@ class FocusEncoder(nn.Module):
         ranked = gather_tokens(tokens, ranking)
         ranked_pos = gather_tokens(pos, ranking)
         ranked_reference = gather_tokens(inputs.reference_points.reshape(n, s, -1), ranking).view(
-            n, ranking.shape[1], *inputs.reference_points.shape[2:])
+            n, ranking.shape[1], *inputs.reference_points.shape[2:]
+        )
         ranked_logits = gather_tokens(selection.object_logits, ranking)
         values = self._projected_values(tokens, padding_mask)
         record = TokenSelection(
-            scores=selection.logits, kept_index=[], kept_valid=[], padding_mask=padding_mask,
-            spatial_shapes=inputs.spatial_shapes, level_start_index=inputs.level_start_index,
-            strides=inputs.strides)
+            scores=selection.logits,
+            kept_index=[],
+            kept_valid=[],
+            padding_mask=padding_mask,
+            spatial_shapes=inputs.spatial_shapes,
+            level_start_index=inputs.level_start_index,
+            strides=inputs.strides,
+        )
         extras: Dict[str, object] = dict(foreground_selection=selection, object_scores=[])
         for layer_id, layer in enumerate(self.layers):
             index, valid = selection.kept(layer_id)
@@ -143,13 +158,16 @@ class FocusEncoder(nn.Module):
                 record.object_valid.append(info["object_valid"])
                 extras["object_scores"].append(info["object_scores"])
         ever_kept = torch.arange(ranking.shape[1], device=ranking.device)[None] < (
-            selection.write_counts.max(1).values[:, None] if selection.write_counts.numel()
-            else ranking.new_zeros(n, 1))
+            selection.write_counts.max(1).values[:, None]
+            if selection.write_counts.numel()
+            else ranking.new_zeros(n, 1)
+        )
         memory = scatter_tokens(tokens, ranking, ranked, ever_kept)
         return EncoderOutput(memory=memory, selection=record, extras=extras)
 
-    def _projected_values(self, tokens: torch.Tensor, padding_mask: torch.Tensor
-                          ) -> Optional[List[torch.Tensor]]:
+    def _projected_values(
+        self, tokens: torch.Tensor, padding_mask: torch.Tensor
+    ) -> Optional[List[torch.Tensor]]:
         """Every layer's deformable-attention values (the same original tokens, each layer's own
         projection) up front; None when a layer's cross attention is not a
         `MultiScaleDeformableAttention` (it then projects its values itself)."""
@@ -158,8 +176,9 @@ class FocusEncoder(nn.Module):
             return None
         return project_values(attentions, tokens, padding_mask)
 
-    def losses(self, outputs, targets: List[dict],
-               image_sizes: Optional[List[Sequence[int]]] = None) -> Dict[str, torch.Tensor]:
+    def losses(
+        self, outputs, targets: List[dict], image_sizes: Optional[List[Sequence[int]]] = None
+    ) -> Dict[str, torch.Tensor]:
         """Foreground loss of the selector, already weighted: {"select_loss": ...}.
 
         Args:
@@ -173,9 +192,12 @@ class FocusEncoder(nn.Module):
         strides = selection.strides
         assigner = self.foreground_loss.assigner
         if strides is not None and tuple(int(s) for s in strides) != assigner.strides:
-            raise ValueError(f"label assignment strides {assigner.strides} differ from the "
-                             f"feature strides {tuple(strides)}")
+            raise ValueError(
+                f"label assignment strides {assigner.strides} differ from the "
+                f"feature strides {tuple(strides)}"
+            )
         sizes = image_sizes if image_sizes is not None else [None] * len(targets)
         boxes = [target_boxes_xyxy(t, size) for t, size in zip(targets, sizes)]
-        return self.foreground_loss(selection.scores, boxes, selection.spatial_shapes,
-                                    selection.padding_mask)
+        return self.foreground_loss(
+            selection.scores, boxes, selection.spatial_shapes, selection.padding_mask
+        )

@@ -1,4 +1,5 @@
 """Foreground loss of the token selector (paper Eq. 7): sigmoid focal loss on token labels."""
+
 from typing import Dict, List, Optional
 
 import torch
@@ -10,9 +11,13 @@ from .label_assignment import ForegroundLabelAssigner, pad_boxes
 __all__ = ["foreground_focal_loss", "ForegroundLoss"]
 
 
-def foreground_focal_loss(logits: torch.Tensor, labels: torch.Tensor,
-                          padding_mask: Optional[torch.Tensor] = None, alpha: float = 0.25,
-                          gamma: float = 2.0) -> torch.Tensor:
+def foreground_focal_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    padding_mask: Optional[torch.Tensor] = None,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+) -> torch.Tensor:
     """Per image: focal loss summed over its valid tokens / max(1, its positive tokens); then the
     mean over images (the published normalisation; padded tokens are left out here).
 
@@ -44,9 +49,15 @@ class ForegroundLoss:
             they count as negatives, as in the published code (labels never mark them).
     """
 
-    def __init__(self, assigner: Optional[ForegroundLabelAssigner] = None, weight: float = 1.5,
-                 alpha: float = 0.25, gamma: float = 2.0, name: str = "select_loss",
-                 padding: str = "masked"):
+    def __init__(
+        self,
+        assigner: Optional[ForegroundLabelAssigner] = None,
+        weight: float = 1.5,
+        alpha: float = 0.25,
+        gamma: float = 2.0,
+        name: str = "select_loss",
+        padding: str = "masked",
+    ):
         self.padding = check_padding_mode(padding)
         self.assigner = assigner if assigner is not None else ForegroundLabelAssigner()
         self.weight = weight
@@ -59,8 +70,13 @@ class ForegroundLoss:
         boxes, valid = pad_boxes([b.to(padding_mask.device) for b in boxes_xyxy])
         return self.assigner(boxes, valid, spatial_shapes, padding_mask)
 
-    def __call__(self, logits: torch.Tensor, boxes_xyxy: List[torch.Tensor], spatial_shapes,
-                 padding_mask: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def __call__(
+        self,
+        logits: torch.Tensor,
+        boxes_xyxy: List[torch.Tensor],
+        spatial_shapes,
+        padding_mask: torch.Tensor,
+    ) -> Dict[str, torch.Tensor]:
         """{name: weight * loss} for (N, S) `logits` and per-image absolute xyxy boxes."""
         if len(boxes_xyxy) != logits.shape[0]:
             raise ValueError(f"{len(boxes_xyxy)} target box sets for a batch of {logits.shape[0]}")

@@ -14,6 +14,7 @@ Modulation (`modulation_target`):
   well-conditioned gradient), at no extra cost; a = 0 gives independent per-level scores, as
   with the published form.
 """
+
 import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
@@ -22,14 +23,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...layers.graph_capture import (capturing_dynamic_shapes, capturing_graph, level_shapes,
-                                     level_starts)
+from ...layers.graph_capture import (
+    capturing_dynamic_shapes,
+    capturing_graph,
+    level_shapes,
+    level_starts,
+)
 from ..transformer.encoder_api import check_padding_mode
 from .score_network import TokenScoreNetwork
 from .token_ops import level_valid_sizes, resize_valid_region
 
-__all__ = ["ForegroundSelection", "ForegroundTokenSelector", "MODULATIONS", "MODULATION_TARGETS",
-           "PUBLISHED_CASCADE_RATIOS"]
+__all__ = [
+    "ForegroundSelection",
+    "ForegroundTokenSelector",
+    "MODULATIONS",
+    "MODULATION_TARGETS",
+    "PUBLISHED_CASCADE_RATIOS",
+]
 
 MODULATIONS = ("top_down", "bottom_up", "none")
 MODULATION_TARGETS = ("features", "logits")
@@ -140,12 +150,17 @@ class ForegroundTokenSelector(nn.Module):
             raise ValueError(f"modulation must be one of {MODULATIONS}, got {modulation!r}")
         if modulation_target not in MODULATION_TARGETS:
             raise ValueError(
-                f"modulation_target must be one of {MODULATION_TARGETS}, got {modulation_target!r}")
+                f"modulation_target must be one of {MODULATION_TARGETS}, got {modulation_target!r}"
+            )
         if not 0.0 < keep_ratio:
             raise ValueError(f"keep_ratio must be positive, got {keep_ratio}")
         if len(cascade_ratios) == 0 or min(cascade_ratios) < 0 or max(cascade_ratios) <= 0:
-            raise ValueError(f"cascade_ratios must be non-negative, not all 0, got {cascade_ratios}")
-        self.score_network = score_network if score_network is not None else TokenScoreNetwork(embed_dim)
+            raise ValueError(
+                f"cascade_ratios must be non-negative, not all 0, got {cascade_ratios}"
+            )
+        self.score_network = (
+            score_network if score_network is not None else TokenScoreNetwork(embed_dim)
+        )
         self.num_levels = num_levels
         self.modulation = modulation
         self.modulation_target = modulation_target
@@ -158,13 +173,18 @@ class ForegroundTokenSelector(nn.Module):
                 f"keep_ratio={keep_ratio} with cascade_ratios={tuple(cascade_ratios)} asks layer "
                 f"{list(cascade_ratios).index(max(cascade_ratios))} to keep "
                 f"{self.foreground_ratio * max(cascade_ratios):.3g}x the valid tokens; with this "
-                f"cascade keep_ratio can be at most {mean_cascade / max(cascade_ratios):.3g}")
-        self.register_buffer("cascade_ratios", torch.tensor(cascade_ratios, dtype=torch.float32),
-                             persistent=False)
+                f"cascade keep_ratio can be at most {mean_cascade / max(cascade_ratios):.3g}"
+            )
+        self.register_buffer(
+            "cascade_ratios", torch.tensor(cascade_ratios, dtype=torch.float32), persistent=False
+        )
         self._cascade_ratios = tuple(float(c) for c in cascade_ratios)  # readable when capturing
         if modulation != "none":
             self.modulation_coefficients = nn.Parameter(
-                torch.empty(num_levels - 1).uniform_(-coefficient_init_range, coefficient_init_range))
+                torch.empty(num_levels - 1).uniform_(
+                    -coefficient_init_range, coefficient_init_range
+                )
+            )
         else:
             self.register_parameter("modulation_coefficients", None)
 
@@ -172,8 +192,13 @@ class ForegroundTokenSelector(nn.Module):
     def num_layers(self) -> int:
         return len(self.cascade_ratios)
 
-    def score(self, features: torch.Tensor, padding_mask: torch.Tensor, spatial_shapes: torch.Tensor,
-              level_start_index: torch.Tensor) -> torch.Tensor:
+    def score(
+        self,
+        features: torch.Tensor,
+        padding_mask: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+    ) -> torch.Tensor:
         """Foreground logits of every token.
 
         Args:
@@ -192,8 +217,9 @@ class ForegroundTokenSelector(nn.Module):
             raise ValueError(f"selector built for {self.num_levels} levels, got {len(shapes)}")
         # published training scores the padded canvas as if it were all image
         # (a captured graph serves unpadded images)
-        has_padding = (not self._published_padding() and not capturing_graph()
-                       and bool(padding_mask.any()))
+        has_padding = (
+            not self._published_padding() and not capturing_graph() and bool(padding_mask.any())
+        )
         valid_sizes = level_valid_sizes(padding_mask, shapes, starts) if has_padding else None
         if self.modulation == "bottom_up":
             order = list(range(self.num_levels))
@@ -203,14 +229,15 @@ class ForegroundTokenSelector(nn.Module):
         previous = None  # (level, (N, h, w) logits) of the level scored just before
         for step, level in enumerate(order):
             (h, w), start = shapes[level], starts[level]
-            tokens = features[:, start:start + h * w]
-            valid = ~padding_mask[:, start:start + h * w] if has_padding else None
+            tokens = features[:, start : start + h * w]
+            valid = ~padding_mask[:, start : start + h * w] if has_padding else None
             prior = None
             if previous is not None and self.modulation != "none":
                 prev_level, prev_map = previous
                 if has_padding:
-                    prior = resize_valid_region(prev_map, valid_sizes[:, prev_level], (h, w),
-                                                valid_sizes[:, level])
+                    prior = resize_valid_region(
+                        prev_map, valid_sizes[:, prev_level], (h, w), valid_sizes[:, level]
+                    )
                 else:
                     prior = resize_valid_region(prev_map, None, (h, w), None)
                 prior = prior.flatten(1)
@@ -227,7 +254,9 @@ class ForegroundTokenSelector(nn.Module):
     def _published_padding(self) -> bool:
         return self.training and self.padding == "published"
 
-    def keep_counts(self, padding_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def keep_counts(
+        self, padding_mask: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(valid (N,), foreground (N,), keep (N, num_layers)) token counts, all int64.
 
         Keep counts are each image's own, at most its valid count; in published-padding training
@@ -255,13 +284,19 @@ class ForegroundTokenSelector(nn.Module):
         export): 0-dim int64 tensors, computed with `keep_counts`' float32 arithmetic in the graph."""
         num_tokens = torch.as_tensor(num_tokens, dtype=torch.int64)
         foreground = (num_tokens.to(torch.float32) * self.foreground_ratio).to(torch.int64) + 1
-        keep = (self.cascade_ratios.to(num_tokens.device) * foreground.to(torch.float32)).to(torch.int64)
+        keep = (self.cascade_ratios.to(num_tokens.device) * foreground.to(torch.float32)).to(
+            torch.int64
+        )
         keep = torch.minimum(keep, num_tokens)
         return tuple(keep.unbind(0))
 
-    def forward(self, features: torch.Tensor, padding_mask: torch.Tensor,
-                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor
-                ) -> ForegroundSelection:
+    def forward(
+        self,
+        features: torch.Tensor,
+        padding_mask: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+    ) -> ForegroundSelection:
         """Score all tokens (see :meth:`score`) and rank them, padded tokens last."""
         logits = self.score(features, padding_mask, spatial_shapes, level_start_index)
         valid, foreground, keep = self.keep_counts(padding_mask)
@@ -286,5 +321,6 @@ class ForegroundTokenSelector(nn.Module):
             ranked = logits.detach().masked_fill(padding_mask, float("-inf"))
             written = keep
         ranking = torch.topk(ranked, k, dim=1).indices
-        return ForegroundSelection(logits, ranking, keep, valid, foreground, written, object_logits,
-                                   widths)
+        return ForegroundSelection(
+            logits, ranking, keep, valid, foreground, written, object_logits, widths
+        )

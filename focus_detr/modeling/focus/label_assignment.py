@@ -11,6 +11,7 @@ The published ranges, (-1, 64], (64, 128], (128, 256], (256, inf), do not overla
 800-px short side; on much smaller images the coarse levels would get no foreground, so
 `range_scale` multiplies every bound (the tiny configs scale them to their image size).
 """
+
 from typing import List, Sequence, Tuple
 
 import torch
@@ -19,15 +20,22 @@ from torch.nn.utils.rnn import pad_sequence
 from ...layers.graph_capture import level_shapes
 from ..transformer.multiscale import FOUR_SCALE_STRIDES
 
-__all__ = ["ForegroundLabelAssigner", "overlapping_scale_ranges", "pad_boxes",
-           "PUBLISHED_SCALE_RANGES", "SIZE_MEASURES"]
+__all__ = [
+    "ForegroundLabelAssigner",
+    "overlapping_scale_ranges",
+    "pad_boxes",
+    "PUBLISHED_SCALE_RANGES",
+    "SIZE_MEASURES",
+]
 
 PUBLISHED_SCALE_RANGES = ((-1.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, float("inf")))
 SIZE_MEASURES = ("max_side_distance", "half_size")
 
 
-def overlapping_scale_ranges(upper_bounds: Sequence[float] = (64.0, 128.0, 256.0, float("inf")),
-                             first_lower_bound: float = 0.0) -> Tuple[Tuple[float, float], ...]:
+def overlapping_scale_ranges(
+    upper_bounds: Sequence[float] = (64.0, 128.0, 256.0, float("inf")),
+    first_lower_bound: float = 0.0,
+) -> Tuple[Tuple[float, float], ...]:
     """The paper's ranges: adjacent levels overlap by half of the finer one,
     r_b^{l+1} = (r_b^l + r_e^l) / 2, r_b^0 = `first_lower_bound`.
 
@@ -70,9 +78,13 @@ class ForegroundLabelAssigner:
             side the published ranges were set for. Default 1 (the ranges as given).
     """
 
-    def __init__(self, strides: Sequence[int] = FOUR_SCALE_STRIDES,
-                 scale_ranges: Sequence[Tuple[float, float]] = PUBLISHED_SCALE_RANGES,
-                 size_measure: str = "max_side_distance", range_scale: float = 1.0):
+    def __init__(
+        self,
+        strides: Sequence[int] = FOUR_SCALE_STRIDES,
+        scale_ranges: Sequence[Tuple[float, float]] = PUBLISHED_SCALE_RANGES,
+        size_measure: str = "max_side_distance",
+        range_scale: float = 1.0,
+    ):
         if not (isinstance(range_scale, (int, float)) and 0 < range_scale < float("inf")):
             raise ValueError(f"range_scale must be a positive finite number, got {range_scale!r}")
         if len(strides) != len(scale_ranges):
@@ -80,6 +92,7 @@ class ForegroundLabelAssigner:
         if size_measure not in SIZE_MEASURES:
             raise ValueError(f"size_measure must be one of {SIZE_MEASURES}, got {size_measure!r}")
         self.strides = tuple(int(s) for s in strides)
+
         def scaled(bound):
             return float(bound) * range_scale if float(bound) > 0 else float(bound)
 
@@ -89,11 +102,17 @@ class ForegroundLabelAssigner:
 
     def token_centers(self, spatial_shapes: Sequence[Tuple[int, int]], device=None) -> torch.Tensor:
         """(S, 2) pixel (x, y) of every token, levels concatenated finest first."""
-        return torch.cat([_grid_centers(h, w, s, device)
-                          for (h, w), s in zip(spatial_shapes, self.strides)], 0)
+        return torch.cat(
+            [_grid_centers(h, w, s, device) for (h, w), s in zip(spatial_shapes, self.strides)], 0
+        )
 
-    def __call__(self, boxes: torch.Tensor, box_valid: torch.Tensor, spatial_shapes,
-                 padding_mask: torch.Tensor = None) -> torch.Tensor:
+    def __call__(
+        self,
+        boxes: torch.Tensor,
+        box_valid: torch.Tensor,
+        spatial_shapes,
+        padding_mask: torch.Tensor = None,
+    ) -> torch.Tensor:
         """Labels of all tokens.
 
         Args:

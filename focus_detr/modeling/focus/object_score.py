@@ -10,6 +10,7 @@ Modes:
 - "probability_product": sigmoid(max class logit) x sigmoid(foreground logit), Eq. 3 read
   literally ("foreground score" times "category probabilities"); monotone in both scores.
 """
+
 from typing import Optional
 
 import torch
@@ -19,8 +20,11 @@ __all__ = ["object_token_scores", "OBJECT_SCORE_MODES"]
 OBJECT_SCORE_MODES = ("logit_product", "probability_product")
 
 
-def object_token_scores(class_logits: Optional[torch.Tensor], foreground_logits: torch.Tensor,
-                        mode: str = "logit_product") -> torch.Tensor:
+def object_token_scores(
+    class_logits: Optional[torch.Tensor],
+    foreground_logits: torch.Tensor,
+    mode: str = "logit_product",
+) -> torch.Tensor:
     """Object score of each token.
 
     Args:

@@ -4,6 +4,7 @@ Sparse DETR calls it the "mask predictor"; Focus-DETR uses one instance for ever
 (its MLP_F). The submodule names (`layer1`, `layer2`) are the published ones, so the published
 weights load without renaming inside this module.
 """
+
 from typing import Optional
 
 import torch
@@ -35,7 +36,9 @@ class TokenScoreNetwork(nn.Module):
             nn.Linear(hidden_dim // 4, 1),
         )
 
-    def forward(self, tokens: torch.Tensor, valid_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, valid_mask: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """Score every token.
 
         Args:

@@ -5,6 +5,7 @@ valid tokens form the top-left rectangle of every level (detectron2's `ImageList
 right). Per-image variable-length subsets are held as padded index lists (N, K) plus a validity
 mask (N, K).
 """
+
 from typing import Sequence, Tuple
 
 import torch
@@ -25,7 +26,9 @@ def _flat_rows(index: torch.Tensor, rows_per_image: int) -> torch.Tensor:
 def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """tokens (N, S, *rest), index (N, K) int64 -> (N, K, *rest), out[n, k] = tokens[n, index[n, k]]."""
     if index.dim() != 2 or index.shape[0] != tokens.shape[0]:
-        raise ValueError(f"index must be (N, K) with N = {tokens.shape[0]}, got {tuple(index.shape)}")
+        raise ValueError(
+            f"index must be (N, K) with N = {tokens.shape[0]}, got {tuple(index.shape)}"
+        )
     n, s = tokens.shape[:2]
     rest = tokens.shape[2:]
     # whole rows (index_select), several times faster than an element-wise torch.gather
@@ -33,8 +36,9 @@ def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return rows.view(*index.shape, *rest)
 
 
-def scatter_tokens(tokens: torch.Tensor, index: torch.Tensor, values: torch.Tensor,
-                   valid: torch.Tensor) -> torch.Tensor:
+def scatter_tokens(
+    tokens: torch.Tensor, index: torch.Tensor, values: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
     """Out-of-place `tokens[n, index[n, k]] = values[n, k]` for every slot with `valid[n, k]`.
 
     Invalid slots write nothing, whatever their index (they are redirected to a scratch row that
@@ -62,8 +66,11 @@ def scatter_tokens(tokens: torch.Tensor, index: torch.Tensor, values: torch.Tens
     return out[:, :s]
 
 
-def level_valid_sizes(padding_mask: torch.Tensor, spatial_shapes: Sequence[Tuple[int, int]],
-                      level_start_index: Sequence[int]) -> torch.Tensor:
+def level_valid_sizes(
+    padding_mask: torch.Tensor,
+    spatial_shapes: Sequence[Tuple[int, int]],
+    level_start_index: Sequence[int],
+) -> torch.Tensor:
     """Valid (height, width) of every level of every image: (N, L, 2) int64.
 
     The transformer's count (`multiscale.valid_sizes`) on the flattened map's levels, in
@@ -73,13 +80,16 @@ def level_valid_sizes(padding_mask: torch.Tensor, spatial_shapes: Sequence[Tuple
         padding_mask: (N, S) bool, True at padded tokens.
         spatial_shapes: L x (H_l, W_l); level_start_index: L offsets into S.
     """
-    masks = [padding_mask[:, start:start + h * w].view(-1, h, w)
-             for (h, w), start in zip(spatial_shapes, level_start_index)]
+    masks = [
+        padding_mask[:, start : start + h * w].view(-1, h, w)
+        for (h, w), start in zip(spatial_shapes, level_start_index)
+    ]
     return valid_sizes(masks).flip(-1).long()
 
 
-def resize_valid_region(maps: torch.Tensor, src_valid: torch.Tensor, dst_shape: Tuple[int, int],
-                        dst_valid: torch.Tensor) -> torch.Tensor:
+def resize_valid_region(
+    maps: torch.Tensor, src_valid: torch.Tensor, dst_shape: Tuple[int, int], dst_valid: torch.Tensor
+) -> torch.Tensor:
     """Bilinear resize (align_corners=True) of each image's valid region onto its valid region
     at another resolution.
 
@@ -97,13 +107,16 @@ def resize_valid_region(maps: torch.Tensor, src_valid: torch.Tensor, dst_shape: 
     """
     n, src_h, src_w = maps.shape
     dst_h, dst_w = dst_shape
-    full_src = src_valid is None or bool((src_valid[:, 0] == src_h).all()
-                                         and (src_valid[:, 1] == src_w).all())
-    full_dst = dst_valid is None or bool((dst_valid[:, 0] == dst_h).all()
-                                         and (dst_valid[:, 1] == dst_w).all())
+    full_src = src_valid is None or bool(
+        (src_valid[:, 0] == src_h).all() and (src_valid[:, 1] == src_w).all()
+    )
+    full_dst = dst_valid is None or bool(
+        (dst_valid[:, 0] == dst_h).all() and (dst_valid[:, 1] == dst_w).all()
+    )
     if full_src and full_dst:
-        return F.interpolate(maps[:, None], size=(dst_h, dst_w), mode="bilinear",
-                             align_corners=True)[:, 0]
+        return F.interpolate(
+            maps[:, None], size=(dst_h, dst_w), mode="bilinear", align_corners=True
+        )[:, 0]
 
     def normalized_source_coords(src_len, src_v, dst_len, dst_v):
         # align_corners=True: output i samples input i * (in - 1) / (out - 1); a 1-long output
@@ -115,7 +128,9 @@ def resize_valid_region(maps: torch.Tensor, src_valid: torch.Tensor, dst_shape: 
 
     gy = normalized_source_coords(src_h, src_valid[:, 0], dst_h, dst_valid[:, 0])
     gx = normalized_source_coords(src_w, src_valid[:, 1], dst_w, dst_valid[:, 1])
-    grid = torch.stack([gx[:, None, :].expand(n, dst_h, dst_w),
-                        gy[:, :, None].expand(n, dst_h, dst_w)], -1)
-    return F.grid_sample(maps[:, None], grid, mode="bilinear", padding_mode="border",
-                         align_corners=True)[:, 0]
+    grid = torch.stack(
+        [gx[:, None, :].expand(n, dst_h, dst_w), gy[:, :, None].expand(n, dst_h, dst_w)], -1
+    )
+    return F.grid_sample(
+        maps[:, None], grid, mode="bilinear", padding_mode="border", align_corners=True
+    )[:, 0]

@@ -1,4 +1,5 @@
 """The DINO detector as a detectron2 meta-architecture (LazyConfig or yacs `META_ARCH_REGISTRY`)."""
+
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -58,27 +59,43 @@ class DINO(nn.Module):
     """
 
     @configurable
-    def __init__(self, *, backbone: nn.Module, position_embedding: nn.Module, neck: nn.Module,
-                 transformer: nn.Module, criterion: nn.Module,
-                 denoising: Optional[nn.Module] = None, num_classes: int = 80,
-                 pixel_mean: Sequence[float] = (123.675, 116.280, 103.530),
-                 pixel_std: Sequence[float] = (58.395, 57.120, 57.375),
-                 select_box_nums_for_evaluation: int = 300, input_format: str = "RGB",
-                 size_divisibility: int = 0, aux_loss: bool = True,
-                 return_token_selection: bool = False):
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        position_embedding: nn.Module,
+        neck: nn.Module,
+        transformer: nn.Module,
+        criterion: nn.Module,
+        denoising: Optional[nn.Module] = None,
+        num_classes: int = 80,
+        pixel_mean: Sequence[float] = (123.675, 116.280, 103.530),
+        pixel_std: Sequence[float] = (58.395, 57.120, 57.375),
+        select_box_nums_for_evaluation: int = 300,
+        input_format: str = "RGB",
+        size_divisibility: int = 0,
+        aux_loss: bool = True,
+        return_token_selection: bool = False,
+    ):
         super().__init__()
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"input_format must be 'RGB' or 'BGR', got {input_format!r}")
         decoder = transformer.decoder
         if decoder.num_classes != num_classes:
-            raise ValueError(f"num_classes={num_classes} but the decoder heads predict "
-                             f"{decoder.num_classes} classes")
+            raise ValueError(
+                f"num_classes={num_classes} but the decoder heads predict "
+                f"{decoder.num_classes} classes"
+            )
         if getattr(criterion, "num_classes", num_classes) != num_classes:
-            raise ValueError(f"num_classes={num_classes} but the criterion was built for "
-                             f"{criterion.num_classes} classes")
+            raise ValueError(
+                f"num_classes={num_classes} but the criterion was built for "
+                f"{criterion.num_classes} classes"
+            )
         if denoising is not None and denoising.num_classes != num_classes:
-            raise ValueError(f"num_classes={num_classes} but the denoising queries draw noise "
-                             f"labels from {denoising.num_classes} classes")
+            raise ValueError(
+                f"num_classes={num_classes} but the denoising queries draw noise "
+                f"labels from {denoising.num_classes} classes"
+            )
         self._check_parts_fit(position_embedding, neck, transformer)
         self.backbone = backbone
         self.position_embedding = position_embedding
@@ -102,23 +119,30 @@ class DINO(nn.Module):
         accept_published_keys(self)
 
     @staticmethod
-    def _check_parts_fit(position_embedding: nn.Module, neck: nn.Module,
-                         transformer: nn.Module) -> None:
+    def _check_parts_fit(
+        position_embedding: nn.Module, neck: nn.Module, transformer: nn.Module
+    ) -> None:
         """Config mistakes that would otherwise fail deep in the first forward pass."""
         embed_dim = transformer.embed_dim
         if hasattr(neck, "output_shape"):
             shapes = neck.output_shape()
             if len(shapes) != transformer.num_feature_levels:
-                raise ValueError(f"the neck outputs {len(shapes)} levels but the transformer has "
-                                 f"num_feature_levels={transformer.num_feature_levels}")
+                raise ValueError(
+                    f"the neck outputs {len(shapes)} levels but the transformer has "
+                    f"num_feature_levels={transformer.num_feature_levels}"
+                )
             channels = sorted({s.channels for s in shapes})
             if channels != [embed_dim]:
-                raise ValueError(f"the neck outputs {channels} channels but the transformer's "
-                                 f"embed_dim is {embed_dim}")
+                raise ValueError(
+                    f"the neck outputs {channels} channels but the transformer's "
+                    f"embed_dim is {embed_dim}"
+                )
         feats = getattr(position_embedding, "num_pos_feats", None)
         if feats is not None and 2 * feats != embed_dim:
-            raise ValueError(f"position_embedding.num_pos_feats={feats} gives {2 * feats} "
-                             f"channels (x and y), the transformer's embed_dim is {embed_dim}")
+            raise ValueError(
+                f"position_embedding.num_pos_feats={feats} gives {2 * feats} "
+                f"channels (x and y), the transformer's embed_dim is {embed_dim}"
+            )
 
     @classmethod
     def from_config(cls, cfg):
@@ -130,8 +154,9 @@ class DINO(nn.Module):
 
     # ---- inputs ------------------------------------------------------------------------------
     def preprocess_image(self, batched_inputs: List[Dict[str, Any]]) -> ImageList:
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std
-                  for x in batched_inputs]
+        images = [
+            (x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs
+        ]
         return ImageList.from_tensors(images, self.size_divisibility)
 
     @staticmethod
@@ -147,7 +172,9 @@ class DINO(nn.Module):
         cols = torch.arange(w, device=sizes.device).view(1, 1, w) >= sizes[:, 1]
         return rows | cols
 
-    def prepare_targets(self, batched_inputs: List[Dict[str, Any]]) -> List[Dict[str, torch.Tensor]]:
+    def prepare_targets(
+        self, batched_inputs: List[Dict[str, Any]]
+    ) -> List[Dict[str, torch.Tensor]]:
         """Per image: labels (n,), boxes (n, 4) cxcywh normalized by the image size,
         boxes_xyxy (n, 4) in input pixels, image_size (2,) (h, w)."""
         targets = []
@@ -156,22 +183,33 @@ class DINO(nn.Module):
             h, w = inst.image_size
             xyxy = inst.gt_boxes.tensor.float()
             scale = xyxy.new_tensor([w, h, w, h])
-            targets.append({"labels": inst.gt_classes.long(),
-                            "boxes": box_xyxy_to_cxcywh(xyxy / scale), "boxes_xyxy": xyxy,
-                            "image_size": torch.as_tensor([h, w], device=self.device)})
+            targets.append(
+                {
+                    "labels": inst.gt_classes.long(),
+                    "boxes": box_xyxy_to_cxcywh(xyxy / scale),
+                    "boxes_xyxy": xyxy,
+                    "image_size": torch.as_tensor([h, w], device=self.device),
+                }
+            )
         self._check_targets(targets, batched_inputs)
         return targets
 
-    def _check_targets(self, targets: List[Dict[str, torch.Tensor]],
-                       batched_inputs: List[Dict[str, Any]]) -> None:
+    def _check_targets(
+        self, targets: List[Dict[str, torch.Tensor]], batched_inputs: List[Dict[str, Any]]
+    ) -> None:
         """Raise on a box that is not finite or has no positive width and height, or a label
         outside [0, num_classes): the losses would be meaningless (a negative GIoU loss) or fail
         without naming the image. `DetrDatasetMapper` drops such boxes; other mappers may not.
         One check for the whole batch."""
         boxes = torch.cat([t["boxes_xyxy"] for t in targets])
         labels = torch.cat([t["labels"] for t in targets])
-        bad = (~torch.isfinite(boxes).all(-1) | (boxes[:, 2] <= boxes[:, 0])
-               | (boxes[:, 3] <= boxes[:, 1]) | (labels < 0) | (labels >= self.num_classes))
+        bad = (
+            ~torch.isfinite(boxes).all(-1)
+            | (boxes[:, 2] <= boxes[:, 0])
+            | (boxes[:, 3] <= boxes[:, 1])
+            | (labels < 0)
+            | (labels >= self.num_classes)
+        )
         if not bool(bad.any()):
             return
         first = int(bad.nonzero()[0, 0])
@@ -181,12 +219,16 @@ class DINO(nn.Module):
         raise ValueError(
             f"image {image} of the batch{f' ({name})' if name else ''}: ground-truth box "
             f"{boxes[first].tolist()} (x0, y0, x1, y1) with label {int(labels[first])}: boxes "
-            f"must be finite with x1 > x0 and y1 > y0, labels in [0, {self.num_classes})")
+            f"must be finite with x1 > x0 and y1 > y0, labels in [0, {self.num_classes})"
+        )
 
     # ---- network -----------------------------------------------------------------------------
-    def compute_outputs(self, images: ImageList,
-                        targets: Optional[List[Dict[str, torch.Tensor]]] = None,
-                        return_sampling: bool = False) -> Dict[str, Any]:
+    def compute_outputs(
+        self,
+        images: ImageList,
+        targets: Optional[List[Dict[str, torch.Tensor]]] = None,
+        return_sampling: bool = False,
+    ) -> Dict[str, Any]:
         """Runs the network. With `targets` (training) adds denoising queries.
 
         Returns the transformer's dict plus: pred_logits (N, Q, K), pred_boxes (N, Q, 4) of the
@@ -197,20 +239,26 @@ class DINO(nn.Module):
         if self.training:
             self._check_input_size(images, mask)
         features = self.neck(self.backbone(images.tensor))
-        level_masks = [F.interpolate(mask[None].float(), size=f.shape[-2:]).bool()[0]
-                       for f in features]
+        level_masks = [
+            F.interpolate(mask[None].float(), size=f.shape[-2:]).bool()[0] for f in features
+        ]
         pos = [self.position_embedding(m) for m in level_masks]
         dn = None
         if targets is not None and self.denoising is not None:
             dn = self.denoising(targets, self.label_enc, self.transformer.num_queries)
         encoder = self.transformer.encoder
         return_sampling = return_sampling or (
-            self.training and getattr(encoder, "needs_decoder_sampling", False))
-        out = self.transformer(features, level_masks, pos,
-                               dn_queries=None if dn is None else (dn.content, dn.boxes),
-                               self_attn_mask=None if dn is None else dn.attention_mask,
-                               strides=getattr(self.neck, "strides", None),
-                               return_sampling=return_sampling)
+            self.training and getattr(encoder, "needs_decoder_sampling", False)
+        )
+        out = self.transformer(
+            features,
+            level_masks,
+            pos,
+            dn_queries=None if dn is None else (dn.content, dn.boxes),
+            self_attn_mask=None if dn is None else dn.attention_mask,
+            strides=getattr(self.neck, "strides", None),
+            return_sampling=return_sampling,
+        )
         out["neck_features"] = features
         out["level_masks"] = level_masks
         d = 0 if dn is None else dn.meta.num_queries
@@ -231,15 +279,18 @@ class DINO(nn.Module):
         if not strides or check is None:
             return
         h, w = images.tensor.shape[-2:]
-        masks = [F.interpolate(mask[None].float(), size=(-(-h // s), -(-w // s))).bool()[0]
-                 for s in strides]
+        masks = [
+            F.interpolate(mask[None].float(), size=(-(-h // s), -(-w // s))).bool()[0]
+            for s in strides
+        ]
         check(valid_sizes(masks))
 
     def _heads_output(self, logits: torch.Tensor, boxes: torch.Tensor) -> Dict[str, Any]:
         out = {"pred_logits": logits[-1], "pred_boxes": boxes[-1]}
         if self.aux_loss:
-            out["aux_outputs"] = [{"pred_logits": a, "pred_boxes": b}
-                                  for a, b in zip(logits[:-1], boxes[:-1])]
+            out["aux_outputs"] = [
+                {"pred_logits": a, "pred_boxes": b} for a, b in zip(logits[:-1], boxes[:-1])
+            ]
         return out
 
     def forward(self, batched_inputs: List[Dict[str, Any]]):
@@ -254,8 +305,9 @@ class DINO(nn.Module):
         images = self.preprocess_image(batched_inputs)
         if not self.training:
             outputs = self.compute_outputs(images)
-            results = self.postprocess(outputs["pred_logits"], outputs["pred_boxes"],
-                                       images.image_sizes, batched_inputs)
+            results = self.postprocess(
+                outputs["pred_logits"], outputs["pred_boxes"], images.image_sizes, batched_inputs
+            )
             if self.return_token_selection:
                 self._attach_token_selection(results, outputs)
             return results
@@ -263,8 +315,12 @@ class DINO(nn.Module):
         outputs = self.compute_outputs(images, targets)
         dn_meta = outputs.get("dn_meta")
         losses = self.criterion(
-            outputs, targets, outputs.get("dn_outputs"), dn_meta,
-            None if dn_meta is None else self.denoising.matched_indices(targets, dn_meta))
+            outputs,
+            targets,
+            outputs.get("dn_outputs"),
+            dn_meta,
+            None if dn_meta is None else self.denoising.matched_indices(targets, dn_meta),
+        )
         if dn_meta is None:  # keep label_enc in the graph (distributed training)
             losses["loss_class_dn"] = losses["loss_class_dn"] + 0.0 * self.label_enc.weight.sum()
         encoder_losses = getattr(self.transformer.encoder, "losses", None)
@@ -282,13 +338,19 @@ class DINO(nn.Module):
             for i, result in enumerate(results):
                 result["token_selection"] = selection.per_image(i)
 
-    def postprocess(self, logits: torch.Tensor, boxes: torch.Tensor, image_sizes,
-                    batched_inputs: Optional[List[Dict[str, Any]]] = None) -> List[Dict]:
+    def postprocess(
+        self,
+        logits: torch.Tensor,
+        boxes: torch.Tensor,
+        image_sizes,
+        batched_inputs: Optional[List[Dict[str, Any]]] = None,
+    ) -> List[Dict]:
         """Top-k (query, class) pairs by sigmoid score; boxes scaled to each image's input size,
         then (detector_postprocess) to its requested "height"/"width" and clipped."""
         n, q, k = logits.shape
-        scores, index = logits.sigmoid().flatten(1).topk(
-            min(self.select_box_nums_for_evaluation, q * k), dim=1)
+        scores, index = (
+            logits.sigmoid().flatten(1).topk(min(self.select_box_nums_for_evaluation, q * k), dim=1)
+        )
         query, labels = index // k, index % k
         sizes = torch.as_tensor(image_sizes, dtype=boxes.dtype, device=boxes.device)  # (h, w)
         scale = sizes[:, [1, 0, 1, 0]][:, None]
@@ -300,6 +362,11 @@ class DINO(nn.Module):
             r.scores = scores[i]
             r.pred_classes = labels[i]
             x = batched_inputs[i] if batched_inputs is not None else {}
-            results.append({"instances": detector_postprocess(
-                r, x.get("height", size[0]), x.get("width", size[1]))})
+            results.append(
+                {
+                    "instances": detector_postprocess(
+                        r, x.get("height", size[0]), x.get("width", size[1])
+                    )
+                }
+            )
         return results

@@ -1,6 +1,7 @@
 """yacs (CfgNode) support: `add_dino_config(cfg)` adds `cfg.MODEL.DINO`; with
 `cfg.MODEL.META_ARCHITECTURE = "DINO"`, detectron2's `build_model(cfg)` builds the same model as
 the LazyConfig `projects/dino/configs/models/dino_r50.py` (backbone from `cfg.MODEL.RESNETS`)."""
+
 from detectron2.config import CfgNode as CN
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone
@@ -11,8 +12,13 @@ from ..criterion import DINOCriterion
 from ..denoising import ContrastiveDenoising
 from ..matcher import HungarianMatcher
 from ..neck import ChannelMapper
-from ..transformer import (DeformableDecoderLayer, DeformableEncoder, DeformableEncoderLayer,
-                           DINODecoder, DINOTransformer)
+from ..transformer import (
+    DeformableDecoderLayer,
+    DeformableEncoder,
+    DeformableEncoderLayer,
+    DINODecoder,
+    DINOTransformer,
+)
 
 __all__ = ["add_dino_config", "dino_kwargs_from_cfg"]
 
@@ -63,30 +69,52 @@ def dino_kwargs_from_cfg(cfg: CN) -> dict:
     backbone = build_backbone(cfg)
     shapes = backbone.output_shape()
     in_features = list(cfg.MODEL.RESNETS.OUT_FEATURES)
-    neck = ChannelMapper({f: ShapeSpec(channels=shapes[f].channels, stride=shapes[f].stride)
-                          for f in in_features}, in_features, d.HIDDEN_DIM,
-                         num_outs=d.NUM_FEATURE_LEVELS, norm=nn.GroupNorm(32, d.HIDDEN_DIM))
-    layer_args = dict(embed_dim=d.HIDDEN_DIM, num_heads=d.NUM_HEADS,
-                      num_levels=d.NUM_FEATURE_LEVELS, num_points=d.NUM_POINTS,
-                      feedforward_dim=d.DIM_FEEDFORWARD, attn_dropout=d.DROPOUT,
-                      ffn_dropout=d.DROPOUT)
+    neck = ChannelMapper(
+        {f: ShapeSpec(channels=shapes[f].channels, stride=shapes[f].stride) for f in in_features},
+        in_features,
+        d.HIDDEN_DIM,
+        num_outs=d.NUM_FEATURE_LEVELS,
+        norm=nn.GroupNorm(32, d.HIDDEN_DIM),
+    )
+    layer_args = dict(
+        embed_dim=d.HIDDEN_DIM,
+        num_heads=d.NUM_HEADS,
+        num_levels=d.NUM_FEATURE_LEVELS,
+        num_points=d.NUM_POINTS,
+        feedforward_dim=d.DIM_FEEDFORWARD,
+        attn_dropout=d.DROPOUT,
+        ffn_dropout=d.DROPOUT,
+    )
     transformer = DINOTransformer(
         encoder=DeformableEncoder(DeformableEncoderLayer(**layer_args), d.ENC_LAYERS),
         decoder=DINODecoder(DeformableDecoderLayer(**layer_args), d.DEC_LAYERS, d.NUM_CLASSES),
-        num_feature_levels=d.NUM_FEATURE_LEVELS, num_queries=d.NUM_QUERIES, padding=d.PADDING)
-    matcher = HungarianMatcher(d.COST_CLASS, d.COST_BBOX, d.COST_GIOU, d.FOCAL_ALPHA,
-                               d.FOCAL_GAMMA)
-    criterion = DINOCriterion(d.NUM_CLASSES, matcher,
-                              {"loss_class": d.CLASS_WEIGHT, "loss_bbox": d.BBOX_WEIGHT,
-                               "loss_giou": d.GIOU_WEIGHT}, d.FOCAL_ALPHA, d.FOCAL_GAMMA)
+        num_feature_levels=d.NUM_FEATURE_LEVELS,
+        num_queries=d.NUM_QUERIES,
+        padding=d.PADDING,
+    )
+    matcher = HungarianMatcher(d.COST_CLASS, d.COST_BBOX, d.COST_GIOU, d.FOCAL_ALPHA, d.FOCAL_GAMMA)
+    criterion = DINOCriterion(
+        d.NUM_CLASSES,
+        matcher,
+        {"loss_class": d.CLASS_WEIGHT, "loss_bbox": d.BBOX_WEIGHT, "loss_giou": d.GIOU_WEIGHT},
+        d.FOCAL_ALPHA,
+        d.FOCAL_GAMMA,
+    )
     return dict(
         backbone=backbone,
-        position_embedding=PositionEmbeddingSine(d.HIDDEN_DIM // 2, d.POS_TEMPERATURE,
-                                                 normalize=True, offset=d.POS_OFFSET),
-        neck=neck, transformer=transformer, criterion=criterion,
-        denoising=ContrastiveDenoising(d.NUM_CLASSES, d.DN_NUMBER, d.LABEL_NOISE_RATIO,
-                                       d.BOX_NOISE_SCALE),
-        num_classes=d.NUM_CLASSES, pixel_mean=list(cfg.MODEL.PIXEL_MEAN),
+        position_embedding=PositionEmbeddingSine(
+            d.HIDDEN_DIM // 2, d.POS_TEMPERATURE, normalize=True, offset=d.POS_OFFSET
+        ),
+        neck=neck,
+        transformer=transformer,
+        criterion=criterion,
+        denoising=ContrastiveDenoising(
+            d.NUM_CLASSES, d.DN_NUMBER, d.LABEL_NOISE_RATIO, d.BOX_NOISE_SCALE
+        ),
+        num_classes=d.NUM_CLASSES,
+        pixel_mean=list(cfg.MODEL.PIXEL_MEAN),
         pixel_std=list(cfg.MODEL.PIXEL_STD),
         select_box_nums_for_evaluation=d.SELECT_BOX_NUMS_FOR_EVALUATION,
-        input_format=cfg.INPUT.FORMAT, size_divisibility=0)
+        input_format=cfg.INPUT.FORMAT,
+        size_divisibility=0,
+    )

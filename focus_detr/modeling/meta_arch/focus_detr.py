@@ -1,6 +1,7 @@
 """Focus-DETR as a detectron2 meta-architecture: DINO whose transformer encoder is a `FocusEncoder`
 (foreground token selector, cascade, dual attention). Its foreground loss (`select_loss`) comes
 with the encoder (`FocusEncoder.losses`), added by DINO's training step."""
+
 from detectron2.config import CfgNode as CN
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
@@ -32,13 +33,16 @@ class FocusDETR(DINO):
         super().__init__(**kwargs)
         encoder = self.transformer.encoder
         if not isinstance(encoder, FocusEncoder):
-            raise TypeError(f"FocusDETR needs transformer.encoder to be a FocusEncoder, got "
-                            f"{type(encoder).__name__}")
+            raise TypeError(
+                f"FocusDETR needs transformer.encoder to be a FocusEncoder, got "
+                f"{type(encoder).__name__}"
+            )
         strides = getattr(self.neck, "strides", None)
         assigned = encoder.foreground_loss.assigner.strides
         if strides is not None and tuple(strides) != assigned:
-            raise ValueError(f"label assignment strides {assigned} differ from the neck's "
-                             f"{tuple(strides)}")
+            raise ValueError(
+                f"label assignment strides {assigned} differ from the neck's {tuple(strides)}"
+            )
 
     @classmethod
     def from_config(cls, cfg):
@@ -68,17 +72,33 @@ def add_focus_detr_config(cfg: CN) -> CN:
 def build_focus_encoder(cfg: CN) -> FocusEncoder:
     d, f = cfg.MODEL.DINO, cfg.MODEL.FOCUS_DETR
     if len(f.CASCADE_RATIOS) != d.ENC_LAYERS:
-        raise ValueError(f"MODEL.FOCUS_DETR.CASCADE_RATIOS has {len(f.CASCADE_RATIOS)} entries "
-                         f"for {d.ENC_LAYERS} encoder layers")
+        raise ValueError(
+            f"MODEL.FOCUS_DETR.CASCADE_RATIOS has {len(f.CASCADE_RATIOS)} entries "
+            f"for {d.ENC_LAYERS} encoder layers"
+        )
     return FocusEncoder(
         selector=ForegroundTokenSelector(
-            TokenScoreNetwork(d.HIDDEN_DIM, d.HIDDEN_DIM), num_levels=d.NUM_FEATURE_LEVELS,
-            modulation=f.MODULATION, modulation_target=f.MODULATION_TARGET,
-            keep_ratio=f.KEEP_RATIO, cascade_ratios=tuple(f.CASCADE_RATIOS), padding=d.PADDING),
+            TokenScoreNetwork(d.HIDDEN_DIM, d.HIDDEN_DIM),
+            num_levels=d.NUM_FEATURE_LEVELS,
+            modulation=f.MODULATION,
+            modulation_target=f.MODULATION_TARGET,
+            keep_ratio=f.KEEP_RATIO,
+            cascade_ratios=tuple(f.CASCADE_RATIOS),
+            padding=d.PADDING,
+        ),
         layer=DualAttentionEncoderLayer(
-            d.HIDDEN_DIM, d.NUM_HEADS, d.DIM_FEEDFORWARD, d.DROPOUT, d.NUM_FEATURE_LEVELS,
-            d.NUM_POINTS, f.NUM_OBJECT_TOKENS, f.OBJECT_SCORE),
+            d.HIDDEN_DIM,
+            d.NUM_HEADS,
+            d.DIM_FEEDFORWARD,
+            d.DROPOUT,
+            d.NUM_FEATURE_LEVELS,
+            d.NUM_POINTS,
+            f.NUM_OBJECT_TOKENS,
+            f.OBJECT_SCORE,
+        ),
         foreground_loss=ForegroundLoss(
             ForegroundLabelAssigner(f.STRIDES, [tuple(r) for r in f.SCALE_RANGES], f.SIZE_MEASURE),
-            weight=f.SELECT_LOSS_WEIGHT, padding=d.PADDING),
+            weight=f.SELECT_LOSS_WEIGHT,
+            padding=d.PADDING,
+        ),
     )

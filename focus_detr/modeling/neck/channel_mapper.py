@@ -1,4 +1,5 @@
 """Channel mapper neck: maps backbone levels to one width and adds strided extra levels."""
+
 import copy
 from typing import Dict, List, Optional, Tuple
 
@@ -12,12 +13,25 @@ __all__ = ["ChannelMapper", "ConvNorm"]
 class ConvNorm(nn.Module):
     """Conv2d followed by an optional norm and activation (submodules `conv`, `norm`)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 norm: Optional[nn.Module] = None, activation: Optional[nn.Module] = None,
-                 bias: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        norm: Optional[nn.Module] = None,
+        activation: Optional[nn.Module] = None,
+        bias: bool = True,
+    ):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
-                              padding=(kernel_size - 1) // 2, bias=bias)
+        self.conv = nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=(kernel_size - 1) // 2,
+            bias=bias,
+        )
         self.norm = norm
         self.activation = activation
 
@@ -48,15 +62,23 @@ class ChannelMapper(nn.Module):
     Forward: dict of (N, C_l, H_l, W_l) -> list of `num_outs` (N, out_channels, h, w).
     """
 
-    def __init__(self, input_shapes: Dict[str, ShapeSpec], in_features: List[str],
-                 out_channels: int = 256, num_outs: Optional[int] = None, kernel_size: int = 1,
-                 norm: Optional[nn.Module] = None, activation: Optional[nn.Module] = None,
-                 initialize: bool = True):
+    def __init__(
+        self,
+        input_shapes: Dict[str, ShapeSpec],
+        in_features: List[str],
+        out_channels: int = 256,
+        num_outs: Optional[int] = None,
+        kernel_size: int = 1,
+        norm: Optional[nn.Module] = None,
+        activation: Optional[nn.Module] = None,
+        initialize: bool = True,
+    ):
         super().__init__()
         missing = [f for f in in_features if f not in input_shapes]
         if missing:
-            raise ValueError(f"in_features {missing} not among the backbone outputs "
-                             f"{sorted(input_shapes)}")
+            raise ValueError(
+                f"in_features {missing} not among the backbone outputs {sorted(input_shapes)}"
+            )
         num_outs = len(in_features) if num_outs is None else num_outs
         if num_outs < len(in_features):
             raise ValueError(f"num_outs ({num_outs}) < number of in_features ({len(in_features)})")
@@ -64,17 +86,34 @@ class ChannelMapper(nn.Module):
         self.out_channels = out_channels
         channels = [input_shapes[f].channels for f in in_features]
         self.convs = nn.ModuleList(
-            ConvNorm(c, out_channels, kernel_size, norm=copy.deepcopy(norm),
-                     activation=copy.deepcopy(activation)) for c in channels)
+            ConvNorm(
+                c,
+                out_channels,
+                kernel_size,
+                norm=copy.deepcopy(norm),
+                activation=copy.deepcopy(activation),
+            )
+            for c in channels
+        )
         extra_in = [channels[-1]] + [out_channels] * (num_outs - len(in_features) - 1)
         self.extra_convs = nn.ModuleList(
-            ConvNorm(c, out_channels, 3, stride=2, norm=copy.deepcopy(norm),
-                     activation=copy.deepcopy(activation))
-            for c in extra_in[: num_outs - len(in_features)])
+            ConvNorm(
+                c,
+                out_channels,
+                3,
+                stride=2,
+                norm=copy.deepcopy(norm),
+                activation=copy.deepcopy(activation),
+            )
+            for c in extra_in[: num_outs - len(in_features)]
+        )
         strides = [input_shapes[f].stride for f in in_features]
         # strides are optional in the shapes; when given, every extra level halves the last one
-        self.strides = None if None in strides else strides + [
-            strides[-1] * 2 ** (i + 1) for i in range(len(self.extra_convs))]
+        self.strides = (
+            None
+            if None in strides
+            else strides + [strides[-1] * 2 ** (i + 1) for i in range(len(self.extra_convs))]
+        )
         if initialize:
             for m in self.modules():
                 if isinstance(m, nn.Conv2d):

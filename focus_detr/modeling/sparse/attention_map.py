@@ -20,8 +20,13 @@ import torch
 
 from ..focus.token_ops import scatter_tokens
 
-__all__ = ["decoder_attention_map", "graph_sparse_keep_count", "top_count_targets",
-           "sparse_keep_counts", "static_sparse_keep_count"]
+__all__ = [
+    "decoder_attention_map",
+    "graph_sparse_keep_count",
+    "top_count_targets",
+    "sparse_keep_counts",
+    "static_sparse_keep_count",
+]
 
 
 def decoder_attention_map(
@@ -59,7 +64,7 @@ def decoder_attention_map(
     num_levels = sampling_locations.shape[4]
     if spatial_shapes.shape != (num_levels, 2):
         raise ValueError(
-            f"spatial_shapes must be ({num_levels}, 2), got " f"{tuple(spatial_shapes.shape)}"
+            f"spatial_shapes must be ({num_levels}, 2), got {tuple(spatial_shapes.shape)}"
         )
     n = sampling_locations.shape[1]
     total = int(spatial_shapes.prod(1).sum())
@@ -129,7 +134,7 @@ def top_count_targets(
     valid_tokens = (~padding_mask).sum(1)
     if bool((counts > valid_tokens).any()):
         raise ValueError(
-            f"target counts {counts.tolist()} exceed the valid tokens " f"{valid_tokens.tolist()}"
+            f"target counts {counts.tolist()} exceed the valid tokens {valid_tokens.tolist()}"
         )
     k = int(counts.max()) if counts.numel() else 0
     index = scores.detach().masked_fill(padding_mask, float("-inf")).topk(k, dim=1).indices

@@ -122,8 +122,11 @@ class EncoderAuxiliaryLoss:
         Returns:
             per image (slot indices, target indices), int64 on CPU, min(counts[n], n_i) pairs.
         """
-        return self.criterion.matcher({"pred_logits": logits, "pred_boxes": boxes}, targets,
-                                      prediction_counts=slot_valid.sum(1).tolist())
+        return self.criterion.matcher(
+            {"pred_logits": logits, "pred_boxes": boxes},
+            targets,
+            prediction_counts=slot_valid.sum(1).tolist(),
+        )
 
     def __call__(
         self,

@@ -38,8 +38,7 @@ from ..focus.score_network import TokenScoreNetwork
 from ..focus.token_ops import gather_tokens, scatter_tokens
 from ..matcher import HungarianMatcher
 from ..transformer.encoder_api import EncoderInputs, EncoderOutput, TokenSelection
-from .attention_map import (graph_sparse_keep_count, sparse_keep_counts,
-                            static_sparse_keep_count)
+from .attention_map import graph_sparse_keep_count, sparse_keep_counts, static_sparse_keep_count
 from .losses import AttentionMapLoss, EncoderAuxiliaryLoss
 
 __all__ = ["SparseDetrEncoder"]

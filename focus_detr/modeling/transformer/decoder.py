@@ -1,6 +1,7 @@
 """DINO's decoder: deformable cross attention from box queries, iterative box refinement with
 look-forward-twice, and the per-layer class/box heads (plus one more pair for the two-stage
 encoder proposals)."""
+
 import copy
 import math
 from typing import Dict, Optional
@@ -8,16 +9,26 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from ...layers import (FFN, MLP, MultiheadAttention, MultiScaleDeformableAttention,
-                       init_deformable_transformer,
-                       get_sine_pos_embed, inverse_sigmoid)
+from ...layers import (
+    FFN,
+    MLP,
+    MultiheadAttention,
+    MultiScaleDeformableAttention,
+    init_deformable_transformer,
+    get_sine_pos_embed,
+    inverse_sigmoid,
+)
 from ...layers.ms_deform_attn import project_values
 
 __all__ = ["DeformableDecoderLayer", "DINODecoder", "deformable_sampling"]
 
 
-def deformable_sampling(attn: MultiScaleDeformableAttention, query: torch.Tensor,
-                        reference_points: torch.Tensor, spatial_shapes: torch.Tensor):
+def deformable_sampling(
+    attn: MultiScaleDeformableAttention,
+    query: torch.Tensor,
+    reference_points: torch.Tensor,
+    spatial_shapes: torch.Tensor,
+):
     """Where and how strongly `attn` samples for batch-first `query` (query + pos, (N, Q, C)),
     computed stand-alone (a forward with `return_sampling=True` returns the same tensors).
 
@@ -38,22 +49,47 @@ class DeformableDecoderLayer(nn.Module):
     Args: see `DeformableEncoderLayer`; `attn_dropout` also applies to the self attention.
     """
 
-    def __init__(self, embed_dim: int = 256, num_heads: int = 8, num_levels: int = 4,
-                 num_points: int = 4, feedforward_dim: int = 2048, attn_dropout: float = 0.0,
-                 ffn_dropout: float = 0.0):
+    def __init__(
+        self,
+        embed_dim: int = 256,
+        num_heads: int = 8,
+        num_levels: int = 4,
+        num_points: int = 4,
+        feedforward_dim: int = 2048,
+        attn_dropout: float = 0.0,
+        ffn_dropout: float = 0.0,
+    ):
         super().__init__()
         self.embed_dim = embed_dim
-        self.attentions = nn.ModuleList([
-            MultiheadAttention(embed_dim, num_heads, attn_drop=attn_dropout, batch_first=True),
-            MultiScaleDeformableAttention(embed_dim, num_heads, num_levels, num_points,
-                                          dropout=attn_dropout, batch_first=True),
-        ])
+        self.attentions = nn.ModuleList(
+            [
+                MultiheadAttention(embed_dim, num_heads, attn_drop=attn_dropout, batch_first=True),
+                MultiScaleDeformableAttention(
+                    embed_dim,
+                    num_heads,
+                    num_levels,
+                    num_points,
+                    dropout=attn_dropout,
+                    batch_first=True,
+                ),
+            ]
+        )
         self.ffns = nn.ModuleList([FFN(embed_dim, feedforward_dim, ffn_dropout)])
         self.norms = nn.ModuleList([nn.LayerNorm(embed_dim) for _ in range(3)])
 
-    def forward(self, query, query_pos, memory, memory_padding_mask, reference_points,
-                spatial_shapes, level_start_index, self_attn_mask=None,
-                return_sampling: bool = False, projected_memory=None):
+    def forward(
+        self,
+        query,
+        query_pos,
+        memory,
+        memory_padding_mask,
+        reference_points,
+        spatial_shapes,
+        level_start_index,
+        self_attn_mask=None,
+        return_sampling: bool = False,
+        projected_memory=None,
+    ):
         """Args:
             query, query_pos: (N, Q, C); memory: (N, S, C); memory_padding_mask: (N, S).
             reference_points: (N, Q, L, 4) boxes in each level's padded frame.
@@ -68,9 +104,15 @@ class DeformableDecoderLayer(nn.Module):
         if return_sampling:  # the attention hands back what it computed: no second pass
             extra["return_sampling"] = True
         x = self.attentions[1](
-            x, value=memory, query_pos=query_pos, key_padding_mask=memory_padding_mask,
-            reference_points=reference_points, spatial_shapes=spatial_shapes,
-            level_start_index=level_start_index, **extra)
+            x,
+            value=memory,
+            query_pos=query_pos,
+            key_padding_mask=memory_padding_mask,
+            reference_points=reference_points,
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+            **extra,
+        )
         x, sampling = (x[0], x[1:]) if return_sampling else (x, None)  # (locations, weights)
         x = self.norms[2](self.ffns[0](self.norms[1](x)))
         return x, sampling
@@ -97,9 +139,15 @@ class DINODecoder(nn.Module):
         box_head_layers: layers of each box MLP. Default 3.
     """
 
-    def __init__(self, layer: nn.Module, num_layers: int = 6, num_classes: int = 80,
-                 look_forward_twice: bool = True, prior_prob: float = 0.01,
-                 box_head_layers: int = 3):
+    def __init__(
+        self,
+        layer: nn.Module,
+        num_layers: int = 6,
+        num_classes: int = 80,
+        look_forward_twice: bool = True,
+        prior_prob: float = 0.01,
+        box_head_layers: int = 3,
+    ):
         super().__init__()
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
         self.num_layers = num_layers
@@ -110,8 +158,9 @@ class DINODecoder(nn.Module):
         self.norm = nn.LayerNorm(c)
         self.init_weights()
         self.class_embed = nn.ModuleList(nn.Linear(c, num_classes) for _ in range(num_layers + 1))
-        self.bbox_embed = nn.ModuleList(MLP(c, c, 4, box_head_layers)
-                                        for _ in range(num_layers + 1))
+        self.bbox_embed = nn.ModuleList(
+            MLP(c, c, 4, box_head_layers) for _ in range(num_layers + 1)
+        )
         bias = -math.log((1 - prior_prob) / prior_prob)
         for head in self.class_embed:
             nn.init.constant_(head.bias, bias)
@@ -132,11 +181,18 @@ class DINODecoder(nn.Module):
     def proposal_box_head(self) -> nn.Module:
         return self.bbox_embed[self.num_layers]
 
-    def forward(self, query: torch.Tensor, reference_boxes: torch.Tensor, memory: torch.Tensor,
-                memory_padding_mask: torch.Tensor, spatial_shapes: torch.Tensor,
-                level_start_index: torch.Tensor, valid_ratios: torch.Tensor,
-                self_attn_mask: Optional[torch.Tensor] = None,
-                return_sampling: bool = False) -> Dict[str, torch.Tensor]:
+    def forward(
+        self,
+        query: torch.Tensor,
+        reference_boxes: torch.Tensor,
+        memory: torch.Tensor,
+        memory_padding_mask: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+        valid_ratios: torch.Tensor,
+        self_attn_mask: Optional[torch.Tensor] = None,
+        return_sampling: bool = False,
+    ) -> Dict[str, torch.Tensor]:
         """Args:
             query: (N, Q, C) content queries; reference_boxes: (N, Q, 4) (cx, cy, w, h) in
                 [0, 1] of each image's valid region.
@@ -156,23 +212,36 @@ class DINODecoder(nn.Module):
         sampling = []
         # the memory is the same for every layer: all value projections up front (one cast)
         if all(isinstance(layer, DeformableDecoderLayer) for layer in self.layers):
-            projected = project_values([layer.attentions[1] for layer in self.layers], memory,
-                                       memory_padding_mask)
+            projected = project_values(
+                [layer.attentions[1] for layer in self.layers], memory, memory_padding_mask
+            )
         else:
             projected = [None] * len(self.layers)
         for i, layer in enumerate(self.layers):
             ref_input = ref[:, :, None] * ratios
             query_pos = self.ref_point_head(
-                get_sine_pos_embed(ref_input[:, :, 0], num_pos_feats=self.embed_dim // 2))
+                get_sine_pos_embed(ref_input[:, :, 0], num_pos_feats=self.embed_dim // 2)
+            )
             extra = {} if projected[i] is None else {"projected_memory": projected[i]}
-            x, samp = layer(x, query_pos, memory, memory_padding_mask, ref_input, spatial_shapes,
-                            level_start_index, self_attn_mask, return_sampling, **extra)
+            x, samp = layer(
+                x,
+                query_pos,
+                memory,
+                memory_padding_mask,
+                ref_input,
+                spatial_shapes,
+                level_start_index,
+                self_attn_mask,
+                return_sampling,
+                **extra,
+            )
             refined = (self.bbox_embed[i](x) + inverse_sigmoid(ref)).sigmoid()
             hidden = self.norm(x)
             out["hidden_states"].append(hidden)
             out["logits"].append(self.class_embed[i](hidden))
             out["boxes"].append(
-                (self.bbox_embed[i](hidden) + inverse_sigmoid(ref_for_output)).sigmoid())
+                (self.bbox_embed[i](hidden) + inverse_sigmoid(ref_for_output)).sigmoid()
+            )
             out["references"].append(refined if self.look_forward_twice else refined.detach())
             ref = refined.detach()
             ref_for_output = refined if self.look_forward_twice else ref

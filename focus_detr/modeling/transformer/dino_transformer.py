@@ -1,5 +1,6 @@
 """DINO's transformer: multi-scale tokens -> (swappable) encoder -> two-stage proposals with
 mixed query selection -> decoder."""
+
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -52,11 +53,17 @@ class DINOTransformer(nn.Module):
         encoder regressing boxes from them (Sparse DETR's auxiliary heads) uses these settings.
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, num_feature_levels: int = 4,
-                 num_queries: int = 900, learnt_init_query: bool = True,
-                 proposal_base_size: float = 0.05,
-                 proposal_valid_range: Tuple[float, float] = (0.01, 0.99),
-                 padding: str = "masked"):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        num_feature_levels: int = 4,
+        num_queries: int = 900,
+        learnt_init_query: bool = True,
+        proposal_base_size: float = 0.05,
+        proposal_valid_range: Tuple[float, float] = (0.01, 0.99),
+        padding: str = "masked",
+    ):
         super().__init__()
         self.padding = check_padding_mode(padding)
         self.encoder = encoder
@@ -88,9 +95,11 @@ class DINOTransformer(nn.Module):
             # a captured graph serves unpadded images, whose tokens are all valid: the static
             # count decides (a shape guard in the graph, not a read of the masks)
             if num_tokens is not None and num_tokens < self.num_queries:
-                raise ValueError(f"the input is too small for the query budget: {num_tokens} "
-                                 f"tokens for num_queries={self.num_queries}; export for a "
-                                 "larger input size or lower model.transformer.num_queries")
+                raise ValueError(
+                    f"the input is too small for the query budget: {num_tokens} "
+                    f"tokens for num_queries={self.num_queries}; export for a "
+                    "larger input size or lower model.transformer.num_queries"
+                )
             return
         counts = sizes.prod(-1).sum(-1)
         smallest = int(counts.argmin())
@@ -100,18 +109,23 @@ class DINOTransformer(nn.Module):
                 f"image {smallest} of the batch is too small for the query budget: "
                 f"{int(counts[smallest])} tokens (levels HxW {levels}) for num_queries="
                 f"{self.num_queries}; enlarge the image (e.g. the test-time resize) or lower "
-                f"model.transformer.num_queries")
+                f"model.transformer.num_queries"
+            )
 
     def project_proposals(self, memory: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:
         """(N, S, C) -> (N, S, C): zero the `invalid` tokens, then `enc_output`, `enc_output_norm`."""
         return self.enc_output_norm(self.enc_output(memory.masked_fill(invalid[..., None], 0.0)))
 
-    def forward(self, features: List[torch.Tensor], masks: List[torch.Tensor],
-                pos_embeds: List[torch.Tensor],
-                dn_queries: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-                self_attn_mask: Optional[torch.Tensor] = None,
-                strides: Optional[Sequence[int]] = None,
-                return_sampling: bool = False) -> Dict[str, Any]:
+    def forward(
+        self,
+        features: List[torch.Tensor],
+        masks: List[torch.Tensor],
+        pos_embeds: List[torch.Tensor],
+        dn_queries: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+        self_attn_mask: Optional[torch.Tensor] = None,
+        strides: Optional[Sequence[int]] = None,
+        return_sampling: bool = False,
+    ) -> Dict[str, Any]:
         """Args:
             features: L x (N, C, H_l, W_l) neck outputs; masks: L x (N, H_l, W_l) bool padding;
             pos_embeds: L x (N, C, H_l, W_l).
@@ -130,23 +144,33 @@ class DINOTransformer(nn.Module):
             encoder_inputs, encoder_output; and sampling tensors if requested.
         """
         if len(features) != self.num_feature_levels:
-            raise ValueError(f"{len(features)} feature levels for a transformer of "
-                             f"num_feature_levels={self.num_feature_levels}")
+            raise ValueError(
+                f"{len(features)} feature levels for a transformer of "
+                f"num_feature_levels={self.num_feature_levels}"
+            )
         tokens, pos, padding_mask, shapes, start = flatten_levels(
-            features, masks, pos_embeds, self.level_embeds)
+            features, masks, pos_embeds, self.level_embeds
+        )
         sizes = valid_sizes(masks)
         self.check_query_budget(sizes, tokens.shape[1])
         ratios = sizes / shapes.flip(-1).to(sizes)[None]
-        proposals, invalid = token_proposals(shapes, sizes, padding_mask,
-                                             self.proposal_base_size, self.proposal_valid_range)
+        proposals, invalid = token_proposals(
+            shapes, sizes, padding_mask, self.proposal_base_size, self.proposal_valid_range
+        )
         inputs = EncoderInputs(
-            tokens=tokens, pos=pos, padding_mask=padding_mask, spatial_shapes=shapes,
-            level_start_index=start, valid_ratios=ratios,
+            tokens=tokens,
+            pos=pos,
+            padding_mask=padding_mask,
+            spatial_shapes=shapes,
+            level_start_index=start,
+            valid_ratios=ratios,
             reference_points=encoder_reference_points(shapes, ratios),
             proposal_projection=lambda x: self.project_proposals(x, invalid),
             class_head=self.decoder.proposal_class_head,
             strides=list(strides) if strides is not None else None,
-            proposals=proposals, invalid_proposals=invalid)
+            proposals=proposals,
+            invalid_proposals=invalid,
+        )
         encoded: EncoderOutput = self.encoder(inputs)
         memory = encoded.memory
 
@@ -160,8 +184,9 @@ class DINOTransformer(nn.Module):
         topk_scores, topk = scores.topk(k, dim=1)
         # the box head (a per-token MLP) only on the selected tokens: the same boxes, S/k less work
         selected = projected.gather(1, topk[..., None].expand(-1, -1, self.embed_dim))
-        topk_boxes = (self.decoder.proposal_box_head(selected)
-                      + proposals.gather(1, topk[..., None].expand(-1, -1, 4)))  # unsigmoided
+        topk_boxes = self.decoder.proposal_box_head(selected) + proposals.gather(
+            1, topk[..., None].expand(-1, -1, 4)
+        )  # unsigmoided
         n = memory.shape[0]
         if self.tgt_embed is not None:
             target = self.tgt_embed.weight[:k][None].expand(n, -1, -1)
@@ -175,11 +200,21 @@ class DINOTransformer(nn.Module):
             q = target.shape[1]
             self_attn_mask = self_attn_mask[:q, :q]
 
-        out = self.decoder(target, reference, memory, padding_mask, shapes, start, ratios,
-                           self_attn_mask=self_attn_mask, return_sampling=return_sampling)
+        out = self.decoder(
+            target,
+            reference,
+            memory,
+            padding_mask,
+            shapes,
+            start,
+            ratios,
+            self_attn_mask=self_attn_mask,
+            return_sampling=return_sampling,
+        )
         out["init_reference"] = reference
         out["enc_logits"] = enc_logits.gather(
-            1, topk[..., None].expand(-1, -1, enc_logits.shape[-1]))
+            1, topk[..., None].expand(-1, -1, enc_logits.shape[-1])
+        )
         out["enc_boxes"] = topk_boxes.sigmoid()
         out["enc_topk_indices"] = topk
         out["enc_topk_scores"] = topk_scores

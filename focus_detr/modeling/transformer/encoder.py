@@ -1,4 +1,5 @@
 """The dense deformable encoder of Deformable DETR / DINO, implementing the encoder contract."""
+
 import copy
 from typing import Optional
 
@@ -26,20 +27,43 @@ class DeformableEncoderLayer(nn.Module):
         ffn_dropout: dropout inside the FFN. Default 0.0.
     """
 
-    def __init__(self, embed_dim: int = 256, num_heads: int = 8, num_levels: int = 4,
-                 num_points: int = 4, feedforward_dim: int = 2048, attn_dropout: float = 0.0,
-                 ffn_dropout: float = 0.0):
+    def __init__(
+        self,
+        embed_dim: int = 256,
+        num_heads: int = 8,
+        num_levels: int = 4,
+        num_points: int = 4,
+        feedforward_dim: int = 2048,
+        attn_dropout: float = 0.0,
+        ffn_dropout: float = 0.0,
+    ):
         super().__init__()
         self.embed_dim = embed_dim
-        self.attentions = nn.ModuleList([MultiScaleDeformableAttention(
-            embed_dim, num_heads, num_levels, num_points, dropout=attn_dropout, batch_first=True)])
+        self.attentions = nn.ModuleList(
+            [
+                MultiScaleDeformableAttention(
+                    embed_dim,
+                    num_heads,
+                    num_levels,
+                    num_points,
+                    dropout=attn_dropout,
+                    batch_first=True,
+                )
+            ]
+        )
         self.ffns = nn.ModuleList([FFN(embed_dim, feedforward_dim, ffn_dropout)])
         self.norms = nn.ModuleList([nn.LayerNorm(embed_dim) for _ in range(2)])
 
-    def forward(self, query: torch.Tensor, query_pos: torch.Tensor, reference_points: torch.Tensor,
-                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
-                padding_mask: Optional[torch.Tensor] = None,
-                value: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self,
+        query: torch.Tensor,
+        query_pos: torch.Tensor,
+        reference_points: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        level_start_index: torch.Tensor,
+        padding_mask: Optional[torch.Tensor] = None,
+        value: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """Args:
             query: (N, Q, C) tokens to update; query_pos: (N, Q, C).
             reference_points: (N, Q, L, 2).
@@ -49,10 +73,15 @@ class DeformableEncoderLayer(nn.Module):
         Returns:
             (N, Q, C).
         """
-        x = self.attentions[0](query, value=query if value is None else value,
-                               query_pos=query_pos, key_padding_mask=padding_mask,
-                               reference_points=reference_points, spatial_shapes=spatial_shapes,
-                               level_start_index=level_start_index)
+        x = self.attentions[0](
+            query,
+            value=query if value is None else value,
+            query_pos=query_pos,
+            key_padding_mask=padding_mask,
+            reference_points=reference_points,
+            spatial_shapes=spatial_shapes,
+            level_start_index=level_start_index,
+        )
         x = self.norms[0](x)
         return self.norms[1](self.ffns[0](x))
 
@@ -83,8 +112,14 @@ class DeformableEncoder(nn.Module):
     def forward(self, inputs: EncoderInputs) -> EncoderOutput:
         x = inputs.tokens
         for layer in self.layers:
-            x = layer(x, inputs.pos, inputs.reference_points, inputs.spatial_shapes,
-                      inputs.level_start_index, inputs.padding_mask)
+            x = layer(
+                x,
+                inputs.pos,
+                inputs.reference_points,
+                inputs.spatial_shapes,
+                inputs.level_start_index,
+                inputs.padding_mask,
+            )
         if self.post_norm_layer is not None:
             x = self.post_norm_layer(x)
         return EncoderOutput(memory=x)

@@ -29,6 +29,7 @@ Optional encoder members (looked up on the encoder; absent means "no"):
 - ``selects_tokens: bool``: True when the encoder's outputs carry a `TokenSelection` (read by
   `encoder_selects_tokens`, e.g. to add a token-selection evaluator before anything runs).
 """
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
@@ -56,8 +57,10 @@ PADDING_MODES = ("masked", "published")
 def check_padding_mode(padding: str) -> str:
     """`padding` if it is one of `PADDING_MODES`, else a ValueError naming the config key."""
     if padding not in PADDING_MODES:
-        raise ValueError(f"padding must be one of {PADDING_MODES} (config key "
-                         f"model.transformer.padding), got {padding!r}")
+        raise ValueError(
+            f"padding must be one of {PADDING_MODES} (config key "
+            f"model.transformer.padding), got {padding!r}"
+        )
     return padding
 
 
@@ -102,8 +105,9 @@ class EncoderInputs:
     invalid_proposals: Optional[torch.Tensor] = None
 
 
-def index_masks(index: List[torch.Tensor], valid: List[torch.Tensor], num_tokens: int
-                ) -> torch.Tensor:
+def index_masks(
+    index: List[torch.Tensor], valid: List[torch.Tensor], num_tokens: int
+) -> torch.Tensor:
     """Boolean token masks from padded per-layer index lists.
 
     Args:
@@ -162,13 +166,17 @@ class TokenSelection:
 
     def __post_init__(self):
         if len(self.kept_index) != len(self.kept_valid):
-            raise ValueError(f"TokenSelection: {len(self.kept_index)} kept_index layers but "
-                             f"{len(self.kept_valid)} kept_valid layers; give one of each per "
-                             f"layer")
+            raise ValueError(
+                f"TokenSelection: {len(self.kept_index)} kept_index layers but "
+                f"{len(self.kept_valid)} kept_valid layers; give one of each per "
+                f"layer"
+            )
         if len(self.object_index) != len(self.object_valid):
-            raise ValueError(f"TokenSelection: {len(self.object_index)} object_index layers but "
-                             f"{len(self.object_valid)} object_valid layers; give one of each per "
-                             f"layer")
+            raise ValueError(
+                f"TokenSelection: {len(self.object_index)} object_index layers but "
+                f"{len(self.object_valid)} object_valid layers; give one of each per "
+                f"layer"
+            )
 
     @property
     def num_layers(self) -> int:
@@ -192,15 +200,17 @@ class TokenSelection:
         """(layers with object tokens, B, N) bool, True at each layer's object tokens;
         (0, B, N) for an encoder without object tokens."""
         if not self.object_index:
-            return torch.zeros(0, *self.padding_mask.shape, dtype=torch.bool,
-                               device=self.padding_mask.device)
+            return torch.zeros(
+                0, *self.padding_mask.shape, dtype=torch.bool, device=self.padding_mask.device
+            )
         return index_masks(self.object_index, self.object_valid, self.num_tokens)
 
     def counts(self) -> torch.Tensor:
         """(B, num_layers) int64, the tokens each encoder layer kept per image."""
         if not self.kept_valid:
-            return torch.zeros(self.padding_mask.shape[0], 0, dtype=torch.int64,
-                               device=self.padding_mask.device)
+            return torch.zeros(
+                self.padding_mask.shape[0], 0, dtype=torch.int64, device=self.padding_mask.device
+            )
         return torch.stack([valid.sum(1) for valid in self.kept_valid], 1)
 
     def per_image(self, i: int) -> "TokenSelection":

@@ -1,5 +1,6 @@
 """Flattening of multi-scale feature maps into tokens, and the per-token geometry derived from the
 padding masks: valid sizes/ratios, encoder reference points and two-stage proposal boxes."""
+
 from typing import List, Tuple
 
 import torch
@@ -18,8 +19,12 @@ __all__ = [
 FOUR_SCALE_STRIDES = (8, 16, 32, 64)
 
 
-def flatten_levels(features: List[torch.Tensor], masks: List[torch.Tensor],
-                   pos_embeds: List[torch.Tensor], level_embeds: torch.Tensor):
+def flatten_levels(
+    features: List[torch.Tensor],
+    masks: List[torch.Tensor],
+    pos_embeds: List[torch.Tensor],
+    level_embeds: torch.Tensor,
+):
     """Concatenate levels (finest first) into batch-first tokens.
 
     Args:
@@ -31,12 +36,18 @@ def flatten_levels(features: List[torch.Tensor], masks: List[torch.Tensor],
         level_start_index (L,) int64.
     """
     tokens = torch.cat([f.flatten(2).transpose(1, 2) for f in features], 1)
-    pos = torch.cat([p.flatten(2).transpose(1, 2) + level_embeds[lvl].view(1, 1, -1)
-                     for lvl, p in enumerate(pos_embeds)], 1)
+    pos = torch.cat(
+        [
+            p.flatten(2).transpose(1, 2) + level_embeds[lvl].view(1, 1, -1)
+            for lvl, p in enumerate(pos_embeds)
+        ],
+        1,
+    )
     padding_mask = torch.cat([m.flatten(1) for m in masks], 1)
     spatial_shapes = spatial_shapes_tensor([f.shape[-2:] for f in features], tokens.device)
-    level_start_index = torch.cat((spatial_shapes.new_zeros(1),
-                                   spatial_shapes.prod(1).cumsum(0)[:-1]))
+    level_start_index = torch.cat(
+        (spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1])
+    )
     return tokens, pos, padding_mask, spatial_shapes, level_start_index
 
 
@@ -48,19 +59,24 @@ def valid_sizes(masks: List[torch.Tensor]) -> torch.Tensor:
     Args:
         masks: L x (N, H_l, W_l) bool, True at padding.
     """
-    return torch.stack([torch.stack([(~m[:, 0, :]).sum(1), (~m[:, :, 0]).sum(1)], -1)
-                        for m in masks], 1).float()
+    return torch.stack(
+        [torch.stack([(~m[:, 0, :]).sum(1), (~m[:, :, 0]).sum(1)], -1) for m in masks], 1
+    ).float()
 
 
 def _centres(h: int, w: int, device) -> torch.Tensor:
     """(h*w, 2) pixel-centre coordinates (x + 0.5, y + 0.5) in row-major order."""
-    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
-                          torch.arange(w, dtype=torch.float32, device=device), indexing="ij")
+    y, x = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32, device=device),
+        torch.arange(w, dtype=torch.float32, device=device),
+        indexing="ij",
+    )
     return torch.stack([x.reshape(-1), y.reshape(-1)], -1) + 0.5
 
 
-def encoder_reference_points(spatial_shapes: torch.Tensor, valid_ratios: torch.Tensor
-                             ) -> torch.Tensor:
+def encoder_reference_points(
+    spatial_shapes: torch.Tensor, valid_ratios: torch.Tensor
+) -> torch.Tensor:
     """Each token's centre, normalized by its level's valid extent, then re-expressed in every
     level's padded frame (x valid_ratios), as Deformable DETR does.
 
@@ -81,8 +97,13 @@ def encoder_reference_points(spatial_shapes: torch.Tensor, valid_ratios: torch.T
     return torch.cat(refs, 1)[:, :, None] * valid_ratios[:, None]
 
 
-def token_proposals(spatial_shapes: torch.Tensor, sizes: torch.Tensor, padding_mask: torch.Tensor,
-                    base_size: float = 0.05, valid_range: Tuple[float, float] = (0.01, 0.99)):
+def token_proposals(
+    spatial_shapes: torch.Tensor,
+    sizes: torch.Tensor,
+    padding_mask: torch.Tensor,
+    base_size: float = 0.05,
+    valid_range: Tuple[float, float] = (0.01, 0.99),
+):
     """Two-stage proposal box of every token, in inverse-sigmoid space.
 
     Token (x, y) of level l proposes the box centred on its pixel centre, normalized by the
@@ -99,7 +120,7 @@ def token_proposals(spatial_shapes: torch.Tensor, sizes: torch.Tensor, padding_m
     boxes = []
     for lvl, (h, w) in enumerate(level_shapes(spatial_shapes)):
         centre = _centres(h, w, sizes.device)[None] / sizes[:, lvl, None]  # (N, hw, 2)
-        wh = torch.full_like(centre, base_size * 2.0 ** lvl)
+        wh = torch.full_like(centre, base_size * 2.0**lvl)
         boxes.append(torch.cat([centre, wh], -1))
     boxes = torch.cat(boxes, 1)
     lo, hi = valid_range

@@ -4,6 +4,7 @@ ImageNet initialization: detectron2's converted torchvision R-50 (model zoo .pkl
 `resnet50` state dict (.pth) also works with `train.init_checkpoint=/path/resnet50.pth` (its keys
 are converted by `focus_detr.engine.published_checkpoints.DetrCheckpointer`).
 """
+
 from focus_detr.engine import get_config
 
 from .models.dino_r50 import model

@@ -1,5 +1,6 @@
 """DINO-R50, 4 scales, 24 epochs (decay at epoch 20): DAB-DETR's position embedding
 (temperature 20, offset 0) and images without objects kept in training, as detrex's 24ep."""
+
 from focus_detr.engine import get_config
 
 from .dino_r50_4scale_12ep import dataloader, model, optimizer, train

@@ -1,4 +1,5 @@
 """DINO-R50, 4 scales, 36 epochs (decay at epoch 20, the schedule Focus-DETR compares with)."""
+
 from focus_detr.engine import get_config
 
 from .dino_r50_4scale_24ep import dataloader, model, optimizer, train

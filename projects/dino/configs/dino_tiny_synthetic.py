@@ -7,6 +7,7 @@ Small images (short side 112..160 in training, 128 in evaluation, at most 240 px
 augmentation, a short schedule: the same data and schedule as the tiny Focus-DETR config, so the
 two compare at equal budget.
 """
+
 from focus_detr.engine import get_config
 from focus_detr.engine.schedules import multistep_schedule
 

@@ -5,6 +5,7 @@ detectron2's model zoo has no torchvision-style R-101 .pkl: point `train.init_ch
 torchvision `resnet101` state dict (.pth, converted on load) or a detectron2-format R-101 with
 the stride in the 3x3 convolution.
 """
+
 from .focus_detr_r50_4scale_36ep import dataloader, lr_multiplier, model, optimizer, train
 
 model.backbone.stages.depth = 101

@@ -4,6 +4,7 @@ DINO-R50's training (`projects/dino/configs/dino_r50_4scale_12ep.py`: 90k iterat
 lr 1e-4 (backbone x0.1) decayed x0.1 at epoch 11, AdamW, weight decay 1e-4, grad clip 0.1, ImageNet
 R-50 initialization) with the Focus-DETR model.
 """
+
 from focus_detr.evaluation import with_token_selection
 
 from ...dino.configs.dino_r50_4scale_12ep import dataloader, lr_multiplier, optimizer, train

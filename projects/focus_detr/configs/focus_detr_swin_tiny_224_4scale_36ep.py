@@ -5,6 +5,7 @@ Weights (`train.init_checkpoint=...`, nothing is downloaded): the published Focu
 checkpoint loads by key; the original release's ImageNet Swin-T file
 (`swin_tiny_patch4_window7_224.pth`) is converted on load into the backbone's initialization.
 """
+
 from .focus_detr_r50_4scale_36ep import dataloader, lr_multiplier, model, optimizer, train
 from .models.swin_backbones import SWIN_TINY_224, use_swin
 

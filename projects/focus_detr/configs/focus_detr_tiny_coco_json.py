@@ -9,6 +9,7 @@ COCO-format json of one's own, given on the command line:
 The datasets are registered on first use; `model.num_classes` must equal the json's number of
 categories (else an error names both).
 """
+
 from focus_detr.data.custom import use_coco_json
 
 from .focus_detr_tiny_synthetic import dataloader, lr_multiplier, model, optimizer, train

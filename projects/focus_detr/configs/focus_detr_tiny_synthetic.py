@@ -10,6 +10,7 @@ label-assignment ranges are the published ones scaled to the small images
 top-down modulation (coarse scores reach the finer ones, README): add
 `model.transformer.encoder.selector.modulation_target=logits`.
 """
+
 from detectron2.config import LazyCall as L
 
 from focus_detr.evaluation import with_token_selection
@@ -33,6 +34,7 @@ model.transformer.encoder.foreground_loss.assigner.range_scale = LABEL_RANGE_SCA
 dataloader.evaluator = with_token_selection(
     dataloader.evaluator,
     assigner=L(ForegroundLabelAssigner)(
-        range_scale="${model.transformer.encoder.foreground_loss.assigner.range_scale}"),
+        range_scale="${model.transformer.encoder.foreground_loss.assigner.range_scale}"
+    ),
 )
 model.return_token_selection = True

@@ -11,6 +11,7 @@ Used for the README's ablation of the top-down modulation:
 
 and by tests/test_focus_learning.py. Variants share the seed, data order and schedule.
 """
+
 import argparse
 import contextlib
 import io
@@ -39,13 +40,17 @@ CONFIG = ROOT / "projects/focus_detr/configs/focus_detr_tiny_synthetic.py"
 def load_config(overrides: Sequence[str] = (), config: Path = CONFIG):
     """The config with a variant's `key=value` overrides (an unknown key is an error, as in
     train_net: a misspelled key would otherwise train the published variant silently)."""
-    return load_strict_config(config, overrides, required=("model", "optimizer"),
-                              extra_keys=inference_config_keys)
+    return load_strict_config(
+        config, overrides, required=("model", "optimizer"), extra_keys=inference_config_keys
+    )
 
 
 def _mapper(short_sides, max_size, train):
-    augs = [T.ResizeShortestEdge(short_edge_length=tuple(short_sides), max_size=max_size,
-                                 sample_style="choice")]
+    augs = [
+        T.ResizeShortestEdge(
+            short_edge_length=tuple(short_sides), max_size=max_size, sample_style="choice"
+        )
+    ]
     if train:
         augs = [T.RandomFlip()] + augs
     # is_train=True keeps the annotations (evaluation images need them for the recall)
@@ -80,22 +85,33 @@ def evaluate(model, batches, dataset_name: str) -> Dict[str, float]:
             out = model.compute_outputs(images)
             selection = out["encoder_output"].selection
             targets = model.prepare_targets(batch)
-            labels = encoder.foreground_loss.labels([t["boxes_xyxy"] for t in targets],
-                                                    selection.spatial_shapes, selection.padding_mask)
+            labels = encoder.foreground_loss.labels(
+                [t["boxes_xyxy"] for t in targets], selection.spatial_shapes, selection.padding_mask
+            )
             select.append(float(encoder.losses(out, targets)["select_loss"]))
             recall = kept_foreground_recall(selection, labels)
             count = int(labels.sum())
             hits = recall * count if hits is None else hits + recall * count
             positives += count
-            results = model.postprocess(out["pred_logits"], out["pred_boxes"], images.image_sizes, batch)
+            results = model.postprocess(
+                out["pred_logits"], out["pred_boxes"], images.image_sizes, batch
+            )
             for item, result in zip(batch, results):
                 image_ids.append(item["image_id"])
                 inst = result["instances"]
-                for box, score, cls in zip(inst.pred_boxes.tensor.tolist(), inst.scores.tolist(),
-                                           inst.pred_classes.tolist()):
-                    detections.append({"image_id": item["image_id"], "category_id": to_id[cls],
-                                       "score": score,
-                                       "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
+                for box, score, cls in zip(
+                    inst.pred_boxes.tensor.tolist(),
+                    inst.scores.tolist(),
+                    inst.pred_classes.tolist(),
+                ):
+                    detections.append(
+                        {
+                            "image_id": item["image_id"],
+                            "category_id": to_id[cls],
+                            "score": score,
+                            "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                        }
+                    )
     model.train()
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(meta.json_file)
@@ -107,15 +123,27 @@ def evaluate(model, batches, dataset_name: str) -> Dict[str, float]:
             ev.accumulate()
             ev.summarize()
             ap, ap50 = 100 * ev.stats[0], 100 * ev.stats[1]
-    return {"AP": ap, "AP50": ap50, "select_loss": sum(select) / len(select),
-            "kept_recall": [round(float(r), 4) for r in hits / max(positives, 1)]}
+    return {
+        "AP": ap,
+        "AP50": ap50,
+        "select_loss": sum(select) / len(select),
+        "kept_recall": [round(float(r), 4) for r in hits / max(positives, 1)],
+    }
 
 
-def train_and_evaluate(overrides: Sequence[str] = (), iters: int = 300, batch_size: int = 4,
-                       train_short_sides: Sequence[int] = (160, 176, 192, 208, 224),
-                       test_short_side: int = 192, max_size: int = 320, eval_images: int = 100,
-                       eval_every: int = 0, lr: float = 4e-4, seed: int = 0,
-                       log=print) -> Dict[str, object]:
+def train_and_evaluate(
+    overrides: Sequence[str] = (),
+    iters: int = 300,
+    batch_size: int = 4,
+    train_short_sides: Sequence[int] = (160, 176, 192, 208, 224),
+    test_short_side: int = 192,
+    max_size: int = 320,
+    eval_images: int = 100,
+    eval_every: int = 0,
+    lr: float = 4e-4,
+    seed: int = 0,
+    log=print,
+) -> Dict[str, object]:
     """Train the tiny config (with `overrides`) for `iters` steps and evaluate.
 
     Returns dict: `history` (per evaluation: iteration, AP, AP50, val select_loss, kept_recall
@@ -132,16 +160,21 @@ def train_and_evaluate(overrides: Sequence[str] = (), iters: int = 300, batch_si
     val_name = "synthetic_shapes_val"
     val_set = get_detection_dataset_dicts(val_name, filter_empty=False)[:eval_images]
     val_mapper = _mapper([test_short_side], max_size, train=False)
-    val_batches = [[val_mapper(d) for d in val_set[i:i + 4]] for i in range(0, len(val_set), 4)]
-    batches = _batches(train_set, _mapper(train_short_sides, max_size, train=True), batch_size, seed)
+    val_batches = [[val_mapper(d) for d in val_set[i : i + 4]] for i in range(0, len(val_set), 4)]
+    batches = _batches(
+        train_set, _mapper(train_short_sides, max_size, train=True), batch_size, seed
+    )
     history, window, start = [], [], time.time()
     eval_at = set(range(0, iters + 1, eval_every)) if eval_every else {0, iters}
     with EventStorage(0):
         for it in range(iters + 1):
             if it in eval_at:
-                row = {"iter": it, **evaluate(model, val_batches, val_name),
-                       "train_select_loss": sum(window) / len(window) if window else None,
-                       "elapsed": round(time.time() - start, 1)}
+                row = {
+                    "iter": it,
+                    **evaluate(model, val_batches, val_name),
+                    "train_select_loss": sum(window) / len(window) if window else None,
+                    "elapsed": round(time.time() - start, 1),
+                }
                 history.append(row)
                 window = []
                 log(json.dumps(row))
@@ -156,25 +189,42 @@ def train_and_evaluate(overrides: Sequence[str] = (), iters: int = 300, batch_si
             window.append(losses["select_loss"].item())
     selector = model.transformer.encoder.selector
     coefficients = selector.modulation_coefficients
-    return {"history": history, "keep_ratio": selector.keep_ratio,
-            "modulation_coefficients": None if coefficients is None else [
-                round(float(c), 4) for c in coefficients.detach()],
-            "layer_keep_fractions": [round(float(c) * selector.foreground_ratio, 3)
-                                     for c in selector.cascade_ratios],
-            "seconds": round(time.time() - start, 1)}
+    return {
+        "history": history,
+        "keep_ratio": selector.keep_ratio,
+        "modulation_coefficients": None
+        if coefficients is None
+        else [round(float(c), 4) for c in coefficients.detach()],
+        "layer_keep_fractions": [
+            round(float(c) * selector.foreground_ratio, 3) for c in selector.cascade_ratios
+        ],
+        "seconds": round(time.time() - start, 1),
+    }
 
 
 def main(argv: List[str] = None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", nargs="+", action="append", metavar=("NAME", "OVERRIDE"),
-                        help="a variant: its name, then config overrides (repeatable)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        action="append",
+        metavar=("NAME", "OVERRIDE"),
+        help="a variant: its name, then config overrides (repeatable)",
+    )
     parser.add_argument("--iters", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--eval-every", type=int, default=0)
     parser.add_argument("--eval-images", type=int, default=100)
     parser.add_argument("--lr", type=float, default=4e-4)
-    parser.add_argument("--train-sizes", type=int, nargs="+", default=[160, 176, 192, 208, 224],
-                        help="training short sides (one drawn per image)")
+    parser.add_argument(
+        "--train-sizes",
+        type=int,
+        nargs="+",
+        default=[160, 176, 192, 208, 224],
+        help="training short sides (one drawn per image)",
+    )
     parser.add_argument("--test-size", type=int, default=192, help="evaluation short side")
     parser.add_argument("--max-size", type=int, default=320, help="longest side limit")
     parser.add_argument("--seed", type=int, default=0)
@@ -187,20 +237,32 @@ def main(argv: List[str] = None):
     results = {}
     for name, *overrides in variants:
         print(f"== {name}: {' '.join(overrides) or '(defaults)'}", flush=True)
-        results[name] = train_and_evaluate(overrides, args.iters, args.batch_size,
-                                           args.train_sizes, args.test_size, args.max_size,
-                                           eval_images=args.eval_images,
-                                           eval_every=args.eval_every, lr=args.lr, seed=args.seed,
-                                           log=lambda s: print(s, flush=True))
-    print("\n| variant | AP | AP50 | val select_loss | kept foreground recall per layer | "
-          "coefficients | train s |")
+        results[name] = train_and_evaluate(
+            overrides,
+            args.iters,
+            args.batch_size,
+            args.train_sizes,
+            args.test_size,
+            args.max_size,
+            eval_images=args.eval_images,
+            eval_every=args.eval_every,
+            lr=args.lr,
+            seed=args.seed,
+            log=lambda s: print(s, flush=True),
+        )
+    print(
+        "\n| variant | AP | AP50 | val select_loss | kept foreground recall per layer | "
+        "coefficients | train s |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():
         last = r["history"][-1]
-        print(f"| {name} | {last['AP']:.1f} | {last['AP50']:.1f} | {last['select_loss']:.3f} | "
-              f"{', '.join(f'{x:.2f}' for x in last['kept_recall'])} "
-              f"(keeps {', '.join(map(str, r['layer_keep_fractions']))}) | "
-              f"{r['modulation_coefficients']} | {r['seconds']:.0f} |")
+        print(
+            f"| {name} | {last['AP']:.1f} | {last['AP50']:.1f} | {last['select_loss']:.3f} | "
+            f"{', '.join(f'{x:.2f}' for x in last['kept_recall'])} "
+            f"(keeps {', '.join(map(str, r['layer_keep_fractions']))}) | "
+            f"{r['modulation_coefficients']} | {r['seconds']:.0f} |"
+        )
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=1))
 

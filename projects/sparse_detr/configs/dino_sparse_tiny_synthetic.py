@@ -45,6 +45,7 @@ train.output_dir = "./output/dino_sparse_tiny_synthetic"
 dataloader.evaluator = with_token_selection(
     dataloader.evaluator,
     assigner=L(ForegroundLabelAssigner)(
-        range_scale="${model.transformer.encoder.choices.focus.foreground_loss.assigner.range_scale}"),
+        range_scale="${model.transformer.encoder.choices.focus.foreground_loss.assigner.range_scale}"
+    ),
 )
 model.return_token_selection = True

@@ -6,15 +6,25 @@ other module keeps its name and weights.
 
 `model.transformer.padding` ("published" here, "masked") is the one key for how training treats a
 padded batch's padded tokens, in the proposal cut and in the Focus encoder's selector and loss."""
+
 import torch.nn as nn
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BasicStem, ResNet
 
 from focus_detr.layers import PositionEmbeddingSine
-from focus_detr.modeling import (DINO, ChannelMapper, ContrastiveDenoising, DeformableDecoderLayer,
-                                 DeformableEncoder, DeformableEncoderLayer, DINOCriterion,
-                                 DINODecoder, DINOTransformer, HungarianMatcher)
+from focus_detr.modeling import (
+    DINO,
+    ChannelMapper,
+    ContrastiveDenoising,
+    DeformableDecoderLayer,
+    DeformableEncoder,
+    DeformableEncoderLayer,
+    DINOCriterion,
+    DINODecoder,
+    DINOTransformer,
+    HungarianMatcher,
+)
 
 model = L(DINO)(
     backbone=L(ResNet)(
@@ -24,7 +34,8 @@ model = L(DINO)(
         freeze_at=1,
     ),
     position_embedding=L(PositionEmbeddingSine)(
-        num_pos_feats=128, temperature=10000, normalize=True, offset=-0.5),
+        num_pos_feats=128, temperature=10000, normalize=True, offset=-0.5
+    ),
     neck=L(ChannelMapper)(
         input_shapes={
             "res3": ShapeSpec(channels=512, stride=8),
@@ -40,14 +51,26 @@ model = L(DINO)(
     transformer=L(DINOTransformer)(
         encoder=L(DeformableEncoder)(
             layer=L(DeformableEncoderLayer)(
-                embed_dim=256, num_heads=8, num_levels=4, num_points=4, feedforward_dim=2048,
-                attn_dropout=0.0, ffn_dropout=0.0),
+                embed_dim=256,
+                num_heads=8,
+                num_levels=4,
+                num_points=4,
+                feedforward_dim=2048,
+                attn_dropout=0.0,
+                ffn_dropout=0.0,
+            ),
             num_layers=6,
         ),
         decoder=L(DINODecoder)(
             layer=L(DeformableDecoderLayer)(
-                embed_dim=256, num_heads=8, num_levels=4, num_points=4, feedforward_dim=2048,
-                attn_dropout=0.0, ffn_dropout=0.0),
+                embed_dim=256,
+                num_heads=8,
+                num_levels=4,
+                num_points=4,
+                feedforward_dim=2048,
+                attn_dropout=0.0,
+                ffn_dropout=0.0,
+            ),
             num_layers=6,
             num_classes="${...num_classes}",
             look_forward_twice=True,
@@ -60,16 +83,20 @@ model = L(DINO)(
     ),
     criterion=L(DINOCriterion)(
         num_classes="${..num_classes}",
-        matcher=L(HungarianMatcher)(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0,
-                                    alpha=0.25, gamma=2.0),
+        matcher=L(HungarianMatcher)(
+            cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, alpha=0.25, gamma=2.0
+        ),
         # auxiliary (_0.._4), encoder (_enc) and denoising (_dn*) terms take these base weights
         weight_dict={"loss_class": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0},
         alpha=0.25,
         gamma=2.0,
     ),
     denoising=L(ContrastiveDenoising)(
-        num_classes="${..num_classes}", num_dn_queries=100, label_noise_ratio=0.5,
-        box_noise_scale=1.0),
+        num_classes="${..num_classes}",
+        num_dn_queries=100,
+        label_noise_ratio=0.5,
+        box_noise_scale=1.0,
+    ),
     num_classes=80,
     pixel_mean=[123.675, 116.280, 103.530],
     pixel_std=[58.395, 57.120, 57.375],

@@ -1,6 +1,7 @@
 """A tiny DINO for CPU training from scratch: ResNet-18 layout at half width with trainable
 BatchNorm (no ImageNet weights offline), embed dim 64, 2 encoder and 3 decoder layers, 100
 queries, 30 denoising queries. Same classes as DINO-R50; only sizes change."""
+
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 
