@@ -135,3 +135,17 @@ def test_export_tool_dynamic_batch_graph(tmp_path, capsys):
         assert message in capsys.readouterr().err
     with pytest.raises(SystemExit):
         tool.parse_args(["--config-file", "x.py", "--batch", "0"])
+
+
+def test_openvino_runs_one_dynamic_graph_at_two_sizes(tmp_path):
+    pytest.importorskip("openvino", reason="pip install -e '.[deploy]'")
+    model = tiny_model("focus_detr")
+    path = export_onnx(model, tmp_path / "dynamic.onnx", SIZES[0], dynamic_shapes=True)
+    detector = load(path, runtime="openvino", threads=1)
+    assert detector.input_shape == (3, None, None)
+    for size in SIZES:
+        image = dataset_image(1, size)
+        result = detector(image)
+        assert result.image_size == size
+        ours = (result.pred_boxes.tensor, result.scores, result.pred_classes)
+        assert_same_sets(ours, eager(model, image), TINY_SCORE_TOL, TINY_BOX_TOL)
