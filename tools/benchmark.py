@@ -141,9 +141,34 @@ def parse_args(argv=None):
         "norms unfolded) on one 800x1216 image in the same rounds; its ratio to the anchors' "
         f"{PUBLISHED_BACKBONE_CPU_S} s says how this machine compares with the anchors' one",
     )
+    p.add_argument(
+        "--runtimes",
+        nargs="+",
+        choices=("onnxruntime", "openvino"),
+        help="also export each config's model (ONNX, float32 input, the input's size) and time "
+        "it in these runtimes beside eager PyTorch, interleaved, on the same image (CPU; needs "
+        "pip install -e '.[deploy]')",
+    )
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32"],
+        metavar="P",
+        help="with --runtimes: fp32 (default), bf16, int8: each runtime runs those it offers",
+    )
     p.add_argument("--results", help="append one JSON line per config (fps, latency, gflops, ap)")
     p.add_argument("--json", help="write the full measurements to this JSON file")
     args = p.parse_args(argv)
+    if args.runtimes and (args.dataset_inputs or args.device == "cuda"):
+        p.error(
+            "--runtimes times the exported graphs on CPU on one synthesized image: use it "
+            "without --dataset-inputs and with --device cpu (or auto)"
+        )
+    if any("=" in x for x in args.precisions):
+        p.error(
+            "--precisions took a key=value override: put the config files and their "
+            "overrides before --precisions"
+        )
     if args.labels and len(args.labels) != len(args.config_file):
         p.error(f"{len(args.labels)} labels for {len(args.config_file)} configs")
     if args.metrics and len(args.metrics) != len(args.config_file):
@@ -174,8 +199,6 @@ def parse_args(argv=None):
 if __name__ == "__main__":
     parse_args()  # --help and bad arguments answered before torch and detectron2 load
 
-import torch  # noqa: E402
-
 import focus_detr.data  # noqa: E402,F401  (registers the built-in dataset)
 from focus_detr.analysis import resolve_device, set_threads  # noqa: E402
 
@@ -193,6 +216,8 @@ from focus_detr.analysis.benchmarking import (  # noqa: E402,F401
     evaluate_and_record,
     part_timers,
     profile_table,
+    run_header,
+    runtime_tables,
     summary_table,
     time_rounds,
     write_measurements,
@@ -212,26 +237,18 @@ def main(argv=None):
             "--calibrate compares this machine with the anchors' setting (CPU, 2 threads, wall "
             f"clock); this run: {device.type}, {threads} thread(s), {args.clock} clock"
         )
+    if args.runtimes and device.type != "cpu":
+        raise SystemExit(f"--runtimes times the exported graphs on CPU, not {device}: --device cpu")
     threads = set_threads(threads)
     allocator = configure_allocator(args.malloc)
     labels = config_labels(args.config_file, args.labels)
     built = build_benchmark_models(
         args.config_file, labels, device, args.input_size, args.dataset_inputs
     )
-    where = (
-        f"{args.dataset_inputs} dataset image(s)"
-        if args.dataset_inputs
-        else f"one synthesized {args.input_size[0]}x{args.input_size[1]} image"
-    )
-    on = (
-        f" ({torch.cuda.get_device_name(device)})"
-        if device.type == "cuda"
-        else f", {threads} thread(s)"
-    )
     msda_backend = resolve_backend(args.msda_backend, device)
     print(
-        f"Device {device}{on}; {where}, batch 1; {args.warmup} warm-up + {args.runs} timed rounds"
-        f", interleaved; deformable attention: {msda_backend} backend; malloc: {allocator}"
+        run_header(device, threads, args.input_size, args.dataset_inputs, args.warmup, args.runs)
+        + f"; deformable attention: {msda_backend} backend; malloc: {allocator}"
     )
     flops = {} if args.no_flops else count_flops(built)
     timers = {} if args.no_breakdown else part_timers(built.models, device, args.clock, args.detail)
@@ -248,6 +265,8 @@ def main(argv=None):
     table = anchor_table(summary, setting, args.input_size, args.dataset_inputs, calibration)
     if table:
         print(table)
+    if args.runtimes:
+        print(runtime_tables(built, args.runtimes, args.precisions, threads or 0, args.runs))
     for label in labels if args.profile else ():
         print(profile_table(built.models[label], built.inputs[label], args.profile, label))
     run = dict(

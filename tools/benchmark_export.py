@@ -15,7 +15,6 @@ detections from eager float32 (matched as sets). Needs `pip install -e '.[deploy
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's focus_detr
@@ -66,117 +65,33 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    import copy
-
     import torch
 
     from focus_detr.analysis import build_model, flop_analysis, load_config
-    from focus_detr.deploy import (
-        ExportableDetector,
-        export_onnx,
-        interleaved_timings,
-        load,
-        set_distance,
-    )
-    from focus_detr.deploy.precision import PRECISIONS, check_precision
-    from focus_detr.deploy.timing import compute_floor_ratio, matmul_rate
+    from focus_detr.deploy.comparison import compare_runtimes
+    from focus_detr.deploy.timing import matmul_rate
     from focus_detr.engine.allocator import configure_allocator
-    from focus_detr.modeling import optimize
 
     print(f"allocator: {configure_allocator()}")  # as the other tools: freed memory reused
     torch.set_num_threads(args.threads)
     model = build_model(load_config(args.config_file, args.opts), "cpu")
     image = torch.rand(3, *args.input_size, generator=torch.Generator().manual_seed(0)) * 255
-    eager = ExportableDetector(model).eval()
-    offered = {
-        r: [check_precision(r, p) for p in args.precisions if _offers(r, p)] for r in PRECISIONS
-    }
-    unknown = [p for p in args.precisions if not any(_offers(r, p) for r in PRECISIONS)]
-    if unknown:
-        raise SystemExit(f"--precisions: {unknown} is offered by no runtime ({PRECISIONS})")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(
-            model, Path(tmp) / "model.onnx", args.input_size, input_dtype=torch.float32
-        )
-        runtimes = {}
-        for precision in offered["eager"]:
-            if precision != "fp32":
-                reduced = optimize(
-                    copy.deepcopy(model),
-                    fold_norms=model.fold_backbone_norms,
-                    reduced_precision=precision,
-                )
-                runtimes[f"eager {precision}"] = _EagerImage(ExportableDetector(reduced).eval())
-        for precision in offered["onnxruntime"]:
-            runtimes[f"onnxruntime {precision}"] = load(
-                path, providers=["CPUExecutionProvider"], threads=args.threads, precision=precision
-            )
-        for precision in offered["openvino"]:
-            try:
-                runtimes[f"openvino {precision}"] = load(
-                    path, runtime="openvino", threads=args.threads, precision=precision
-                )
-            except (ImportError, ValueError) as e:
-                print(f"openvino {precision} skipped: {e}")
-        runners = {"eager fp32": lambda: eager(image)}
-        runners.update({name: (lambda r=r: r(image)) for name, r in runtimes.items()})
-        with torch.no_grad():
-            timings = interleaved_timings(runners, args.rounds)
-            reference = eager(image)
-            results = {name: _detections(r(image)) for name, r in runtimes.items()}
-            rate = matmul_rate(args.gemm_size)
-            macs = flop_analysis(model, [image]).total()
-    size = "x".join(map(str, args.input_size))
-    floor = macs / rate
-    print(
-        f"model {macs / 1e9:.1f} GFLOP (multiply-adds, fvcore); float32 {args.gemm_size}^3 "
-        f"matrix product {rate / 1e9:.1f} GFLOP/s with {args.threads} threads: compute floor "
-        f"{floor:.3f} s"
-    )
-    for name, t in timings.items():
-        print(
-            f"{name:18s} {size} {args.threads} threads: median {t['median_s']:.3f} s, "
-            f"min {t['min_s']:.3f} s; "
-            f"{compute_floor_ratio(t['median_s'], macs, rate):.1f}x the float32 floor"
-        )
-    for name, ours in results.items():
-        gap = set_distance(ours, reference, 1e-4, 1e-2)
-        print(
-            f"speed-up {name} / eager fp32: "
-            f"{timings['eager fp32']['median_s'] / timings[name]['median_s']:.2f}x; detections "
-            f"{'agree' if gap <= 1 else 'DIFFER'} within 1e-4 score / 0.01 px "
-            f"(distance {gap:.2g})"
-        )
-
-
-class _EagerImage:
-    """An eager `ExportableDetector` called like the runtimes (image in, detections out)."""
-
-    def __init__(self, detector):
-        self.detector = detector
-
-    def __call__(self, image):
-        import torch
-
-        with torch.no_grad():
-            return self.detector(image)
-
-
-def _detections(result):
-    """(boxes, scores, labels) of an `Instances` or of an eager detector's tuple."""
-    if isinstance(result, tuple):
-        return result
-    return result.pred_boxes.tensor, result.scores, result.pred_classes
-
-
-def _offers(runtime, precision) -> bool:
-    from focus_detr.deploy.precision import check_precision
-
     try:
-        check_precision(runtime, precision)
-    except ValueError:
-        return False
-    return True
+        comparison = compare_runtimes(
+            model, image, args.precisions, threads=args.threads, rounds=args.rounds
+        )
+    except ValueError as e:
+        raise SystemExit(f"--precisions: {e}")
+    with torch.no_grad():
+        rate = matmul_rate(args.gemm_size)
+        macs = flop_analysis(model, [image]).total()
+    size = "x".join(map(str, args.input_size))
+    print(
+        f"{size}, batch 1, {args.threads} threads, {args.rounds} interleaved rounds; model "
+        f"{macs / 1e9:.1f} GFLOP (multiply-adds, fvcore); float32 {args.gemm_size}^3 matrix "
+        f"product {rate / 1e9:.1f} GFLOP/s: compute floor {macs / rate:.3f} s"
+    )
+    print(comparison.table(macs, rate))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import torch
 from detectron2.config import instantiate
 from torch.profiler import ProfilerActivity, profile
 
+from ..deploy.comparison import compare_runtimes
 from .accuracy import evaluate_model
 from .flops import MODEL_PARTS, flop_analysis, model_part_counts, model_part_parameters
 from .latency import LATENCY_PARTS, PartTimer, detail_parts, measure_interleaved, paired_ratio
@@ -52,6 +53,8 @@ __all__ = [
     "model_runner",
     "part_timers",
     "profile_table",
+    "run_header",
+    "runtime_tables",
     "summary_table",
     "time_rounds",
     "write_measurements",
@@ -527,3 +530,52 @@ def write_measurements(path, summary, results, calibration, run, runs):
 
 def _unit(clock):
     return "s" if clock == "wall" else "CPU-s"
+
+
+def runtime_tables(
+    built: BenchmarkModels,
+    runtimes: Sequence[str],
+    precisions: Sequence[str],
+    threads: int,
+    rounds: int,
+) -> str:
+    """Per config: eager PyTorch beside its exported graph in `runtimes` ("onnxruntime",
+    "openvino") at each of `precisions` they offer, timed in interleaved rounds on its first
+    input (`focus_detr.deploy.comparison.compare_runtimes`; CPU, `threads` for all)."""
+    blocks = []
+    for label, model in built.models.items():
+        image = built.inputs[label][0]["image"]
+        comparison = compare_runtimes(
+            model, image, precisions, ("eager", *runtimes), threads=threads, rounds=rounds
+        )
+        size = "x".join(str(v) for v in image.shape[-2:])
+        blocks.append(
+            f"\n{label}: eager vs exported runtimes, {size}, {threads} thread(s), {rounds} "
+            f"interleaved rounds\n{comparison.table()}"
+        )
+    return "\n".join(blocks)
+
+
+def run_header(
+    device: torch.device,
+    threads: Optional[int],
+    input_size: Sequence[int],
+    num_dataset_inputs: Optional[int],
+    warmup: int,
+    runs: int,
+) -> str:
+    """The first line of the benchmark's report: device (GPU name or threads), inputs, rounds."""
+    where = (
+        f"{num_dataset_inputs} dataset image(s)"
+        if num_dataset_inputs
+        else f"one synthesized {input_size[0]}x{input_size[1]} image"
+    )
+    on = (
+        f" ({torch.cuda.get_device_name(device)})"
+        if device.type == "cuda"
+        else f", {threads} thread(s)"
+    )
+    return (
+        f"Device {device}{on}; {where}, batch 1; {warmup} warm-up + {runs} timed rounds, "
+        "interleaved"
+    )
