@@ -248,10 +248,6 @@ def test_selecting_configs_log_selection_quality_beside_coco_ap(config, tmp_path
             "projects/focus_detr/configs/focus_detr_tiny_synthetic.py",
             "model.transformer.encoder.foreground_loss.assigner.range_scale",
         ),
-        (
-            "projects/sparse_detr/configs/dino_sparse_tiny_synthetic.py",
-            "model.transformer.encoder.choices.focus.foreground_loss.assigner.range_scale",
-        ),
     ],
 )
 def test_tiny_configs_label_ranges_are_scaled_and_the_evaluator_follows(config, model_key):

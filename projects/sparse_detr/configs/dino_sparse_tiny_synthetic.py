@@ -21,7 +21,6 @@ from focus_detr.modeling.encoders import swappable_encoder
 from focus_detr.modeling.focus import ForegroundLabelAssigner
 
 from ...dino.configs.dino_tiny_synthetic import (
-    LABEL_RANGE_SCALE,
     dataloader,
     lr_multiplier,
     model,
@@ -35,7 +34,6 @@ model.transformer.encoder = swappable_encoder(
     keep_ratio=0.3,
     cascade_ratios=(1.0, 0.5),
     num_object_tokens=100,
-    range_scale=LABEL_RANGE_SCALE,  # Focus's label ranges scaled to the small images
 )
 
 train.output_dir = "./output/dino_sparse_tiny_synthetic"
