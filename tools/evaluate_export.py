@@ -47,42 +47,29 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    import copy
-
     import torch
 
     from focus_detr.analysis import build_model, dataset_inputs, load_config
-    from focus_detr.deploy import ExportedModel, evaluate_detectors, export_onnx, load
-    from focus_detr.deploy.precision import PRECISIONS
-    from focus_detr.modeling import optimize
+    from focus_detr.deploy import ExportedModel, evaluate_detectors, export_onnx
+    from focus_detr.deploy.comparison import eager_at_precision, load_exported, offered_precisions
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        offered = offered_precisions(args.precisions, ("eager", "onnxruntime", "openvino"))
+    except ValueError as e:
+        raise SystemExit(f"--precisions: {e}")
     cfg = load_config(args.config_file, args.opts)
     model = build_model(cfg, "cpu").eval()
-    unknown = sorted(set(args.precisions) - {p for offer in PRECISIONS.values() for p in offer})
-    if unknown:
-        raise SystemExit(f"--precisions: {unknown} is offered by no runtime ({PRECISIONS})")
-    models = {}
-    for precision in args.precisions:
-        if precision == "fp32":
-            models["eager fp32"] = model
-        elif precision in PRECISIONS["eager"]:
-            models[f"eager {precision}"] = optimize(
-                copy.deepcopy(model), fold_norms=True, reduced_precision=precision
-            )
+    models = {f"eager {p}": eager_at_precision(model, p) for p in offered["eager"]}
     with tempfile.TemporaryDirectory() as tmp:
         # traced at the first test image's size; the graph serves every size
         size = tuple(dataset_inputs(cfg, 1)[0]["image"].shape[-2:])
         path = export_onnx(model, Path(tmp) / "model.onnx", size, dynamic_shapes=True)
-        for runtime in ("onnxruntime", "openvino"):
-            for precision in (p for p in args.precisions if p in PRECISIONS[runtime]):
-                try:
-                    models[f"{runtime} {precision}"] = ExportedModel(
-                        load(path, runtime=runtime, threads=args.threads, precision=precision)
-                    )
-                except (ImportError, ValueError) as e:
-                    print(f"{runtime} {precision} skipped: {e}")
+        loaded, skipped = load_exported(path, offered, args.threads)
+        models.update({name: ExportedModel(detector) for name, detector in loaded.items()})
+        for name, why in skipped.items():
+            print(f"{name} skipped: {why}")
         results = evaluate_detectors(cfg, models, args.images)
     reference = results.get("eager fp32", {}).get("bbox", {})
     print("runtime, precision | AP | AP50 | AP75 | AP - eager fp32 AP")

@@ -18,7 +18,13 @@ from .precision import PRECISIONS, check_precision
 from .runtime import load
 from .timing import compute_floor_ratio, interleaved_timings
 
-__all__ = ["RuntimeComparison", "compare_runtimes", "offered_precisions"]
+__all__ = [
+    "RuntimeComparison",
+    "compare_runtimes",
+    "eager_at_precision",
+    "load_exported",
+    "offered_precisions",
+]
 
 # detections "agree" when every one has a same-class partner this close (score, box px)
 AGREE_SCORE_TOL, AGREE_BOX_TOL = 1e-4, 1e-2
@@ -80,6 +86,41 @@ def _detections(result) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return result.pred_boxes.tensor, result.scores, result.pred_classes
 
 
+def eager_at_precision(model: nn.Module, precision: str) -> nn.Module:
+    """`model` itself for "fp32"; otherwise a copy with `optimize`'s reduced precision (norms
+    folded), so the float32 model stays as it is."""
+    if check_precision("eager", precision) == "fp32":
+        return model
+    return optimize(copy.deepcopy(model), fold_norms=True, reduced_precision=precision)
+
+
+def load_exported(
+    path, offered: Dict[str, List[str]], threads: int = 0, onnxruntime_providers=None
+) -> Tuple[Dict[str, object], Dict[str, str]]:
+    """The exported graph at `path` loaded in each runtime at each precision of `offered`
+    (`offered_precisions`; its "eager" entry is left out).
+
+    Returns:
+        ("runtime precision" -> detector, "runtime precision" -> why it was skipped: the
+        runtime is not installed or the device lacks the precision).
+    """
+    loaded, skipped = {}, {}
+    for runtime, names in offered.items():
+        if runtime == "eager":
+            continue
+        options = {}
+        if runtime == "onnxruntime" and onnxruntime_providers:
+            options["providers"] = list(onnxruntime_providers)
+        for precision in names:
+            try:
+                loaded[f"{runtime} {precision}"] = load(
+                    path, runtime=runtime, threads=threads, precision=precision, **options
+                )
+            except (ImportError, ValueError) as e:
+                skipped[f"{runtime} {precision}"] = str(e)
+    return loaded, skipped
+
+
 def compare_runtimes(
     model: nn.Module,
     image: torch.Tensor,
@@ -100,32 +141,20 @@ def compare_runtimes(
         raise ValueError(f"unknown runtimes {unknown}; choose from {tuple(PRECISIONS)}")
     offered = offered_precisions(precisions, runtimes)
     eager = ExportableDetector(model).eval()
-    runners, skipped = {}, {}
+    # eager float32 is the reference, always timed; its other precisions run first, as listed
+    runners = {
+        f"eager {precision}": ExportableDetector(eager_at_precision(model, precision)).eval()
+        for precision in offered.get("eager", [])
+        if precision != "fp32"
+    }
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
-        path = None
+        skipped = {}
         if any(r != "eager" for r in runtimes):
             path = export_onnx(
                 model, Path(tmp) / "model.onnx", tuple(image.shape[-2:]), input_dtype=torch.float32
             )
-        for runtime, names in offered.items():
-            for precision in names:
-                name = f"{runtime} {precision}"
-                if runtime == "eager":
-                    if precision != "fp32":
-                        reduced = optimize(
-                            copy.deepcopy(model), fold_norms=True, reduced_precision=precision
-                        )
-                        runners[name] = ExportableDetector(reduced).eval()
-                    continue
-                try:
-                    options = (
-                        {"providers": ["CPUExecutionProvider"]} if runtime == "onnxruntime" else {}
-                    )
-                    runners[name] = load(
-                        path, runtime=runtime, threads=threads, precision=precision, **options
-                    )
-                except (ImportError, ValueError) as e:
-                    skipped[name] = str(e)
+            loaded, skipped = load_exported(path, offered, threads, ["CPUExecutionProvider"])
+            runners.update(loaded)
         calls = {"eager fp32": lambda: eager(image)}
         calls.update({name: (lambda r=r: r(image)) for name, r in runners.items()})
         timings = interleaved_timings(calls, rounds)
