@@ -53,3 +53,25 @@ def test_box_evaluator_config_takes_the_coco_part_and_refuses_bad_counts():
     assert "TokenSelection" not in str(box_evaluator_config(cfg.dataloader.evaluator)["_target_"])
     with pytest.raises(ValueError, match="max_images must be >= 1"):
         evaluate_detectors(cfg, {}, max_images=0)
+
+
+def test_ap_of_a_subset_is_scored_on_the_images_evaluated_only(monkeypatch):
+    # detectron2's COCOEvaluator scores the whole dataset unless given image ids: the images
+    # left out would count as missed
+    from focus_detr.evaluation import COCOEvaluator
+
+    cfg = load_config(TINY["focus_detr"], [])
+    scored = []
+
+    def evaluate(self, img_ids=None):
+        scored.append(img_ids)
+        return {"bbox": {"AP": 0.0}}
+
+    monkeypatch.setattr(COCOEvaluator, "evaluate", evaluate)
+    model = torch.nn.Module()
+    model.forward = lambda batch: [{"instances": None} for _ in batch]
+    monkeypatch.setattr(COCOEvaluator, "process", lambda self, inputs, outputs: None)
+    evaluate_detectors(cfg, {"m": model}, max_images=3)
+    evaluate_detectors(cfg, {"m": model})
+    first = [x["image_id"] for x in dataset_inputs(cfg, 3)]
+    assert scored == [first, None]

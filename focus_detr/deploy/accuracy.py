@@ -6,7 +6,9 @@ import itertools
 from typing import Any, Dict, Optional
 
 from detectron2.config import instantiate
-from detectron2.evaluation import DatasetEvaluators, inference_on_dataset
+import torch
+from detectron2.evaluation import DatasetEvaluators
+from detectron2.evaluation.evaluator import inference_context
 from torch import nn
 
 from .runtime import ExportedDetector, detect_resized
@@ -63,10 +65,18 @@ def evaluate_detectors(
         raise ValueError(f"max_images must be >= 1 or None, got {max_images}")
     loader = instantiate(cfg.dataloader.test)
     batches = list(itertools.islice(loader, max_images)) if max_images else list(loader)
+    # COCO AP over the images evaluated only (detectron2's default is the whole dataset, which
+    # would count the images left out as missed)
+    image_ids = [x["image_id"] for batch in batches for x in batch] if max_images else None
     evaluator_cfg = box_evaluator_config(cfg.dataloader.evaluator)
     if "output_dir" in evaluator_cfg:
         evaluator_cfg.output_dir = None  # nothing written per model
     results = {}
     for name, model in models.items():
-        results[name] = inference_on_dataset(model, batches, instantiate(evaluator_cfg))
+        evaluator = instantiate(evaluator_cfg)
+        evaluator.reset()
+        with inference_context(model), torch.no_grad():
+            for batch in batches:
+                evaluator.process(batch, model(batch))
+        results[name] = evaluator.evaluate(img_ids=image_ids)
     return results
