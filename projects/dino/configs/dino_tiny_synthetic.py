@@ -26,8 +26,8 @@ MAX_SIZE = 240
 # set for 800-px images; at the tiny sizes above those ranges leave the two coarse levels without
 # foreground (val: 0.8% and 0% of their tokens). Scaled by this factor, every level of the val
 # images gets foreground (2.9%, 7.5%, 21.7%, 13.8% of its tokens; at 0.4 the coarsest drops to
-# 3.7%; README "The built-in dataset"). Read by the Focus encoder's label assignment and the
-# token-selection evaluator of the tiny configs.
+# 3.7%; README "The built-in dataset"). Read by the tiny Focus-DETR config's label assignment
+# and its token-selection evaluator.
 LABEL_RANGE_SCALE = 0.35
 dataloader.train.mapper.augmentation[1].short_edge_length = TRAIN_SHORT_SIDES
 dataloader.train.mapper.augmentation[1].max_size = MAX_SIZE
